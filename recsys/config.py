@@ -1,0 +1,192 @@
+"""Typed, frozen settings: one object, loaded once at the entry point.
+
+Values come from (highest first) keyword arguments, environment variables with the prefix
+``RECSYS_`` (nested fields use ``__``, e.g. ``RECSYS_MODEL__VARIANT=ple``), a YAML file named by
+``RECSYS_CONFIG``, and the defaults below. Nothing here touches the disk or the network on import;
+:func:`load_settings` only reads.
+
+Every storage location defaults to something embedded under ``data_dir`` (a local folder, SQLite)
+and is one setting away from its production form (a PostgreSQL URL, an MLflow server).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class DriftEvent(BaseModel):
+    """A change to the simulated world from a given day on."""
+
+    model_config = _FROZEN
+    day: date
+    kind: Literal["preference_shift", "new_category", "popularity_shock", "upstream_nulls", "upstream_type"]
+    strength: float = 1.0
+
+
+class SimulatorSettings(BaseModel):
+    model_config = _FROZEN
+    n_users: int = 400
+    n_videos: int = 500
+    n_categories: int = 12
+    n_authors: int = 80
+    latent_dim: int = 8
+    slate_size: int = 10
+    sessions_per_active_user: float = 2.0
+    daily_active_share: float = 0.6
+    explore_share: float = 0.2
+    base_click_rate: float = 0.08
+    kuairand_path: Path | None = None
+    drift: tuple[DriftEvent, ...] = ()
+
+
+class PrivacySettings(BaseModel):
+    model_config = _FROZEN
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: Path | None = None
+    # Comma-separated Fernet keys, newest first (MultiFernet order); or a file with one key per line.
+    encryption_keys: SecretStr | None = None
+    encryption_key_file: Path | None = None
+    ip_prefix_v4: int = 24
+
+
+class FeatureSettings(BaseModel):
+    model_config = _FROZEN
+    window_days: int = 14
+    valid_fraction: float = 0.15
+    title_max_tokens: int = 8
+    title_vocab_size: int = 2000
+    min_count: int = 1
+
+
+class ModelSettings(BaseModel):
+    model_config = _FROZEN
+    variant: Literal["mmoe", "shared_bottom", "ple"] = "mmoe"
+    embedding_dim: int = 16
+    shallow_units: tuple[int, ...] = (64,)
+    n_experts: int = 4
+    n_shared_experts: int = 2  # PLE only
+    expert_units: int = 32
+    tower_units: int = 16
+    gate_dropout: float = 0.1
+    bias_tower: bool = True
+    position_dropout: float = 0.1
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "watch": 0.5, "like": 0.5, "share": 0.5}
+    )
+    score_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 1.0, "watch": 0.3, "like": 0.5, "share": 0.5}
+    )
+
+
+class TrainSettings(BaseModel):
+    model_config = _FROZEN
+    epochs: int = 8
+    batch_size: int = 512
+    learning_rate: float = 3e-3
+    patience: int = 2
+    train_every_days: int = 1
+
+
+class EvaluateSettings(BaseModel):
+    model_config = _FROZEN
+    k: int = 10
+    floor_auc: dict[str, float] = Field(default_factory=lambda: {"click": 0.55})
+    max_regression: dict[str, float] = Field(default_factory=lambda: {"click": 0.01})
+    min_margin_over_popularity: float = 0.0
+
+
+class ServingSettings(BaseModel):
+    model_config = _FROZEN
+    top_n: int = 10
+    n_candidates: int = 200
+    max_per_author: int = 3
+    keep_versions: int = 5
+    min_row_ratio: float = 0.5
+
+
+class MonitoringSettings(BaseModel):
+    model_config = _FROZEN
+    pushgateway_url: str | None = None
+    exporter_port: int = 8000
+    ctr_drop: float = 0.2
+    baseline_days: int = 3
+    psi_threshold: float = 0.2
+    max_model_age_days: int = 30
+    cooldown_days: int = 3
+
+
+class Settings(BaseSettings):
+    """All of recsys' configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECSYS_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    data_dir: Path = Path("data")
+    demo: bool = False
+    seed: int = 42
+    source: Literal["simulator", "landing", "kuairand", "movielens", "postgres"] = "simulator"
+    source_path: Path | None = None
+    db_url: str | None = None  # recommendations DB; default sqlite under data_dir
+    mlflow_tracking_uri: str | None = None  # default sqlite under data_dir
+    mlflow_artifact_root: str | None = None
+    experiment: str = "recsys"
+    model_name: str = "recsys-ranker"
+    dask_scheduler: str | None = None
+
+    simulator: SimulatorSettings = SimulatorSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
+    serving: ServingSettings = ServingSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = os.environ.get("RECSYS_CONFIG")
+        if yaml_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    # Derived locations (pure; nothing is created here).
+    @property
+    def resolved_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.data_dir / 'recsys.db').resolve()}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def resolved_artifact_root(self) -> str:
+        if self.mlflow_artifact_root:
+            return self.mlflow_artifact_root
+        return (self.data_dir / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and ``RECSYS_CONFIG``), with keyword overrides on top."""
+    return Settings(**overrides)

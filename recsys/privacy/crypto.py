@@ -1,0 +1,109 @@
+"""Encryption at rest with Fernet keys (AES-128-CBC + HMAC-SHA256), rotated through MultiFernet.
+
+Keys come from ``RECSYS_PRIVACY__ENCRYPTION_KEYS`` (comma-separated, newest first) or from a key file
+(one key per line, newest first, readable only by its owner). In demo mode a local key file is created
+under the data folder, and a message says so. Decryption with a wrong key raises
+:class:`DecryptionError`; it never returns garbage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from recsys.config import Settings
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"RSENC1\n"  # marks an encrypted file, so a plain file is never "decrypted" into garbage
+
+
+class KeyConfigError(RuntimeError):
+    """No usable key is configured."""
+
+
+class DecryptionError(RuntimeError):
+    """A file could not be decrypted with the configured keys."""
+
+
+def _read_owner_only(path: Path) -> str:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyConfigError(f"key file {path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
+    return path.read_text()
+
+
+def demo_key_file(settings: Settings, name: str) -> Path:
+    return settings.data_dir / "keys" / name
+
+
+def ensure_demo_key(path: Path, make) -> None:
+    """Create an owner-only key file for demo mode if it does not exist."""
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(make() + "\n")
+    log.warning("demo mode: created a local key file %s (do not use demo keys in production)", path)
+
+
+def load_fernet_keys(settings: Settings) -> list[str]:
+    """Return the configured Fernet keys, newest first."""
+    p = settings.privacy
+    if p.encryption_keys is not None:
+        keys = [k.strip() for k in p.encryption_keys.get_secret_value().split(",") if k.strip()]
+    else:
+        path = p.encryption_key_file
+        if path is None and settings.demo:
+            path = demo_key_file(settings, "fernet.keys")
+            ensure_demo_key(path, lambda: Fernet.generate_key().decode())
+        if path is None or not Path(path).exists():
+            raise KeyConfigError(
+                "no encryption key: set RECSYS_PRIVACY__ENCRYPTION_KEYS or RECSYS_PRIVACY__ENCRYPTION_KEY_FILE "
+                "(or RECSYS_DEMO=1 for a local demo key)"
+            )
+        keys = [k.strip() for k in _read_owner_only(Path(path)).splitlines() if k.strip()]
+    if not keys:
+        raise KeyConfigError("the encryption key list is empty")
+    return keys
+
+
+class Cipher:
+    """Encrypts with the newest key; decrypts with any configured key."""
+
+    def __init__(self, keys: list[str]):
+        try:
+            self._f = MultiFernet([Fernet(k.encode()) for k in keys])
+        except (ValueError, TypeError) as exc:
+            raise KeyConfigError(f"malformed Fernet key: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Cipher:
+        return cls(load_fernet_keys(settings))
+
+    def encrypt(self, data: bytes) -> bytes:
+        return MAGIC + self._f.encrypt(data)
+
+    def decrypt(self, blob: bytes, *, what: str = "data") -> bytes:
+        if not blob.startswith(MAGIC):
+            raise DecryptionError(f"{what} is not an encrypted recsys file")
+        try:
+            return self._f.decrypt(blob[len(MAGIC) :])
+        except InvalidToken:
+            raise DecryptionError(
+                f"{what} cannot be decrypted with the configured key(s): wrong key, or the file is damaged"
+            ) from None
+
+    def rotate(self, blob: bytes, *, what: str = "data") -> bytes:
+        """Re-encrypt ``blob`` under the newest key (it must decrypt under one of the keys)."""
+        if not blob.startswith(MAGIC):
+            raise DecryptionError(f"{what} is not an encrypted recsys file")
+        try:
+            return MAGIC + self._f.rotate(blob[len(MAGIC) :])
+        except InvalidToken:
+            raise DecryptionError(f"{what} cannot be decrypted with the configured key(s)") from None
