@@ -121,6 +121,9 @@ class MonitoringSettings(BaseModel):
     model_config = _FROZEN
     pushgateway_url: str | None = None
     exporter_port: int = 8000
+    exporter_addr: str = "127.0.0.1"
+    quality_snapshot_path: Path | None = None  # default: data_dir/monitoring/quality.json
+    psi_bins: int = 10
     ctr_drop: float = 0.2
     baseline_days: int = 3
     psi_threshold: float = 0.2

@@ -27,7 +27,7 @@ import pandas as pd
 
 from recsys.privacy.crypto import Cipher
 
-ZONES = ("landing", "raw", "quarantine", "clean", "features", "reports")
+ZONES = ("landing", "raw", "quarantine", "clean", "features", "recs", "reports")
 ENCRYPTED_ZONES = ("raw", "quarantine")
 
 

@@ -1,0 +1,34 @@
+"""Monitoring: Prometheus metrics for batch health and quality, online metrics, drift, retrain rules.
+
+``metrics`` pushes stage health to the Pushgateway and serves the latest quality figures;
+``online`` computes what users did with the published lists and decides whether to retrain. The
+seed's names are re-exported here. Imports are lazy, so ``import recsys.monitoring.metrics`` (e.g.
+from the Airflow plugin) never pulls in pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "log_user_interaction": "online",
+    "compute_metrics": "online",
+    "check_retraining_needed": "online",
+    "population_stability_index": "online",
+    "feature_psi": "online",
+    "RetrainDecision": "online",
+    "push_stage_metrics": "metrics",
+    "write_quality_snapshot": "exporter",
+    "read_quality_snapshot": "exporter",
+    "serve_metrics": "exporter",
+    "MetricsServer": "exporter",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

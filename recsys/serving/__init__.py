@@ -1,0 +1,111 @@
+"""Serving: candidates, ranking, publishing, and reading recommendations.
+
+Public entry points (the seed's names): :func:`recommend_videos` scores given candidates for one user in
+real time; :func:`parallel_recommendations` computes lists for many users on Dask;
+:func:`get_recommendations` reads a user's published list (what an app does).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import date, timedelta
+
+import pandas as pd
+
+from recsys.config import Settings, load_settings
+from recsys.serving.candidates import generate_candidates
+from recsys.serving.rank import rank_candidates, scoring_frame, serving_time
+
+__all__ = ["batch_recommendations", "get_recommendations", "parallel_recommendations", "recommend_videos"]
+
+HISTORY_DAYS = 7
+
+
+def _context(lake, ds: date, settings: Settings):
+    start = ds - timedelta(days=HISTORY_DAYS - 1)
+    history = lake.read_window("clean", "interactions", start, ds)
+    videos = lake.read_frame("clean", "videos", ds)
+    users = lake.read_frame("clean", "users", ds)
+    return history, videos, users
+
+
+def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[str] | None = None):
+    """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users)."""
+    from recsys.registry import load_ranker
+    from recsys.serving.publish import FALLBACK_KEY
+
+    ranker = load_ranker(settings)
+    history, videos, users = _context(lake, ds, settings)
+    if user_keys is None:
+        today = history[pd.to_datetime(history["ts"], utc=True) >= pd.Timestamp(ds, tz="UTC")]
+        user_keys = sorted(today["user_key"].astype(str).unique())
+    cands = generate_candidates(history, videos, user_keys, ds, settings.serving.n_candidates)
+    frame = scoring_frame(user_keys, cands, users, videos, serving_time(ds))
+    recs = rank_candidates(ranker, frame, settings.serving.top_n, settings.serving.max_per_author)
+    fallback = _fallback(history, videos, settings.serving.top_n)
+    recs = pd.concat([recs, fallback.assign(user_key=FALLBACK_KEY)], ignore_index=True)
+    recs["model_version"] = ranker.version
+    return recs, {"model_version": ranker.version, "users": len(user_keys),
+                  "mean_candidates": float(frame.groupby("user_key").size().mean()) if len(frame) else 0.0}
+
+
+def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Most clicked visible videos of the recent window: what a cold or unknown user gets."""
+    vis = set(videos.loc[videos["visible"].astype(bool), "video_id"].astype(int))
+    clicks = history[history["clicked"] == 1]
+    counts = clicks.groupby(clicks["video_id"].astype(int)).size()
+    counts = counts[counts.index.isin(vis)].sort_values(ascending=False, kind="stable")
+    top = list(counts.index[:n]) + [v for v in sorted(vis) if v not in set(counts.index)][: max(0, n - len(counts))]
+    return pd.DataFrame({"rank": range(1, len(top) + 1), "video_id": top,
+                         "score": [float(counts.get(v, 0)) for v in top]})
+
+
+@functools.lru_cache(maxsize=2)
+def _champion(settings: Settings):
+    from recsys.registry import load_ranker
+
+    return load_ranker(settings)
+
+
+def recommend_videos(user_id: str, candidate_videos: list[int], n: int = 10, *, ds: date | None = None,
+                     settings: Settings | None = None) -> pd.DataFrame:
+    """Real-time scoring: rank ``candidate_videos`` for ``user_id`` with the champion in one batch.
+
+    Uses the saved transform of the champion, so the scores equal the batch path's for the same inputs.
+    Returns the top ``n`` as (video_id, score, rank).
+    """
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.stages import open_lake
+
+    settings = settings or load_settings()
+    lake = open_lake(settings)
+    ds = ds or lake.list_ds("clean", "users")[-1]
+    key = pseudonym(str(user_id), load_pseudonym_key(settings))
+    users, videos = lake.read_frame("clean", "users", ds), lake.read_frame("clean", "videos", ds)
+    frame = scoring_frame([key], {key: list(candidate_videos)}, users, videos, serving_time(ds))
+    recs = rank_candidates(_champion(settings), frame, n, max_per_author=n)
+    return recs[["video_id", "score", "rank"]]
+
+
+def get_recommendations(user_id: str, n: int = 10, settings: Settings | None = None) -> pd.DataFrame:
+    """The live list for ``user_id`` (the fallback list for an unknown or cold user)."""
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.serving.publish import FALLBACK_KEY, engine_for, read_live
+
+    settings = settings or load_settings()
+    eng = engine_for(settings.resolved_db_url)
+    recs = read_live(eng, pseudonym(str(user_id), load_pseudonym_key(settings)), n)
+    return recs if not recs.empty else read_live(eng, FALLBACK_KEY, n)
+
+
+def parallel_recommendations(user_ids: list[str], settings: Settings | None = None) -> pd.DataFrame:
+    """Lists for many users at once (Dask scale-out is issue-tracked; this computes them in one batch)."""
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.stages import open_lake
+
+    settings = settings or load_settings()
+    lake = open_lake(settings)
+    ds = lake.list_ds("clean", "users")[-1]
+    key = load_pseudonym_key(settings)
+    recs, _ = batch_recommendations(lake, ds, settings, [pseudonym(str(u), key) for u in user_ids])
+    return recs

@@ -1,0 +1,134 @@
+"""
+# recsys_daily
+
+The daily batch: **ingest** the day's interactions, **model** (features; train, evaluate and register when
+due), **serve** (rank candidates for every active user and publish the top-N table atomically).
+
+| phase | task | what it does |
+| --- | --- | --- |
+| ingest | `land` | brings the day's raw events into landing (the simulator in the demo, or a dataset importer) |
+| ingest | `collect` | landing -> encrypted raw zone; landing is then encrypted in place |
+| ingest | `validate` | Great Expectations suite; bad rows to quarantine with the rule, bad batches fail the run |
+| ingest | `anonymize` | keyed HMAC pseudonyms, e-mail and IP dropped, region coarsened -> clean zone |
+| model | `features` | examples over the trailing window, time split, transform fitted on train only |
+| model | `train_due` | skips training unless due (schedule), forced (`{"force_train": true}`) or no champion |
+| model | `train` / `evaluate` / `register` | MMoE model in MLflow; gate vs champion and baselines; alias `champion` |
+| serve | `recommend` / `publish` | champion scores candidates; a new table version goes live in one transaction |
+
+Every task reads and writes the partition of its own logical date and can be rerun. Run conf:
+`{"force_train": true}` trains whatever the schedule says. Each task body is one call into `recsys`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task, task_group
+
+RECOMMENDATIONS = Asset("recsys://recommendations")
+CLEAN_INTERACTIONS = Asset("recsys://clean/interactions")
+
+default_args = {
+    "owner": "recsys",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "max_retry_delay": timedelta(minutes=10),
+}
+
+
+@dag(
+    dag_id="recsys_daily",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args,
+    tags=["recsys", "daily"],
+    doc_md=__doc__,
+)
+def recsys_daily():
+    @task_group(group_id="ingest")
+    def ingest():
+        @task(doc_md="Raw events of the day into landing (simulator or dataset importer).")
+        def land(ds: str | None = None):
+            from recsys.stages import land
+
+            return land(ds)
+
+        @task(doc_md="Landing -> encrypted raw zone.")
+        def collect(ds: str | None = None):
+            from recsys.stages import collect
+
+            return collect(ds)
+
+        @task(doc_md="Great Expectations: quarantine bad rows, fail bad batches.")
+        def validate(ds: str | None = None):
+            from recsys.stages import validate
+
+            return validate(ds)
+
+        @task(outlets=[CLEAN_INTERACTIONS], doc_md="Keyed pseudonyms and minimization -> clean zone.")
+        def anonymize(ds: str | None = None):
+            from recsys.stages import anonymize
+
+            return anonymize(ds)
+
+        land() >> collect() >> validate() >> anonymize()
+
+    @task_group(group_id="model")
+    def model():
+        @task(doc_md="Examples, time split and fitted transform for the day.")
+        def features(ds: str | None = None):
+            from recsys.stages import features
+
+            return features(ds)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False, doc_md="Is training due today?")
+        def train_due(ds: str | None = None, dag_run=None):
+            from recsys.stages import should_train
+
+            return should_train(ds, force=bool((dag_run.conf or {}).get("force_train")))["train"]
+
+        @task(doc_md="Fit the multi-task model; everything logged to MLflow.")
+        def train(ds: str | None = None):
+            from recsys.stages import train
+
+            return train(ds, trigger="schedule")
+
+        @task(doc_md="Candidate vs champion vs baselines on the held-out day; the gate's decision.")
+        def evaluate(result: dict, ds: str | None = None):
+            from recsys.stages import evaluate
+
+            return evaluate(ds, run_id=result["run_id"])
+
+        @task(doc_md="Register the model; promote to `champion` only if blessed.")
+        def register(decision: dict, ds: str | None = None):
+            from recsys.stages import register
+
+            return register(ds, run_id=decision["run_id"], blessed=decision["blessed"])
+
+        f = features()
+        f >> train_due() >> register(evaluate(train()))
+
+    @task_group(group_id="serve")
+    def serve():
+        @task(trigger_rule="none_failed", doc_md="Rank candidates for every active user with the champion.")
+        def recommend(ds: str | None = None):
+            from recsys.stages import recommend
+
+            return recommend(ds)
+
+        @task(outlets=[RECOMMENDATIONS], doc_md="Publish a new table version atomically.")
+        def publish(ds: str | None = None):
+            from recsys.stages import publish
+
+            return publish(ds)
+
+        recommend() >> publish()
+
+    ingest() >> model() >> serve()
+
+
+recsys_daily()

@@ -1,0 +1,129 @@
+"""The ``recsys`` command: every stage runnable by hand, the demo, and the operational verbs.
+
+    recsys run collect --ds 2026-01-03      one stage for one day
+    recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
+    recsys summary                          what the last runs produced
+    recsys recommend USER_ID                a user's live list (what an app reads)
+    recsys model rollback                   champion back to previous
+    recsys publish rollback                 live recommendations back to the previous version
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+model_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+publish_app = typer.Typer(no_args_is_help=True, help="The recommendations tables.")
+app.add_typer(model_app, name="model")
+app.add_typer(publish_app, name="publish")
+
+STAGES = ("land", "simulate", "collect", "validate", "anonymize", "features", "should_train", "train",
+          "evaluate", "register", "recommend", "publish")
+
+
+def _settings():
+    from recsys.config import load_settings
+
+    return load_settings()
+
+
+def _echo(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+@app.callback()
+def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v"),
+                  json_logs: bool = typer.Option(False, "--json-logs", help="structured JSON log lines")):
+    from recsys.logs import setup_logging
+
+    setup_logging(logging.DEBUG if verbose else logging.INFO, json_format=json_logs)
+
+
+@app.command()
+def run(stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
+        ds: str = typer.Option(..., help="logical date YYYY-MM-DD"),
+        run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
+        blessed: bool = typer.Option(False, help="register: promote to champion")):
+    """Run one stage for one day."""
+    from recsys import stages
+
+    if stage not in STAGES:
+        raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGES}")
+    fn = getattr(stages, stage)
+    kwargs = {}
+    if stage == "evaluate":
+        kwargs["run_id"] = run_id
+    if stage == "register":
+        kwargs.update(run_id=run_id, blessed=blessed)
+    _echo(fn(date.fromisoformat(ds), _settings(), **kwargs))
+
+
+@app.command()
+def demo(days: int = typer.Option(4, help="consecutive simulated days"),
+         start: str = typer.Option("2026-01-01", help="first logical date")):
+    """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
+    from recsys.demo import run_demo
+
+    raise typer.Exit(run_demo(date.fromisoformat(start), days))
+
+
+@app.command()
+def summary():
+    """Summarize the recorded runs: rows per day, metrics, champion, a user's list."""
+    from recsys.demo import print_summary
+
+    print_summary(_settings())
+
+
+@app.command("user-key")
+def user_key_cmd(user_id: str):
+    """The pseudonymous key of USER_ID (what the recommendations table is keyed by)."""
+    from recsys.privacy.pseudonymize import user_key
+
+    typer.echo(user_key(user_id, _settings()))
+
+
+@app.command()
+def recommend(user_id: str, n: int = 10):
+    """USER_ID's live recommendations (the fallback list for unknown users)."""
+    from recsys.serving import get_recommendations
+
+    typer.echo(get_recommendations(user_id, n, _settings()).to_string(index=False))
+
+
+@model_app.command("rollback")
+def model_rollback():
+    """Move the alias champion back to previous; the next publish uses it."""
+    from recsys.registry import rollback
+
+    _echo(rollback(_settings()))
+
+
+@model_app.command("champion")
+def model_champion():
+    """Show the versions behind champion and previous."""
+    from recsys.registry import champion_version
+
+    s = _settings()
+    _echo({"champion": champion_version(s), "previous": champion_version(s, "previous")})
+
+
+@publish_app.command("rollback")
+def publish_rollback():
+    """Make the previous recommendations version live again."""
+    from recsys.serving.publish import engine_for, rollback
+
+    _echo(rollback(engine_for(_settings().resolved_db_url)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

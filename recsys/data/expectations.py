@@ -1,0 +1,273 @@
+"""Great Expectations suites for the raw zone, and the one place that talks to GX.
+
+The suites are declared as plain :class:`Spec` records (an expectation class name, its keyword
+arguments and the rule it enforces), so declaring them needs no GX import. :func:`run_suite` imports
+GX lazily (the import alone takes seconds, and Airflow parses DAG files that import ``recsys``), builds
+one data context per call, runs the suite through a Checkpoint and reduces the GX result to
+:class:`Check` records: one verdict per expectation, with the positions of the failing rows.
+
+GX only ever sees frames whose raw identifiers have been replaced by integer codes
+(:func:`mask_identifiers`): validation results and Data Docs go to the unencrypted ``reports`` zone.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from recsys.data.schema import DEVICES
+
+KEYS = ("event_id", "user_id", "video_id", "ts")
+BINARY = ("clicked", "liked", "shared")
+# Raw columns parsed from loose JSON values, with the type a value must parse as.
+PARSED = {
+    "video_id": "an integer",
+    "position": "an integer",
+    "watch_seconds": "a number",
+    "clicked": "an integer",
+    "liked": "an integer",
+    "shared": "an integer",
+    "ts": "a timestamp",
+}
+PARSES_SUFFIX = "__parses"  # helper column: True when the raw value is null or parses
+MAX_WATCH = "max_watch_seconds"  # helper column: duration x allowed multiple (null when unknown)
+
+_RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": 20,
+    "return_unexpected_index_query": False,
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One expectation: the GX class name, its arguments, and the rule name it enforces.
+
+    ``level`` is ``"row"`` (failing rows go to quarantine with ``rule`` as the reason) or ``"batch"``
+    (a failure stops the batch).
+    """
+
+    expectation: str
+    rule: str
+    kwargs: dict[str, Any]
+    level: str = "row"
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """GX's verdict on one expectation."""
+
+    expectation: str  # snake-case GX type, e.g. expect_column_values_to_not_be_null
+    rule: str
+    level: str
+    column: str | None
+    success: bool
+    unexpected_rows: tuple[int, ...] = ()  # positions in the validated frame (it has a RangeIndex)
+    unexpected_count: int | None = None
+    observed_value: Any = None
+    sample: tuple = ()  # a few unexpected values (identifiers are masked before GX sees them)
+    error: str | None = None  # GX could not evaluate the expectation
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly record for the validation report."""
+        out: dict[str, Any] = {"expectation": self.expectation, "rule": self.rule, "success": self.success}
+        if self.column is not None:
+            out["column"] = self.column
+        if self.unexpected_count is not None:
+            out["unexpected_count"] = self.unexpected_count
+        if self.observed_value is not None:
+            out["observed_value"] = _jsonable(self.observed_value)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    suite: str
+    success: bool
+    checks: tuple[Check, ...]
+    data_docs_path: Path | None = None
+    by_rule: dict[str, Check] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_rule", {c.rule: c for c in self.checks})
+
+
+# Suites ---------------------------------------------------------------------------------------------
+def events_suite(
+    columns: list[str],
+    *,
+    ds_start: datetime,
+    ds_end: datetime,
+    min_rows: int,
+    known_video_ids: list[int] | None,
+) -> list[Spec]:
+    """The interactions suite, run on the typed check frame built by ``recsys.data.validate``."""
+    specs = [
+        _columns_spec(columns),
+        Spec("ExpectTableRowCountToBeBetween", "volume_collapse", {"min_value": min_rows}, "batch"),
+    ]
+    specs += [Spec("ExpectColumnValuesToNotBeNull", f"null_{c}", {"column": c}) for c in KEYS]
+    specs += [
+        Spec("ExpectColumnValuesToBeInSet", f"bad_type_{c}", {"column": c + PARSES_SUFFIX, "value_set": [True]},
+             description=f"raw `{c}` values are null or parse as {kind}")
+        for c, kind in PARSED.items()
+    ]
+    specs += [Spec("ExpectColumnValuesToBeInSet", f"not_binary_{c}", {"column": c, "value_set": [0, 1]})
+              for c in BINARY]
+    specs += [
+        Spec("ExpectColumnValuesToBeInSet", "unknown_device", {"column": "device", "value_set": list(DEVICES)}),
+        Spec("ExpectColumnValuesToBeBetween", "negative_watch_seconds", {"column": "watch_seconds", "min_value": 0}),
+        Spec("ExpectColumnPairValuesAToBeGreaterThanB", "watch_exceeds_duration",
+             {"column_A": MAX_WATCH, "column_B": "watch_seconds", "or_equal": True,
+              "ignore_row_if": "either_value_is_missing"},
+             description="`watch_seconds` is at most the allowed multiple of the video's duration"),
+        Spec("ExpectColumnValuesToBeBetween", "position_below_1", {"column": "position", "min_value": 1}),
+        Spec("ExpectColumnValuesToBeBetween", "ts_outside_ds",
+             {"column": "ts", "min_value": ds_start, "max_value": ds_end, "strict_max": True}),
+        Spec("ExpectColumnValuesToBeUnique", "duplicate_event_id", {"column": "event_id"}),
+    ]
+    if known_video_ids is not None:
+        specs.append(Spec("ExpectColumnValuesToBeInSet", "unknown_video_id",
+                          {"column": "video_id", "value_set": known_video_ids}))
+    return specs
+
+
+def reference_suite(columns: list[str], key: str, extra: list[Spec] = ()) -> list[Spec]:
+    """A reference table (videos, users): the columns, at least one row, a non-null unique key."""
+    specs = [
+        _columns_spec(columns),
+        Spec("ExpectTableRowCountToBeBetween", "empty_table", {"min_value": 1}, "batch"),
+        Spec("ExpectColumnValuesToNotBeNull", f"null_{key}", {"column": key}, "batch"),
+        Spec("ExpectColumnValuesToBeUnique", f"duplicate_{key}", {"column": key}, "batch"),
+    ]
+    return specs + [Spec(s.expectation, s.rule, s.kwargs, "batch", s.description) for s in extra]
+
+
+def _columns_spec(columns: list[str]) -> Spec:
+    return Spec("ExpectTableColumnsToMatchSet", "missing_columns", {"column_set": columns, "exact_match": False},
+                "batch")
+
+
+def videos_suite(columns: list[str]) -> list[Spec]:
+    return reference_suite(columns, "video_id", [
+        Spec("ExpectColumnValuesToBeBetween", "nonpositive_duration",
+             {"column": "duration_seconds", "min_value": 0, "strict_min": True}),
+    ])
+
+
+def users_suite(columns: list[str]) -> list[Spec]:
+    return reference_suite(columns, "user_id", [
+        Spec("ExpectColumnValuesToBeInSet", "unknown_device", {"column": "device", "value_set": list(DEVICES)}),
+    ])
+
+
+def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
+    """Replace raw identifiers by integer codes: nulls and equalities survive, the values do not."""
+    out = frame.copy()
+    for c in columns:
+        if c in out.columns:
+            codes = pd.factorize(out[c], use_na_sentinel=True)[0]
+            out[c] = pd.Series(codes, index=out.index, dtype="Int64").mask(codes < 0)
+    return out
+
+
+# Running --------------------------------------------------------------------------------------------
+def _gx():
+    """Import GX with analytics off (GX 1.x reads GX_ANALYTICS_ENABLED; nothing is written to $HOME)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def run_suite(frame: pd.DataFrame, suite_name: str, specs: list[Spec], *, run_name: str,
+              reports_dir: Path | None = None) -> SuiteRun:
+    """Validate ``frame`` against ``specs`` with GX and return its verdicts.
+
+    One context per call: an ephemeral one, or a file context rooted at ``reports_dir`` whose Data Docs
+    the Checkpoint updates (``reports_dir/gx/uncommitted/data_docs/local_site/index.html``).
+    """
+    gx = _gx()
+    import great_expectations.expectations as gxe
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    if reports_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        reports_dir = Path(reports_dir)
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=reports_dir)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+
+    # A rerun in the same reports_dir replaces the definitions (add_or_update is quadratic in the suite).
+    for factory in (context.checkpoints, context.validation_definitions, context.suites):
+        if suite_name in {x.name for x in factory.all()}:
+            factory.delete(name=suite_name)
+    source = context.data_sources.add_or_update_pandas(name=suite_name)
+    batch_definition = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe(
+        name="whole_frame")
+    expectations = [
+        getattr(gxe, s.expectation)(**s.kwargs, meta={"rule": s.rule, "level": s.level},
+                                    **({"description": s.description} if s.description else {}))
+        for s in specs
+    ]
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+    actions = [UpdateDataDocsAction(name="update_data_docs")] if reports_dir is not None else []
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=suite_name, validation_definitions=[definition], actions=actions, result_format=_RESULT_FORMAT))
+
+    frame = frame.reset_index(drop=True)
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+    (validation,) = result.run_results.values()
+    order = {s.rule: i for i, s in enumerate(specs)}  # GX groups results its own way; keep the suite's
+    checks = tuple(sorted((_check(r) for r in validation.results), key=lambda c: order.get(c.rule, len(order))))
+    docs = None
+    if reports_dir is not None:
+        docs = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        if not docs.exists():
+            raise RuntimeError(f"GX did not build Data Docs at {docs}")
+    return SuiteRun(suite_name, bool(validation.success), checks, docs)
+
+
+def _check(r) -> Check:
+    config = r.expectation_config
+    meta = config.meta or {}
+    res = r.result or {}
+    info = r.exception_info or {}
+    # exception_info is either one record or a dict of records keyed by metric.
+    records = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    errors = [str(x.get("exception_message")) for x in records if x.get("raised_exception")]
+    return Check(
+        expectation=config.type,
+        rule=meta.get("rule", config.type),
+        level=meta.get("level", "row"),
+        column=config.kwargs.get("column") or config.kwargs.get("column_B"),
+        success=bool(r.success),
+        unexpected_rows=tuple(int(i) for i in res.get("unexpected_index_list") or ()),
+        unexpected_count=res.get("unexpected_count"),
+        observed_value=res.get("observed_value"),
+        sample=tuple(res.get("partial_unexpected_list") or ())[:5],
+        error="; ".join(errors) or None,
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)

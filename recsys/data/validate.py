@@ -1,0 +1,409 @@
+"""Validate a day's raw data before anything downstream reads it.
+
+Two levels of failure:
+
+* **Row rules** (null keys, values that do not parse, out-of-range values, timestamps outside the day,
+  duplicate events, unknown videos): the row goes to quarantine with the rule name as its ``reason``
+  (several joined by ``;``) and the batch goes on.
+* **Batch rules** (missing columns, an empty partition, a volume collapse against the trailing days, too
+  many quarantined rows, a broken reference table): :class:`BatchValidationError`, whose message names
+  the expectation and the observed value; the task fails and nothing downstream runs.
+
+Great Expectations evaluates the rules (suites in :mod:`recsys.data.expectations`, imported lazily).
+This module parses the loose raw values into the typed frame GX checks and turns GX's per-row verdicts
+into the quarantine. With ``reports_dir`` the run is also recorded in GX Data Docs there.
+
+Conservation: every input row ends up in exactly one of ``accepted`` and ``quarantined``
+(``len(accepted) + len(quarantined) == len(events)``, checked on every call). Lines of a landing file
+that are not JSON objects never become rows: :func:`read_landing_jsonl` returns them apart, so
+``len(rows) + len(malformed) ==`` the number of non-blank lines; pass ``len(malformed)`` to
+:func:`validate_events` as ``n_malformed`` so the report and the quarantine-share limit count them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys.data import expectations as ex
+from recsys.data.lake import as_date
+from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
+
+PII_COLUMNS = ("user_id", "email", "ip", "session_id")  # masked before GX (reports are not encrypted)
+MALFORMED_COLUMNS = ("source", "line_number", "raw_line", "reason", "error")
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What a validation produced.
+
+    Attributes:
+        accepted: the valid rows, conformed to the dataset's schema.
+        quarantined: the rejected rows, every original column as a string, plus ``reason``.
+        report: a JSON-friendly summary (row counts, per-rule counts, per-expectation verdicts).
+        data_docs_path: the Data Docs ``index.html`` when a ``reports_dir`` was given.
+    """
+
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+    report: dict[str, Any]
+    data_docs_path: Path | None = None
+
+
+class BatchValidationError(ValueError):
+    """The batch as a whole is unusable. ``report`` and ``data_docs_path`` are set when GX ran."""
+
+    def __init__(self, message: str, report: dict | None = None, data_docs_path: Path | None = None):
+        super().__init__(message)
+        self.report = report or {}
+        self.data_docs_path = data_docs_path
+
+
+# Landing files --------------------------------------------------------------------------------------
+def parse_jsonl(data: bytes | str, source: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Parse JSON lines one by one: (rows, malformed lines). Blank lines are skipped.
+
+    A line that is not valid UTF-8 or JSON gets reason ``malformed_json``; valid JSON that is not an
+    object (a list, a number) gets ``not_json_object``. The batch never fails on a bad line.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    rows, bad = [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        text = line.decode("utf-8", errors="replace").rstrip("\r")
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad.append((source, number, text, "malformed_json", str(exc)))
+            continue
+        if not isinstance(value, dict):
+            bad.append((source, number, text, "not_json_object", f"a JSON {type(value).__name__}"))
+            continue
+        rows.append(value)
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
+    malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
+        {"source": "string", "line_number": "int64", "raw_line": "string", "reason": "string",
+         "error": "string"})
+    return frame, malformed
+
+
+def read_landing_jsonl(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a landing file, or every ``*.jsonl`` file of a partition folder: (rows, malformed lines)."""
+    path = Path(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    parts = [parse_jsonl(f.read_bytes(), source=f.name) for f in files]
+    if not parts:
+        return parse_jsonl(b"")
+    frames = [p[0] for p in parts if len(p[0])]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rows, pd.concat([p[1] for p in parts], ignore_index=True)
+
+
+# Events ---------------------------------------------------------------------------------------------
+def validate_events(
+    events: pd.DataFrame,
+    ds: date | str,
+    known_video_ids: Iterable[int] | None,
+    trailing_volumes: list[int],
+    reports_dir: Path | None = None,
+    *,
+    durations: dict[int, float] | None = None,
+    n_malformed: int = 0,
+    max_watch_multiple: float = 5.0,
+    min_volume_fraction: float = 0.3,
+    max_quarantine_share: float = 0.5,
+) -> ValidationResult:
+    """Validate one day of raw interaction events (loose types, as parsed from JSON).
+
+    Args:
+        known_video_ids: the catalog; a row with another video id is quarantined (None: no check).
+        trailing_volumes: input row counts of the previous days; with two or more, a day with fewer
+            than ``min_volume_fraction`` x their median rows fails the batch.
+        reports_dir: a folder for the GX project and its Data Docs (None: in-memory context, no docs).
+        durations: video id -> duration in seconds; ``watch_seconds`` above ``max_watch_multiple`` x
+            the duration is quarantined (videos without a known duration are not checked).
+        n_malformed: landing lines that never became rows, for the report and the quarantine share.
+        max_quarantine_share: above this share of quarantined rows (malformed lines included) the
+            batch fails.
+
+    Raises:
+        BatchValidationError: an empty partition, missing columns, a volume collapse, or too many
+            quarantined rows.
+    """
+    ds = as_date(ds)
+    name = f"raw_events ds={ds}"
+    n = len(events)
+    if n == 0:
+        raise BatchValidationError(
+            f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: the partition is empty "
+            f"(observed 0 rows, {n_malformed} malformed line(s))")
+    missing = [c for c in RAW_EVENTS if c not in events.columns]
+    if missing:
+        raise BatchValidationError(
+            f"{name}: expect_column_to_exist failed: missing required column(s) {missing} "
+            f"(observed columns {sorted(map(str, events.columns))})")
+
+    raw = events.reset_index(drop=True)
+    typed, bad_type = _parse_events(raw)
+    start = datetime.combine(ds, time(), tzinfo=UTC)
+    min_rows, median, volumes = _volume_floor(trailing_volumes, min_volume_fraction)
+    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids})
+    specs = ex.events_suite(list(RAW_EVENTS), ds_start=start, ds_end=start + timedelta(days=1),
+                            min_rows=min_rows, known_video_ids=ids)
+    frame = _events_check_frame(typed, bad_type, durations, max_watch_multiple)
+    run = ex.run_suite(frame, "raw_events", specs, run_name=f"ds={ds}", reports_dir=reports_dir)
+    _raise_on_gx_errors(name, run)
+
+    masks = _row_masks(run, typed["event_id"], bad_type)
+    reason = _join_reasons(masks, n)
+    bad = reason.notna().to_numpy()
+    accepted = conform(typed[~bad], RAW_EVENTS, name="accepted raw_events")
+    quarantined = _as_strings(raw[bad]).assign(reason=reason[bad].astype("string")).reset_index(drop=True)
+    _invariant(len(accepted) + len(quarantined) == n,
+               f"{name}: {len(accepted)} accepted + {len(quarantined)} quarantined != {n} input rows")
+
+    share = (len(quarantined) + n_malformed) / (n + n_malformed)
+    report = {
+        "dataset": "raw_events",
+        "ds": ds.isoformat(),
+        "input_rows": n,
+        "malformed_lines": int(n_malformed),
+        "accepted": len(accepted),
+        "quarantined": len(quarantined),
+        "quarantine_share": round(share, 6),
+        "rule_counts": {rule: int(m.sum()) for rule, m in masks.items()},
+        "expectations": [c.summary() for c in run.checks],
+        "gx_success": run.success,
+        "volume": {"observed": n, "min_rows": min_rows, "trailing_median": median, "trailing_volumes": volumes},
+        "data_docs_path": str(run.data_docs_path) if run.data_docs_path else None,
+        "passed": True,
+    }
+
+    # Batch rules are judged after GX has recorded the run, so the Data Docs show the failing batch.
+    volume = run.by_rule["volume_collapse"]
+    if not volume.success:
+        report.update(passed=False, failed="volume_collapse")
+        raise BatchValidationError(
+            f"{name}: expect_table_row_count_to_be_between(min_value={min_rows}) failed: volume collapse, "
+            f"observed {volume.observed_value} rows < {min_volume_fraction:.0%} of the trailing median "
+            f"{median:g} (trailing volumes {volumes})", report, run.data_docs_path)
+    if share > max_quarantine_share:
+        report.update(passed=False, failed="max_quarantine_share")
+        top = dict(sorted(report["rule_counts"].items(), key=lambda kv: -kv[1])[:5])
+        raise BatchValidationError(
+            f"{name}: max_quarantine_share={max_quarantine_share:.0%} failed: observed {share:.1%} "
+            f"({len(quarantined)} of {n} rows quarantined, {n_malformed} malformed line(s)); "
+            f"top rules {top}", report, run.data_docs_path)
+    return ValidationResult(accepted, quarantined, report, run.data_docs_path)
+
+
+def _parse_events(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Typed columns (unparseable values become null) and, per parsed column, the rows that failed."""
+    typed, bad = {}, {}
+    for col, dtype in RAW_EVENTS.items():
+        if col == "ts":
+            typed[col], bad[col] = _parse_ts(raw[col])
+        elif dtype in ("Int64", "Float64"):
+            typed[col], bad[col] = _parse_number(raw[col], integral=dtype == "Int64",
+                                                 allow_bool=col in ex.BINARY)
+        else:
+            typed[col] = pd.array([None if _is_missing(v) else str(v) for v in raw[col].astype(object)],
+                                  dtype="string")
+    return pd.DataFrame(typed), bad
+
+
+def _events_check_frame(typed, bad_type, durations, multiple) -> pd.DataFrame:
+    """What GX validates: typed values, identifiers masked, and the helper columns the suite names."""
+    frame = ex.mask_identifiers(typed, PII_COLUMNS)
+    for col in ex.PARSED:
+        frame[col + ex.PARSES_SUFFIX] = ~bad_type[col]
+    known = typed["video_id"].map(durations or {})
+    frame[ex.MAX_WATCH] = pd.to_numeric(known, errors="coerce").astype("Float64") * multiple
+    return frame
+
+
+def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[str, np.ndarray]:
+    """Per row rule, the rows to quarantine for it, from GX's unexpected row positions."""
+    n, masks = len(event_id), {}
+    for check in run.checks:
+        if check.level != "row":
+            continue
+        rows = np.zeros(n, dtype=bool)
+        rows[list(check.unexpected_rows)] = True
+        _invariant(check.success != rows.any(), f"GX verdict of {check.rule} disagrees with its unexpected rows")
+        col = check.rule.removeprefix("null_")
+        if check.rule.startswith("null_") and col in bad_type:
+            # A value that does not parse is null in the typed frame too; it is reported as bad_type_<col>.
+            _invariant(not (bad_type[col] & ~rows).any(), f"GX missed unparseable {col} values")
+            rows &= ~bad_type[col]
+        if check.rule == "duplicate_event_id":
+            # GX flags every copy; the first one is kept.
+            _invariant(bool((rows == (event_id.duplicated(keep=False) & event_id.notna())).all()),
+                       "GX duplicate rows disagree with pandas")
+            rows &= event_id.duplicated(keep="first").to_numpy(bool)
+        masks[check.rule] = rows
+    return masks
+
+
+def _join_reasons(masks: dict[str, np.ndarray], n: int) -> pd.Series:
+    """``rule1;rule2`` per failing row (suite order), null for accepted rows."""
+    out = pd.Series(pd.NA, index=range(n), dtype="string")
+    if not masks:
+        return out
+    rules = list(masks)
+    matrix = np.column_stack([masks[r] for r in rules])
+    for i in np.flatnonzero(matrix.any(axis=1)):
+        out.iat[i] = ";".join(r for r, hit in zip(rules, matrix[i], strict=True) if hit)
+    return out
+
+
+def _volume_floor(trailing: list[int], fraction: float) -> tuple[int, float | None, list[int]]:
+    volumes = [int(v) for v in trailing or () if v is not None]
+    if len(volumes) < 2:
+        return 1, None, volumes
+    median = float(np.median(volumes))
+    return max(1, math.ceil(fraction * median)), median, volumes
+
+
+# Reference tables -----------------------------------------------------------------------------------
+def validate_videos(videos: pd.DataFrame, *, reports_dir: Path | None = None,
+                    ds: date | str | None = None) -> ValidationResult:
+    """Validate the video catalog (columns, types, non-null unique ``video_id``, duration > 0).
+
+    Raises:
+        BatchValidationError: any failure; a reference table is used whole or not at all.
+    """
+    return _validate_reference(videos, VIDEOS, "videos", ex.videos_suite, (), reports_dir, ds)
+
+
+def validate_users(users: pd.DataFrame, *, reports_dir: Path | None = None,
+                   ds: date | str | None = None) -> ValidationResult:
+    """Validate the raw user table (columns, types, non-null unique ``user_id``, known devices).
+
+    Raises:
+        BatchValidationError: any failure.
+    """
+    return _validate_reference(users, RAW_USERS, "raw_users", ex.users_suite, ("user_id", "email"),
+                               reports_dir, ds)
+
+
+def _validate_reference(frame, schema, dataset, suite, pii, reports_dir, ds) -> ValidationResult:
+    name = dataset if ds is None else f"{dataset} ds={as_date(ds)}"
+    if len(frame) == 0:
+        raise BatchValidationError(
+            f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: observed 0 rows")
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise BatchValidationError(
+            f"{name}: expect_column_to_exist failed: missing required column(s) {missing} "
+            f"(observed columns {sorted(map(str, frame.columns))})")
+    try:
+        typed = conform(frame, schema, name=name)
+    except SchemaError as exc:
+        raise BatchValidationError(f"types_castable failed: {exc}") from exc
+    run = ex.run_suite(ex.mask_identifiers(typed, pii), dataset, suite(list(schema)),
+                       run_name="adhoc" if ds is None else f"ds={as_date(ds)}", reports_dir=reports_dir)
+    _raise_on_gx_errors(name, run)
+    failed = [c for c in run.checks if not c.success]
+    report = {
+        "dataset": dataset,
+        "ds": None if ds is None else as_date(ds).isoformat(),
+        "input_rows": len(frame),
+        "accepted": len(typed),
+        "quarantined": 0,
+        "expectations": [c.summary() for c in run.checks],
+        "gx_success": run.success,
+        "data_docs_path": str(run.data_docs_path) if run.data_docs_path else None,
+        "passed": not failed,
+    }
+    if failed:
+        raise BatchValidationError(f"{name}: " + "; ".join(_describe(c) for c in failed), report,
+                                   run.data_docs_path)
+    quarantined = pd.DataFrame({c: pd.Series(dtype="string") for c in [*frame.columns, "reason"]})
+    return ValidationResult(typed, quarantined, report, run.data_docs_path)
+
+
+# Helpers --------------------------------------------------------------------------------------------
+def _parse_number(s: pd.Series, *, integral: bool, allow_bool: bool) -> tuple[pd.Series, np.ndarray]:
+    """Loose values -> Float64/Int64 (null when missing or unparseable) and the unparseable rows.
+
+    Numbers and numeric strings parse; ``"12.3s"``, infinities, booleans (except for 0/1 labels) and
+    non-integral values of integer columns do not.
+    """
+    obj = s.astype(object)
+    missing = obj.map(_is_missing).to_numpy(bool)
+    is_bool = obj.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
+    plain = obj.map(lambda v: isinstance(v, str | int | float | np.number)).to_numpy(bool) & ~is_bool & ~missing
+    values = np.full(len(obj), np.nan)
+    if plain.any():
+        values[plain] = pd.to_numeric(obj[plain], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if allow_bool and is_bool.any():
+        values[is_bool] = obj[is_bool].astype(float).to_numpy()
+    ok = np.isfinite(values)
+    if integral:
+        ok[ok] = values[ok] == np.round(values[ok])
+    values[~ok] = np.nan
+    out = pd.Series(pd.array(values, dtype="Float64"), index=s.index)
+    return (out.astype("Int64") if integral else out), ~missing & ~ok
+
+
+def _parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
+    obj = s.astype(object)
+    missing = obj.map(_is_missing).to_numpy(bool)
+    is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
+    is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    if is_str.any():
+        out[is_str] = pd.to_datetime(obj[is_str], utc=True, format="ISO8601", errors="coerce")
+    if is_dt.any():
+        out[is_dt] = pd.to_datetime(obj[is_dt], utc=True, errors="coerce")
+    return out, ~missing & out.isna().to_numpy()
+
+
+def _is_null(v: Any) -> bool:
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+
+
+def _is_missing(v: Any) -> bool:
+    """Null, NaN, NaT or a blank string."""
+    return _is_null(v) or (isinstance(v, str) and not v.strip())
+
+
+def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every column as strings (nulls stay null): a quarantine file takes any garbage without a schema."""
+    return pd.DataFrame(
+        {str(c): pd.array([None if _is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string")
+         for c in frame.columns},
+        index=frame.index,
+    )
+
+
+def _describe(check: ex.Check) -> str:
+    col = f"({check.column})" if check.column else ""
+    if check.unexpected_count is not None:
+        seen = f"{check.unexpected_count} unexpected value(s), e.g. {list(check.sample)}"
+    else:
+        seen = f"observed {check.observed_value}"
+    return f"{check.expectation}{col} failed: {seen}"
+
+
+def _raise_on_gx_errors(name: str, run: ex.SuiteRun) -> None:
+    errors = [f"{c.expectation}({c.column}): {c.error}" for c in run.checks if c.error]
+    if errors:
+        raise BatchValidationError(f"{name}: GX could not evaluate {errors}", None, run.data_docs_path)
+
+
+def _invariant(condition: bool, message: str) -> None:
+    """An internal invariant (kept under ``python -O``, unlike ``assert``)."""
+    if not condition:
+        raise AssertionError(message)

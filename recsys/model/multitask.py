@@ -1,0 +1,142 @@
+"""The multi-task ranker: features -> shallow tower -> mixture (MMoE / shared bottom / PLE) -> task towers.
+
+Outputs, a dict of ``[B, 1]`` arrays: ``click``, ``like``, ``share`` probabilities and ``watch``, the
+predicted log1p(watch seconds). In training only, the selection-bias tower's position x device scalar is
+added to the click logit; at inference (``training=False``, which ``predict`` uses) it is not, so
+predictions do not depend on ``position`` and serving may leave it out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+from keras import ops
+
+from recsys.config import ModelSettings
+from recsys.features.spec import DEVICE, LABELS, POSITION, TITLE, FeatureSpec
+from recsys.model.experts import build_mixture
+from recsys.model.layers import FeatureEmbedding, ShallowTower, derived_seed, register
+from recsys.model.losses import MaskedAUC, MaskedBinaryCrossentropy, MaskedMeanSquaredError
+from recsys.model.towers import PositionBiasTower, TaskTower
+
+TASKS = LABELS  # ("click", "watch", "like", "share")
+BINARY_TASKS = ("click", "like", "share")
+ENGAGEMENT_TASK = "click"  # the logit the selection-bias tower is added to
+
+
+@register
+class MultiTaskModel(keras.Model):
+    """The ranker. Built from plain dicts (``FeatureSpec.to_dict()``, ``ModelSettings.model_dump()``) so
+    that its config is JSON and a saved ``.keras`` file reloads without the caller's objects."""
+
+    def __init__(self, spec: dict, settings: dict, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.spec_config = FeatureSpec.from_dict(spec).to_dict()
+        self.settings_config = ModelSettings(**settings).model_dump(mode="json")
+        self.seed = seed
+        fs, ms = FeatureSpec.from_dict(spec), ModelSettings(**settings)
+        self.feature_spec, self.model_settings = fs, ms
+        self.features = FeatureEmbedding(
+            fs.vocab_sizes, fs.title_vocab_size, ms.embedding_dim, fs.categorical,
+            seed=derived_seed(seed, 0), name="features",
+        )  # fmt: skip
+        self.shallow = ShallowTower(ms.shallow_units, seed=derived_seed(seed, 1), name="shallow_tower")
+        self.mixture = build_mixture(
+            ms.variant, TASKS, ms.n_experts, ms.n_shared_experts, ms.expert_units, ms.gate_dropout,
+            seed=derived_seed(seed, 2),
+        )  # fmt: skip
+        self.towers = [
+            TaskTower(ms.tower_units, seed=derived_seed(seed, 10 + i), name=f"tower_{task}")
+            for i, task in enumerate(TASKS)
+        ]
+        self.bias_tower = (
+            PositionBiasTower(
+                fs.n_positions, fs.vocab_sizes.get(DEVICE, 1), ms.position_dropout,
+                seed=derived_seed(seed, 3), name="bias_tower",
+            )  # fmt: skip
+            if ms.bias_tower
+            else None
+        )
+
+    def build(self, input_shape=None):
+        """Create every weight by running the model once on a one-row dummy input made from the spec."""
+        self._forward(self.dummy_inputs(), training=False)
+        if self.bias_tower is not None:
+            self.bias_tower.build()
+
+    def dummy_inputs(self, batch: int = 1) -> dict[str, np.ndarray]:
+        fs = self.feature_spec
+        inputs = {name: np.zeros((batch,), np.int32) for name in fs.categorical}
+        inputs[TITLE] = np.zeros((batch, fs.title_len), np.int32)
+        inputs["numeric"] = np.zeros((batch, fs.n_numeric), np.float32)
+        inputs[POSITION] = np.zeros((batch,), np.int32)
+        return inputs
+
+    def _shared(self, inputs, training):
+        return self.shallow(self.features(inputs), training=training)
+
+    def _forward(self, inputs, training):
+        reps = self.mixture(self._shared(inputs, training), training=training)
+        logits = {task: tower(reps[task]) for task, tower in zip(TASKS, self.towers, strict=True)}
+        if training and self.bias_tower is not None and POSITION in inputs:
+            device = inputs[DEVICE] if DEVICE in inputs else ops.zeros_like(inputs[POSITION])
+            bias = self.bias_tower(inputs[POSITION], device, training=True)
+            logits[ENGAGEMENT_TASK] = logits[ENGAGEMENT_TASK] + bias
+        return {task: logits[task] if task == "watch" else ops.sigmoid(logits[task]) for task in TASKS}
+
+    def call(self, inputs, training=None):
+        return self._forward(inputs, training=bool(training))
+
+    def gate_weights(self, inputs: Mapping[str, np.ndarray], batch_size: int = 4096) -> dict[str, np.ndarray]:
+        """Inference-time gate weights per task, ``{task: [N, n_gate_experts]}``; empty for shared bottom.
+
+        For PLE the columns are the task's own experts, then the shared experts.
+        """
+        n = len(next(iter(inputs.values())))
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, batch_size):
+            batch = {k: np.asarray(v)[start : start + batch_size] for k, v in inputs.items()}
+            for task, w in self.mixture.gate_weights(self._shared(batch, training=False)).items():
+                chunks.setdefault(task, []).append(ops.convert_to_numpy(w))
+        return {task: np.concatenate(parts) for task, parts in chunks.items()}
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "spec": self.spec_config,
+            "settings": self.settings_config,
+            "seed": self.seed,
+        }
+
+
+def build_multi_task_model(spec: FeatureSpec, settings: ModelSettings, seed: int | None = None) -> MultiTaskModel:
+    """A built (weights created) but uncompiled ranker. With a ``seed``, the initial weights and the
+    training-time dropout draws are a pure function of it."""
+    model = MultiTaskModel(spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model")
+    model.build()
+    return model
+
+
+def compile_multi_task_model(model: keras.Model, settings: ModelSettings, learning_rate: float) -> keras.Model:
+    """Compile with Adam, the masked losses weighted by ``settings.loss_weights`` and a masked AUC per
+    binary task (logged as ``click_auc``, ``val_click_auc``...). A task missing from ``loss_weights``
+    gets weight 0 (it is not trained). Returns the same model, compiled."""
+    unknown = set(settings.loss_weights) - set(TASKS)
+    if unknown:
+        raise ValueError(f"loss_weights names unknown tasks: {sorted(unknown)}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss={
+            task: MaskedMeanSquaredError() if task == "watch" else MaskedBinaryCrossentropy() for task in TASKS
+        },
+        loss_weights={task: float(settings.loss_weights.get(task, 0.0)) for task in TASKS},
+        metrics={task: [MaskedAUC(name="auc")] for task in BINARY_TASKS},
+    )
+    return model
+
+
+def load_multi_task_model(path: str) -> MultiTaskModel:
+    """Reload a model saved with ``model.save("….keras")`` (compiled state included when it was saved)."""
+    return keras.saving.load_model(path)

@@ -1,0 +1,169 @@
+"""The model registry: logging the ranker, the aliases ``champion`` and ``previous``, loading, rollback.
+
+A logged ranker is an MLflow pyfunc model that carries the Keras model *and* the fitted transform, so
+whoever loads it (batch scoring, real-time scoring, ``mlflow models serve``) applies the same transform.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.config import Settings
+
+log = logging.getLogger(__name__)
+CHAMPION, PREVIOUS = "champion", "previous"
+
+
+class NoChampionError(LookupError):
+    """The registry has no model under the ``champion`` alias yet."""
+
+
+@dataclass
+class Ranker:
+    """A loaded model and its transform; :meth:`predict` scores example rows."""
+
+    model: object
+    transform: object
+    score_weights: dict[str, float]
+    version: str = "unregistered"
+
+    def predict_tasks(self, rows: pd.DataFrame, batch_size: int = 8192) -> dict[str, np.ndarray]:
+        x = self.transform.apply(rows)
+        x["position"] = np.zeros(len(rows), dtype=np.int32)  # position is unknown at serving
+        out = self.model.predict(x, batch_size=batch_size, verbose=0)
+        return {k: np.asarray(v).reshape(-1) for k, v in out.items() if k in ("click", "watch", "like", "share")}
+
+    def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
+        from recsys.model import ranking_score
+
+        preds = self.predict_tasks(rows)
+        df = pd.DataFrame(preds)
+        df["score"] = ranking_score(preds, self.score_weights)
+        return df
+
+
+def _pyfunc_class():
+    import mlflow.pyfunc
+
+    class RankerPyfunc(mlflow.pyfunc.PythonModel):
+        """MLflow wrapper: rows of (user, video, context) -> per-task predictions and the ranking score."""
+
+        def load_context(self, context):
+            self.ranker = load_ranker_dir(Path(context.artifacts["model"]).parent)
+
+        def predict(self, context, model_input, params=None):
+            return self.ranker.predict(model_input)
+
+    return RankerPyfunc
+
+
+def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
+    """Log the model + transform as a pyfunc model in the active run; returns the model URI."""
+    import mlflow
+
+    from recsys.features.build import EXAMPLE_COLUMNS
+    from recsys.tracking import pip_requirements
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model.save(tmp / "model.keras")
+        transform.save(tmp / "transform.json")
+        (tmp / "ranker.json").write_text(json.dumps({"score_weights": settings.model.score_weights}))
+        example = pd.read_parquet(example_path, columns=[c for c in EXAMPLE_COLUMNS if c != "event_id"]).head(3)
+        example = example.drop(columns=["rec_version"])
+        example["ts"] = example["ts"].astype(str)
+        example["upload_ts"] = example["upload_ts"].astype(str)
+        info = mlflow.pyfunc.log_model(
+            name="ranker",
+            python_model=_pyfunc_class()(),
+            artifacts={k: str(tmp / f) for k, f in
+                       (("model", "model.keras"), ("transform", "transform.json"), ("ranker", "ranker.json"))},
+            input_example=example,
+            pip_requirements=pip_requirements(),
+        )
+    return info.model_uri
+
+
+def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
+    """Load a ranker from a folder holding model.keras, transform.json and ranker.json."""
+    import keras
+
+    import recsys.model  # noqa: F401  registers the custom layers
+    from recsys.features.transform import Transform
+
+    meta = json.loads((path / "ranker.json").read_text())
+    return Ranker(keras.saving.load_model(path / "model.keras", compile=False),
+                  Transform.load(path / "transform.json"), meta["score_weights"], version)
+
+
+def load_ranker(settings: Settings, alias: str = CHAMPION) -> Ranker:
+    """Download and load the model behind ``alias`` (once per process or worker)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(settings.model_name, alias)
+    except MlflowException as exc:
+        raise NoChampionError(f"no model {settings.model_name!r} with alias {alias!r}") from exc
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{mv.version}"))
+    return load_ranker_dir(local / "artifacts", version=str(mv.version))
+
+
+def champion_version(settings: Settings, alias: str = CHAMPION) -> str | None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, alias).version)
+    except MlflowException:
+        return None
+
+
+def register(settings: Settings, model_uri: str, *, promote: bool, tags: dict[str, str]) -> dict:
+    """Register ``model_uri``; if ``promote``, it becomes ``champion`` and the old one ``previous``."""
+    import mlflow
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    mv = mlflow.register_model(model_uri, settings.model_name, tags=tags)
+    old = champion_version(settings)
+    if promote:
+        if old is not None and old != str(mv.version):
+            client.set_registered_model_alias(settings.model_name, PREVIOUS, old)
+        client.set_registered_model_alias(settings.model_name, CHAMPION, mv.version)
+    return {"version": str(mv.version), "promoted": promote, "champion": champion_version(settings),
+            "previous": champion_version(settings, PREVIOUS)}
+
+
+def rollback(settings: Settings) -> dict:
+    """Move ``champion`` back to ``previous`` (and ``previous`` to the version that was champion)."""
+    import mlflow
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    cur, prev = champion_version(settings), champion_version(settings, PREVIOUS)
+    if prev is None:
+        raise NoChampionError("no 'previous' model to roll back to")
+    client.set_registered_model_alias(settings.model_name, CHAMPION, prev)
+    if cur is not None:
+        client.set_registered_model_alias(settings.model_name, PREVIOUS, cur)
+    log.info("rolled back champion %s -> %s", cur, prev)
+    return {"champion": prev, "previous": cur}

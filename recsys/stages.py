@@ -1,0 +1,298 @@
+"""The pipeline's stages: one function per Airflow task, each reading and writing the partition of ``ds``.
+
+Each stage is idempotent for its day (it replaces its own outputs), returns a small JSON-able summary
+(paths, counts, run ids: what XCom carries), and records that summary under
+``reports/runs/ds=D/<stage>.json`` so ``recsys summary`` and the demo can report on a run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from datetime import date, timedelta
+from typing import Any
+
+import pandas as pd
+
+from recsys.config import Settings, load_settings
+from recsys.data.lake import Lake, as_date, atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+
+def features_dir(settings: Settings, ds: date):
+    return Lake(settings.data_dir).partition("features", "examples", ds)
+
+
+def open_lake(settings: Settings) -> Lake:
+    from recsys.privacy.crypto import Cipher
+
+    return Lake(settings.data_dir, Cipher.from_settings(settings))
+
+
+def stage(name: str):
+    """Time the stage, record its summary, and export its health metrics (when a Pushgateway is set)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(ds: str | date, settings: Settings | None = None, **kwargs) -> dict[str, Any]:
+            settings = settings or load_settings()
+            ds = as_date(ds)
+            t0 = time.monotonic()
+            ok = False
+            result: dict[str, Any] = {}
+            try:
+                result = fn(ds, settings, **kwargs) or {}
+                ok = True
+                return result
+            finally:
+                elapsed = time.monotonic() - t0
+                _export(name, ds, settings, ok, elapsed, result)
+                if ok:
+                    result["seconds"] = round(elapsed, 3)
+                    path = settings.data_dir / "reports" / "runs" / f"ds={ds}" / f"{name}.json"
+                    atomic_write_bytes(path, json.dumps(result, indent=2, default=str).encode())
+                    log.info("stage %s ds=%s done in %.1fs: %s", name, ds, elapsed, result)
+
+        run.stage_name = name
+        return run
+
+    return wrap
+
+
+def _export(name: str, ds: date, settings: Settings, ok: bool, seconds: float, result: dict) -> None:
+    if not settings.monitoring.pushgateway_url:
+        return
+    try:
+        from recsys.monitoring.metrics import push_stage_metrics
+
+        rows = {k: int(v) for k, v in result.items() if k.endswith("rows") and isinstance(v, int | float)}
+        push_stage_metrics(name, str(ds), success=ok, duration_seconds=seconds, rows=rows,
+                           pushgateway_url=settings.monitoring.pushgateway_url)
+    except Exception as exc:  # monitoring must never fail the pipeline
+        log.warning("could not push metrics for %s: %s", name, exc)
+
+
+# --------------------------------------------------------------------------------- ingestion
+@stage("simulate")
+def simulate(ds: date, settings: Settings) -> dict:
+    """Simulated platform traffic for ``ds`` into landing (the demo's upstream)."""
+    from recsys.data import simulate as sim
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.serving.publish import engine_for, read_for_ds
+
+    lake = open_lake(settings)
+    world = sim.build_world(settings.simulator, settings.seed)
+    # users on day D see the lists published at the end of day D-1 (if that version is still kept)
+    live = read_for_ds(engine_for(settings.resolved_db_url), str(ds - timedelta(days=1)))
+    slates, version = None, None
+    if not live.empty:
+        key = load_pseudonym_key(settings)
+        by_key = live.groupby("user_key")["video_id"].apply(list).to_dict()
+        slates = {u: by_key[k] for u in world.users["user_id"] if (k := pseudonym(u, key)) in by_key}
+        version = str(live["version"].iloc[0])
+    events = sim.simulate_day(world, ds, slates, version)
+    for dataset, frame in (("events", events), ("videos", sim.catalog_on(world, ds)), ("users", world.users)):
+        path = lake.partition("landing", dataset, ds) / "part-0.jsonl"
+        path.with_name(path.name + ".enc").unlink(missing_ok=True)
+        if dataset == "events":
+            sim.write_landing(frame, path)
+        else:
+            atomic_write_bytes(path, sim.to_jsonl(frame))
+    return {"events_rows": len(events), "rec_version": version}
+
+
+@stage("land")
+def land(ds: date, settings: Settings) -> dict:
+    """Bring the day's raw events into landing: simulate them, or check an upstream delivered them."""
+    if settings.source == "simulator":
+        return simulate.__wrapped__(ds, settings)
+    if settings.source == "landing":
+        from recsys.data.sources import landing_file
+
+        lake = Lake(settings.data_dir)
+        for dataset in ("events", "videos", "users"):
+            p = landing_file(lake, dataset, ds)
+            if not p.exists() and not p.with_name(p.name + ".enc").exists():
+                raise FileNotFoundError(f"upstream has not delivered {dataset} for ds={ds} (expected {p})")
+        return {"source": "landing"}
+    from recsys.data import importers
+
+    return importers.land(ds, settings)
+
+
+@stage("collect")
+def collect(ds: date, settings: Settings) -> dict:
+    """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
+    from recsys.data import sources
+
+    lake = open_lake(settings)
+    events, malformed = sources.collect_user_interactions(lake, ds)
+    videos = sources.collect_content_metadata(lake, ds)
+    users = sources.collect_contextual_info(lake, ds)
+    lake.write_frame("raw", "events", ds, events)
+    lake.write_frame("raw", "events_malformed", ds, malformed)
+    lake.write_frame("raw", "videos", ds, videos)
+    lake.write_frame("raw", "users", ds, users)
+    for dataset in ("events", "videos", "users"):
+        sources.seal_landing(lake, dataset, ds)
+    return {"input_rows": len(events) + len(malformed), "malformed_rows": len(malformed),
+            "videos_rows": len(videos), "users_rows": len(users)}
+
+
+def _trailing_volumes(settings: Settings, ds: date, days: int = 7) -> list[int]:
+    out = []
+    for i in range(1, days + 1):
+        p = settings.data_dir / "reports" / "runs" / f"ds={ds - timedelta(days=i)}" / "validate.json"
+        if p.exists():
+            out.append(int(json.loads(p.read_text())["input_rows"]))
+    return out
+
+
+@stage("validate")
+def validate(ds: date, settings: Settings) -> dict:
+    """Great Expectations on the raw day: bad rows to quarantine (with the rule), bad batches fail."""
+    from recsys.data.validate import validate_events, validate_users, validate_videos
+
+    lake = open_lake(settings)
+    events = lake.read_frame("raw", "events", ds)
+    malformed = lake.read_frame("raw", "events_malformed", ds)
+    videos = lake.read_frame("raw", "videos", ds)
+    users = lake.read_frame("raw", "users", ds)
+    validate_videos(videos)
+    validate_users(users)
+    durations = dict(zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True))
+    reports = settings.data_dir / "reports" / "validation" / f"ds={ds}"
+    res = validate_events(events, ds, set(durations), _trailing_volumes(settings, ds), reports,
+                          durations=durations)
+    quarantine = res.quarantined.astype("string")
+    if len(malformed):
+        bad = pd.DataFrame({"raw_line": malformed["raw_line"].astype("string"), "reason": "malformed_json"})
+        quarantine = pd.concat([quarantine, bad], ignore_index=True)
+    lake.write_frame("quarantine", "events", ds, quarantine)
+    lake.write_frame("raw", "valid_events", ds, res.accepted)
+    if res.data_docs_path:
+        log.info("validation Data Docs: %s", res.data_docs_path)
+    assert len(res.accepted) + len(res.quarantined) == len(events)
+    return {"input_rows": len(events) + len(malformed), "accepted_rows": len(res.accepted),
+            "quarantined_rows": len(quarantine), "data_docs": str(res.data_docs_path or ""),
+            "rules": res.report.get("per_rule", {})}
+
+
+@stage("anonymize")
+def anonymize(ds: date, settings: Settings) -> dict:
+    """Valid raw rows -> clean zone: keyed pseudonyms, e-mail and IP dropped, region coarsened."""
+    from recsys.privacy.anonymize import anonymize_data, anonymize_users
+    from recsys.privacy.pseudonymize import load_pseudonym_key
+
+    lake = open_lake(settings)
+    key = load_pseudonym_key(settings)
+    events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key)
+    users = anonymize_users(lake.read_frame("raw", "users", ds), key)
+    lake.write_frame("clean", "interactions", ds, events)
+    lake.write_frame("clean", "users", ds, users)
+    lake.write_frame("clean", "videos", ds, lake.read_frame("raw", "videos", ds))
+    return {"interactions_rows": len(events), "users_rows": len(users)}
+
+
+# --------------------------------------------------------------------------------- modelling
+@stage("features")
+def features(ds: date, settings: Settings) -> dict:
+    """Examples over the trailing window, split by time, transform fitted on the train split only."""
+    from recsys.features import feature_engineering
+
+    lake = open_lake(settings)
+    return feature_engineering(lake, ds, settings.features)
+
+
+@stage("should_train")
+def should_train(ds: date, settings: Settings, force: bool = False) -> dict:
+    """Train when forced, when there is no champion yet, or when the training schedule says so."""
+    from recsys.registry import champion_version
+
+    if force:
+        return {"train": True, "why": "forced by trigger"}
+    if champion_version(settings) is None:
+        return {"train": True, "why": "no champion yet"}
+    last = sorted((settings.data_dir / "reports" / "runs").glob("ds=*/train.json"))
+    last_ds = max((date.fromisoformat(p.parent.name[3:]) for p in last if date.fromisoformat(
+        p.parent.name[3:]) < ds), default=None)
+    due = last_ds is None or (ds - last_ds).days >= settings.train.train_every_days
+    return {"train": due, "why": f"last trained {last_ds}, every {settings.train.train_every_days} day(s)"}
+
+
+@stage("train")
+def train(ds: date, settings: Settings, trigger: str = "schedule") -> dict:
+    from recsys.train import train_model
+
+    fdir = features_dir(settings, ds)
+    res = train_model(fdir, settings, run_name=f"{settings.model.variant}-{ds}", work_dir=settings.data_dir /
+                      "checkpoints" / f"ds={ds}", tags={"ds": str(ds), "trigger": trigger,
+                                                       "variant": settings.model.variant,
+                                                       "window_days": str(settings.features.window_days)})
+    return {"run_id": res.run_id, "model_uri": res.model_uri, "epochs": res.epochs_run,
+            "best_val_loss": res.best_val_loss}
+
+
+@stage("evaluate")
+def evaluate(ds: date, settings: Settings, run_id: str) -> dict:
+    """Candidate vs champion vs popularity on the held-out day; the gate's decision with reasons."""
+    import mlflow
+
+    from recsys.evaluate import evaluate_run, log_evaluation
+    from recsys.registry import NoChampionError, load_ranker, load_ranker_dir
+    from recsys.tracking import configure
+
+    configure(settings)
+    local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/ranker")
+    from pathlib import Path
+
+    candidate = load_ranker_dir(Path(local) / "artifacts")
+    try:
+        champion = load_ranker(settings)
+    except NoChampionError:
+        champion = None
+    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate)
+    log_evaluation(run_id, result)
+    dec = result["decision"]
+    log.info("gate: %s", ("BLESSED: " if dec["blessed"] else "NOT BLESSED: ") + "; ".join(dec["reasons"]))
+    return {"run_id": run_id, "blessed": dec["blessed"], "reasons": dec["reasons"],
+            "metrics": {k: v for k, v in result["candidate"].items() if not k.endswith("_rows")}}
+
+
+@stage("register")
+def register(ds: date, settings: Settings, run_id: str, blessed: bool) -> dict:
+    from recsys.registry import register as reg
+
+    return reg(settings, f"runs:/{run_id}/ranker", promote=blessed,
+               tags={"ds": str(ds), "blessed": str(blessed).lower()})
+
+
+# --------------------------------------------------------------------------------- serving
+@stage("recommend")
+def recommend(ds: date, settings: Settings) -> dict:
+    """Candidates for every user active on ``ds``, ranked by the champion, top N -> recs zone."""
+    from recsys.serving import batch_recommendations
+
+    lake = open_lake(settings)
+    recs, info = batch_recommendations(lake, ds, settings)
+    lake.write_frame("recs", "lists", ds, recs)
+    return {"recs_rows": len(recs), **info}
+
+
+@stage("publish")
+def publish(ds: date, settings: Settings) -> dict:
+    """Load the day's lists into the recommendations DB as a new version and switch to it atomically."""
+    from recsys.serving import publish as pub
+
+    lake = open_lake(settings)
+    recs = lake.read_frame("recs", "lists", ds)
+    active = set(lake.read_frame("clean", "interactions", ds)["user_key"].astype(str))
+    model_version = str(recs["model_version"].iloc[0])
+    eng = pub.engine_for(settings.resolved_db_url)
+    return pub.publish(eng, recs[["user_key", "rank", "video_id", "score"]], ds=str(ds),
+                       model_version=model_version, active_users=active, top_n=settings.serving.top_n,
+                       keep=settings.serving.keep_versions, min_row_ratio=settings.serving.min_row_ratio)
+

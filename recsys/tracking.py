@@ -1,0 +1,43 @@
+"""MLflow plumbing: where runs and the registry live, set once at the entry point of a stage.
+
+The defaults are embedded (SQLite + a local artifact folder under ``data_dir``); a tracking server URL in
+``RECSYS_MLFLOW_TRACKING_URI`` is the production form.
+"""
+
+from __future__ import annotations
+
+import os
+
+from recsys.config import Settings
+
+# What a logged model needs at load time; listing it avoids MLflow re-importing TensorFlow to infer it.
+PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "pandas", "numpy", "pyarrow")
+
+
+def configure(settings: Settings) -> str:
+    """Point MLflow at the configured store and return the experiment id (created if needed)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    import mlflow
+
+    if settings.resolved_tracking_uri.startswith("sqlite:///"):
+        (settings.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.resolved_tracking_uri)
+    mlflow.set_registry_uri(settings.resolved_tracking_uri)
+    exp = mlflow.get_experiment_by_name(settings.experiment)
+    if exp is None:
+        return mlflow.create_experiment(settings.experiment, artifact_location=settings.resolved_artifact_root)
+    return exp.experiment_id
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements for logged models, read from the installed versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in PIP_REQUIREMENTS_PACKAGES:
+        try:
+            out.append(f"{pkg}=={version(pkg)}")
+        except PackageNotFoundError:
+            continue
+    return out

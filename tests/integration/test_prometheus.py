@@ -1,0 +1,361 @@
+"""A real Pushgateway and Prometheus scrape what recsys pushes and exports; the alert rules are valid.
+
+Needs the ``prometheus``, ``promtool`` and Pushgateway binaries (Debian:
+``apt-get install -y prometheus prometheus-pushgateway``). Everything listens on free loopback ports
+and lives in a temporary folder; every process is terminated at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import textwrap
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys.monitoring import compute_metrics, push_stage_metrics, serve_metrics, write_quality_snapshot
+
+pytestmark = pytest.mark.prometheus
+
+REPO = Path(__file__).resolve().parents[2]
+ALERTS = REPO / "prometheus" / "alerts.yml"
+PROMETHEUS = shutil.which("prometheus")
+PROMTOOL = shutil.which("promtool")
+PUSHGATEWAY = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+MISSING = [
+    name
+    for name, path in [
+        ("prometheus", PROMETHEUS),
+        ("promtool", PROMTOOL),
+        ("prometheus-pushgateway", PUSHGATEWAY),
+    ]
+    if not path
+]
+needs_binaries = pytest.mark.skipif(
+    bool(MISSING),
+    reason=f"binaries not on PATH: {', '.join(MISSING)} "
+    "(apt-get install -y prometheus prometheus-pushgateway)",
+)
+WAIT_SECONDS = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(what: str, check: Callable[[], object], timeout: float = WAIT_SECONDS) -> object:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (OSError, ValueError, KeyError) as exc:
+            last = exc
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last error: {last!r})")
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read()
+
+
+def _ready(url: str, proc: subprocess.Popen, name: str) -> bytes:
+    if proc.poll() is not None:  # exited (bad flag or config): no point waiting
+        proc.log_file.flush()  # type: ignore[attr-defined]
+        pytest.fail(f"{name} exited with {proc.returncode}; see its log below")
+    return _get(f"{url}/-/ready")
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    proc.log_file = out  # type: ignore[attr-defined]
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    proc.log_file.close()  # type: ignore[attr-defined]
+
+
+class Stack:
+    """URLs of the running pushgateway / prometheus and the exporter's snapshot file."""
+
+    def __init__(self, pushgateway: str, prometheus: str, snapshot: Path, logs: Path):
+        self.pushgateway, self.prometheus, self.snapshot, self.logs = pushgateway, prometheus, snapshot, logs
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"{self.prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        body = json.loads(_get(url))
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def value(self, promql: str) -> float | None:
+        result = self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_value(self, promql: str, expected: float) -> None:
+        _wait_for(
+            f"{promql} == {expected}",
+            lambda: (v := self.value(promql)) is not None and v == pytest.approx(expected),
+        )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    pg_port, prom_port = _free_port(), _free_port()
+    snapshot = tmp_path / "quality.json"
+    procs: list[subprocess.Popen] = []
+    exporter = serve_metrics(snapshot, port=0)
+    try:
+        procs.append(
+            _start(
+                [
+                    PUSHGATEWAY,
+                    f"--web.listen-address=127.0.0.1:{pg_port}",
+                    f"--persistence.file={tmp_path / 'pushgateway.data'}",
+                ],
+                tmp_path / "pushgateway.log",
+            )
+        )
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            textwrap.dedent(f"""\
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            rule_files:
+              - {ALERTS}
+            scrape_configs:
+              - job_name: recsys_exporter
+                static_configs:
+                  - targets: ["127.0.0.1:{exporter.port}"]
+              - job_name: recsys_pushgateway
+                honor_labels: true
+                static_configs:
+                  - targets: ["127.0.0.1:{pg_port}"]
+            """)
+        )
+        procs.append(
+            _start(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--log.level=warn",
+                ],
+                tmp_path / "prometheus.log",
+            )
+        )
+        s = Stack(f"http://127.0.0.1:{pg_port}", f"http://127.0.0.1:{prom_port}", snapshot, tmp_path)
+        for (name, url), proc in zip(
+            [("pushgateway", s.pushgateway), ("prometheus", s.prometheus)], procs, strict=True
+        ):
+            _wait_for(f"{name} ready", lambda url=url, proc=proc, name=name: _ready(url, proc, name))
+        yield s
+    finally:
+        for proc in procs:
+            _stop(proc)
+        exporter.close()
+        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest only when the test fails
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@needs_binaries
+def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Stack):
+    # Batch health: a success, then (once Prometheus has seen the counter at 0) a failure.
+    assert push_stage_metrics(
+        "features",
+        "2024-03-01",
+        success=True,
+        duration_seconds=12.5,
+        rows={"train": 900, "valid": 100},
+        pushgateway_url=stack.pushgateway,
+        extra={"psi_max": 0.12},
+    )
+    stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 0)
+    success_ts = stack.value('recsys_features_last_success_timestamp_seconds{job="recsys_batch"}')
+    assert success_ts is not None and abs(success_ts - time.time()) < 60
+    assert stack.value('recsys_stage_rows{stage="features",kind="train"}') == 900
+    assert stack.value('recsys_features_psi_max{stage="features"}') == pytest.approx(0.12)
+
+    assert push_stage_metrics(
+        "features",
+        "2024-03-02",
+        success=False,
+        duration_seconds=3.0,
+        rows=None,
+        pushgateway_url=stack.pushgateway,
+        extra=None,
+    )
+    stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 1)
+    stack.wait_value('recsys_stage_last_run_success{stage="features"}', 0)
+    # the failure push left the last success in place
+    assert stack.value("recsys_features_last_success_timestamp_seconds") == pytest.approx(success_ts)
+
+    # Quality figures through the exporter.
+    events = pd.DataFrame(
+        {
+            "user_key": ["k1", "k1", "k2", "k3"],
+            "video_id": [1, 2, 1, 9],
+            "position": [1, 2, 1, None],
+            "rec_version": ["v1", "v1", "v1", None],
+            "clicked": [1, 0, 0, 1],
+            "watch_seconds": [20.0, 0, 0, 5],
+            "liked": [1, 0, 0, 0],
+            "shared": [0, 0, 0, 0],
+        }
+    )
+    write_quality_snapshot(
+        stack.snapshot,
+        {
+            "ds": "2024-03-02",
+            "model_version": "3",
+            "offline": {"auc": {"click": 0.72}},
+            "online": compute_metrics(events, catalog_size=30),
+            "psi": {"device": 0.4, "position": 0.01},
+        },
+    )
+    stack.wait_value('recsys_online_click_through_ratio{job="recsys_exporter",source="recommended"}', 1 / 3)
+    assert stack.value('recsys_online_click_through_ratio{source="exploration"}') == 1.0
+    assert stack.value("recsys_online_catalog_coverage_ratio") == pytest.approx(2 / 30)
+    assert stack.value('recsys_model_auc{task="click"}') == pytest.approx(0.72)
+    assert stack.value('recsys_model_info{model_version="3"}') == 1
+    assert stack.value('recsys_feature_psi{feature="device"}') == pytest.approx(0.4)
+
+    # The shipped rules, evaluated every second on these series.
+    def alert_states() -> dict[tuple[str, str], str]:
+        return {
+            (a["metric"]["alertname"], a["metric"].get("stage") or a["metric"].get("feature", "")): a[
+                "metric"
+            ]["alertstate"]
+            for a in stack.query("ALERTS")
+        }
+
+    _wait_for(
+        "alerts on the pushed and exported series",
+        lambda: (
+            {
+                ("RecsysStageFailures", "features"),  # failure counter increased
+                ("RecsysStageFailing", "features"),  # pending: `for: 30m`
+                ("RecsysFeatureDrift", "device"),  # pending: `for: 15m`
+                ("RecsysRecommendationsBelowExploration", ""),  # 1/3 < 1.0, pending
+            }
+            <= set(alert_states())
+        ),
+    )
+    states = alert_states()
+    assert states[("RecsysStageFailures", "features")] == "firing"
+    assert states[("RecsysFeatureDrift", "device")] == "pending"
+    assert ("RecsysFeatureDrift", "position") not in states
+    assert not any(name == "RecsysStageStale" for name, _ in states)  # succeeded moments ago
+
+
+@needs_binaries
+def test_shipped_config_and_rules_pass_promtool():
+    rules = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True)
+    assert rules.returncode == 0, rules.stdout + rules.stderr
+    config = subprocess.run(
+        [PROMTOOL, "check", "config", str(REPO / "prometheus" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+RULE_TESTS = """\
+rule_files:
+  - {alerts}
+evaluation_interval: 5m
+tests:
+  # Freshness: a daily stage last succeeded at t=0; train (own schedule) is not held to 26 h.
+  - interval: 1m
+    input_series:
+      - series: 'recsys_features_last_success_timestamp_seconds{{job="recsys_batch",stage="features"}}'
+        values: '0x1700'
+      - series: 'recsys_train_last_success_timestamp_seconds{{job="recsys_batch",stage="train"}}'
+        values: '0x1700'
+    alert_rule_test:
+      - eval_time: 25h
+        alertname: RecsysStageStale
+        exp_alerts: []
+      - eval_time: 27h
+        alertname: RecsysStageStale
+        exp_alerts:
+          - exp_labels: {{severity: critical, job: recsys_batch, stage: features}}
+            exp_annotations:
+              summary: "recsys stage features has not succeeded for over 26 h"
+              description: "Last success 1d 3h 0m 0s ago; the data it feeds is stale."
+  # A failure bumps the counter.
+  - interval: 1m
+    input_series:
+      - series: 'recsys_stage_failures_total{{job="recsys_batch",stage="train"}}'
+        values: '0x5 1x10'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: RecsysStageFailures
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: RecsysStageFailures
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: recsys_batch, stage: train}}
+            exp_annotations:
+              summary: "recsys stage train failed in the last hour"
+              description: "1 failed run(s) in 1 h (Airflow may have retried it)."
+  # CTR 0.08 for four days, then 0.05 (a 37.5% drop); drift on one feature only.
+  - interval: 1m
+    input_series:
+      - series: 'recsys_online_click_through_ratio{{job="recsys_exporter",source="recommended"}}'
+        values: '0.08x5760 0.05x240'
+      - series: 'recsys_feature_psi{{job="recsys_exporter",feature="device"}}'
+        values: '0.05x5760 0.3x240'
+      - series: 'recsys_feature_psi{{job="recsys_exporter",feature="position"}}'
+        values: '0.05x6000'
+    alert_rule_test:
+      - eval_time: 95h
+        alertname: RecsysClickRateDegraded
+        exp_alerts: []
+      - eval_time: 97h30m
+        alertname: RecsysClickRateDegraded
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: recsys_exporter, source: recommended}}
+            exp_annotations:
+              summary: "recsys click-through rate dropped more than 20%"
+              description: "CTR of recommended impressions is 0.050, below 80% of its trailing 3-day mean."
+      - eval_time: 96h30m
+        alertname: RecsysFeatureDrift
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: recsys_exporter, feature: device}}
+            exp_annotations:
+              summary: "feature device drifted (PSI 0.300 > 0.2)"
+              description: "Its distribution moved away from the training window; a retrain may follow."
+"""
+
+
+@needs_binaries
+def test_alert_rules_fire_as_intended(tmp_path: Path):
+    tests = tmp_path / "alerts_test.yml"
+    tests.write_text(RULE_TESTS.format(alerts=ALERTS))
+    result = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

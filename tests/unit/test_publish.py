@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from recsys.serving.publish import (FALLBACK_KEY, PublishCheckError, engine_for, prune, publish, read_for_ds,
+                                    read_live, rollback)
+
+
+def lists(users, n=3, offset=0):
+    return pd.DataFrame([(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
+                        columns=["user_key", "rank", "video_id", "score"])
+
+
+@pytest.fixture
+def eng(tmp_path):
+    return engine_for(f"sqlite:///{tmp_path / 'recs.db'}")
+
+
+def test_publish_then_read_live(eng):
+    info = publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
+    live = read_live(eng)
+    assert info["version"] == "2026-01-01" and len(live) == 6
+    assert read_live(eng, "a", 2)["rank"].tolist() == [1, 2]
+
+
+def test_republishing_a_day_keeps_the_same_rows(eng):
+    for _ in range(3):
+        publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
+    with eng.connect() as c:
+        assert pd.read_sql("select count(*) n from recommendations", c)["n"][0] == 6
+        assert pd.read_sql("select count(*) n from recommendation_versions", c)["n"][0] == 1
+
+
+@pytest.mark.parametrize("bad,msg", [
+    (lists(["a"]), "active user"),
+    (lists(["a", "b"]).assign(rank=lambda d: d["rank"] + 1), "ranks not 1..n"),
+    (lists(["a", "b"]).assign(video_id=5), "repeat a video"),
+])
+def test_checks_refuse_bad_versions_and_live_is_unchanged(eng, bad, msg):
+    publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
+    with pytest.raises(PublishCheckError, match=msg):
+        publish(eng, bad, ds="2026-01-02", model_version="2", active_users={"a", "b"}, top_n=3)
+    assert set(read_live(eng)["version"]) == {"2026-01-01"}
+
+
+def test_row_count_collapse_is_refused(eng):
+    publish(eng, lists([f"u{i}" for i in range(10)]), ds="2026-01-01", model_version="1",
+            active_users=set(), top_n=3)
+    with pytest.raises(PublishCheckError, match="below"):
+        publish(eng, lists(["a"]), ds="2026-01-02", model_version="2", active_users={"a"}, top_n=3)
+
+
+def test_rollback_and_pruning(eng):
+    for d in range(1, 5):
+        publish(eng, lists(["a"], offset=d), ds=f"2026-01-0{d}", model_version=str(d), active_users={"a"},
+                top_n=3, keep=3)
+    with eng.connect() as c:
+        kept = pd.read_sql("select version from recommendation_versions order by version", c)["version"].tolist()
+    assert kept == ["2026-01-02", "2026-01-03", "2026-01-04"]
+    assert rollback(eng) == {"live": "2026-01-03", "was": "2026-01-04"}
+    assert read_live(eng)["video_id"].tolist() == [104, 105, 106]
+    assert read_for_ds(eng, "2026-01-04")["video_id"].tolist() == [105, 106, 107]
+    assert prune(eng, keep=1) != []
+    assert set(read_live(eng)["version"]) == {"2026-01-03"}
+
+
+def test_fallback_rows_are_not_checked_as_users(eng):
+    recs = pd.concat([lists(["a"]), lists([FALLBACK_KEY])])
+    publish(eng, recs, ds="2026-01-01", model_version="1", active_users={"a"}, top_n=3)
+    assert len(read_live(eng, FALLBACK_KEY)) == 3
