@@ -37,6 +37,8 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@# byte-compile once: with PYTHONDONTWRITEBYTECODE set, every process would recompile TensorFlow (~20 s)
+	@$(BIN)/python -m compileall -q -j 0 $(VENV)/lib/python3.11/site-packages > /dev/null 2>&1 || true
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP) ## create .venv and install the pinned requirements and the package

@@ -19,11 +19,13 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 model_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 publish_app = typer.Typer(no_args_is_help=True, help="The recommendations tables.")
+metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics.")
+app.add_typer(metrics_app, name="metrics")
 app.add_typer(model_app, name="model")
 app.add_typer(publish_app, name="publish")
 
 STAGES = ("land", "simulate", "collect", "validate", "anonymize", "features", "should_train", "train",
-          "evaluate", "register", "recommend", "publish")
+          "evaluate", "register", "recommend", "publish", "monitor")
 
 
 def _settings():
@@ -119,6 +121,19 @@ def publish_rollback():
     from recsys.serving.publish import engine_for, rollback
 
     _echo(rollback(engine_for(_settings().resolved_db_url)))
+
+
+@metrics_app.command("serve")
+def metrics_serve(port: int = typer.Option(None, help="default: RECSYS_MONITORING__EXPORTER_PORT (8000)"),
+                  addr: str = typer.Option(None, help="default: 127.0.0.1")):
+    """Expose the latest quality figures for Prometheus to scrape (re-read on every scrape)."""
+    from recsys.monitoring import serve_metrics
+
+    s = _settings()
+    server = serve_metrics(s.data_dir / "monitoring" / "quality.json", port=port or s.monitoring.exporter_port,
+                           addr=addr or s.monitoring.exporter_addr)
+    typer.echo(f"serving recsys metrics on http://{addr or s.monitoring.exporter_addr}:{server.port}/metrics")
+    server.thread.join()
 
 
 def main() -> None:

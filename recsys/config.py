@@ -93,10 +93,10 @@ class ModelSettings(BaseModel):
 
 class TrainSettings(BaseModel):
     model_config = _FROZEN
-    epochs: int = 8
-    batch_size: int = 512
+    epochs: int = 12
+    batch_size: int = 256
     learning_rate: float = 3e-3
-    patience: int = 2
+    patience: int = 3
     train_every_days: int = 1
 
 

@@ -133,6 +133,20 @@ def champion_version(settings: Settings, alias: str = CHAMPION) -> str | None:
         return None
 
 
+def champion_tags(settings: Settings, alias: str = CHAMPION) -> dict[str, str]:
+    """The registry tags (ds, blessed, ...) of the version behind ``alias`` ({} if none)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    try:
+        return dict(mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, alias).tags)
+    except MlflowException:
+        return {}
+
+
 def register(settings: Settings, model_uri: str, *, promote: bool, tags: dict[str, str]) -> dict:
     """Register ``model_uri``; if ``promote``, it becomes ``champion`` and the old one ``previous``."""
     import mlflow

@@ -161,12 +161,12 @@ def validate(ds: date, settings: Settings) -> dict:
     malformed = lake.read_frame("raw", "events_malformed", ds)
     videos = lake.read_frame("raw", "videos", ds)
     users = lake.read_frame("raw", "users", ds)
-    validate_videos(videos)
-    validate_users(users)
+    validate_videos(videos, ds=ds)  # reference tables: any failure stops the run
+    validate_users(users, ds=ds)
     durations = dict(zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True))
     reports = settings.data_dir / "reports" / "validation" / f"ds={ds}"
     res = validate_events(events, ds, set(durations), _trailing_volumes(settings, ds), reports,
-                          durations=durations)
+                          durations=durations, n_malformed=len(malformed))
     quarantine = res.quarantined.astype("string")
     if len(malformed):
         bad = pd.DataFrame({"raw_line": malformed["raw_line"].astype("string"), "reason": "malformed_json"})
@@ -178,7 +178,7 @@ def validate(ds: date, settings: Settings) -> dict:
     assert len(res.accepted) + len(res.quarantined) == len(events)
     return {"input_rows": len(events) + len(malformed), "accepted_rows": len(res.accepted),
             "quarantined_rows": len(quarantine), "data_docs": str(res.data_docs_path or ""),
-            "rules": res.report.get("per_rule", {})}
+            "rules": {k: v for k, v in res.report.get("rule_counts", {}).items() if v}}
 
 
 @stage("anonymize")
@@ -296,3 +296,71 @@ def publish(ds: date, settings: Settings) -> dict:
                        model_version=model_version, active_users=active, top_n=settings.serving.top_n,
                        keep=settings.serving.keep_versions, min_row_ratio=settings.serving.min_row_ratio)
 
+
+
+# --------------------------------------------------------------------------------- monitoring
+def _history(settings: Settings, before: date, name: str = "monitor") -> list[dict]:
+    base = settings.data_dir / "reports" / "runs"
+    out = []
+    for p in sorted(base.glob(f"ds=*/{name}.json")):
+        d = date.fromisoformat(p.parent.name[3:])
+        if d < before:
+            out.append(json.loads(p.read_text())["metrics"] | {"ds": str(d)})
+    return out
+
+
+def _last_retrain(settings: Settings, before: date) -> date | None:
+    log_path = settings.data_dir / "reports" / "monitoring" / "retrains.jsonl"
+    if not log_path.exists():
+        return None
+    days = [date.fromisoformat(json.loads(line)["ds"]) for line in log_path.read_text().splitlines() if line]
+    days = [d for d in days if d < before]
+    return max(days) if days else None
+
+
+@stage("monitor")
+def monitor(ds: date, settings: Settings) -> dict:
+    """Online metrics of ``ds`` (what users did with the published lists), drift, and the retrain decision."""
+    from recsys.monitoring import check_retraining_needed, compute_metrics, feature_psi, write_quality_snapshot
+    from recsys.registry import champion_version
+
+    lake = open_lake(settings)
+    events = lake.read_frame("clean", "interactions", ds)
+    videos = lake.read_frame("clean", "videos", ds)
+    start = ds - timedelta(days=settings.features.window_days)
+    try:
+        past = lake.read_window("clean", "interactions", start, ds - timedelta(days=1))
+    except FileNotFoundError:
+        past = events.iloc[:0]
+    known = set(past["user_key"].dropna().astype(str))
+    day = compute_metrics(events, catalog_size=int(videos["visible"].astype(bool).sum()),
+                          known_users=known if len(past) else None)
+    cat = dict(zip(videos["video_id"].astype("Int64"), videos["category"], strict=True))
+    for f in (events, past):
+        f["category"] = f["video_id"].map(cat)
+        f["hour"] = pd.to_datetime(f["ts"], utc=True).dt.hour
+    psi = feature_psi(past, events, ["device", "category", "hour"]) if len(past) else {}
+    day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi}
+    history = _history(settings, ds)
+    last = _last_retrain(settings, ds)
+    champ_ds = _champion_ds(settings)
+    decision = check_retraining_needed(history + [day | {"ds": str(ds)}], settings.monitoring, today=ds,
+                                       last_retrain=last, model_trained_at=champ_ds)
+    write_quality_snapshot(settings.data_dir / "monitoring" / "quality.json", {
+        "ds": str(ds), "model_version": champion_version(settings) or "none", "online": day, "psi": psi,
+        "retrain_recommended": bool(decision.retrain)})
+    if decision.retrain:
+        path = settings.data_dir / "reports" / "monitoring" / "retrains.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [ln for ln in (path.read_text().splitlines() if path.exists() else [])
+                 if json.loads(ln)["ds"] != str(ds)]
+        lines.append(json.dumps({"ds": str(ds), "reasons": decision.reasons}))
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return {"metrics": day, "retrain": bool(decision.retrain), "reasons": decision.reasons}
+
+
+def _champion_ds(settings: Settings) -> date | None:
+    from recsys.registry import champion_tags
+
+    ds = champion_tags(settings).get("ds")
+    return date.fromisoformat(ds) if ds else None

@@ -1,4 +1,4 @@
-"""Great Expectations suites for the raw zone, and the one place that talks to GX.
+"""Great Expectations suites for the raw zone, the frames they run on, and the one place that talks to GX.
 
 The suites are declared as plain :class:`Spec` records (an expectation class name, its keyword
 arguments and the rule it enforces), so declaring them needs no GX import. :func:`run_suite` imports
@@ -6,21 +6,25 @@ GX lazily (the import alone takes seconds, and Airflow parses DAG files that imp
 one data context per call, runs the suite through a Checkpoint and reduces the GX result to
 :class:`Check` records: one verdict per expectation, with the positions of the failing rows.
 
-GX only ever sees frames whose raw identifiers have been replaced by integer codes
+Raw events arrive with loose types; :func:`events_check_frame` parses them into typed columns plus
+helper columns (did each raw value parse? the longest plausible watch time), so GX can judge every rule
+row by row. GX only ever sees frames whose raw identifiers are replaced by integer codes
 (:func:`mask_identifiers`): validation results and Data Docs go to the unencrypted ``reports`` zone.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from recsys.data.schema import DEVICES
+from recsys.data.schema import DEVICES, RAW_EVENTS
 
 KEYS = ("event_id", "user_id", "video_id", "ts")
 BINARY = ("clicked", "liked", "shared")
@@ -36,6 +40,7 @@ PARSED = {
 }
 PARSES_SUFFIX = "__parses"  # helper column: True when the raw value is null or parses
 MAX_WATCH = "max_watch_seconds"  # helper column: duration x allowed multiple (null when unknown)
+PII_COLUMNS = ("user_id", "email", "ip", "session_id")  # masked before GX: reports are not encrypted
 
 _RESULT_FORMAT = {
     "result_format": "COMPLETE",
@@ -90,6 +95,8 @@ class Check:
 
 @dataclass(frozen=True)
 class SuiteRun:
+    """One GX run of a suite: the overall verdict, one :class:`Check` per expectation, the Data Docs."""
+
     suite: str
     success: bool
     checks: tuple[Check, ...]
@@ -109,34 +116,61 @@ def events_suite(
     min_rows: int,
     known_video_ids: list[int] | None,
 ) -> list[Spec]:
-    """The interactions suite, run on the typed check frame built by ``recsys.data.validate``."""
+    """The interactions suite, run on the frame built by :func:`events_check_frame`."""
     specs = [
         _columns_spec(columns),
         Spec("ExpectTableRowCountToBeBetween", "volume_collapse", {"min_value": min_rows}, "batch"),
     ]
     specs += [Spec("ExpectColumnValuesToNotBeNull", f"null_{c}", {"column": c}) for c in KEYS]
     specs += [
-        Spec("ExpectColumnValuesToBeInSet", f"bad_type_{c}", {"column": c + PARSES_SUFFIX, "value_set": [True]},
-             description=f"raw `{c}` values are null or parse as {kind}")
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"bad_type_{c}",
+            {"column": c + PARSES_SUFFIX, "value_set": [True]},
+            description=f"raw `{c}` values are null or parse as {kind}",
+        )
         for c, kind in PARSED.items()
     ]
-    specs += [Spec("ExpectColumnValuesToBeInSet", f"not_binary_{c}", {"column": c, "value_set": [0, 1]})
-              for c in BINARY]
     specs += [
-        Spec("ExpectColumnValuesToBeInSet", "unknown_device", {"column": "device", "value_set": list(DEVICES)}),
-        Spec("ExpectColumnValuesToBeBetween", "negative_watch_seconds", {"column": "watch_seconds", "min_value": 0}),
-        Spec("ExpectColumnPairValuesAToBeGreaterThanB", "watch_exceeds_duration",
-             {"column_A": MAX_WATCH, "column_B": "watch_seconds", "or_equal": True,
-              "ignore_row_if": "either_value_is_missing"},
-             description="`watch_seconds` is at most the allowed multiple of the video's duration"),
+        Spec("ExpectColumnValuesToBeInSet", f"not_binary_{c}", {"column": c, "value_set": [0, 1]})
+        for c in BINARY
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet", "unknown_device", {"column": "device", "value_set": list(DEVICES)}
+        ),
+        Spec(
+            "ExpectColumnValuesToBeBetween",
+            "negative_watch_seconds",
+            {"column": "watch_seconds", "min_value": 0},
+        ),
+        Spec(
+            "ExpectColumnPairValuesAToBeGreaterThanB",
+            "watch_exceeds_duration",
+            {
+                "column_A": MAX_WATCH,
+                "column_B": "watch_seconds",
+                "or_equal": True,
+                "ignore_row_if": "either_value_is_missing",
+            },
+            description="`watch_seconds` is at most the allowed multiple of the video's duration",
+        ),
         Spec("ExpectColumnValuesToBeBetween", "position_below_1", {"column": "position", "min_value": 1}),
-        Spec("ExpectColumnValuesToBeBetween", "ts_outside_ds",
-             {"column": "ts", "min_value": ds_start, "max_value": ds_end, "strict_max": True}),
+        Spec(
+            "ExpectColumnValuesToBeBetween",
+            "ts_outside_ds",
+            {"column": "ts", "min_value": ds_start, "max_value": ds_end, "strict_max": True},
+        ),
         Spec("ExpectColumnValuesToBeUnique", "duplicate_event_id", {"column": "event_id"}),
     ]
     if known_video_ids is not None:
-        specs.append(Spec("ExpectColumnValuesToBeInSet", "unknown_video_id",
-                          {"column": "video_id", "value_set": known_video_ids}))
+        specs.append(
+            Spec(
+                "ExpectColumnValuesToBeInSet",
+                "unknown_video_id",
+                {"column": "video_id", "value_set": known_video_ids},
+            )
+        )
     return specs
 
 
@@ -152,21 +186,72 @@ def reference_suite(columns: list[str], key: str, extra: list[Spec] = ()) -> lis
 
 
 def _columns_spec(columns: list[str]) -> Spec:
-    return Spec("ExpectTableColumnsToMatchSet", "missing_columns", {"column_set": columns, "exact_match": False},
-                "batch")
+    return Spec(
+        "ExpectTableColumnsToMatchSet",
+        "missing_columns",
+        {"column_set": columns, "exact_match": False},
+        "batch",
+    )
 
 
 def videos_suite(columns: list[str]) -> list[Spec]:
-    return reference_suite(columns, "video_id", [
-        Spec("ExpectColumnValuesToBeBetween", "nonpositive_duration",
-             {"column": "duration_seconds", "min_value": 0, "strict_min": True}),
-    ])
+    return reference_suite(
+        columns,
+        "video_id",
+        [
+            Spec(
+                "ExpectColumnValuesToBeBetween",
+                "nonpositive_duration",
+                {"column": "duration_seconds", "min_value": 0, "strict_min": True},
+            ),
+        ],
+    )
 
 
 def users_suite(columns: list[str]) -> list[Spec]:
-    return reference_suite(columns, "user_id", [
-        Spec("ExpectColumnValuesToBeInSet", "unknown_device", {"column": "device", "value_set": list(DEVICES)}),
-    ])
+    return reference_suite(
+        columns,
+        "user_id",
+        [
+            Spec(
+                "ExpectColumnValuesToBeInSet",
+                "unknown_device",
+                {"column": "device", "value_set": list(DEVICES)},
+            ),
+        ],
+    )
+
+
+# The frame GX checks --------------------------------------------------------------------------------
+def events_check_frame(
+    raw: pd.DataFrame, durations: dict[int, float] | None, max_watch_multiple: float
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], pd.DataFrame]:
+    """Parse loose raw events into what the events suite checks.
+
+    Returns:
+        typed: the RAW_EVENTS columns with parsed values (a value that does not parse becomes null).
+        bad_type: per parsed column, the rows whose non-null value did not parse.
+        frame: ``typed`` with identifiers masked, plus the helper columns the suite names
+            (``<col>__parses`` and ``max_watch_seconds``).
+    """
+    typed, bad = {}, {}
+    for col, dtype in RAW_EVENTS.items():
+        if col == "ts":
+            typed[col], bad[col] = _parse_ts(raw[col])
+        elif dtype in ("Int64", "Float64"):
+            typed[col], bad[col] = _parse_number(
+                raw[col], integral=dtype == "Int64", allow_bool=col in BINARY
+            )
+        else:
+            values = [None if is_missing(v) else str(v) for v in raw[col].astype(object)]
+            typed[col] = pd.array(values, dtype="string")
+    typed = pd.DataFrame(typed, index=raw.index)
+    frame = mask_identifiers(typed, PII_COLUMNS)
+    for col in PARSED:
+        frame[col + PARSES_SUFFIX] = ~bad[col]
+    known = typed["video_id"].map(durations or {})
+    frame[MAX_WATCH] = pd.to_numeric(known, errors="coerce").astype("Float64") * max_watch_multiple
+    return typed, bad, frame
 
 
 def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
@@ -179,6 +264,55 @@ def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return out
 
 
+def _parse_number(s: pd.Series, *, integral: bool, allow_bool: bool) -> tuple[pd.Series, np.ndarray]:
+    """Loose values -> Float64/Int64 (null when missing or unparseable) and the unparseable rows.
+
+    Numbers and numeric strings parse; ``"12.3s"``, infinities, booleans (except for 0/1 labels) and
+    non-integral values of integer columns do not.
+    """
+    obj = s.astype(object)
+    missing = obj.map(is_missing).to_numpy(bool)
+    is_bool = obj.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
+    plain = (
+        obj.map(lambda v: isinstance(v, str | int | float | np.number)).to_numpy(bool) & ~is_bool & ~missing
+    )
+    values = np.full(len(obj), np.nan)
+    if plain.any():
+        values[plain] = pd.to_numeric(obj[plain], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    if allow_bool and is_bool.any():
+        values[is_bool] = obj[is_bool].astype(float).to_numpy()
+    ok = np.isfinite(values)
+    if integral:
+        ok[ok] = values[ok] == np.round(values[ok])
+    values[~ok] = np.nan
+    out = pd.Series(pd.array(values, dtype="Float64"), index=s.index)
+    return (out.astype("Int64") if integral else out), ~missing & ~ok
+
+
+def _parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
+    obj = s.astype(object)
+    missing = obj.map(is_missing).to_numpy(bool)
+    is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
+    is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
+    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
+    if is_str.any():
+        out[is_str] = pd.to_datetime(obj[is_str], utc=True, format="ISO8601", errors="coerce")
+    if is_dt.any():
+        out[is_dt] = pd.to_datetime(obj[is_dt], utc=True, errors="coerce")
+    return out, ~missing & out.isna().to_numpy()
+
+
+def is_null(v: Any) -> bool:
+    """None, NaN, NA or NaT."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
+
+
+def is_missing(v: Any) -> bool:
+    """Null, NaN, NaT or a blank string."""
+    return is_null(v) or (isinstance(v, str) and not v.strip())
+
+
 # Running --------------------------------------------------------------------------------------------
 def _gx():
     """Import GX with analytics off (GX 1.x reads GX_ANALYTICS_ENABLED; nothing is written to $HOME)."""
@@ -188,8 +322,9 @@ def _gx():
     return gx
 
 
-def run_suite(frame: pd.DataFrame, suite_name: str, specs: list[Spec], *, run_name: str,
-              reports_dir: Path | None = None) -> SuiteRun:
+def run_suite(
+    frame: pd.DataFrame, suite_name: str, specs: list[Spec], *, run_name: str, reports_dir: Path | None = None
+) -> SuiteRun:
     """Validate ``frame`` against ``specs`` with GX and return its verdicts.
 
     One context per call: an ephemeral one, or a file context rooted at ``reports_dir`` whose Data Docs
@@ -215,24 +350,37 @@ def run_suite(frame: pd.DataFrame, suite_name: str, specs: list[Spec], *, run_na
             factory.delete(name=suite_name)
     source = context.data_sources.add_or_update_pandas(name=suite_name)
     batch_definition = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe(
-        name="whole_frame")
+        name="whole_frame"
+    )
     expectations = [
-        getattr(gxe, s.expectation)(**s.kwargs, meta={"rule": s.rule, "level": s.level},
-                                    **({"description": s.description} if s.description else {}))
+        getattr(gxe, s.expectation)(
+            **s.kwargs,
+            meta={"rule": s.rule, "level": s.level},
+            **({"description": s.description} if s.description else {}),
+        )
         for s in specs
     ]
     suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
     definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite))
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
+    )
     actions = [UpdateDataDocsAction(name="update_data_docs")] if reports_dir is not None else []
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=suite_name, validation_definitions=[definition], actions=actions, result_format=_RESULT_FORMAT))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=suite_name,
+            validation_definitions=[definition],
+            actions=actions,
+            result_format=_RESULT_FORMAT,
+        )
+    )
 
     frame = frame.reset_index(drop=True)
     result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
     (validation,) = result.run_results.values()
     order = {s.rule: i for i, s in enumerate(specs)}  # GX groups results its own way; keep the suite's
-    checks = tuple(sorted((_check(r) for r in validation.results), key=lambda c: order.get(c.rule, len(order))))
+    checks = tuple(
+        sorted((_check(r) for r in validation.results), key=lambda c: order.get(c.rule, len(order)))
+    )
     docs = None
     if reports_dir is not None:
         docs = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"

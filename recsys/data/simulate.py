@@ -41,7 +41,7 @@ CATEGORY_WORDS = {
     "dance": "choreo dance challenge kpop routine tutorial duet moves",
     "cars": "drift engine supercar restore test drive track tuning",
 }
-FILLER = "new best my the top day vlog part official short".split()
+FILLER = ["new", "best", "my", "the", "top", "day", "vlog", "part", "official", "short"]
 REGIONS = ("EU-DE-BE", "EU-DE-MU", "EU-FR-PA", "EU-ES-MA", "NA-US-NY", "NA-US-SF", "AS-JP-TO", "AS-IN-DE")
 DEVICE_SHARE = (0.5, 0.3, 0.15, 0.05)
 DEVICE_ETA = {"android": 0.9, "ios": 0.9, "web": 0.6, "tv": 1.3}  # examination decay with position
@@ -84,7 +84,8 @@ class World:
         q = self.video_quality.copy()
         ev = self._active_drift(day, "popularity_shock")
         if ev is not None:
-            shocked = np.random.default_rng(self.seed + 7).choice(len(q), size=max(1, len(q) // 50), replace=False)
+            shock_rng = np.random.default_rng(self.seed + 7)
+            shocked = shock_rng.choice(len(q), size=max(1, len(q) // 50), replace=False)
             q[shocked] += 2.0 * ev.strength
         return q
 
@@ -170,7 +171,8 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
     ]
     if kv is not None:
         real_tags = kv["tag"].dropna().astype(str).to_numpy()
-        tags = ["|".join([names[c], f"kr{t}"]) for c, t in zip(vcat, rng.choice(real_tags, n_all), strict=True)]
+        drawn = rng.choice(real_tags, n_all)
+        tags = ["|".join([names[c], f"kr{t}"]) for c, t in zip(vcat, drawn, strict=True)]
     else:
         tags = [names[c] for c in vcat]
     vvec = centroids[vcat] + 0.6 * rng.normal(size=(n_all, d))
@@ -218,8 +220,107 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
 
 def examine_prob(position: np.ndarray, device: np.ndarray) -> np.ndarray:
     """P(a user looks at slate position ``position`` (1-based)) on ``device``."""
-    eta = np.vectorize(DEVICE_ETA.get)(device) if len(device) else np.zeros(0)
+    eta = pd.Series(np.asarray(device, dtype=object)).map(DEVICE_ETA).to_numpy(float)
     return np.power(1.0 / np.asarray(position, float), eta)
+
+
+def distinct_draws(rng: np.random.Generator, rows: int, k: int, pool: np.ndarray,
+                   p: np.ndarray | None = None) -> np.ndarray:
+    """``rows`` independent draws of ``k`` distinct elements of ``pool`` (weights ``p``), as [rows, k].
+
+    Each row has the distribution of ``rng.choice(pool, k, replace=False, p=p)``: sequential sampling
+    without replacement is i.i.d. sampling that skips repeats, which vectorizes. Rows that have not seen
+    ``k`` distinct values yet draw more (never a fresh start, which would bias toward rare repeats).
+    """
+    pool = np.asarray(pool)
+    if k > len(pool):
+        raise ValueError(f"cannot draw {k} distinct values from a pool of {len(pool)}")
+    cdf = None if p is None else np.cumsum(p) / np.sum(p)
+
+    def draw(n: int, m: int) -> np.ndarray:
+        if cdf is None:
+            return rng.integers(0, len(pool), size=(n, m))
+        return np.minimum(np.searchsorted(cdf, rng.random((n, m)), side="right"), len(pool) - 1)
+
+    out = np.empty((rows, k), dtype=np.int64)
+    todo = np.arange(rows)
+    draws = draw(rows, k + max(4, k // 2))
+    while todo.size:
+        first = first_distinct(draws, k)
+        ok = first[:, 0] >= 0
+        out[todo[ok]] = first[ok]
+        todo, draws = todo[~ok], draws[~ok]
+        if todo.size:
+            draws = np.concatenate([draws, draw(todo.size, draws.shape[1])], axis=1)
+    return pool[out]
+
+
+def first_distinct(values: np.ndarray, k: int, missing: int = -1) -> np.ndarray:
+    """Per row of ``values``, its first ``k`` distinct entries other than ``missing``, in order.
+
+    Rows with fewer than ``k`` such entries come back filled with ``missing``.
+    """
+    order = np.argsort(values, axis=1, kind="stable")
+    srt = np.take_along_axis(values, order, axis=1)
+    repeat = np.zeros(values.shape, dtype=bool)
+    repeat[:, 1:] = srt[:, 1:] == srt[:, :-1]
+    keep = np.empty_like(repeat)
+    np.put_along_axis(keep, order, ~repeat, axis=1)
+    keep &= values != missing
+    rank = np.cumsum(keep, axis=1)
+    full = rank[:, -1] >= k
+    out = np.full((len(values), k), missing, dtype=values.dtype)
+    take = keep & (rank <= k) & full[:, None]
+    out[full] = values[take].reshape(-1, k)
+    return out
+
+
+def _live_matrix(world: World, live_slates: dict[str, list[int]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(user index -> up to k catalog indices of the user's live list, -1 padded; user has a list)."""
+    vindex, uindex = world.video_index(), world.user_index()
+    recs = np.full((len(world.users), k), -1, dtype=np.int64)
+    has = np.zeros(len(world.users), dtype=bool)
+    for user, videos in live_slates.items():
+        u = uindex.get(user)
+        if u is None or not videos:
+            continue
+        idx = [vindex[v] for v in videos if v in vindex][:k]
+        recs[u, : len(idx)] = idx
+        has[u] = True
+    return recs, has
+
+
+def _draw_slates(world: World, day: date, sess_user: np.ndarray, live_slates, rng
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Each session's slate (catalog indices [n, k]) and whether it came from the live recommendations.
+
+    Exploration sessions see k uniformly random visible videos; other sessions see the user's live list
+    when there is one (topped up with random videos if shorter than the slate), else k videos drawn by
+    popularity.
+    """
+    s = world.settings
+    k, n = s.slate_size, len(sess_user)
+    vis = np.flatnonzero(world.visible_mask(day))
+    q = world.quality(day)[vis]
+    pop = np.exp(q - q.max())
+    explore = rng.random(n) < s.explore_share
+    from_recs = np.zeros(n, dtype=bool)
+    slates = np.empty((n, k), dtype=np.int64)
+    if live_slates:
+        recs, has = _live_matrix(world, live_slates, k)
+        from_recs = ~explore & has[sess_user]
+        rows = np.flatnonzero(from_recs)
+        slate = recs[sess_user[rows]]
+        short = (slate < 0).any(axis=1)
+        if short.any():
+            fill = distinct_draws(rng, int(short.sum()), k, vis)
+            slate[short] = first_distinct(np.concatenate([slate[short], fill], axis=1), k)
+        slates[rows] = slate
+    rows = np.flatnonzero(explore)
+    slates[rows] = distinct_draws(rng, len(rows), k, vis)
+    rows = np.flatnonzero(~explore & ~from_recs)
+    slates[rows] = distinct_draws(rng, len(rows), k, vis, pop)
+    return slates, from_recs
 
 
 def simulate_day(
@@ -228,7 +329,7 @@ def simulate_day(
     live_slates: dict[str, list[int]] | None = None,
     rec_version: str | None = None,
 ) -> pd.DataFrame:
-    """One day of raw events.
+    """One day of raw events (one row per impression, in the :data:`~recsys.data.schema.RAW_EVENTS` columns).
 
     Args:
         live_slates: raw user id -> ranked video ids from the live recommendations (None: no table yet).
@@ -237,76 +338,66 @@ def simulate_day(
     s = world.settings
     rng = np.random.default_rng([world.seed, day.toordinal()])
     users = world.users
-    vis = np.flatnonzero(world.visible_mask(day))
-    q = world.quality(day)
-    pop = np.exp(q[vis]) / np.exp(q[vis]).sum()
-    vindex = world.video_index()
 
     p_active = users["activity"].map(ACTIVITY).to_numpy(float) * s.daily_active_share / 0.6
     active = np.flatnonzero(rng.random(len(users)) < np.clip(p_active, 0, 1))
     n_sess = np.maximum(1, rng.poisson(s.sessions_per_active_user, size=len(active)))
     sess_user = np.repeat(active, n_sess)
-    n = len(sess_user)
-    k = s.slate_size
-    slates = np.empty((n, k), dtype=np.int64)
-    from_recs = np.zeros(n, dtype=bool)
-    explore = rng.random(n) < s.explore_share
-    live_slates = live_slates or {}
-    uid = users["user_id"].to_numpy()
-    for i in range(n):
-        recs = None if explore[i] else live_slates.get(uid[sess_user[i]])
-        if recs:
-            idx = [vindex[v] for v in recs if v in vindex][:k]
-            if len(idx) < k:
-                fill = rng.choice(vis, size=k, replace=False)
-                idx += [x for x in fill if x not in idx][: k - len(idx)]
-            slates[i] = idx
-            from_recs[i] = True
-        elif explore[i]:
-            slates[i] = rng.choice(vis, size=k, replace=False)
-        else:
-            slates[i] = rng.choice(vis, size=k, replace=False, p=pop)
+    n, k = len(sess_user), s.slate_size
+    slates, from_recs = _draw_slates(world, day, sess_user, live_slates, rng)
 
     user_rep = np.repeat(sess_user, k)
     vid = slates.reshape(-1)
+    rows = len(vid)
     pos = np.tile(np.arange(1, k + 1), n)
-    device = users["device"].to_numpy()[user_rep]
+    device = users["device"].to_numpy(object)[user_rep]
     aff = world.affinity(user_rep, vid, day)
-    examined = rng.random(len(vid)) < examine_prob(pos, device)
-    clicked = examined & (rng.random(len(vid)) < world.click_prob(aff))
+    examined = rng.random(rows) < examine_prob(pos, device)
+    clicked = examined & (rng.random(rows) < world.click_prob(aff))
     dur = world.videos["duration_seconds"].to_numpy(float)[vid]
-    frac = np.clip(_sigmoid(aff + rng.normal(0, 0.5, len(vid))), 0.02, 1.0)
+    frac = np.clip(_sigmoid(aff + rng.normal(0, 0.5, rows)), 0.02, 1.0)
     watch = np.where(clicked, np.round(dur * frac, 1), 0.0)
-    liked = clicked & (rng.random(len(vid)) < _sigmoid(1.5 * aff - 4.0))
-    shared = clicked & (rng.random(len(vid)) < _sigmoid(1.5 * aff - 5.5))
+    liked = clicked & (rng.random(rows) < _sigmoid(1.5 * aff - 4.0))
+    shared = clicked & (rng.random(rows) < _sigmoid(1.5 * aff - 5.5))
 
     day0 = np.datetime64(day.isoformat(), "s")
     sess_s = rng.choice(24, size=n, p=_HOUR_P) * 3600 + rng.integers(0, 3540, n)
     ts = day0 + (np.repeat(sess_s, k) + np.tile(np.arange(k) * 2, n)).astype("timedelta64[s]")
-    sess_ids = np.array([f"s{day:%Y%m%d}-{i:07d}-{rng.integers(1e9):09d}" for i in range(n)])
-    rows = len(vid)
-    uinfo = users.iloc[user_rep]
-    ip = [f"10.{a}.{b}.{c}" for a, b, c in rng.integers(0, 256, size=(len(active), 3))]
-    ip_of = dict(zip(active, ip, strict=True))
+    stamp = f"{day:%Y%m%d}"
+    sess_ids = _ids(f"s{stamp}-", np.arange(n), 7, suffix=_digits(rng.integers(0, 10**9, n), 9))
+    # one address per active user for the day
+    octets = rng.integers(0, 256, size=(len(active), 3)).astype("U3")
+    ip = np.empty(len(users), dtype=object)
+    ip[active] = np.strings.add(np.strings.add(np.strings.add("10.", octets[:, 0]), "."),
+                                np.strings.add(np.strings.add(octets[:, 1], "."), octets[:, 2]))
     events = pd.DataFrame({
-        "event_id": [f"e{day:%Y%m%d}-{i:08d}" for i in range(rows)],
-        "user_id": uinfo["user_id"].to_numpy(),
-        "email": uinfo["email"].to_numpy(),
-        "ip": [ip_of[u] for u in user_rep],
+        "event_id": _ids(f"e{stamp}-", np.arange(rows), 8),
+        "user_id": users["user_id"].to_numpy(object)[user_rep],
+        "email": users["email"].to_numpy(object)[user_rep],
+        "ip": ip[user_rep],
         "device": device,
-        "region": uinfo["region"].to_numpy(),
+        "region": users["region"].to_numpy(object)[user_rep],
         "ts": pd.to_datetime(ts, utc=True),
         "session_id": np.repeat(sess_ids, k),
         "video_id": world.videos["video_id"].to_numpy()[vid],
         "position": pos,
-        "rec_version": np.where(np.repeat(from_recs, k), rec_version or "", None),
+        "rec_version": np.where(np.repeat(from_recs, k), rec_version or None, None).astype(object),
         "clicked": clicked.astype(int),
         "watch_seconds": watch,
         "liked": liked.astype(int),
         "shared": shared.astype(int),
     })
-    events["rec_version"] = events["rec_version"].replace("", None)
     return _apply_upstream_faults(world, day, events, rng)
+
+
+def _digits(x: np.ndarray, width: int) -> np.ndarray:
+    return np.strings.zfill(np.asarray(x).astype("U"), width)
+
+
+def _ids(prefix: str, x: np.ndarray, width: int, suffix: np.ndarray | None = None) -> np.ndarray:
+    """``prefix`` + zero-padded ``x`` (+ ``-suffix``), vectorized (f-strings cost ~1 s per million)."""
+    out = np.strings.add(prefix, _digits(x, width))
+    return out if suffix is None else np.strings.add(np.strings.add(out, "-"), suffix)
 
 
 _HOUR_P = np.array([1, .5, .3, .2, .2, .3, .6, 1, 1.2, 1.2, 1.2, 1.4, 1.6, 1.4, 1.3, 1.4, 1.6, 2, 2.5, 3,
@@ -315,22 +406,15 @@ _HOUR_P = _HOUR_P / _HOUR_P.sum()
 
 
 def _apply_upstream_faults(world: World, day: date, events: pd.DataFrame, rng) -> pd.DataFrame:
+    """Upstream faults from drift settings: some null video ids, or watch time sent as text ("12.5s")."""
     if world._active_drift(day, "upstream_nulls") is not None:
         bad = rng.random(len(events)) < 0.05
-        events.loc[bad, "video_id"] = None
+        vid = events["video_id"].astype("Int64")
+        vid[bad] = pd.NA
+        events["video_id"] = vid
     if world._active_drift(day, "upstream_type") is not None:
-        events["watch_seconds"] = events["watch_seconds"].map(lambda x: f"{x}s").astype(object)
+        events["watch_seconds"] = (events["watch_seconds"].astype(str) + "s").astype(object)
     return events
-
-
-def write_landing(events: pd.DataFrame, path: Path) -> Path:
-    """Write events as JSON lines at ``path``, atomically (temporary name, then rename)."""
-    from recsys.data.lake import atomic_write_bytes
-
-    out = events.copy()
-    out["ts"] = pd.to_datetime(out["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    text = out.to_json(orient="records", lines=True, date_format="iso")
-    return atomic_write_bytes(path, text.encode())
 
 
 def catalog_on(world: World, day: date) -> pd.DataFrame:
@@ -339,6 +423,72 @@ def catalog_on(world: World, day: date) -> pd.DataFrame:
     return world.videos[world.videos["upload_ts"] < end].reset_index(drop=True)
 
 
+# Landing files ------------------------------------------------------------------------------------
+def write_landing(events: pd.DataFrame, path: Path) -> Path:
+    """Write events as JSON lines at ``path``, atomically (temporary name, then rename)."""
+    from recsys.data.lake import atomic_write_bytes
+
+    return atomic_write_bytes(Path(path), to_jsonl(events))
+
+
 def to_jsonl(df: pd.DataFrame) -> bytes:
-    recs = json.loads(df.to_json(orient="records", date_format="iso"))
-    return ("\n".join(json.dumps(r) for r in recs) + "\n").encode()
+    """``df`` as JSON lines: one object per row, missing values as ``null``, timestamps as ISO-8601 UTC
+    (``2026-01-01T08:00:00.000000Z``).
+
+    Built column-wise with Arrow string kernels (``DataFrame.to_json`` takes ~10 s per million events).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(df) == 0:
+        return b""
+    parts: list = []
+    for i, col in enumerate(df.columns):
+        parts.append(("{" if i == 0 else ",") + json.dumps(str(col)) + ":")
+        parts.append(_json_values(df[col]))
+    parts.append("}\n")
+    lines = pc.binary_join_element_wise(*parts, "")
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
+    offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset: lines.offset + len(lines) + 1]
+    # every line ends with a newline, so the array's character buffer is the file
+    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+
+
+def _json_values(s: pd.Series):
+    """A column as an Arrow array of JSON value texts (``null`` for missing values)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(s.dtype):
+        naive_utc = pa.array(pd.to_datetime(s, utc=True).dt.tz_localize(None).to_numpy("datetime64[us]"))
+        text = pc.replace_substring(naive_utc.cast(pa.string()), " ", "T", max_replacements=1)
+        return pc.fill_null(pc.binary_join_element_wise('"', text, 'Z"', ""), "null")
+    if pd.api.types.is_bool_dtype(s.dtype):
+        arr = pa.array(s, from_pandas=True, type=pa.bool_())
+        return pc.fill_null(pc.if_else(arr, "true", "false"), "null")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        arr = pa.array(s, from_pandas=True)
+        if pa.types.is_floating(arr.type):
+            arr = pc.if_else(pc.is_finite(arr), arr, pa.scalar(None, arr.type))
+        return pc.fill_null(arr.cast(pa.string()), "null")
+    try:
+        arr = pa.array(s, from_pandas=True, type=pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        arr = None
+    if arr is None or pc.any(pc.match_substring_regex(arr, r'["\\\x00-\x1f]')).as_py():
+        # mixed types, or text that needs escaping: the exact (slower) path
+        return pa.array([_json_scalar(v) for v in s.astype(object)], type=pa.string())
+    return pc.fill_null(pc.binary_join_element_wise('"', arr, '"', ""), "null")
+
+
+def _json_scalar(v) -> str:
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
+        return "null"
+    if isinstance(v, pd.Timestamp):
+        return json.dumps(v.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ") if v.tzinfo
+                          else v.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    if isinstance(v, np.generic):
+        v = v.item()
+    return json.dumps(v, ensure_ascii=False, default=str)

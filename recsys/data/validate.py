@@ -37,7 +37,6 @@ from recsys.data import expectations as ex
 from recsys.data.lake import as_date
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
 
-PII_COLUMNS = ("user_id", "email", "ip", "session_id")  # masked before GX (reports are not encrypted)
 MALFORMED_COLUMNS = ("source", "line_number", "raw_line", "reason", "error")
 
 
@@ -91,8 +90,14 @@ def parse_jsonl(data: bytes | str, source: str = "") -> tuple[pd.DataFrame, pd.D
         rows.append(value)
     frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
     malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
-        {"source": "string", "line_number": "int64", "raw_line": "string", "reason": "string",
-         "error": "string"})
+        {
+            "source": "string",
+            "line_number": "int64",
+            "raw_line": "string",
+            "reason": "string",
+            "error": "string",
+        }
+    )
     return frame, malformed
 
 
@@ -145,21 +150,27 @@ def validate_events(
     if n == 0:
         raise BatchValidationError(
             f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: the partition is empty "
-            f"(observed 0 rows, {n_malformed} malformed line(s))")
+            f"(observed 0 rows, {n_malformed} malformed line(s))"
+        )
     missing = [c for c in RAW_EVENTS if c not in events.columns]
     if missing:
         raise BatchValidationError(
-            f"{name}: expect_column_to_exist failed: missing required column(s) {missing} "
-            f"(observed columns {sorted(map(str, events.columns))})")
+            f"{name}: expect_table_columns_to_match_set failed: missing required column(s) {missing} "
+            f"(observed columns {sorted(map(str, events.columns))})"
+        )
 
     raw = events.reset_index(drop=True)
-    typed, bad_type = _parse_events(raw)
+    typed, bad_type, frame = ex.events_check_frame(raw, durations, max_watch_multiple)
     start = datetime.combine(ds, time(), tzinfo=UTC)
     min_rows, median, volumes = _volume_floor(trailing_volumes, min_volume_fraction)
-    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids})
-    specs = ex.events_suite(list(RAW_EVENTS), ds_start=start, ds_end=start + timedelta(days=1),
-                            min_rows=min_rows, known_video_ids=ids)
-    frame = _events_check_frame(typed, bad_type, durations, max_watch_multiple)
+    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not ex.is_null(v)})
+    specs = ex.events_suite(
+        list(RAW_EVENTS),
+        ds_start=start,
+        ds_end=start + timedelta(days=1),
+        min_rows=min_rows,
+        known_video_ids=ids,
+    )
     run = ex.run_suite(frame, "raw_events", specs, run_name=f"ds={ds}", reports_dir=reports_dir)
     _raise_on_gx_errors(name, run)
 
@@ -168,8 +179,10 @@ def validate_events(
     bad = reason.notna().to_numpy()
     accepted = conform(typed[~bad], RAW_EVENTS, name="accepted raw_events")
     quarantined = _as_strings(raw[bad]).assign(reason=reason[bad].astype("string")).reset_index(drop=True)
-    _invariant(len(accepted) + len(quarantined) == n,
-               f"{name}: {len(accepted)} accepted + {len(quarantined)} quarantined != {n} input rows")
+    _invariant(
+        len(accepted) + len(quarantined) == n,
+        f"{name}: {len(accepted)} accepted + {len(quarantined)} quarantined != {n} input rows",
+    )
 
     share = (len(quarantined) + n_malformed) / (n + n_malformed)
     report = {
@@ -183,7 +196,12 @@ def validate_events(
         "rule_counts": {rule: int(m.sum()) for rule, m in masks.items()},
         "expectations": [c.summary() for c in run.checks],
         "gx_success": run.success,
-        "volume": {"observed": n, "min_rows": min_rows, "trailing_median": median, "trailing_volumes": volumes},
+        "volume": {
+            "observed": n,
+            "min_rows": min_rows,
+            "trailing_median": median,
+            "trailing_volumes": volumes,
+        },
         "data_docs_path": str(run.data_docs_path) if run.data_docs_path else None,
         "passed": True,
     }
@@ -195,40 +213,21 @@ def validate_events(
         raise BatchValidationError(
             f"{name}: expect_table_row_count_to_be_between(min_value={min_rows}) failed: volume collapse, "
             f"observed {volume.observed_value} rows < {min_volume_fraction:.0%} of the trailing median "
-            f"{median:g} (trailing volumes {volumes})", report, run.data_docs_path)
+            f"{median:g} (trailing volumes {volumes})",
+            report,
+            run.data_docs_path,
+        )
     if share > max_quarantine_share:
         report.update(passed=False, failed="max_quarantine_share")
-        top = dict(sorted(report["rule_counts"].items(), key=lambda kv: -kv[1])[:5])
+        top = dict(sorted(((r, k) for r, k in report["rule_counts"].items() if k), key=lambda kv: -kv[1])[:5])
         raise BatchValidationError(
             f"{name}: max_quarantine_share={max_quarantine_share:.0%} failed: observed {share:.1%} "
             f"({len(quarantined)} of {n} rows quarantined, {n_malformed} malformed line(s)); "
-            f"top rules {top}", report, run.data_docs_path)
+            f"top rules {top}",
+            report,
+            run.data_docs_path,
+        )
     return ValidationResult(accepted, quarantined, report, run.data_docs_path)
-
-
-def _parse_events(raw: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Typed columns (unparseable values become null) and, per parsed column, the rows that failed."""
-    typed, bad = {}, {}
-    for col, dtype in RAW_EVENTS.items():
-        if col == "ts":
-            typed[col], bad[col] = _parse_ts(raw[col])
-        elif dtype in ("Int64", "Float64"):
-            typed[col], bad[col] = _parse_number(raw[col], integral=dtype == "Int64",
-                                                 allow_bool=col in ex.BINARY)
-        else:
-            typed[col] = pd.array([None if _is_missing(v) else str(v) for v in raw[col].astype(object)],
-                                  dtype="string")
-    return pd.DataFrame(typed), bad
-
-
-def _events_check_frame(typed, bad_type, durations, multiple) -> pd.DataFrame:
-    """What GX validates: typed values, identifiers masked, and the helper columns the suite names."""
-    frame = ex.mask_identifiers(typed, PII_COLUMNS)
-    for col in ex.PARSED:
-        frame[col + ex.PARSES_SUFFIX] = ~bad_type[col]
-    known = typed["video_id"].map(durations or {})
-    frame[ex.MAX_WATCH] = pd.to_numeric(known, errors="coerce").astype("Float64") * multiple
-    return frame
 
 
 def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[str, np.ndarray]:
@@ -239,7 +238,9 @@ def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[st
             continue
         rows = np.zeros(n, dtype=bool)
         rows[list(check.unexpected_rows)] = True
-        _invariant(check.success != rows.any(), f"GX verdict of {check.rule} disagrees with its unexpected rows")
+        _invariant(
+            check.success != rows.any(), f"GX verdict of {check.rule} disagrees with its unexpected rows"
+        )
         col = check.rule.removeprefix("null_")
         if check.rule.startswith("null_") and col in bad_type:
             # A value that does not parse is null in the typed frame too; it is reported as bad_type_<col>.
@@ -247,8 +248,10 @@ def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[st
             rows &= ~bad_type[col]
         if check.rule == "duplicate_event_id":
             # GX flags every copy; the first one is kept.
-            _invariant(bool((rows == (event_id.duplicated(keep=False) & event_id.notna())).all()),
-                       "GX duplicate rows disagree with pandas")
+            _invariant(
+                bool((rows == (event_id.duplicated(keep=False) & event_id.notna())).all()),
+                "GX duplicate rows disagree with pandas",
+            )
             rows &= event_id.duplicated(keep="first").to_numpy(bool)
         masks[check.rule] = rows
     return masks
@@ -275,8 +278,9 @@ def _volume_floor(trailing: list[int], fraction: float) -> tuple[int, float | No
 
 
 # Reference tables -----------------------------------------------------------------------------------
-def validate_videos(videos: pd.DataFrame, *, reports_dir: Path | None = None,
-                    ds: date | str | None = None) -> ValidationResult:
+def validate_videos(
+    videos: pd.DataFrame, *, reports_dir: Path | None = None, ds: date | str | None = None
+) -> ValidationResult:
     """Validate the video catalog (columns, types, non-null unique ``video_id``, duration > 0).
 
     Raises:
@@ -285,33 +289,44 @@ def validate_videos(videos: pd.DataFrame, *, reports_dir: Path | None = None,
     return _validate_reference(videos, VIDEOS, "videos", ex.videos_suite, (), reports_dir, ds)
 
 
-def validate_users(users: pd.DataFrame, *, reports_dir: Path | None = None,
-                   ds: date | str | None = None) -> ValidationResult:
+def validate_users(
+    users: pd.DataFrame, *, reports_dir: Path | None = None, ds: date | str | None = None
+) -> ValidationResult:
     """Validate the raw user table (columns, types, non-null unique ``user_id``, known devices).
 
     Raises:
         BatchValidationError: any failure.
     """
-    return _validate_reference(users, RAW_USERS, "raw_users", ex.users_suite, ("user_id", "email"),
-                               reports_dir, ds)
+    return _validate_reference(
+        users, RAW_USERS, "raw_users", ex.users_suite, ("user_id", "email"), reports_dir, ds
+    )
 
 
 def _validate_reference(frame, schema, dataset, suite, pii, reports_dir, ds) -> ValidationResult:
     name = dataset if ds is None else f"{dataset} ds={as_date(ds)}"
     if len(frame) == 0:
         raise BatchValidationError(
-            f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: observed 0 rows")
+            f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: observed 0 rows"
+        )
     missing = [c for c in schema if c not in frame.columns]
     if missing:
         raise BatchValidationError(
-            f"{name}: expect_column_to_exist failed: missing required column(s) {missing} "
-            f"(observed columns {sorted(map(str, frame.columns))})")
+            f"{name}: expect_table_columns_to_match_set failed: missing required column(s) {missing} "
+            f"(observed columns {sorted(map(str, frame.columns))})"
+        )
     try:
         typed = conform(frame, schema, name=name)
     except SchemaError as exc:
-        raise BatchValidationError(f"types_castable failed: {exc}") from exc
-    run = ex.run_suite(ex.mask_identifiers(typed, pii), dataset, suite(list(schema)),
-                       run_name="adhoc" if ds is None else f"ds={as_date(ds)}", reports_dir=reports_dir)
+        raise BatchValidationError(
+            f"{name}: types_castable failed: {str(exc).removeprefix(name + ': ')}"
+        ) from exc
+    run = ex.run_suite(
+        ex.mask_identifiers(typed, pii),
+        dataset,
+        suite(list(schema)),
+        run_name="adhoc" if ds is None else f"ds={as_date(ds)}",
+        reports_dir=reports_dir,
+    )
     _raise_on_gx_errors(name, run)
     failed = [c for c in run.checks if not c.success]
     report = {
@@ -326,64 +341,23 @@ def _validate_reference(frame, schema, dataset, suite, pii, reports_dir, ds) -> 
         "passed": not failed,
     }
     if failed:
-        raise BatchValidationError(f"{name}: " + "; ".join(_describe(c) for c in failed), report,
-                                   run.data_docs_path)
+        raise BatchValidationError(
+            f"{name}: " + "; ".join(_describe(c) for c in failed), report, run.data_docs_path
+        )
     quarantined = pd.DataFrame({c: pd.Series(dtype="string") for c in [*frame.columns, "reason"]})
     return ValidationResult(typed, quarantined, report, run.data_docs_path)
 
 
 # Helpers --------------------------------------------------------------------------------------------
-def _parse_number(s: pd.Series, *, integral: bool, allow_bool: bool) -> tuple[pd.Series, np.ndarray]:
-    """Loose values -> Float64/Int64 (null when missing or unparseable) and the unparseable rows.
-
-    Numbers and numeric strings parse; ``"12.3s"``, infinities, booleans (except for 0/1 labels) and
-    non-integral values of integer columns do not.
-    """
-    obj = s.astype(object)
-    missing = obj.map(_is_missing).to_numpy(bool)
-    is_bool = obj.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
-    plain = obj.map(lambda v: isinstance(v, str | int | float | np.number)).to_numpy(bool) & ~is_bool & ~missing
-    values = np.full(len(obj), np.nan)
-    if plain.any():
-        values[plain] = pd.to_numeric(obj[plain], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    if allow_bool and is_bool.any():
-        values[is_bool] = obj[is_bool].astype(float).to_numpy()
-    ok = np.isfinite(values)
-    if integral:
-        ok[ok] = values[ok] == np.round(values[ok])
-    values[~ok] = np.nan
-    out = pd.Series(pd.array(values, dtype="Float64"), index=s.index)
-    return (out.astype("Int64") if integral else out), ~missing & ~ok
-
-
-def _parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
-    obj = s.astype(object)
-    missing = obj.map(_is_missing).to_numpy(bool)
-    is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
-    is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
-    if is_str.any():
-        out[is_str] = pd.to_datetime(obj[is_str], utc=True, format="ISO8601", errors="coerce")
-    if is_dt.any():
-        out[is_dt] = pd.to_datetime(obj[is_dt], utc=True, errors="coerce")
-    return out, ~missing & out.isna().to_numpy()
-
-
-def _is_null(v: Any) -> bool:
-    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
-
-
-def _is_missing(v: Any) -> bool:
-    """Null, NaN, NaT or a blank string."""
-    return _is_null(v) or (isinstance(v, str) and not v.strip())
-
-
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Every column as strings (nulls stay null): a quarantine file takes any garbage without a schema."""
     return pd.DataFrame(
-        {str(c): pd.array([None if _is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string")
-         for c in frame.columns},
+        {
+            str(c): pd.array(
+                [None if ex.is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string"
+            )
+            for c in frame.columns
+        },
         index=frame.index,
     )
 

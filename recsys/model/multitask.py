@@ -33,29 +33,38 @@ class MultiTaskModel(keras.Model):
 
     def __init__(self, spec: dict, settings: dict, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.spec_config = FeatureSpec.from_dict(spec).to_dict()
-        self.settings_config = ModelSettings(**settings).model_dump(mode="json")
-        self.seed = seed
         fs, ms = FeatureSpec.from_dict(spec), ModelSettings(**settings)
-        self.feature_spec, self.model_settings = fs, ms
+        self.feature_spec, self.model_settings, self.seed = fs, ms, seed
         self.features = FeatureEmbedding(
-            fs.vocab_sizes, fs.title_vocab_size, ms.embedding_dim, fs.categorical,
-            seed=derived_seed(seed, 0), name="features",
-        )  # fmt: skip
+            fs.vocab_sizes,
+            fs.title_vocab_size,
+            ms.embedding_dim,
+            fs.categorical,
+            seed=derived_seed(seed, 0),
+            name="features",
+        )
         self.shallow = ShallowTower(ms.shallow_units, seed=derived_seed(seed, 1), name="shallow_tower")
         self.mixture = build_mixture(
-            ms.variant, TASKS, ms.n_experts, ms.n_shared_experts, ms.expert_units, ms.gate_dropout,
+            ms.variant,
+            TASKS,
+            ms.n_experts,
+            ms.n_shared_experts,
+            ms.expert_units,
+            ms.gate_dropout,
             seed=derived_seed(seed, 2),
-        )  # fmt: skip
+        )
         self.towers = [
             TaskTower(ms.tower_units, seed=derived_seed(seed, 10 + i), name=f"tower_{task}")
             for i, task in enumerate(TASKS)
         ]
         self.bias_tower = (
             PositionBiasTower(
-                fs.n_positions, fs.vocab_sizes.get(DEVICE, 1), ms.position_dropout,
-                seed=derived_seed(seed, 3), name="bias_tower",
-            )  # fmt: skip
+                fs.n_positions,
+                fs.vocab_sizes.get(DEVICE, 1),
+                ms.position_dropout,
+                seed=derived_seed(seed, 3),
+                name="bias_tower",
+            )
             if ms.bias_tower
             else None
         )
@@ -105,21 +114,27 @@ class MultiTaskModel(keras.Model):
     def get_config(self):
         return {
             **super().get_config(),
-            "spec": self.spec_config,
-            "settings": self.settings_config,
+            "spec": self.feature_spec.to_dict(),
+            "settings": self.model_settings.model_dump(mode="json"),
             "seed": self.seed,
         }
 
 
-def build_multi_task_model(spec: FeatureSpec, settings: ModelSettings, seed: int | None = None) -> MultiTaskModel:
+def build_multi_task_model(
+    spec: FeatureSpec, settings: ModelSettings, seed: int | None = None
+) -> MultiTaskModel:
     """A built (weights created) but uncompiled ranker. With a ``seed``, the initial weights and the
     training-time dropout draws are a pure function of it."""
-    model = MultiTaskModel(spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model")
+    model = MultiTaskModel(
+        spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model"
+    )
     model.build()
     return model
 
 
-def compile_multi_task_model(model: keras.Model, settings: ModelSettings, learning_rate: float) -> keras.Model:
+def compile_multi_task_model(
+    model: keras.Model, settings: ModelSettings, learning_rate: float
+) -> keras.Model:
     """Compile with Adam, the masked losses weighted by ``settings.loss_weights`` and a masked AUC per
     binary task (logged as ``click_auc``, ``val_click_auc``...). A task missing from ``loss_weights``
     gets weight 0 (it is not trained). Returns the same model, compiled."""
@@ -129,7 +144,8 @@ def compile_multi_task_model(model: keras.Model, settings: ModelSettings, learni
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss={
-            task: MaskedMeanSquaredError() if task == "watch" else MaskedBinaryCrossentropy() for task in TASKS
+            task: MaskedMeanSquaredError() if task == "watch" else MaskedBinaryCrossentropy()
+            for task in TASKS
         },
         loss_weights={task: float(settings.loss_weights.get(task, 0.0)) for task in TASKS},
         metrics={task: [MaskedAUC(name="auc")] for task in BINARY_TASKS},

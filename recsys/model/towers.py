@@ -16,7 +16,9 @@ class TaskTower(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.seed = seed
-        self.hidden = keras.layers.Dense(units, activation="relu", kernel_initializer=glorot(seed, 0), name="hidden")
+        self.hidden = keras.layers.Dense(
+            units, activation="relu", kernel_initializer=glorot(seed, 0), name="hidden"
+        )
         self.logit = keras.layers.Dense(1, kernel_initializer=glorot(seed, 1), name="logit")
 
     def call(self, x):
@@ -36,7 +38,14 @@ class PositionBiasTower(keras.layers.Layer):
     The model adds this to the click logit in training only; at inference it is not added at all.
     """
 
-    def __init__(self, n_positions: int, n_devices: int, position_dropout: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        n_positions: int,
+        n_devices: int,
+        position_dropout: float = 0.0,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.n_positions = int(n_positions)
         self.n_devices = int(n_devices)
@@ -52,7 +61,9 @@ class PositionBiasTower(keras.layers.Layer):
     def call(self, position, device, training=None):
         position = safe_index(position, self.n_positions)
         if training and self.position_dropout > 0.0:
-            keep = keras.random.uniform(ops.shape(position), seed=self.seed_generator) >= self.position_dropout
+            keep = (
+                keras.random.uniform(ops.shape(position), seed=self.seed_generator) >= self.position_dropout
+            )
             position = ops.where(keep, position, 0)
         cell = position * self.n_devices + safe_index(device, self.n_devices)
         known = ops.expand_dims(ops.cast(position > 0, self.compute_dtype), -1)

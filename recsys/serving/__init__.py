@@ -8,13 +8,17 @@ real time; :func:`parallel_recommendations` computes lists for many users on Das
 from __future__ import annotations
 
 import functools
+import logging
 from datetime import date, timedelta
 
 import pandas as pd
 
 from recsys.config import Settings, load_settings
 from recsys.serving.candidates import generate_candidates
-from recsys.serving.rank import rank_candidates, scoring_frame, serving_time
+from recsys.serving.rank import rank_candidates, scoring_frame, serving_time, top_n
+
+log = logging.getLogger(__name__)
+BASELINE_VERSION = "baseline-popularity"
 
 __all__ = ["batch_recommendations", "get_recommendations", "parallel_recommendations", "recommend_videos"]
 
@@ -31,21 +35,30 @@ def _context(lake, ds: date, settings: Settings):
 
 def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[str] | None = None):
     """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users)."""
-    from recsys.registry import load_ranker
+    from recsys.registry import NoChampionError, load_ranker
     from recsys.serving.publish import FALLBACK_KEY
 
-    ranker = load_ranker(settings)
+    try:
+        ranker = load_ranker(settings)
+    except NoChampionError:  # nothing blessed yet: serve the candidate generator's order (popularity-led)
+        log.warning("no champion model yet; publishing candidate-order (popularity) lists")
+        ranker = None
     history, videos, users = _context(lake, ds, settings)
     if user_keys is None:
         today = history[pd.to_datetime(history["ts"], utc=True) >= pd.Timestamp(ds, tz="UTC")]
         user_keys = sorted(today["user_key"].astype(str).unique())
     cands = generate_candidates(history, videos, user_keys, ds, settings.serving.n_candidates)
     frame = scoring_frame(user_keys, cands, users, videos, serving_time(ds))
-    recs = rank_candidates(ranker, frame, settings.serving.top_n, settings.serving.max_per_author)
+    if ranker is not None:
+        recs = rank_candidates(ranker, frame, settings.serving.top_n, settings.serving.max_per_author)
+    else:
+        order = -frame.groupby("user_key").cumcount().to_numpy(float)
+        recs = top_n(frame, order, settings.serving.top_n, settings.serving.max_per_author)
     fallback = _fallback(history, videos, settings.serving.top_n)
     recs = pd.concat([recs, fallback.assign(user_key=FALLBACK_KEY)], ignore_index=True)
-    recs["model_version"] = ranker.version
-    return recs, {"model_version": ranker.version, "users": len(user_keys),
+    version = ranker.version if ranker is not None else BASELINE_VERSION
+    recs["model_version"] = version
+    return recs, {"model_version": version, "users": len(user_keys),
                   "mean_candidates": float(frame.groupby("user_key").size().mean()) if len(frame) else 0.0}
 
 

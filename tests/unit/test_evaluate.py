@@ -9,7 +9,7 @@ from recsys.evaluate import expected_calibration_error, gate, gauc, task_metrics
 
 
 def test_gauc_matches_per_user_reference_and_skips_single_class_users():
-    y = np.array([1, 0, 0, 1, 1, 1, 0, 1])
+    y = np.array([1, 0, 0, 1, 0, 1, 0, 1])
     p = np.array([.9, .2, .6, .4, .5, .5, .1, .8])
     g = np.array(["a", "a", "a", "b", "b", "c", "d", "d"])  # "c" has one class and one row: excluded
     ref = (roc_auc_score(y[:3], p[:3]) * 3 + roc_auc_score(y[3:5], p[3:5]) * 2
