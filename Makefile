@@ -22,6 +22,7 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN ?= sqlite:///$(CURDIR)/.airflow/airfl
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export RECSYS_DATA_DIR ?= $(CURDIR)/data
 export MLFLOW_DISABLE_TELEMETRY := true
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR := false
 export DO_NOT_TRACK := 1
 export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
@@ -34,7 +35,8 @@ help: ## list the targets
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	@test -x $(BIN)/uv || { $(BIN)/python -m ensurepip -q > /dev/null 2>&1 || true; \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"; }
 	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@# byte-compile once: with PYTHONDONTWRITEBYTECODE set, every process would recompile TensorFlow (~20 s)

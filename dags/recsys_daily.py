@@ -101,13 +101,13 @@ def recsys_daily():
         def evaluate(result: dict, ds: str | None = None):
             from recsys.stages import evaluate
 
-            return evaluate(ds, run_id=result["run_id"])
+            return evaluate(ds, run_id=result["run_id"], model_uri=result["model_uri"])
 
         @task(doc_md="Register the model; promote to `champion` only if blessed.")
         def register(decision: dict, ds: str | None = None):
             from recsys.stages import register
 
-            return register(ds, run_id=decision["run_id"], blessed=decision["blessed"])
+            return register(ds, run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"])
 
         f = features()
         f >> train_due() >> register(evaluate(train()))

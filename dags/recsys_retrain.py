@@ -50,13 +50,15 @@ def recsys_retrain():
     def evaluate(result: dict, ds: str | None = None, dag_run=None):
         from recsys.stages import evaluate
 
-        return evaluate(_ds(ds, dag_run), run_id=result["run_id"])
+        return evaluate(_ds(ds, dag_run), run_id=result["run_id"], model_uri=result["model_uri"])
 
     @task(doc_md="Register; promote to champion only if blessed.")
     def register(decision: dict, ds: str | None = None, dag_run=None):
         from recsys.stages import register
 
-        return register(_ds(ds, dag_run), run_id=decision["run_id"], blessed=decision["blessed"])
+        return register(
+            _ds(ds, dag_run), run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"]
+        )
 
     @task(doc_md="Rank candidates with the (possibly new) champion.")
     def recommend(ds: str | None = None, dag_run=None):

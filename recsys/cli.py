@@ -21,6 +21,15 @@ model_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 publish_app = typer.Typer(no_args_is_help=True, help="The recommendations tables.")
 metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics.")
 app.add_typer(metrics_app, name="metrics")
+
+
+def _privacy_app() -> typer.Typer:
+    from recsys.privacy.cli import app as privacy
+
+    return privacy
+
+
+app.add_typer(_privacy_app(), name="privacy")
 app.add_typer(model_app, name="model")
 app.add_typer(publish_app, name="publish")
 

@@ -34,14 +34,15 @@ def dag_run_state(ds: date) -> str:
     """The state Airflow recorded for the run of ``ds`` (``airflow dags test`` exits 0 even on failure)."""
     out = subprocess.run([_airflow(), "dags", "list-runs", "recsys_daily", "-o", "json"],
                          capture_output=True, text=True, env=os.environ.copy())
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]  # warnings may precede the JSON
     try:
-        runs = json.loads(out.stdout or "[]")
+        runs = json.loads(lines[-1]) if lines else []
     except json.JSONDecodeError:
         return "unknown"
-    for r in runs:
-        if str(r.get("logical_date", "")).startswith(ds.isoformat()):
-            return str(r.get("state"))
-    return "missing"
+    mine = [r for r in runs if str(r.get("logical_date", "")).startswith(ds.isoformat())]
+    if not mine:
+        return "missing"
+    return str(max(mine, key=lambda r: str(r.get("run_after", "")))["state"])
 
 
 def run_demo(start: date, days: int) -> int:

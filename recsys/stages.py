@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -237,7 +238,7 @@ def train(ds: date, settings: Settings, trigger: str = "schedule") -> dict:
 
 
 @stage("evaluate")
-def evaluate(ds: date, settings: Settings, run_id: str) -> dict:
+def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = None) -> dict:
     """Candidate vs champion vs popularity on the held-out day; the gate's decision with reasons."""
     import mlflow
 
@@ -246,9 +247,7 @@ def evaluate(ds: date, settings: Settings, run_id: str) -> dict:
     from recsys.tracking import configure
 
     configure(settings)
-    local = mlflow.artifacts.download_artifacts(f"runs:/{run_id}/ranker")
-    from pathlib import Path
-
+    local = mlflow.artifacts.download_artifacts(model_uri or f"runs:/{run_id}/ranker")
     candidate = load_ranker_dir(Path(local) / "artifacts")
     try:
         champion = load_ranker(settings)
@@ -258,16 +257,16 @@ def evaluate(ds: date, settings: Settings, run_id: str) -> dict:
     log_evaluation(run_id, result)
     dec = result["decision"]
     log.info("gate: %s", ("BLESSED: " if dec["blessed"] else "NOT BLESSED: ") + "; ".join(dec["reasons"]))
-    return {"run_id": run_id, "blessed": dec["blessed"], "reasons": dec["reasons"],
+    return {"run_id": run_id, "model_uri": model_uri, "blessed": dec["blessed"], "reasons": dec["reasons"],
             "metrics": {k: v for k, v in result["candidate"].items() if not k.endswith("_rows")}}
 
 
 @stage("register")
-def register(ds: date, settings: Settings, run_id: str, blessed: bool) -> dict:
+def register(ds: date, settings: Settings, run_id: str, blessed: bool, model_uri: str | None = None) -> dict:
     from recsys.registry import register as reg
 
-    return reg(settings, f"runs:/{run_id}/ranker", promote=blessed,
-               tags={"ds": str(ds), "blessed": str(blessed).lower()})
+    return reg(settings, model_uri or f"runs:/{run_id}/ranker", promote=blessed,
+               tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id})
 
 
 # --------------------------------------------------------------------------------- serving
