@@ -63,6 +63,11 @@ class PublishCheckError(ValueError):
 
 def engine_for(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
+        db = sa.engine.make_url(url).database
+        if db and db != ":memory:":
+            from pathlib import Path
+
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
         eng = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa.event.listens_for(eng, "connect")
