@@ -55,6 +55,20 @@ airflow-home: $(AIRFLOW_HOME)/.migrated ## prepare the embedded Airflow home (.a
 demo: venv airflow-home ## run recsys_daily under Airflow for DEMO_DAYS simulated days and print a summary
 	RECSYS_DEMO=1 $(BIN)/recsys demo --days $(DEMO_DAYS) --start $(DEMO_START)
 
+DRIFT_DAYS ?= 8
+DRIFT_DAY ?= 2026-01-05
+DRIFT_DIR := $(CURDIR)/data-drift
+DRIFT_HOME := $(CURDIR)/.airflow-drift
+
+.PHONY: demo-drift
+demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recovery (own data-drift/, .airflow-drift/)
+	rm -rf $(DRIFT_DIR) $(DRIFT_HOME) && mkdir -p $(DRIFT_HOME)
+	export AIRFLOW_HOME=$(DRIFT_HOME) AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(DRIFT_HOME)/airflow.db \
+	  RECSYS_DATA_DIR=$(DRIFT_DIR) RECSYS_DEMO=1 RECSYS_TRAIN__TRAIN_EVERY_DAYS=100 \
+	  RECSYS_SIMULATOR__DRIFT='[{"day": "$(DRIFT_DAY)", "kind": "preference_shift", "strength": 1.0}]' && \
+	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
+	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
+
 test: venv airflow-home system-deps ## run the whole test suite
 	$(BIN)/pytest
 

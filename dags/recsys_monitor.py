@@ -11,7 +11,13 @@ Runs whenever `recsys_daily` has anonymized a new day of interactions (Asset `re
    that `recsys metrics serve` exports to Prometheus, and applies the retrain rules (relative CTR drop vs a
    trailing baseline, drift above threshold, model age) with a cooldown so one degradation fires one retrain.
 2. `retrain_needed` stops here unless the rules fired.
-3. `trigger_retrain` starts `recsys_retrain` with the reasons in the run's conf.
+3. `trigger_retrain` starts `recsys_retrain` for the monitored day, conf
+   `{"ds", "trigger": "monitor", "reasons": [...], "window_days"}` (`window_days`: the retrain's fresh
+   window, the number of degraded days after a CTR drop).
+
+Conf `ds` names the day to monitor (default: the run's logical date). Under `airflow dags test` asset
+scheduling does not fire: run `airflow dags test recsys_monitor <day>` after `recsys_daily <day>`
+(`recsys.loop` does this).
 """
 
 from __future__ import annotations
@@ -40,23 +46,29 @@ def recsys_monitor():
     def monitor(ds: str | None = None, dag_run=None):
         from recsys.stages import monitor
 
-        return monitor((dag_run.conf or {}).get("ds", ds))
+        return monitor((dag_run.conf or {}).get("ds") or ds)
 
-    @task.short_circuit(doc_md="Continue only if the retrain rules fired.")
-    def retrain_needed(decision: dict):
-        return decision["retrain"]
+    @task.short_circuit(doc_md="Continue only if the rules fired; returns the conf for `recsys_retrain`.")
+    def retrain_needed(decision: dict, ds: str | None = None, dag_run=None):
+        from recsys.monitoring.retrain import retrain_conf
 
-    decision = monitor()
-    gate = retrain_needed(decision)
-    trigger = TriggerDagRunOperator(
+        # a dict (truthy) carries the conf downstream as XCom; {} stops the run here
+        return retrain_conf(decision, (dag_run.conf or {}).get("ds") or ds)
+
+    conf = retrain_needed(monitor())
+    # conf is an XComArg, resolved to the dict itself (not a rendered string), so `reasons` stays a list.
+    # The retrain run gets the monitored day as its logical date: one retrain run per day at most
+    # (a rerun of the monitor skips instead of failing), and `airflow dags test recsys_retrain <day>`
+    # executes exactly that run.
+    TriggerDagRunOperator(
         task_id="trigger_retrain",
         trigger_dag_id="recsys_retrain",
-        conf={"reasons": "{{ ti.xcom_pull(task_ids='monitor')['reasons'] }}",
-              "ds": "{{ dag_run.conf.get('ds', ds) }}", "trigger": "monitor"},
+        conf=conf,
+        logical_date="{{ dag_run.conf.get('ds') or ds }}",
+        skip_when_already_exists=True,
         wait_for_completion=False,
-        doc_md="Start recsys_retrain with the reasons in its conf.",
+        doc_md="Start recsys_retrain for the monitored day with the reasons (a list) in its conf.",
     )
-    gate >> trigger
 
 
 recsys_monitor()

@@ -3,10 +3,23 @@
 
 Retrains on a fresh window, evaluates against the champion, promotes only if better, and republishes.
 
-No schedule: fired by `recsys_monitor` when online metrics degrade (the reasons are in the run's conf), by
-hand (`airflow dags trigger recsys_retrain --conf '{"ds": "2026-01-05", "reasons": ["manual"]}'`), or by
-an Alertmanager webhook through the Airflow REST API (`POST /api/v2/dags/recsys_retrain/dagRuns`).
-Conf `ds` names the day whose data to train on (default: the run's logical date).
+No schedule: fired by `recsys_monitor` when online metrics degrade, by hand
+(`airflow dags trigger recsys_retrain --conf '{"ds": "2026-01-05", "reasons": ["manual"]}'`), or by an
+Alertmanager webhook through the Airflow REST API (`POST /api/v2/dags/recsys_retrain/dagRuns`).
+
+Conf (all optional):
+
+| key | meaning |
+| --- | --- |
+| `ds` | the day whose data to train on (default: the run's logical date) |
+| `trigger` | who asked (`monitor`, `alert`, `manual`); an MLflow tag of the run |
+| `reasons` | list of reasons (or one string); MLflow tag `trigger.reasons` |
+| `window_days` | the fresh window: days of data to train on (default: the configured window) |
+
+The monitor sets `window_days` to the number of degraded days after a CTR drop, so the challenger learns
+the world after the drift. The features of `ds` are rebuilt with that window (replacing the daily run's),
+the challenger must pass the same gate as any model, and `recommend`/`publish` republish the day's list
+(a new version of the same day), which users see from the next day on.
 """
 
 from __future__ import annotations
@@ -23,6 +36,12 @@ def _ds(ds, dag_run):
     return (dag_run.conf or {}).get("ds") or ds
 
 
+def _settings(dag_run):
+    from recsys.monitoring.retrain import retrain_settings
+
+    return retrain_settings(dag_run.conf)
+
+
 @dag(
     dag_id="recsys_retrain",
     schedule=None,
@@ -34,30 +53,45 @@ def _ds(ds, dag_run):
     doc_md=__doc__,
 )
 def recsys_retrain():
-    @task(doc_md="Examples and transform over the freshest window.")
+    @task(doc_md="Examples and transform over the fresh window (`window_days` from the conf).")
     def features(ds: str | None = None, dag_run=None):
         from recsys.stages import features
 
-        return features(_ds(ds, dag_run))
+        return features(_ds(ds, dag_run), settings=_settings(dag_run))
 
-    @task(doc_md="Train a challenger; the trigger's reasons are recorded as run tags.")
+    @task(doc_md="Train a challenger; the trigger and its reasons are recorded as MLflow run tags.")
     def train(ds: str | None = None, dag_run=None):
+        from recsys.monitoring.retrain import tag_retrain_run, trigger_label
         from recsys.stages import train
 
-        return train(_ds(ds, dag_run), trigger=str((dag_run.conf or {}).get("trigger", "manual")))
+        settings = _settings(dag_run)
+        result = train(_ds(ds, dag_run), settings=settings, trigger=trigger_label(dag_run.conf))
+        tag_retrain_run(result["run_id"], dag_run.conf, settings)
+        return result
 
-    @task(doc_md="Challenger vs champion vs baselines; the gate's decision.")
+    @task(
+        doc_md="Challenger vs champion vs baselines on the held-out part of the window; the gate's decision."
+    )
     def evaluate(result: dict, ds: str | None = None, dag_run=None):
         from recsys.stages import evaluate
 
-        return evaluate(_ds(ds, dag_run), run_id=result["run_id"], model_uri=result["model_uri"])
+        return evaluate(
+            _ds(ds, dag_run),
+            settings=_settings(dag_run),
+            run_id=result["run_id"],
+            model_uri=result["model_uri"],
+        )
 
     @task(doc_md="Register; promote to champion only if blessed.")
     def register(decision: dict, ds: str | None = None, dag_run=None):
         from recsys.stages import register
 
         return register(
-            _ds(ds, dag_run), run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"]
+            _ds(ds, dag_run),
+            settings=_settings(dag_run),
+            run_id=decision["run_id"],
+            blessed=decision["blessed"],
+            model_uri=decision["model_uri"],
         )
 
     @task(doc_md="Rank candidates with the (possibly new) champion.")
@@ -66,14 +100,15 @@ def recsys_retrain():
 
         return recommend(_ds(ds, dag_run))
 
-    @task(outlets=[RECOMMENDATIONS], doc_md="Republish atomically.")
+    @task(outlets=[RECOMMENDATIONS], doc_md="Republish atomically (a new version of the day).")
     def publish(ds: str | None = None, dag_run=None):
         from recsys.stages import publish
 
         return publish(_ds(ds, dag_run))
 
+    f = features()
     trained = train()
-    features() >> trained
+    f >> trained
     register(evaluate(trained)) >> recommend() >> publish()
 
 

@@ -80,7 +80,22 @@ def demo(days: int = typer.Option(4, help="consecutive simulated days"),
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     from recsys.demo import run_demo
 
-    raise typer.Exit(run_demo(date.fromisoformat(start), days))
+    settings = _settings()
+    first = date.fromisoformat(start)
+    if settings.source not in ("simulator", "landing"):  # a dataset: its own days, the last consecutive ones
+        from recsys.data.importers import available_days
+
+        have = available_days(settings)
+        if not have:
+            raise typer.BadParameter(f"no days with data under {settings.source_path}")
+        run = [have[-1]]
+        for d in reversed(have[:-1]):
+            if len(run) == days or (run[0] - d).days != 1:
+                break
+            run.insert(0, d)
+        first, days = run[0], len(run)
+        typer.echo(f"{settings.source}: running the data's last {days} consecutive day(s) from {first}")
+    raise typer.Exit(run_demo(first, days))
 
 
 @app.command()

@@ -106,6 +106,9 @@ class EvaluateSettings(BaseModel):
     floor_auc: dict[str, float] = Field(default_factory=lambda: {"click": 0.55})
     max_regression: dict[str, float] = Field(default_factory=lambda: {"click": 0.01})
     min_margin_over_popularity: float = 0.0
+    # simulated sources: true-utility NDCG@k over the visible catalog for at most this many test users
+    truth_users: int = 200
+    truth_candidates: int = 500
 
 
 class ServingSettings(BaseModel):
@@ -113,6 +116,10 @@ class ServingSettings(BaseModel):
     top_n: int = 10
     n_candidates: int = 200
     max_per_author: int = 3
+    max_per_category: int | None = 4  # None: no cap per category in a list
+    parallel_scoring: bool = False  # score user shards on Dask (settings.dask_scheduler or a LocalCluster)
+    users_per_shard: int = 2000
+    dask_workers: int = 2  # LocalCluster size when no scheduler is set
     keep_versions: int = 5
     min_row_ratio: float = 0.5
 

@@ -109,3 +109,35 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
     print("  make airflow   -> Airflow on http://localhost:8080 (login printed; stop with make airflow-stop)")
     print("  make mlflow    -> MLflow on http://localhost:5000")
     print("  .venv/bin/recsys recommend <user_id>   -> what an app reads for a user")
+
+
+# ------------------------------------------------------------------------------------- the drift demo
+def run_drift_demo(start: date, days: int, plot: str | None = None, verbose: bool = False) -> int:
+    """The closed loop (:mod:`recsys.loop`): daily -> monitor -> retrain when fired, then the timeline.
+
+    Configure the drift with ``RECSYS_SIMULATOR__DRIFT`` and set ``RECSYS_TRAIN__TRAIN_EVERY_DAYS`` large,
+    so only the first day and the monitor's retrain train (``make demo-drift`` does both).
+    """
+    from recsys.loop import main
+
+    args = ["--start", start.isoformat(), "--days", str(days)]
+    if plot:
+        args += ["--plot", str(plot)]
+    if verbose:
+        args.append("--verbose")
+    return main(args)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m recsys.demo")
+    parser.add_argument("mode", choices=["daily", "drift"])
+    parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1))
+    parser.add_argument("--days", type=int, default=None)
+    parser.add_argument("--plot", default=None)
+    parser.add_argument("--verbose", action="store_true")
+    ns = parser.parse_args()
+    if ns.mode == "drift":
+        sys.exit(run_drift_demo(ns.start, ns.days or 8, ns.plot, ns.verbose))
+    sys.exit(run_demo(ns.start, ns.days or 4))

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
+from recsys.baselines import fit_baselines, popularity_scores  # noqa: F401  (re-exported)
 from recsys.config import EvaluateSettings
 from recsys.features.spec import LABELS
 
@@ -31,15 +34,23 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def gauc(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> float:
-    """Per-user AUC weighted by the user's impressions; users with one label class are excluded."""
-    df = pd.DataFrame({"y": y, "p": p, "g": groups})
+    """Per-user AUC weighted by the user's impressions; users with one label class are excluded.
+
+    Vectorized Mann-Whitney form of each group's AUC (average ranks for ties, as ``roc_auc_score``).
+    """
+    df = pd.DataFrame({"y": np.asarray(y, float), "p": np.asarray(p, float), "g": pd.factorize(np.asarray(groups))[0]})
     df = df[np.isfinite(df["y"])]
-    num = den = 0.0
-    for _, g in df.groupby("g", sort=False):
-        if g["y"].nunique() == 2:
-            num += roc_auc_score(g["y"], g["p"]) * len(g)
-            den += len(g)
-    return float(num / den) if den else float("nan")
+    if df.empty:
+        return float("nan")
+    df["r"] = df.groupby("g", sort=False)["p"].rank(method="average")
+    df["pos"] = df["y"] > 0
+    df["rpos"] = df["r"] * df["pos"]
+    g = df.groupby("g", sort=False).agg(n=("y", "size"), npos=("pos", "sum"), rsum=("rpos", "sum"))
+    g = g[(g["npos"] > 0) & (g["npos"] < g["n"])]
+    if g.empty:
+        return float("nan")
+    aucs = (g["rsum"] - g["npos"] * (g["npos"] + 1) / 2) / (g["npos"] * (g["n"] - g["npos"]))
+    return float((aucs * g["n"]).sum() / g["n"].sum())
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
@@ -75,14 +86,138 @@ def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], us
     return out
 
 
-# ---------------------------------------------------------------------------------------- baselines
-def popularity_scores(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Global popularity baseline: each video's smoothed click rate in the training split."""
-    g = train.groupby(train["video_id"].astype(str))["click"].agg(["sum", "count"])
-    prior = float(train["click"].mean()) if len(train) else 0.0
-    rate = (g["sum"] + 10 * prior) / (g["count"] + 10)
-    p = test["video_id"].astype(str).map(rate).fillna(prior).to_numpy(float)
-    return {"click": p, "like": p, "share": p, "watch": np.full(len(test), np.nan)}
+# ---------------------------------------------------------------------------------------- ranking metrics
+def _user_lists(users: np.ndarray, items: np.ndarray, rel: np.ndarray, scores: np.ndarray):
+    """Per user: (items, relevance, scores), one entry per distinct item (max relevance, max score)."""
+    df = pd.DataFrame({"u": users, "i": items, "r": np.nan_to_num(np.asarray(rel, float)),
+                       "s": np.asarray(scores, float)})
+    df = df.groupby(["u", "i"], sort=True).agg(r=("r", "max"), s=("s", "max")).reset_index()
+    for u, g in df.groupby("u", sort=True):
+        yield u, g["i"].to_numpy(), g["r"].to_numpy(float), g["s"].to_numpy(float)
+
+
+def _order(scores: np.ndarray) -> np.ndarray:
+    """Indices by descending score; ties keep the input order (items are sorted by id upstream)."""
+    return np.argsort(-scores, kind="stable")
+
+
+def ndcg_at_k(rel: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """NDCG@k of one list with graded gains ``rel`` (linear gains, log2 discounts, as sklearn.ndcg_score)."""
+    rel = np.asarray(rel, float)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    gains = rel[_order(np.asarray(scores, float))][:k]
+    ideal = np.sort(rel)[::-1][:k]
+    idcg = float((ideal * disc[: len(ideal)]).sum())
+    return float((gains * disc[: len(gains)]).sum() / idcg) if idcg > 0 else float("nan")
+
+
+def recall_at_k(rel: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """Share of the relevant items that are in the top k."""
+    rel = np.asarray(rel) > 0
+    n = rel.sum()
+    return float(rel[_order(np.asarray(scores, float))][:k].sum() / n) if n else float("nan")
+
+
+def average_precision_at_k(rel: np.ndarray, scores: np.ndarray, k: int) -> float:
+    """AP@k: mean of precision@i over the ranks i <= k holding a relevant item, over min(#relevant, k)."""
+    rel = np.asarray(rel) > 0
+    n = rel.sum()
+    if not n:
+        return float("nan")
+    hits = rel[_order(np.asarray(scores, float))][:k].astype(float)
+    prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((prec * hits).sum() / min(n, k))
+
+
+def ranking_metrics(users: np.ndarray, items: np.ndarray, rel: np.ndarray, scores: np.ndarray, k: int,
+                    catalog_size: int | None = None) -> dict[str, float]:
+    """NDCG@k, Recall@k and MAP@k over users with at least one relevant item, and catalog coverage.
+
+    Each user's list is the set of distinct items they have rows for (e.g. their test-day impressions),
+    ordered by ``scores``; ``rel`` is the label (click). Coverage is the share of ``catalog_size`` (default:
+    the distinct items of all lists) that appears in at least one user's top k.
+    """
+    nd, rc, ap, top = [], [], [], set()
+    n_users = 0
+    for _, it, r, s in _user_lists(users, items, rel, scores):
+        n_users += 1
+        top.update(it[_order(s)][:k].tolist())
+        if (r > 0).any():
+            nd.append(ndcg_at_k(r, s, k))
+            rc.append(recall_at_k(r, s, k))
+            ap.append(average_precision_at_k(r, s, k))
+    size = catalog_size or len(pd.unique(np.asarray(items)))
+
+    def mean(xs):
+        return float(np.mean(xs)) if xs else float("nan")
+
+    return {f"ndcg_{k}": mean(nd), f"recall_{k}": mean(rc), f"map_{k}": mean(ap),
+            f"coverage_{k}": len(top) / size if size else float("nan"), "ranking_users": float(len(nd))}
+
+
+# ---------------------------------------------------------------------------------------- simulator truth
+@dataclass
+class TruthSample:
+    """A bounded evaluation sample of the simulated world: users, their candidate rows, true utilities."""
+
+    rows: pd.DataFrame  # user_key, video_id, ... the scoring frame (one row per user x candidate)
+    utility: np.ndarray  # true utility of each row
+    ideal_dcg: dict[str, float]  # user_key -> DCG@k of the oracle's top k
+    catalog_size: int
+
+
+def truth_sample(settings, ds: date, test: pd.DataFrame, k: int, max_users: int = 200,
+                 max_candidates: int = 500) -> TruthSample | None:
+    """The simulator's ground truth for up to ``max_users`` test users over the visible catalog of ``ds``.
+
+    Users are matched to the world through the keyed pseudonym; each is scored over the visible catalog
+    (a fixed sample of ``max_candidates`` when the catalog is larger, the ideal then taken over that sample).
+    """
+    from recsys.data.simulate import build_world
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.serving.rank import scoring_frame
+
+    world = build_world(settings.simulator, settings.seed)
+    key = load_pseudonym_key(settings)
+    index = {pseudonym(str(u), key): i for i, u in enumerate(world.users["user_id"])}
+    keys = sorted(k_ for k_ in test["user_key"].astype(str).unique() if k_ in index)
+    if not keys:
+        return None
+    rng = np.random.default_rng(settings.seed)
+    if len(keys) > max_users:
+        keys = sorted(rng.choice(keys, size=max_users, replace=False).tolist())
+    visible = np.flatnonzero(world.visible_mask(ds))
+    full = len(visible) <= max_candidates
+    cand = visible if full else np.sort(rng.choice(visible, size=max_candidates, replace=False))
+    vids = world.videos["video_id"].to_numpy()[cand].astype(int).tolist()
+    users = test.sort_values("ts").drop_duplicates("user_key", keep="last")
+    users = users[["user_key", "device", "region", "age_band", "activity"]]
+    frame = scoring_frame(keys, dict.fromkeys(keys, vids), users, world.videos,
+                          pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=12))
+    uidx = frame["user_key"].map(index).to_numpy(int)
+    vindex = world.video_index()
+    vidx = frame["video_id"].map(vindex).to_numpy(int)
+    util = world.true_utility(uidx, vidx, ds)
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    ideal = {}
+    for u in keys:  # with the full visible catalog these top k are exactly ``world.oracle(user, k, ds)``
+        best = np.sort(util[uidx == index[u]])[::-1][:k]
+        ideal[u] = float((best * disc[: len(best)]).sum())
+    return TruthSample(frame, util, ideal, len(cand))
+
+
+def true_ndcg(sample: TruthSample, scores: np.ndarray, k: int) -> dict[str, float]:
+    """DCG@k of the true utilities of each user's top k by ``scores``, over the oracle's DCG@k (mean)."""
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    df = pd.DataFrame({"u": sample.rows["user_key"].to_numpy(), "v": sample.rows["video_id"].to_numpy(),
+                       "s": np.asarray(scores, float), "t": sample.utility})
+    df = df.sort_values(["u", "s", "v"], ascending=[True, False, True], kind="stable")
+    df["r"] = df.groupby("u").cumcount()
+    top = df[df["r"] < k]
+    dcg = (top["t"] * disc[top["r"].to_numpy()]).groupby(top["u"]).sum()
+    ratio = dcg / pd.Series(sample.ideal_dcg)
+    return {f"true_ndcg_{k}": float(ratio.mean()), f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
+            "true_users": float(len(ratio))}
 
 
 # ---------------------------------------------------------------------------------------- the gate
@@ -98,64 +233,198 @@ class GateDecision:
 
 
 def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: EvaluateSettings) -> GateDecision:
-    """Bless the candidate only if every configured threshold holds; say which failed and by how much."""
+    """Bless the candidate only if every configured threshold holds; say which failed and by how much.
+
+    Each check records its value, the threshold it had to reach and the shortfall (threshold - value, > 0
+    when it failed), so the task log, the MLflow tags and the report can all say "by how much".
+    """
     d = GateDecision(blessed=True)
 
-    def check(name: str, ok: bool, detail: str) -> None:
-        d.checks.append({"check": name, "passed": bool(ok), "detail": detail})
+    def check(name: str, value: float, threshold: float, detail: str) -> None:
+        ok = bool(np.isfinite(value) and value >= threshold)
+        d.checks.append({"check": name, "passed": ok, "value": float(value), "threshold": float(threshold),
+                         "shortfall": float(threshold - value) if np.isfinite(value) else float("inf"),
+                         "detail": detail})
         if not ok:
             d.blessed = False
             d.reasons.append(f"{name} failed: {detail}")
 
     for task, floor in cfg.floor_auc.items():
         v = candidate.get(f"{task}_auc", float("nan"))
-        check(f"floor_{task}_auc", np.isfinite(v) and v >= floor, f"{task} AUC {v:.4f} vs floor {floor:.4f}")
+        check(f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})")
     for task, margin in cfg.max_regression.items():
         if champion is None:
             continue
         c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
         if np.isfinite(ch):
-            check(f"regression_{task}_auc", np.isfinite(c) and c >= ch - margin,
+            check(f"regression_{task}_auc", c, ch - margin,
                   f"{task} AUC {c:.4f} vs champion {ch:.4f} (allowed regression {margin:.4f}, delta {c - ch:+.4f})")
     pop = popularity.get("click_auc", float("nan"))
     c = candidate.get("click_auc", float("nan"))
     if np.isfinite(pop):
         need = pop + cfg.min_margin_over_popularity
-        check("margin_over_popularity", np.isfinite(c) and c >= need,
-              f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}")
+        check("margin_over_popularity", c, need,
+              f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
+              f" (delta {c - need:+.4f})")
     if d.blessed:
         d.reasons.append("all checks passed" + ("" if champion else " (no champion yet)"))
     return d
 
 
-def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings) -> dict:
-    """Score candidate, champion and baselines on the test split; returns metrics and the gate decision."""
+# ---------------------------------------------------------------------------------------- slices
+def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
+    """Reliability-diagram bins: mean prediction, observed rate and count per equal-width bin."""
+    m = np.isfinite(y) & np.isfinite(p)
+    y, p = y[m], p[m]
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    return [{"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int((idx == b).sum()),
+             "mean_pred": float(p[idx == b].mean()), "observed": float(y[idx == b].mean())}
+            for b in range(bins) if (idx == b).any()]
+
+
+def _segment_rows(test: pd.DataFrame, column: str, preds: dict[str, dict], users: np.ndarray,
+                  with_gauc: bool = True) -> list[dict]:
+    """Click metrics per value of ``column``: rows, CTR, and per scorer mean predicted click, AUC (, GAUC)."""
+    out = []
+    y = test["click"].to_numpy(float)
+    col = test[column]
+    for value in sorted(col.dropna().unique().tolist(), key=str):
+        sel = (col == value).to_numpy()
+        row = {column: value if isinstance(value, str) else int(value) if float(value).is_integer() else value,
+               "rows": int(sel.sum()), "ctr": float(np.nanmean(y[sel]))}
+        for name, p in preds.items():
+            row[f"{name}_pred"] = float(np.mean(p["click"][sel]))
+            row[f"{name}_auc"] = auc(y[sel], p["click"][sel])
+            if with_gauc:
+                row[f"{name}_gauc"] = gauc(y[sel], p["click"][sel], users[sel])
+        out.append(row)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- the run
+def _scored(model, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """(per-task predictions, ranking score) of a ranker or a baseline on ``rows``."""
+    if hasattr(model, "predict_tasks") and hasattr(model, "score"):  # a baseline
+        return model.predict_tasks(rows), model.score(rows)
+    out = model.predict(rows)
+    return {t: out[t].to_numpy(float) for t in LABELS if t in out}, out["score"].to_numpy(float)
+
+
+def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
+    name = Path(features_dir).name
+    if name.startswith("ds="):
+        return date.fromisoformat(name[3:])
+    return pd.to_datetime(test["ts"], utc=True).max().date()
+
+
+def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, settings=None,
+                 ds: date | None = None) -> dict:
+    """Score candidate, champion and baselines on the same test split; metrics, slices and the gate.
+
+    Per scorer: the per-task classification metrics of the test impressions, and ranking metrics of the
+    lists they produce (each test user's impressions of the day ordered by the scorer, against clicks). With
+    ``settings`` of a simulated source, also the true-utility NDCG of each scorer's top k over the visible
+    catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
+    """
+    features_dir = Path(features_dir)
     test = pd.read_parquet(features_dir / "test.parquet")
-    train = pd.read_parquet(features_dir / "train.parquet", columns=["video_id", "click"])
+    cols = ["user_key", "video_id", "category", "ts", "click"]
+    history = pd.concat([pd.read_parquet(features_dir / f"{part}.parquet", columns=cols)
+                         for part in ("train", "valid")], ignore_index=True)
+    ds = ds or _test_day(test, features_dir)
+    k = cfg.k
     labels = {t: test[t].to_numpy(float) for t in LABELS}
     users = test["user_key"].astype(str).to_numpy()
-    cand = task_metrics(labels, ranker.predict_tasks(test), users)
-    champ = task_metrics(labels, champion.predict_tasks(test), users) if champion is not None else None
-    pop = task_metrics(labels, popularity_scores(train, test), users)
-    decision = gate(cand, champ, pop, cfg)
-    return {"candidate": cand, "champion": champ, "popularity": pop, "decision": asdict(decision),
-            "test_rows": len(test)}
+    items = test["video_id"].astype("int64").to_numpy()
+
+    scorers: dict[str, object] = {"candidate": ranker}
+    if champion is not None:
+        scorers["champion"] = champion
+    baselines = fit_baselines(history)
+    scorers.update({f"baseline_{n}": b for n, b in baselines.items()})
+
+    metrics: dict[str, dict] = {}
+    preds: dict[str, dict] = {}
+    for name, model in scorers.items():
+        p, score = _scored(model, test)
+        preds[name] = p
+        m = task_metrics(labels, p, users)
+        if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
+            m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
+        if name.startswith("baseline_"):
+            m.pop("watch_rmse", None)
+        m.update(ranking_metrics(users, items, labels["click"], score, k))
+        metrics[name] = m
+
+    truth = None
+    if settings is not None and settings.source == "simulator" and cfg.truth_users > 0:
+        truth = truth_sample(settings, ds, test, k, cfg.truth_users, cfg.truth_candidates)
+        if truth is not None:
+            for name, model in scorers.items():
+                _, score = _scored(model, truth.rows)
+                metrics[name].update(true_ndcg(truth, score, k))
+
+    pop = metrics["baseline_popularity"]
+    decision = gate(metrics["candidate"], metrics.get("champion"), pop, cfg)
+    shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
+    slices = {
+        "calibration": {name: {t: reliability(labels[t], np.clip(p[t], 0, 1)) for t in BINARY_TASKS}
+                        for name, p in preds.items() if name in ("candidate", "champion")},
+        "by_position": _segment_rows(test, "position", shown, users, False) if "position" in test else [],
+        "by_activity": _segment_rows(test, "activity", shown, users) if "activity" in test else [],
+    }
+    return {"ds": str(ds), "k": k, "test_rows": len(test), "test_users": int(len(np.unique(users))),
+            "candidate": metrics["candidate"], "champion": metrics.get("champion"),
+            "champion_version": getattr(champion, "version", None) if champion is not None else None,
+            "baselines": {n: metrics[f"baseline_{n}"] for n in baselines}, "popularity": pop,
+            "truth": None if truth is None else {"users": len(truth.ideal_dcg),
+                                                 "catalog": truth.catalog_size},
+            "decision": asdict(decision), "slices": slices}
 
 
-def log_evaluation(run_id: str, result: dict) -> None:
-    """Write metrics (candidate, champion_*, baseline_*) and the decision into the candidate's run."""
-    import mlflow
+def evaluation_tags(result: dict, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """MLflow tags of an evaluated run: the gate's decision, each failed check and by how much, context."""
+    dec = result["decision"]
+    tags = {"gate.blessed": str(dec["blessed"]).lower(), "gate.reasons": "; ".join(dec["reasons"])[:4900],
+            "gate.failed_checks": ",".join(c["check"] for c in dec["checks"] if not c["passed"]) or "none",
+            "eval.ds": str(result.get("ds")), "eval.test_rows": str(result.get("test_rows")),
+            "eval.champion_version": str(result.get("champion_version") or "none")}
+    for c in dec["checks"]:
+        state = "passed" if c["passed"] else f"FAILED by {c['shortfall']:.4f}"
+        tags[f"gate.check.{c['check']}"] = f"{state}: {c['detail']}"[:4900]
+    tags.update({k: str(v) for k, v in (extra or {}).items()})
+    return tags
 
-    client = mlflow.MlflowClient()
+
+def flat_metrics(result: dict) -> dict[str, float]:
+    """The run's metrics: ``test_*`` (candidate), ``champion_test_*``, ``baseline_<name>_*`` (finite only)."""
 
     def finite(prefix: str, d: dict | None) -> dict:
-        return {f"{prefix}{k}": float(v) for k, v in (d or {}).items() if np.isfinite(v)}
+        return {f"{prefix}{k}": float(v) for k, v in (d or {}).items()
+                if isinstance(v, int | float) and np.isfinite(v)}
 
-    metrics = {**finite("test_", result["candidate"]), **finite("champion_test_", result["champion"]),
-               **finite("baseline_popularity_", result["popularity"])}
-    for k, v in metrics.items():
-        client.log_metric(run_id, k, v)
-    dec = result["decision"]
-    client.set_tag(run_id, "gate.blessed", str(dec["blessed"]).lower())
-    client.set_tag(run_id, "gate.reasons", "; ".join(dec["reasons"])[:4900])
+    out = {**finite("test_", result["candidate"]), **finite("champion_test_", result["champion"])}
+    for name, m in (result.get("baselines") or {"popularity": result["popularity"]}).items():
+        out.update(finite(f"baseline_{name}_", m))
+    return out
+
+
+def log_evaluation(run_id: str, result: dict, tags: dict[str, str] | None = None) -> dict[str, str]:
+    """Write metrics, tags, ``evaluation/evaluation.json`` and ``evaluation/report.html`` into the run."""
+    import mlflow
+    from mlflow.entities import Metric, RunTag
+
+    client = mlflow.MlflowClient()
+    now = int(time.time() * 1000)
+    all_tags = evaluation_tags(result, tags)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in flat_metrics(result).items()],
+                     tags=[RunTag(k, v) for k, v in all_tags.items()])
     client.log_text(run_id, json.dumps(result, indent=2, default=float), "evaluation/evaluation.json")
+    try:
+        from recsys.report import render_report
+
+        client.log_text(run_id, render_report(result, all_tags), "evaluation/report.html")
+    except Exception:  # the report is for people; a plotting failure must not lose the decision
+        log.exception("could not render the evaluation report")
+    return all_tags

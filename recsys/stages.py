@@ -239,10 +239,15 @@ def train(ds: date, settings: Settings, trigger: str = "schedule") -> dict:
 
 @stage("evaluate")
 def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = None) -> dict:
-    """Candidate vs champion vs popularity on the held-out day; the gate's decision with reasons."""
+    """Candidate vs champion vs baselines on the held-out day; the gate's decision with reasons.
+
+    Metrics, tags (ds, trigger, data window, variant, gate.*) and ``evaluation/report.html`` go to the
+    candidate's MLflow run; the task log says which threshold failed and by how much.
+    """
     import mlflow
 
     from recsys.evaluate import evaluate_run, log_evaluation
+    from recsys.features.build import window_start
     from recsys.registry import NoChampionError, load_ranker, load_ranker_dir
     from recsys.tracking import configure
 
@@ -253,12 +258,34 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
         champion = load_ranker(settings)
     except NoChampionError:
         champion = None
-    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate)
-    log_evaluation(run_id, result)
+    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate, settings=settings,
+                          ds=ds)
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    trigger = run.data.tags.get("trigger", "unknown")
+    variant = run.data.tags.get("variant", settings.model.variant)
+    tags = log_evaluation(run_id, result, {
+        "ds": str(ds), "trigger": trigger, "variant": variant, "model_variant": variant,
+        "window_days": str(settings.features.window_days),
+        "data_window": f"{window_start(ds, settings.features.window_days)}..{ds}",
+        "source": settings.source})
+    if run.info.run_name == f"{variant}-{ds}":  # the default name: make runs distinguishable in compare view
+        client.update_run(run_id, name=f"{variant}-{ds}-{trigger}")
     dec = result["decision"]
-    log.info("gate: %s", ("BLESSED: " if dec["blessed"] else "NOT BLESSED: ") + "; ".join(dec["reasons"]))
+    level = logging.INFO if dec["blessed"] else logging.WARNING
+    log.log(level, "gate: %s", ("BLESSED: " if dec["blessed"] else "NOT BLESSED: ") + "; ".join(dec["reasons"]))
+    for c in dec["checks"]:
+        log.log(level if not c["passed"] else logging.INFO, "gate check %s: %s (value %.4f, threshold %.4f%s)",
+                c["check"], "passed" if c["passed"] else "FAILED", c["value"], c["threshold"],
+                "" if c["passed"] else f", short by {c['shortfall']:.4f}")
+    k = settings.evaluate.k
+    headline = {n: {m: v.get(m) for m in (f"ndcg_{k}", f"true_ndcg_{k}", "click_auc") if m in v}
+                for n, v in {"candidate": result["candidate"], "champion": result["champion"] or {},
+                             **{f"baseline_{b}": m for b, m in result["baselines"].items()}}.items()}
+    log.info("evaluation (ds=%s): %s", ds, json.dumps(headline, default=float))
     return {"run_id": run_id, "model_uri": model_uri, "blessed": dec["blessed"], "reasons": dec["reasons"],
-            "metrics": {k: v for k, v in result["candidate"].items() if not k.endswith("_rows")}}
+            "failed_checks": tags["gate.failed_checks"], "report": "evaluation/report.html",
+            "metrics": {k_: v for k_, v in result["candidate"].items() if not k_.endswith("_rows")}}
 
 
 @stage("register")
@@ -320,7 +347,13 @@ def _last_retrain(settings: Settings, before: date) -> date | None:
 @stage("monitor")
 def monitor(ds: date, settings: Settings) -> dict:
     """Online metrics of ``ds`` (what users did with the published lists), drift, and the retrain decision."""
-    from recsys.monitoring import check_retraining_needed, compute_metrics, feature_psi, write_quality_snapshot
+    from recsys.monitoring import (
+        check_retraining_needed,
+        compute_metrics,
+        degraded_streak_days,
+        feature_psi,
+        write_quality_snapshot,
+    )
     from recsys.registry import champion_version
 
     lake = open_lake(settings)
@@ -343,19 +376,37 @@ def monitor(ds: date, settings: Settings) -> dict:
     history = _history(settings, ds)
     last = _last_retrain(settings, ds)
     champ_ds = _champion_ds(settings)
-    decision = check_retraining_needed(history + [day | {"ds": str(ds)}], settings.monitoring, today=ds,
+    rows = history + [day | {"ds": str(ds)}]
+    decision = check_retraining_needed(rows, settings.monitoring, today=ds,
                                        last_retrain=last, model_trained_at=champ_ds)
-    write_quality_snapshot(settings.data_dir / "monitoring" / "quality.json", {
-        "ds": str(ds), "model_version": champion_version(settings) or "none", "online": day, "psi": psi,
+    # the retrain's fresh window: the degraded days after a CTR drop (else the configured window)
+    window_days = degraded_streak_days(rows, settings.monitoring, today=ds) or None
+    model_version = champion_version(settings) or "none"
+    ctx = {"ds": str(ds), "stage": "monitor", "model_version": model_version}
+
+    def _fmt(x) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    write_quality_snapshot(settings.monitoring.quality_snapshot_path or
+                           settings.data_dir / "monitoring" / "quality.json", {
+        "ds": str(ds), "model_version": model_version, "online": day, "psi": psi,
         "retrain_recommended": bool(decision.retrain)})
+    log.info("monitor ds=%s model=%s: ctr recommended %s (%d impressions), exploration %s (%d)",
+             ds, model_version, _fmt(day.get("ctr")), day.get("recommended_impressions", 0),
+             _fmt(day.get("ctr_exploration")), day.get("exploration_impressions", 0), extra=ctx)
     if decision.retrain:
         path = settings.data_dir / "reports" / "monitoring" / "retrains.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         lines = [ln for ln in (path.read_text().splitlines() if path.exists() else [])
                  if json.loads(ln)["ds"] != str(ds)]
-        lines.append(json.dumps({"ds": str(ds), "reasons": decision.reasons}))
+        lines.append(json.dumps({"ds": str(ds), "reasons": decision.reasons, "window_days": window_days}))
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-    return {"metrics": day, "retrain": bool(decision.retrain), "reasons": decision.reasons}
+        log.warning("monitor ds=%s: RETRAIN (window %s day(s)): %s", ds, window_days or "default",
+                    "; ".join(decision.reasons), extra=ctx)
+    elif decision.reasons:
+        log.info("monitor ds=%s: no retrain: %s", ds, "; ".join(decision.reasons), extra=ctx)
+    return {"metrics": day, "retrain": bool(decision.retrain), "reasons": decision.reasons,
+            "window_days": window_days if decision.retrain else None, "model_version": model_version}
 
 
 def _champion_ds(settings: Settings) -> date | None:

@@ -2,7 +2,9 @@
 
 Memory stays flat as data grows: examples are read from Parquet in chunks, shuffled within a chunk, and
 batched. EarlyStopping restores the best weights by validation loss; ModelCheckpoint keeps the best model;
-BackupAndRestore lets a killed training resume at the epoch where it stopped.
+BackupAndRestore lets a killed training resume at the epoch after the last one it finished, and
+``work_dir/state.json`` (:class:`TrainState`) makes that resume continue the same MLflow run, with the
+epochs before the kill still counted for early stopping and for the best weights.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ CHUNK_ROWS = 65_536
 class TrainResult:
     run_id: str
     model_uri: str
-    epochs_run: int
+    epochs_run: int  # epochs of the whole run, including those before a resume
     best_val_loss: float
 
 
@@ -41,22 +43,48 @@ def batch_to_arrays(table, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], di
     """A pyarrow table/record batch of encoded examples -> (inputs, labels) arrays."""
     x = {n: table.column(f"x_{n}").to_numpy().astype(np.int32) for n in spec.categorical}
     x["title"] = table.column("x_title").flatten().to_numpy().astype(np.int32).reshape(-1, spec.title_len)
-    x["numeric"] = table.column("x_numeric").flatten().to_numpy().astype(np.float32).reshape(-1, spec.n_numeric)
+    x["numeric"] = (table.column("x_numeric").flatten().to_numpy().astype(np.float32)
+                    .reshape(-1, spec.n_numeric))
     x["position"] = table.column("x_position").to_numpy().astype(np.int32)
     y = {t: table.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in LABELS}
     return x, y
 
 
-def parquet_dataset(path: Path, spec: FeatureSpec, batch_size: int, *, seed: int | None = None):
-    """A tf.data pipeline over an encoded feature file; shuffles within chunks when ``seed`` is given."""
+class ShuffleEpoch:
+    """The epoch a training dataset is serving; :meth:`callback` keeps it in step with ``fit``."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def callback(self):
+        import keras
+
+        holder = self
+
+        class Cb(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                holder.value = int(epoch)
+
+        return Cb()
+
+
+def parquet_dataset(path: Path, spec: FeatureSpec, batch_size: int, *, seed: int | None = None,
+                    epoch: ShuffleEpoch | None = None):
+    """A tf.data pipeline over an encoded feature file; shuffles within chunks when ``seed`` is given.
+
+    The shuffle of epoch ``e`` is a pure function of ``(seed, e)``. With ``epoch`` (set by its callback at
+    the start of each epoch) the generator knows which epoch it serves, so a resumed fit shuffles epoch
+    ``k+1`` as an uninterrupted one would; without it, epochs are counted from 0 per dataset object.
+    """
     import tensorflow as tf
 
     cols = _columns(spec) + list(LABELS)
-    epoch = [0]
+    counter = [0]
 
     def gen():
-        rng = np.random.default_rng(None if seed is None else [seed, epoch[0]])
-        epoch[0] += 1
+        e = epoch.value if epoch is not None else counter[0]
+        counter[0] += 1
+        rng = np.random.default_rng(None if seed is None else [seed, e])
         for rb in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=cols):
             x, y = batch_to_arrays(rb, spec)
             order = rng.permutation(rb.num_rows) if seed is not None else np.arange(rb.num_rows)
@@ -72,84 +100,237 @@ def parquet_dataset(path: Path, spec: FeatureSpec, batch_size: int, *, seed: int
     return tf.data.Dataset.from_generator(gen, output_signature=(sig_x, sig_y)).prefetch(2)
 
 
-class _MlflowEpochLogger:
-    """Keras callback: per-epoch, per-task metrics into the active MLflow run."""
+class TrainState:
+    """What a killed training needs to resume *as one run*, kept in ``work_dir/state.json``.
 
-    def __new__(cls):
-        import keras
-        import mlflow
+    Keras' BackupAndRestore restores the weights, the optimizer and the epoch, but not the MLflow run,
+    the per-epoch history, nor EarlyStopping's / ModelCheckpoint's "best so far". Without those a resumed
+    fit opens a second MLflow run (the killed one stays RUNNING forever), forgets the epochs before the
+    kill, and may keep a worse epoch than one it had already seen. This file carries them across the kill.
+    """
 
-        class Cb(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                clean = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(v)}
-                mlflow.log_metrics(clean, step=epoch)
+    def __init__(self, work_dir: Path):
+        self.path = work_dir / "state.json"
+        self.backup_dir = work_dir / "backup"
+        d = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.run_id: str | None = d.get("run_id")
+        self.history: dict[int, dict[str, float]] = {int(k): v for k, v in d.get("history", {}).items()}
 
-        return Cb()
+    def backed_up_epochs(self) -> int:
+        """Epochs completed and backed up by BackupAndRestore (0: nothing to resume from)."""
+        try:
+            return int(json.loads((self.backup_dir / "training_metadata.json").read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": self.run_id,
+                                   "history": {str(k): v for k, v in sorted(self.history.items())}}))
+        tmp.replace(self.path)
+
+    def best(self, monitor: str = "val_loss") -> tuple[int, float] | None:
+        """(epoch, value) of the lowest ``monitor`` so far, the earliest on ties."""
+        vals = [(e, h[monitor]) for e, h in self.history.items() if np.isfinite(h.get(monitor, np.nan))]
+        return min(vals, key=lambda t: (t[1], t[0])) if vals else None
+
+    def merged_history(self) -> dict[str, list[float]]:
+        """Keras-style ``{metric: [per epoch]}`` over every epoch of the run, before and after a resume."""
+        epochs = sorted(self.history)
+        keys = sorted({k for e in epochs for k in self.history[e]})
+        return {k: [self.history[e].get(k, float("nan")) for e in epochs] for k in keys}
 
 
-def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: dict[str, str],
-                work_dir: Path) -> TrainResult:
-    """Train on ``features_dir`` (train/valid parquet + transform.json) and log everything to MLflow.
+def _epoch_logger(state: TrainState):
+    """Keras callback: per-epoch, per-task metrics into the active MLflow run (if any) and ``state``.
 
-    ``work_dir`` holds the checkpoints and the backup for resuming; it is stable for a given day so a
-    rerun after a kill resumes, and it is removed after a successful run.
+    Names are Keras': ``loss``; ``{task}_loss`` for click, watch, like, share; ``{task}_auc`` for the binary
+    tasks; the same with ``val_``. The MLflow step is the 0-based epoch, continuous across a resume.
     """
     import keras
     import mlflow
 
+    class Cb(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            clean = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(v)}
+            if mlflow.active_run() is not None:
+                mlflow.log_metrics(clean, step=epoch)
+            state.history[int(epoch)] = clean
+            state.save()
+
+    return Cb()
+
+
+def _resume_callback(state: TrainState, start: int, early_stopping, checkpoint):
+    """Re-seed EarlyStopping/ModelCheckpoint with the best epoch seen before a kill (after they reset)."""
+    import keras
+
+    class Cb(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            best = state.best()
+            if start == 0 or best is None:
+                return
+            best_epoch, best_val = best
+            early_stopping.best = best_val
+            early_stopping.best_epoch = best_epoch
+            early_stopping.wait = start - 1 - best_epoch
+            checkpoint.best = best_val
+            log.info("resuming at epoch %d; best so far: epoch %d, val_loss %.5f",
+                     start, best_epoch, best_val)
+
+    return Cb()
+
+
+@dataclass
+class FitResult:
+    model: object
+    history: dict[str, list[float]]  # every epoch of the run, including those before a resume
+    resumed_from: int  # the first epoch this call ran (0 unless it resumed)
+    best_epoch: int | None
+    best_val_loss: float
+
+
+def fit_model(features_dir: Path, settings: Settings, work_dir: Path, *, state: TrainState | None = None,
+              extra_callbacks: list | None = None, verbose: int = 0) -> FitResult:
+    """Build, compile and fit the model on ``features_dir`` with the resumable callbacks.
+
+    It opens no MLflow run (the epoch logger writes into the active one, if any). ``work_dir`` holds the
+    backup, the best checkpoint and the state; a call after a kill resumes from them. With the same
+    settings and data the result is a pure function of ``settings.seed``.
+    """
+    import keras
+
     from recsys.model import build_multi_task_model, compile_multi_task_model
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    state = state or TrainState(work_dir)
+    transform = Transform.load(features_dir / "transform.json")
+    spec = transform.spec()
+    keras.utils.set_random_seed(settings.seed)
+    ts = settings.train
+    shuffle_epoch = ShuffleEpoch()
+    train_ds = parquet_dataset(features_dir / "train.parquet", spec, ts.batch_size, seed=settings.seed,
+                               epoch=shuffle_epoch)
+    valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size)
+
+    model = build_multi_task_model(spec, settings.model, seed=settings.seed)
+    compile_multi_task_model(model, settings.model, ts.learning_rate)
+    start = state.backed_up_epochs()
+    state.history = {e: h for e, h in state.history.items() if e < start}
+    best_path = work_dir / "best.keras"
+    if start == 0:
+        best_path.unlink(missing_ok=True)
+    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=ts.patience,
+                                                   restore_best_weights=True)
+    checkpoint = keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True)
+    # Order matters at epoch end: the metrics and the best checkpoint are written before the backup that
+    # marks the epoch done, so a kill never leaves a backed-up epoch without its record.
+    callbacks = [
+        shuffle_epoch.callback(),
+        early_stopping,
+        checkpoint,
+        _resume_callback(state, start, early_stopping, checkpoint),
+        _epoch_logger(state),
+        *(extra_callbacks or []),
+        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
+    ]
+    model.fit(train_ds, validation_data=valid_ds, epochs=ts.epochs, callbacks=callbacks, verbose=verbose)
+    best = state.best()
+    if best is not None and best[0] < start and best_path.exists():
+        # The best epoch came before the kill: EarlyStopping never held its weights; ModelCheckpoint did.
+        model.load_weights(str(best_path))
+    return FitResult(model, state.merged_history(), start, best[0] if best else None,
+                     float(best[1]) if best else float("nan"))
+
+
+def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: dict[str, str],
+                work_dir: Path, extra_callbacks: list | None = None) -> TrainResult:
+    """Train on ``features_dir`` (train/valid parquet + transform.json) and log everything to MLflow.
+
+    ``work_dir`` holds the checkpoints, the backup and the run state; it is stable for a given day so a
+    rerun after a kill resumes (the same MLflow run, from the epoch after the last backed-up one), and it
+    is removed after a successful run.
+    """
+    import mlflow
+
     from recsys.registry import log_ranker
     from recsys.tracking import configure
 
     experiment_id = configure(settings)
     transform = Transform.load(features_dir / "transform.json")
     spec = transform.spec()
-    keras.utils.set_random_seed(settings.seed)
-    ts = settings.train
-    train_ds = parquet_dataset(features_dir / "train.parquet", spec, ts.batch_size, seed=settings.seed)
-    valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size)
-
-    model = build_multi_task_model(spec, settings.model, seed=settings.seed)
-    compile_multi_task_model(model, settings.model, ts.learning_rate)
+    ts, ms = settings.train, settings.model
     work_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(work_dir / "backup")),
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=ts.patience, restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(str(work_dir / "best.keras"), monitor="val_loss", save_best_only=True),
-        _MlflowEpochLogger(),
-    ]
+    state = TrainState(work_dir)
+    start = state.backed_up_epochs()
+    resuming = start > 0 and state.run_id is not None and _run_exists(state.run_id)
+    if not resuming:
+        if state.run_id is not None and _run_exists(state.run_id):
+            mlflow.MlflowClient().set_terminated(state.run_id, status="FAILED")  # cannot be resumed
+        state.history = {}
+        shutil.rmtree(work_dir / "backup", ignore_errors=True)
     n_train = pq.ParquetFile(features_dir / "train.parquet").metadata.num_rows
     n_valid = pq.ParquetFile(features_dir / "valid.parquet").metadata.num_rows
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        mlflow.log_params({
-            "variant": settings.model.variant, "n_experts": settings.model.n_experts,
-            "embedding_dim": settings.model.embedding_dim, "expert_units": settings.model.expert_units,
-            "shallow_units": json.dumps(list(settings.model.shallow_units)),
-            "gate_dropout": settings.model.gate_dropout, "bias_tower": settings.model.bias_tower,
-            "loss_weights": json.dumps(settings.model.loss_weights),
-            "score_weights": json.dumps(settings.model.score_weights),
-            "epochs": ts.epochs, "batch_size": ts.batch_size, "learning_rate": ts.learning_rate,
-            "seed": settings.seed, "train_rows": n_train, "valid_rows": n_valid,
-        })
-        history = model.fit(train_ds, validation_data=valid_ds, epochs=ts.epochs, callbacks=callbacks, verbose=0)
-        hist = history.history
-        val = [v for v in hist.get("val_loss", []) if np.isfinite(v)]
-        best = float(min(val)) if val else float("nan")
+    run_kw = ({"run_id": state.run_id} if resuming
+              else {"experiment_id": experiment_id, "run_name": run_name, "tags": tags})
+    with mlflow.start_run(**run_kw) as run:
+        state.run_id = run.info.run_id
+        state.save()
+        if resuming:
+            mlflow.set_tag("resumed_from_epoch", str(start))
+            log.info("resuming MLflow run %s at epoch %d", run.info.run_id, start)
+        else:
+            mlflow.log_params({
+                "variant": ms.variant, "n_experts": ms.n_experts, "n_shared_experts": ms.n_shared_experts,
+                "embedding_dim": ms.embedding_dim, "expert_units": ms.expert_units,
+                "shallow_units": json.dumps(list(ms.shallow_units)), "tower_units": ms.tower_units,
+                "gate_dropout": ms.gate_dropout, "bias_tower": ms.bias_tower,
+                "position_dropout": ms.position_dropout, "loss_weights": json.dumps(ms.loss_weights),
+                "score_weights": json.dumps(ms.score_weights),
+                "epochs": ts.epochs, "batch_size": ts.batch_size, "learning_rate": ts.learning_rate,
+                "patience": ts.patience, "seed": settings.seed, "train_rows": n_train, "valid_rows": n_valid,
+            })
+        fit = fit_model(features_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks)
+        model, hist = fit.model, fit.history
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _plot_curves(hist, tmp / "learning_curves.png")
+            (tmp / "history.json").write_text(json.dumps(hist, indent=1))
             gates = _gate_utilization(model, features_dir / "valid.parquet", spec)
             if gates:
                 (tmp / "gate_utilization.json").write_text(json.dumps(gates, indent=2))
                 for task, weights in gates.items():
                     for e, w in enumerate(weights):
                         mlflow.log_metric(f"gate_{task}_expert{e}", w)
+                    # 1 = uniform over the experts, 0 = collapsed onto one expert (a polarized gate)
+                    mlflow.log_metric(f"gate_{task}_entropy", _normalized_entropy(weights))
             mlflow.log_artifacts(str(tmp), artifact_path="training")
             model_uri = log_ranker(model, transform, settings, features_dir / "valid.parquet")
-        mlflow.log_metric("best_val_loss", best)
-        result = TrainResult(run.info.run_id, model_uri, len(hist.get("loss", [])), best)
+        epochs_run = len(hist.get("loss", []))
+        mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "epochs_run": epochs_run,
+                            "best_epoch": -1 if fit.best_epoch is None else fit.best_epoch})
+        result = TrainResult(run.info.run_id, model_uri, epochs_run, fit.best_val_loss)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result
+
+
+def _run_exists(run_id: str) -> bool:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        return True
+    except MlflowException:
+        return False
+
+
+def _normalized_entropy(weights) -> float:
+    """Entropy of a gate's mean weights over log(n experts): 1 uniform, 0 all on one expert."""
+    w = np.clip(np.asarray(weights, float), 1e-12, None)
+    w = w / w.sum()
+    return float(-(w * np.log(w)).sum() / np.log(len(w))) if len(w) > 1 else 0.0
 
 
 def _plot_curves(hist: dict, path: Path) -> None:
@@ -176,7 +357,8 @@ def _gate_utilization(model, valid_path: Path, spec: FeatureSpec) -> dict[str, l
     """Mean gate weight per expert per task on (a sample of) the validation set."""
     if not hasattr(model, "gate_weights"):
         return {}
-    rb = next(pq.ParquetFile(valid_path).iter_batches(batch_size=4096, columns=_columns(spec) + list(LABELS)), None)
+    batches = pq.ParquetFile(valid_path).iter_batches(batch_size=4096, columns=_columns(spec) + list(LABELS))
+    rb = next(batches, None)
     if rb is None:
         return {}
     x, _ = batch_to_arrays(rb, spec)

@@ -37,6 +37,33 @@ def _key(v) -> str:
     return str(v)
 
 
+def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
+    """Codes and distinct values of ``col``; -1 marks missing values (None, NaN, NA)."""
+    codes, uniques = pd.factorize(col, use_na_sentinel=True)
+    return np.asarray(codes), list(uniques)
+
+
+def _lookup(col: pd.Series, vocab: dict[str, int]) -> np.ndarray:
+    """``vocab.get(_key(v), 0)`` for every value, computed once per distinct value.
+
+    Exactly the per-row result: hashing may only merge values that ``str`` spells the same, so an object
+    column holding anything but strings (1 and 1.0 would merge) takes the per-row path.
+    """
+    if col.dtype == object:
+        sample = col.dropna().unique()
+        if not all(type(v) is str for v in sample):
+            return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
+    codes, uniques = _factorize(col)
+    table = np.fromiter((vocab.get(_key(v), 0) for v in uniques), dtype=np.int32, count=len(uniques))
+    out = np.zeros(len(col), dtype=np.int32)
+    ok = codes >= 0
+    out[ok] = table[codes[ok]]
+    if not ok.all():  # missing values: _key decides (NaT, for one, has a spelling)
+        values = col.to_numpy(dtype=object)
+        out[~ok] = [vocab.get(_key(v), 0) for v in values[~ok]]
+    return out
+
+
 @dataclass
 class Transform:
     """Everything learned from the training window that turns rows into model inputs."""
@@ -90,16 +117,11 @@ class Transform:
         """Model inputs for the rows of ``df`` (names and shapes as in :mod:`recsys.features.spec`)."""
         out: dict[str, np.ndarray] = {}
         for name, col in SOURCE_COLUMN.items():
-            vocab = self.vocabs[name]
-            out[name] = np.fromiter((vocab.get(_key(v), 0) for v in df[col]), dtype=np.int32, count=len(df))
+            out[name] = _lookup(df[col], self.vocabs[name])
         ts = pd.to_datetime(df["ts"], utc=True)
         out["hour"] = (ts.dt.hour.to_numpy() + 1).astype(np.int32)
         out["dow"] = (ts.dt.dayofweek.to_numpy() + 1).astype(np.int32)
-        titles = np.zeros((len(df), self.title_len), dtype=np.int32)
-        for i, title in enumerate(df["title"].to_numpy()):
-            toks = [self.title_vocab.get(t, 1) for t in tokenize(title)][: self.title_len]
-            titles[i, : len(toks)] = toks
-        out["title"] = titles
+        out["title"] = self._titles(df["title"])
         raw = self._raw_numeric(df)
         mean = np.array([self.numeric_mean[n] for n in NUMERIC])
         std = np.array([self.numeric_std[n] for n in NUMERIC])
@@ -110,6 +132,15 @@ class Transform:
         else:
             out["position"] = np.zeros(len(df), dtype=np.int32)
         return out
+
+    def _titles(self, col: pd.Series) -> np.ndarray:
+        """Token ids per row; each distinct title is tokenized once (rows share titles: one per video)."""
+        codes, uniques = _factorize(col)
+        table = np.zeros((len(uniques) + 1, self.title_len), dtype=np.int32)  # last row: missing title
+        for i, title in enumerate(uniques):
+            toks = [self.title_vocab.get(t, 1) for t in tokenize(title)][: self.title_len]
+            table[i, : len(toks)] = toks
+        return table[np.where(codes < 0, len(uniques), codes)]
 
     def spec(self) -> FeatureSpec:
         sizes = {name: len(v) + 1 for name, v in self.vocabs.items()}

@@ -214,3 +214,122 @@ def push_stage_metrics(
         log.warning("could not push %s metrics to %s: %s", stage_label, pushgateway_url, exc)
         return False
     return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Airflow task instances → Pushgateway (the Airflow plugin's listener)
+# --------------------------------------------------------------------------------------------------
+
+TASK_JOB = "recsys_airflow"
+
+
+def build_task_registry(
+    dag_id: str,
+    task_id: str,
+    *,
+    success: bool,
+    duration_seconds: float | None,
+    failures_before: float = 0.0,
+    now: float | None = None,
+) -> CollectorRegistry:
+    """The registry one Airflow task instance pushes (pure). Labels come from the grouping key.
+
+    ``recsys_airflow_task_duration_seconds``, ``recsys_airflow_task_last_run_success``,
+    ``recsys_airflow_task_last_run_timestamp_seconds``, ``recsys_airflow_task_failures_total`` and, on
+    success only, ``recsys_airflow_task_last_success_timestamp_seconds``.
+    """
+    now = time.time() if now is None else now
+    families: list[Metric] = [
+        GaugeMetricFamily(
+            "recsys_airflow_task_last_run_success",
+            "1 if the task's last run succeeded, else 0.",
+            value=1.0 if success else 0.0,
+        ),
+        GaugeMetricFamily(
+            "recsys_airflow_task_last_run_timestamp_seconds", "When the task's last run ended.", value=now
+        ),
+        CounterMetricFamily(
+            "recsys_airflow_task_failures",
+            "Failed runs of the task.",
+            value=failures_before + (0.0 if success else 1.0),
+        ),
+    ]
+    if duration_seconds is not None:
+        families.append(
+            GaugeMetricFamily(
+                "recsys_airflow_task_duration_seconds",
+                "Wall time of the task's last run.",
+                value=float(duration_seconds),
+            )
+        )
+    if success:
+        families.append(
+            GaugeMetricFamily(
+                "recsys_airflow_task_last_success_timestamp_seconds",
+                "When the task last succeeded.",
+                value=now,
+            )
+        )
+    registry = CollectorRegistry()
+    registry.register(_Families(families))
+    return registry
+
+
+def task_grouping_key(dag_id: str, task_id: str) -> dict[str, str]:
+    return {"dag_id": str(dag_id), "task_id": str(task_id)}
+
+
+def read_pushed_task_failures(
+    pushgateway_url: str, dag_id: str, task_id: str, *, timeout: float = PUSH_TIMEOUT_SECONDS
+) -> float:
+    """``recsys_airflow_task_failures_total`` of the task on the gateway (0 if never pushed)."""
+    with urlopen(f"{_gateway_base(pushgateway_url)}/metrics", timeout=timeout) as resp:
+        text = resp.read().decode("utf-8")
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "recsys_airflow_task_failures_total"
+                and sample.labels.get("job") == TASK_JOB
+                and sample.labels.get("dag_id") == dag_id
+                and sample.labels.get("task_id") == task_id
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+def push_task_metrics(
+    dag_id: str,
+    task_id: str,
+    *,
+    success: bool,
+    duration_seconds: float | None,
+    pushgateway_url: str | None,
+    timeout: float = PUSH_TIMEOUT_SECONDS,
+) -> bool:
+    """Push one task instance's outcome (job ``recsys_airflow``, grouping key ``dag_id``, ``task_id``).
+
+    A no-op without a URL; an unreachable gateway is a warning. Returns True if pushed.
+    """
+    if not pushgateway_url:
+        return False
+    try:
+        # pushadd replaces the counter family: read it back and push it unchanged (success) or plus one
+        failures_before = read_pushed_task_failures(pushgateway_url, dag_id, task_id, timeout=timeout)
+        registry = build_task_registry(
+            dag_id,
+            task_id,
+            success=success,
+            duration_seconds=duration_seconds,
+            failures_before=failures_before,
+        )
+        pushadd_to_gateway(
+            pushgateway_url,
+            job=TASK_JOB,
+            registry=registry,
+            grouping_key=task_grouping_key(dag_id, task_id),
+            timeout=timeout,
+        )
+    except (OSError, ValueError) as exc:
+        log.warning("could not push task metrics of %s.%s to %s: %s", dag_id, task_id, pushgateway_url, exc)
+        return False
+    return True

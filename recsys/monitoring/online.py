@@ -341,3 +341,32 @@ def check_retraining_needed(
             )
             return RetrainDecision(False, reasons)
     return RetrainDecision(bool(reasons), reasons)
+
+
+def degraded_streak_days(
+    metrics_history: list[dict[str, Any]] | pd.DataFrame,
+    settings: MonitoringSettings,
+    *,
+    today: date | str,
+) -> int:
+    """How many days, ending ``today``, the CTR has been degraded (0 when today's CTR is not).
+
+    Day ``k`` of a streak counts when its CTR is more than ``ctr_drop`` (relative) below the mean CTR
+    of the ``baseline_days`` days before the streak began. The retrain uses it as its "fresh window":
+    after a preference shift the days before the streak describe a world that is gone.
+    """
+    today = _as_date(today)
+    rows = [r for r in _history_rows(metrics_history) if r["ds"] <= today and _known(r.get("ctr"))]
+    best = 0
+    for k in range(1, len(rows)):
+        streak, start = rows[-k:], rows[-k]["ds"]
+        window_start = date.fromordinal(start.toordinal() - settings.baseline_days)
+        baseline = [float(r["ctr"]) for r in rows[:-k] if window_start <= r["ds"] < start]
+        if not baseline:
+            break
+        limit = (1 - settings.ctr_drop) * float(np.mean(baseline))
+        if all(float(r["ctr"]) < limit for r in streak):
+            best = k
+        else:
+            break
+    return best

@@ -7,8 +7,9 @@ real time; :func:`parallel_recommendations` computes lists for many users on Das
 
 from __future__ import annotations
 
-import functools
 import logging
+import threading
+import time
 from datetime import date, timedelta
 
 import pandas as pd
@@ -20,7 +21,8 @@ from recsys.serving.rank import rank_candidates, scoring_frame, serving_time, to
 log = logging.getLogger(__name__)
 BASELINE_VERSION = "baseline-popularity"
 
-__all__ = ["batch_recommendations", "get_recommendations", "parallel_recommendations", "recommend_videos"]
+__all__ = ["batch_recommendations", "get_recommendations", "parallel_recommendations", "recommend_videos",
+           "score_for_user"]
 
 HISTORY_DAYS = 7
 
@@ -33,11 +35,18 @@ def _context(lake, ds: date, settings: Settings):
     return history, videos, users
 
 
-def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[str] | None = None):
-    """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users)."""
+def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[str] | None = None, *,
+                          parallel: bool | None = None, client=None):
+    """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users).
+
+    ``parallel`` (default ``settings.serving.parallel_scoring``) scores user shards on Dask: on ``client``
+    if given, else on :func:`recsys.scale.dask_client` (the configured scheduler or a LocalCluster).
+    """
     from recsys.registry import NoChampionError, load_ranker
     from recsys.serving.publish import FALLBACK_KEY
 
+    sv = settings.serving
+    parallel = sv.parallel_scoring if parallel is None else parallel
     try:
         ranker = load_ranker(settings)
     except NoChampionError:  # nothing blessed yet: serve the candidate generator's order (popularity-led)
@@ -47,19 +56,34 @@ def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[st
     if user_keys is None:
         today = history[pd.to_datetime(history["ts"], utc=True) >= pd.Timestamp(ds, tz="UTC")]
         user_keys = sorted(today["user_key"].astype(str).unique())
-    cands = generate_candidates(history, videos, user_keys, ds, settings.serving.n_candidates)
-    frame = scoring_frame(user_keys, cands, users, videos, serving_time(ds))
-    if ranker is not None:
-        recs = rank_candidates(ranker, frame, settings.serving.top_n, settings.serving.max_per_author)
+    cands = generate_candidates(history, videos, user_keys, ds, sv.n_candidates)
+    at = serving_time(ds)
+    if ranker is not None and parallel:
+        from recsys.scale import RankerRef, dask_client, rank_on_dask
+
+        ref = RankerRef.from_registry(settings, ranker.version)
+        args = (ref, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author, sv.max_per_category,
+                sv.users_per_shard)
+        if client is not None:
+            recs = rank_on_dask(client, *args)
+        else:
+            with dask_client(settings) as c:
+                recs = rank_on_dask(c, *args)
     else:
-        order = -frame.groupby("user_key").cumcount().to_numpy(float)
-        recs = top_n(frame, order, settings.serving.top_n, settings.serving.max_per_author)
-    fallback = _fallback(history, videos, settings.serving.top_n)
+        frame = scoring_frame(user_keys, cands, users, videos, at)
+        if ranker is not None:
+            recs = rank_candidates(ranker, frame, sv.top_n, sv.max_per_author, sv.max_per_category)
+        else:
+            order = -frame.groupby("user_key").cumcount().to_numpy(float)
+            recs = top_n(frame, order, sv.top_n, sv.max_per_author, sv.max_per_category)
+    fallback = _fallback(history, videos, sv.top_n)
     recs = pd.concat([recs, fallback.assign(user_key=FALLBACK_KEY)], ignore_index=True)
     version = ranker.version if ranker is not None else BASELINE_VERSION
     recs["model_version"] = version
+    sizes = [len(cands.get(u, [])) for u in user_keys]
     return recs, {"model_version": version, "users": len(user_keys),
-                  "mean_candidates": float(frame.groupby("user_key").size().mean()) if len(frame) else 0.0}
+                  "mean_candidates": float(sum(sizes) / len(sizes)) if sizes else 0.0,
+                  "parallel": bool(parallel and ranker is not None)}
 
 
 def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -73,11 +97,41 @@ def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFra
                          "score": [float(counts.get(v, 0)) for v in top]})
 
 
-@functools.lru_cache(maxsize=2)
-def _champion(settings: Settings):
-    from recsys.registry import load_ranker
+_CHAMPIONS: dict = {}
+_CHAMPION_LOCK = threading.Lock()
+CHAMPION_TTL_SECONDS = 60.0
 
-    return load_ranker(settings)
+
+def _champion(settings: Settings):
+    """The champion ranker, loaded once per process and reloaded when the alias has moved (checked at most
+    every ``CHAMPION_TTL_SECONDS``)."""
+    from recsys.registry import champion_version
+    from recsys.scale import RankerRef, worker_ranker
+
+    key = (settings.resolved_tracking_uri, settings.model_name)
+    now = time.monotonic()
+    with _CHAMPION_LOCK:
+        hit = _CHAMPIONS.get(key)
+        if hit is not None and now - hit[0] < CHAMPION_TTL_SECONDS:
+            return hit[1]
+    version = champion_version(settings)
+    if version is None:
+        from recsys.registry import NoChampionError
+
+        raise NoChampionError(f"no model {settings.model_name!r} with alias 'champion'")
+    ranker = worker_ranker(RankerRef.from_registry(settings, version))
+    with _CHAMPION_LOCK:
+        _CHAMPIONS[key] = (now, ranker)
+    return ranker
+
+
+def score_for_user(ranker, user_key: str, candidate_videos: list[int], users: pd.DataFrame,
+                   videos: pd.DataFrame, at: pd.Timestamp, n: int = 10) -> pd.DataFrame:
+    """Real-time scoring core: ``candidate_videos`` of one (pseudonymized) user, encoded row by row with
+    the ranker's transform and scored in one model call; the top ``n`` by score (no diversity rule)."""
+    frame = scoring_frame([user_key], {user_key: [int(v) for v in candidate_videos]}, users, videos, at)
+    recs = rank_candidates(ranker, frame, n, max_per_author=n, max_per_category=None, encoding="frame")
+    return recs[["video_id", "score", "rank"]]
 
 
 def recommend_videos(user_id: str, candidate_videos: list[int], n: int = 10, *, ds: date | None = None,
@@ -95,9 +149,7 @@ def recommend_videos(user_id: str, candidate_videos: list[int], n: int = 10, *, 
     ds = ds or lake.list_ds("clean", "users")[-1]
     key = pseudonym(str(user_id), load_pseudonym_key(settings))
     users, videos = lake.read_frame("clean", "users", ds), lake.read_frame("clean", "videos", ds)
-    frame = scoring_frame([key], {key: list(candidate_videos)}, users, videos, serving_time(ds))
-    recs = rank_candidates(_champion(settings), frame, n, max_per_author=n)
-    return recs[["video_id", "score", "rank"]]
+    return score_for_user(_champion(settings), key, candidate_videos, users, videos, serving_time(ds), n)
 
 
 def get_recommendations(user_id: str, n: int = 10, settings: Settings | None = None) -> pd.DataFrame:
@@ -111,14 +163,17 @@ def get_recommendations(user_id: str, n: int = 10, settings: Settings | None = N
     return recs if not recs.empty else read_live(eng, FALLBACK_KEY, n)
 
 
-def parallel_recommendations(user_ids: list[str], settings: Settings | None = None) -> pd.DataFrame:
-    """Lists for many users at once (Dask scale-out is issue-tracked; this computes them in one batch)."""
+def parallel_recommendations(user_ids: list[str], settings: Settings | None = None, *, client=None,
+                             ds: date | None = None) -> pd.DataFrame:
+    """Lists for many users at once, scored in user shards on Dask (``client``, or
+    :func:`recsys.scale.dask_client`); the rows of :func:`batch_recommendations`."""
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
     from recsys.stages import open_lake
 
     settings = settings or load_settings()
     lake = open_lake(settings)
-    ds = lake.list_ds("clean", "users")[-1]
+    ds = ds or lake.list_ds("clean", "users")[-1]
     key = load_pseudonym_key(settings)
-    recs, _ = batch_recommendations(lake, ds, settings, [pseudonym(str(u), key) for u in user_ids])
+    recs, _ = batch_recommendations(lake, ds, settings, [pseudonym(str(u), key) for u in user_ids],
+                                    parallel=True, client=client)
     return recs

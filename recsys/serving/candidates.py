@@ -34,7 +34,7 @@ def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list
     vis = videos[videos["visible"].astype(bool)]
     visible = set(vis["video_id"].astype(int))
     cat_of = dict(zip(vis["video_id"].astype(int), vis["category"].astype(str), strict=True))
-    author_of = dict(zip(vis["video_id"].astype(int), vis["author_id"].astype(int), strict=True))
+    author_of = dict(zip(vis["video_id"].astype(int), vis["author_id"].fillna(-1).astype(int), strict=True))
     h = history[history["video_id"].notna()].copy()
     h["video_id"] = h["video_id"].astype(int)
     clicks = h[h["clicked"] == 1]

@@ -1,43 +1,253 @@
 """Ranking, the second stage: score every (user, candidate) pair with the champion, keep the top N.
 
 Scoring rows carry the same columns as training examples (user attributes, video metadata, context); the
-position is unknown at serving. A diversity rule caps the videos per author in a list.
+position is unknown at serving. A diversity rule caps the videos per author and per category in a list.
+
+Two encoders feed the same model call:
+
+* :func:`encode_frame` - the transform applied row by row to any frame (the real-time path, and what the
+  MLflow pyfunc does);
+* :func:`encode_pairs` - for a frame built by :func:`scoring_frame` (one serving time, user attributes a
+  function of ``user_key``, video attributes a function of ``video_id``): the transform runs once per
+  distinct user and once per distinct video, and each batch gathers its rows from those two tables. The
+  inputs are the same arrays :func:`encode_frame` gives (a test checks it), at a fraction of the cost.
+
+The model is called directly (``model(x, training=False)`` in one ``tf.function`` per model, large
+batches), not through ``model.predict``.
 """
 
 from __future__ import annotations
 
+import itertools
+import threading
+import weakref
+from collections.abc import Iterator
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+from recsys.features.spec import NUMERIC, POSITION, TITLE
+
+USER_COLUMNS = ("user_key", "device", "region", "age_band", "activity")
+VIDEO_COLUMNS = ("video_id", "author_id", "category", "title", "duration_seconds", "upload_ts")
+# which model inputs depend on which side of a (user, video) pair
+USER_INPUTS = ("user", "device", "region", "age_band", "activity")
+VIDEO_INPUTS = ("video", "author", "category", TITLE)
+CONTEXT_INPUTS = ("hour", "dow")
+USER_NUMERIC = ("user_activity",)
+BATCH_SIZE = 65536
+TASK_OUTPUTS = ("click", "watch", "like", "share")
+
 
 def scoring_frame(user_keys: list[str], candidates: dict[str, list[int]], users: pd.DataFrame,
                   videos: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
     """One row per (user, candidate video) with the columns the transform reads."""
-    pairs = pd.DataFrame(
-        [(u, v) for u in user_keys for v in candidates.get(u, [])], columns=["user_key", "video_id"]
-    )
-    u = users.drop_duplicates("user_key", keep="last")[["user_key", "device", "region", "age_band", "activity"]]
-    v = videos.drop_duplicates("video_id", keep="last")[
-        ["video_id", "author_id", "category", "title", "duration_seconds", "upload_ts"]].copy()
+    lists = [candidates.get(u, []) for u in user_keys]
+    lens = np.fromiter((len(c) for c in lists), dtype=np.int64, count=len(lists))
+    pairs = pd.DataFrame({
+        "user_key": np.repeat(np.asarray(list(user_keys), dtype=object), lens),
+        "video_id": np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum())),
+    })
+    u = users.drop_duplicates("user_key", keep="last")[list(USER_COLUMNS)]
+    v = videos.drop_duplicates("video_id", keep="last")[list(VIDEO_COLUMNS)].copy()
     v["video_id"] = v["video_id"].astype("int64")
-    pairs["video_id"] = pairs["video_id"].astype("int64")
     df = pairs.merge(u, on="user_key", how="left").merge(v, on="video_id", how="left")
     df["ts"] = at
     return df
 
 
-def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int) -> pd.DataFrame:
-    """Top ``n`` per user by score, at most ``max_per_author`` videos of one author."""
-    df = frame[["user_key", "video_id", "author_id"]].copy()
-    df["score"] = scores
-    df = df.sort_values(["user_key", "score", "video_id"], ascending=[True, False, True], kind="stable")
-    df["author_rank"] = df.groupby(["user_key", "author_id"]).cumcount()
-    diverse = df[df["author_rank"] < max_per_author]
-    top = diverse.groupby("user_key", sort=False).head(n).copy()
-    top["rank"] = top.groupby("user_key").cumcount() + 1
-    return top[["user_key", "rank", "video_id", "score"]].reset_index(drop=True)
+# ------------------------------------------------------------------------------------------ encoding
+def encode_frame(transform, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Model inputs for any frame of rows (position unknown)."""
+    x = transform.apply(frame)
+    x[POSITION] = np.zeros(len(frame), dtype=np.int32)
+    return x
+
+
+class PairInputs:
+    """Model inputs of a :func:`scoring_frame`, kept as a user table, a video table and row indices."""
+
+    def __init__(self, transform, frame: pd.DataFrame):
+        self.n = len(frame)
+        self.user_idx, u_first = _first_rows(frame["user_key"])
+        self.video_idx, v_first = _first_rows(frame["video_id"])
+        self.users = encode_frame(transform, frame.iloc[u_first])
+        self.videos = encode_frame(transform, frame.iloc[v_first])
+        user_num = np.array([n in USER_NUMERIC for n in NUMERIC])
+        self.user_numeric = self.users["numeric"][:, user_num]
+        self.video_numeric = self.videos["numeric"][:, ~user_num]
+        self.numeric_order = np.argsort(np.concatenate([np.flatnonzero(~user_num), np.flatnonzero(user_num)]))
+        self.context = {k: self.users[k][:1] for k in CONTEXT_INPUTS}
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        ui, vi = self.user_idx[start:stop], self.video_idx[start:stop]
+        x = {k: self.users[k][ui] for k in USER_INPUTS}
+        x.update({k: self.videos[k][vi] for k in VIDEO_INPUTS})
+        x.update({k: np.repeat(v, len(ui)) for k, v in self.context.items()})
+        numeric = np.concatenate([self.video_numeric[vi], self.user_numeric[ui]], axis=1)
+        x["numeric"] = np.ascontiguousarray(numeric[:, self.numeric_order])
+        x[POSITION] = np.zeros(len(ui), dtype=np.int32)
+        return x
+
+    def full(self) -> dict[str, np.ndarray]:
+        return self.batch(0, self.n)
+
+
+def _first_rows(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    codes, uniques = pd.factorize(col, use_na_sentinel=False)
+    first = np.full(len(uniques), -1, dtype=np.int64)
+    order = np.arange(len(codes) - 1, -1, -1)
+    first[codes[order]] = order  # the last write per code is its first row
+    return codes.astype(np.int64), first
+
+
+def _one_serving_time(frame: pd.DataFrame) -> bool:
+    if frame.empty or "ts" not in frame.columns:
+        return False
+    ts = frame["ts"]
+    if isinstance(ts.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(ts):
+        return bool(ts.notna().all() and ts.min() == ts.max())
+    return ts.nunique(dropna=False) == 1
+
+
+def encode_pairs(transform, frame: pd.DataFrame) -> PairInputs | None:
+    """:class:`PairInputs` for a scoring frame, or None when the frame does not have its shape."""
+    if not _one_serving_time(frame) or not set(USER_COLUMNS + VIDEO_COLUMNS) <= set(frame.columns):
+        return None
+    return PairInputs(transform, frame)
+
+
+# ------------------------------------------------------------------------------------------ the model call
+_FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.Lock()
+
+
+def _serving_function(model):
+    """``model(x, training=False)`` as one traced function with a dynamic batch dimension."""
+    with _LOCK:
+        fn = _FUNCTIONS.get(model)
+        if fn is None and not hasattr(model, "dummy_inputs"):  # not our model class: Keras' own loop
+            def fn(x):
+                return model.predict(x, batch_size=len(next(iter(x.values()))), verbose=0)
+
+            _FUNCTIONS[model] = fn
+        if fn is None:
+            import tensorflow as tf
+
+            dummy = model.dummy_inputs(1)
+            signature = {k: tf.TensorSpec((None, *np.shape(v)[1:]), tf.as_dtype(np.asarray(v).dtype), name=k)
+                         for k, v in dummy.items()}
+
+            @tf.function(input_signature=[signature], reduce_retracing=True)
+            def traced(x):
+                out = model(x, training=False)
+                return {k: out[k] for k in TASK_OUTPUTS if k in out}
+
+            keys = tuple(signature)
+
+            def call(x):
+                return traced({k: x[k] for k in keys})
+
+            _FUNCTIONS[model] = fn = call
+        return fn
+
+
+def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)
+
+
+def predict_tasks(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
+                  encoding: str = "auto") -> dict[str, np.ndarray]:
+    """Per-task predictions ``{task: [N]}`` for the rows of ``frame`` with ``ranker``'s model and transform.
+
+    ``encoding``: "pairs" (:func:`encode_pairs`, for scoring frames; "auto" uses it when the frame has
+    that shape) or "frame" (:func:`encode_frame`, row by row).
+    """
+    n = len(frame)
+    if n == 0:
+        return {k: np.zeros(0, dtype=np.float32) for k in TASK_OUTPUTS}
+    pairs = encode_pairs(ranker.transform, frame) if encoding != "frame" else None
+    if encoding == "pairs" and pairs is None:
+        raise ValueError("frame is not a scoring frame (one serving time, user and video columns)")
+    get = pairs.batch if pairs is not None else _slicer(encode_frame(ranker.transform, frame))
+    fn = _serving_function(ranker.model)
+    parts: dict[str, list[np.ndarray]] = {}
+    for start, stop in _batches(n, batch_size):
+        out = fn(get(start, stop))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(np.asarray(v).reshape(-1))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _slicer(x: dict[str, np.ndarray]):
+    return lambda start, stop: {k: v[start:stop] for k, v in x.items()}
+
+
+def predict_scores(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
+                   encoding: str = "auto") -> np.ndarray:
+    """The ranking score of every row (what :meth:`recsys.registry.Ranker.predict` calls ``score``)."""
+    from recsys.model import ranking_score
+
+    return ranking_score(predict_tasks(ranker, frame, batch_size, encoding), ranker.score_weights)
+
+
+# ------------------------------------------------------------------------------------------ top N
+def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int,
+          max_per_category: int | None = None) -> pd.DataFrame:
+    """Top ``n`` per user by score, at most ``max_per_author`` videos of one author and
+    ``max_per_category`` of one category (None: no category cap).
+
+    Greedy in score order (ties: smaller video id first): a video is taken unless its author or its
+    category already has its quota among the videos taken. A video with an unknown author or category
+    is not capped on that side. Lists are shorter than ``n`` only if the candidates run out.
+    """
+    cols = ["user_key", "rank", "video_id", "score"]
+    if len(frame) == 0 or n <= 0:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
+                             zip(cols, (object, "int64", "int64", "float64"), strict=True)})
+    scores = np.asarray(scores, dtype=np.float64)
+    ucode, ukeys = pd.factorize(frame["user_key"], sort=True)
+    vid = frame["video_id"].to_numpy(np.int64)
+    acode = pd.factorize(frame["author_id"])[0] if "author_id" in frame.columns else np.full(len(frame), -1)
+    ccode = pd.factorize(frame["category"])[0] if "category" in frame.columns else np.full(len(frame), -1)
+    order = np.lexsort((vid, -scores, ucode))
+    u_sorted = ucode[order]
+    bounds = np.flatnonzero(np.diff(u_sorted)) + 1
+    starts = np.concatenate([[0], bounds])
+    stops = np.concatenate([bounds, [len(order)]])
+    cap_a = max_per_author if max_per_author is not None else n
+    cap_c = max_per_category if max_per_category is not None else n
+    a_sorted, c_sorted = acode[order].tolist(), ccode[order].tolist()
+    taken: list[int] = []
+    for s, e in zip(starts.tolist(), stops.tolist(), strict=True):
+        per_a: dict[int, int] = {}
+        per_c: dict[int, int] = {}
+        got = 0
+        for i in range(s, e):
+            a, c = a_sorted[i], c_sorted[i]
+            if a >= 0 and per_a.get(a, 0) >= cap_a:
+                continue
+            if c >= 0 and per_c.get(c, 0) >= cap_c:
+                continue
+            if a >= 0:
+                per_a[a] = per_a.get(a, 0) + 1
+            if c >= 0:
+                per_c[c] = per_c.get(c, 0) + 1
+            taken.append(i)
+            got += 1
+            if got >= n:
+                break
+    rows = order[np.asarray(taken, dtype=np.int64)]
+    uc = ucode[rows]
+    rank = np.ones(len(rows), dtype=np.int64)
+    if len(rows):
+        new = np.concatenate([[True], uc[1:] != uc[:-1]])
+        group_start = np.maximum.accumulate(np.where(new, np.arange(len(rows)), 0))
+        rank = np.arange(len(rows)) - group_start + 1
+    return pd.DataFrame({"user_key": np.asarray(ukeys, dtype=object)[uc], "rank": rank,
+                         "video_id": vid[rows], "score": scores[rows]})
 
 
 def serving_time(ds: date) -> pd.Timestamp:
@@ -45,6 +255,9 @@ def serving_time(ds: date) -> pd.Timestamp:
     return pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1, hours=18)
 
 
-def rank_candidates(ranker, frame: pd.DataFrame, n: int, max_per_author: int) -> pd.DataFrame:
-    preds = ranker.predict(frame)
-    return top_n(frame, preds["score"].to_numpy(), n, max_per_author)
+def rank_candidates(ranker, frame: pd.DataFrame, n: int, max_per_author: int,
+                    max_per_category: int | None = None, *, encoding: str = "auto",
+                    batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+    """Score ``frame`` (a :func:`scoring_frame`) with ``ranker`` and keep each user's diverse top ``n``."""
+    scores = predict_scores(ranker, frame, batch_size, encoding)
+    return top_n(frame, scores, n, max_per_author, max_per_category)

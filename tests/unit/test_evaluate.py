@@ -42,3 +42,155 @@ def test_gate_reports_which_threshold_failed_and_by_how_much():
     assert gate({"click_auc": 0.76}, {"click_auc": 0.75}, {"click_auc": 0.65}, cfg).blessed
     low = gate({"click_auc": 0.55}, None, {"click_auc": 0.5}, cfg)
     assert not low.blessed and "floor_click_auc" in low.reasons[0]
+
+
+# ---------------------------------------------------------------------------------------- ranking metrics
+def test_ndcg_matches_sklearn_on_fixed_lists():
+    from sklearn.metrics import ndcg_score
+
+    from recsys.evaluate import ndcg_at_k
+
+    rel = np.array([3, 2, 3, 0, 1, 2, 0, 0.0])
+    s = np.array([.1, .9, .3, .8, .5, .2, .7, .4])
+    for k in (1, 3, 5, 8):
+        assert ndcg_at_k(rel, s, k) == pytest.approx(ndcg_score([rel], [s], k=k))
+    binary = (rel > 1).astype(float)
+    assert ndcg_at_k(binary, s, 4) == pytest.approx(ndcg_score([binary], [s], k=4))
+
+
+def test_recall_and_map_by_hand():
+    from recsys.evaluate import average_precision_at_k, recall_at_k
+
+    rel = np.array([1, 0, 1, 0, 1.0])  # items a..e
+    s = np.array([.9, .8, .3, .7, .6])  # order: a(1) b(0) d(0) e(1) c(1)
+    assert recall_at_k(rel, s, 2) == pytest.approx(1 / 3)
+    assert recall_at_k(rel, s, 4) == pytest.approx(2 / 3)
+    # hits at ranks 1 and 4 within k=4: (1/1 + 2/4) / min(3, 4)
+    assert average_precision_at_k(rel, s, 4) == pytest.approx((1 + 0.5) / 3)
+    # k=2: one hit at rank 1: 1 / min(3, 2)
+    assert average_precision_at_k(rel, s, 2) == pytest.approx(0.5)
+    assert np.isnan(recall_at_k(np.zeros(3), s[:3], 2))
+
+
+def test_ranking_metrics_average_over_users_with_clicks_and_dedupe_impressions():
+    from sklearn.metrics import ndcg_score
+
+    from recsys.evaluate import ranking_metrics
+
+    users = np.array(["a", "a", "a", "a", "b", "b", "b", "c", "c"])
+    items = np.array([1, 2, 3, 1, 1, 4, 5, 2, 6])  # a saw video 1 twice (clicked the second time)
+    click = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0.0])  # c clicked nothing: excluded from the averages
+    score = np.array([.5, .9, .1, .5, .3, .2, .8, .4, .6])
+    m = ranking_metrics(users, items, click, score, k=2)
+    a = ndcg_score([[1, 0, 1]], [[.5, .9, .1]], k=2)  # items 1, 2, 3
+    b = ndcg_score([[0, 1, 0]], [[.3, .2, .8]], k=2)  # items 1, 4, 5
+    assert m["ndcg_2"] == pytest.approx((a + b) / 2)
+    assert m["recall_2"] == pytest.approx((0.5 + 0.0) / 2)
+    assert m["map_2"] == pytest.approx(((1 / 2) / 2 + 0.0) / 2)  # a: hit at rank 2 -> (1/2)/min(2,2)
+    # top-2 lists: a {2, 1}, b {5, 1}, c {6, 2} -> 4 of the 6 distinct videos
+    assert m["coverage_2"] == pytest.approx(4 / 6)
+    assert m["ranking_users"] == 2
+    assert ranking_metrics(users, items, click, score, k=2, catalog_size=10)["coverage_2"] == pytest.approx(0.4)
+
+
+def test_gauc_handles_ties_like_sklearn():
+    y = np.array([1, 0, 1, 0, 0, 1, 1, 0.0])
+    p = np.array([.5, .5, .2, .5, .1, .3, .3, .3])
+    g = np.array(["a"] * 4 + ["b"] * 4)
+    ref = (roc_auc_score(y[:4], p[:4]) * 4 + roc_auc_score(y[4:], p[4:]) * 4) / 8
+    assert gauc(y, p, g) == pytest.approx(ref)
+
+
+def test_true_ndcg_is_one_for_the_true_order_and_lower_otherwise():
+    import pandas as pd
+
+    from recsys.evaluate import TruthSample, true_ndcg
+
+    rows = pd.DataFrame({"user_key": ["u"] * 4 + ["w"] * 4, "video_id": [1, 2, 3, 4] * 2})
+    util = np.array([.1, .4, .3, .2, .5, .1, .2, .3])
+    disc = 1 / np.log2(np.arange(2, 4))
+    ideal = {"u": float((np.array([.4, .3]) * disc).sum()), "w": float((np.array([.5, .3]) * disc).sum())}
+    sample = TruthSample(rows, util, ideal, catalog_size=4)
+    assert true_ndcg(sample, util, 2)["true_ndcg_2"] == pytest.approx(1.0)
+    worst = true_ndcg(sample, -util, 2)
+    exp_u = (.1 * disc[0] + .2 * disc[1]) / ideal["u"]
+    exp_w = (.1 * disc[0] + .2 * disc[1]) / ideal["w"]
+    assert worst["true_ndcg_2"] == pytest.approx((exp_u + exp_w) / 2)
+    assert worst["true_coverage_2"] == pytest.approx(4 / 4)  # u: {1, 4}, w: {2, 3}
+
+
+def test_truth_sample_ideal_is_the_simulator_oracle(settings):
+    from datetime import date
+
+    import pandas as pd
+
+    from recsys.config import SimulatorSettings
+    from recsys.data.simulate import build_world
+    from recsys.evaluate import true_ndcg, truth_sample
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+
+    s = settings.model_copy(update={"simulator": SimulatorSettings(n_users=30, n_videos=40, n_authors=10)})
+    world = build_world(s.simulator, s.seed)
+    key = load_pseudonym_key(s)
+    ds = date(2026, 1, 3)
+    test = pd.DataFrame({"user_key": [pseudonym(u, key) for u in world.users["user_id"][:12]] + ["stranger"],
+                         "device": "ios", "region": "EU-DE", "age_band": "25-34", "activity": "mid",
+                         "ts": pd.Timestamp(ds, tz="UTC")})
+    sample = truth_sample(s, ds, test, k=5, max_users=10)
+    assert len(sample.ideal_dcg) == 10 and "stranger" not in sample.ideal_dcg
+    assert sample.catalog_size == int(world.visible_mask(ds).sum())
+    index = {pseudonym(u, key): i for i, u in enumerate(world.users["user_id"])}
+    disc = 1 / np.log2(np.arange(2, 7))
+    for u, ideal in sample.ideal_dcg.items():
+        best = world.true_utility(np.full(5, index[u]), world.oracle(index[u], 5, ds), ds)
+        assert ideal == pytest.approx(float((best * disc).sum()))
+    assert true_ndcg(sample, sample.utility, 5)["true_ndcg_5"] == pytest.approx(1.0)
+    rnd = true_ndcg(sample, np.random.default_rng(0).random(len(sample.rows)), 5)["true_ndcg_5"]
+    assert 0 < rnd < 1
+
+
+# ---------------------------------------------------------------------------------------- gate reporting
+def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
+    from recsys.evaluate import evaluation_tags
+    from recsys.report import render_report
+
+    cfg = EvaluateSettings(floor_auc={"click": 0.6}, max_regression={"click": 0.01}, min_margin_over_popularity=0.02)
+    d = gate({"click_auc": 0.58}, {"click_auc": 0.70}, {"click_auc": 0.57}, cfg)
+    failed = {c["check"]: c for c in d.checks if not c["passed"]}
+    assert set(failed) == {"floor_click_auc", "regression_click_auc", "margin_over_popularity"}
+    assert failed["floor_click_auc"]["shortfall"] == pytest.approx(0.02)
+    assert failed["regression_click_auc"]["shortfall"] == pytest.approx(0.11)
+    assert failed["margin_over_popularity"]["shortfall"] == pytest.approx(0.01)
+    from dataclasses import asdict
+
+    cand = {"click_auc": 0.58, "ndcg_10": 0.4}
+    result = {"ds": "2026-01-03", "k": 10, "test_rows": 100, "candidate": cand, "champion": {"click_auc": 0.7},
+              "baselines": {"popularity": {"click_auc": 0.57}}, "popularity": {"click_auc": 0.57},
+              "decision": asdict(d), "slices": {}}
+    tags = evaluation_tags(result, {"trigger": "drift"})
+    assert tags["gate.blessed"] == "false" and tags["trigger"] == "drift"
+    assert tags["gate.failed_checks"] == "floor_click_auc,regression_click_auc,margin_over_popularity"
+    assert tags["gate.check.regression_click_auc"].startswith("FAILED by 0.1100")
+    page = render_report(result, tags)
+    assert "NOT BLESSED" in page and "regression_click_auc failed" in page and "drift" in page
+
+
+def test_report_is_self_contained_html_with_plots():
+    from recsys.report import render_report
+
+    bins = [{"lo": 0.0, "hi": 0.1, "n": 5, "mean_pred": 0.05, "observed": 0.1},
+            {"lo": 0.1, "hi": 0.2, "n": 5, "mean_pred": 0.15, "observed": 0.1}]
+    seg = [{"position": p, "rows": 10, "ctr": 0.1 * p, "candidate_pred": 0.1, "candidate_auc": 0.6}
+           for p in (1, 2)]
+    act = [{"activity": a, "rows": 10, "ctr": 0.1, "candidate_pred": 0.1, "candidate_auc": 0.6,
+            "candidate_gauc": 0.55} for a in ("low", "high")]
+    result = {"ds": "2026-01-03", "k": 10, "candidate": {"click_auc": 0.6}, "champion": None,
+              "baselines": {"popularity": {"click_auc": 0.55}, "covisitation": {"click_auc": 0.5}},
+              "decision": {"blessed": True, "reasons": ["all checks passed"], "checks": []},
+              "truth": {"users": 3, "catalog": 40},
+              "slices": {"calibration": {"candidate": {t: bins for t in ("click", "like", "share")}},
+                         "by_position": seg, "by_activity": act}}
+    page = render_report(result)
+    assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3
+    assert "BLESSED" in page and "baseline covisitation" in page and "true_ndcg_10" in page
+    assert "<link" not in page and "src=\"http" not in page

@@ -1,0 +1,354 @@
+"""Erasure requests ("right to be forgotten"): remove one user from every zone and table.
+
+:func:`erase_user` computes the user's pseudonym (``user_key``), then removes the user's rows from
+
+* landing (``*.jsonl`` and encrypted ``*.jsonl.enc``: decrypted, filtered, re-encrypted; matched on the raw
+  ``user_id``; a malformed line that contains the raw id is removed too),
+* raw and quarantine (encrypted Parquet; matched on ``user_id``, or the raw id inside ``raw_line``),
+* clean, features and recs (Parquet; matched on ``user_key``; the features' ``transform.json`` forgets the
+  key in its user vocabulary and popularity table),
+* every version of the ``recommendations`` table (``recommendation_versions`` row/user counts updated),
+
+adds the pseudonym to a suppression list (``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the
+anonymize stage consults so that later days never bring the user back, and appends an audit record
+(request id, time, pseudonym, counts per zone; never the raw id) to
+``data_dir/reports/privacy/erasure_audit.jsonl``.
+
+Every file is replaced atomically. Erasing twice is harmless (the second run removes nothing). The raw id
+is never logged or returned: logs, return values (Airflow XCom) and the audit carry the pseudonym only.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from recsys.config import Settings
+from recsys.data.lake import atomic_write_bytes, frame_to_parquet_bytes
+from recsys.privacy.crypto import Cipher
+from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym, pseudonymize_many
+
+log = logging.getLogger(__name__)
+
+ZONES_BY_RAW_ID = ("landing", "raw", "quarantine")
+ZONES_BY_KEY = ("clean", "features", "recs")
+
+
+# ------------------------------------------------------------------------------------ suppression list
+def erased_keys_path(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "privacy" / "erased_keys.txt"
+
+
+def erased_keys(settings: Settings) -> set[str]:
+    """Pseudonyms of every erased user (the anonymize stage drops their rows)."""
+    path = erased_keys_path(settings)
+    if not path.exists():
+        return set()
+    return {ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+
+
+def is_erased(user_key: str, settings: Settings) -> bool:
+    return str(user_key) in erased_keys(settings)
+
+
+def _suppress(user_key: str, settings: Settings) -> bool:
+    keys = erased_keys(settings)
+    if user_key in keys:
+        return False
+    keys.add(user_key)
+    path = erased_keys_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = "# pseudonyms (user_key) of erased users: the anonymize stage drops their rows\n"
+    atomic_write_bytes(path, (body + "\n".join(sorted(keys)) + "\n").encode())
+    return True
+
+
+@contextmanager
+def _erasure_lock(settings: Settings):
+    """Serialize erasures (two requests rewriting the same file must not lose each other's change)."""
+    path = Path(settings.data_dir) / "privacy" / ".erasure.lock"
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------ matching
+def _id_pattern(user_id: str) -> re.Pattern:
+    # the id as a whole token: "u1" must not match inside "u12" or inside a hex string
+    return re.compile(r"(?<![A-Za-z0-9_])" + re.escape(user_id) + r"(?![A-Za-z0-9_])")
+
+
+def _files(base: Path, pattern: str) -> list[Path]:
+    if not base.exists():
+        return []
+    return sorted(p for p in base.rglob(pattern) if p.is_file() and not p.name.startswith("."))
+
+
+def _filter_jsonl(data: bytes, user_id: str) -> tuple[bytes, int]:
+    """Drop the lines of ``user_id`` (its ``user_id`` field, or a malformed line containing the id)."""
+    pat = _id_pattern(user_id)
+    kept, removed = [], 0
+    for line in data.splitlines(keepends=True):
+        text = line.decode("utf-8", errors="replace")
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            hit = obj.get("user_id") is not None and str(obj.get("user_id")) == user_id
+            hit = hit or any(isinstance(v, str) and pat.search(v) for v in obj.values())
+        else:
+            hit = bool(pat.search(text))
+        if hit:
+            removed += 1
+        else:
+            kept.append(line)
+    return b"".join(kept), removed
+
+
+def _raw_mask(df: pd.DataFrame, user_id: str) -> pd.Series:
+    mask = pd.Series(False, index=df.index)
+    if "user_id" in df.columns:
+        mask |= (df["user_id"].astype("string") == user_id).fillna(False).astype(bool)
+    if "raw_line" in df.columns:
+        pat = _id_pattern(user_id)
+        mask |= df["raw_line"].map(lambda s: isinstance(s, str) and bool(pat.search(s))).astype(bool)
+    return mask
+
+
+def _key_mask(df: pd.DataFrame, user_key: str) -> pd.Series:
+    if "user_key" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return (df["user_key"].astype("string") == user_key).fillna(False).astype(bool)
+
+
+# ------------------------------------------------------------------------------------ zones
+def _erase_landing(root: Path, cipher: Cipher, user_id: str) -> int:
+    removed = 0
+    for path in _files(root / "landing", "*.jsonl"):
+        data, n = _filter_jsonl(path.read_bytes(), user_id)
+        if n:
+            atomic_write_bytes(path, data)
+            removed += n
+    for path in _files(root / "landing", "*.jsonl.enc"):
+        data, n = _filter_jsonl(cipher.decrypt(path.read_bytes(), what=str(path.relative_to(root))), user_id)
+        if n:
+            atomic_write_bytes(path, cipher.encrypt(data))
+            removed += n
+    return removed
+
+
+def _erase_parquet(path: Path, mask_fn, cipher: Cipher | None, root: Path) -> int:
+    data = path.read_bytes()
+    if cipher is not None:
+        data = cipher.decrypt(data, what=str(path.relative_to(root)))
+    df = pd.read_parquet(io.BytesIO(data))
+    mask = mask_fn(df)
+    n = int(mask.sum())
+    if n:
+        out = frame_to_parquet_bytes(df[~mask].reset_index(drop=True))
+        atomic_write_bytes(path, cipher.encrypt(out) if cipher is not None else out)
+    return n
+
+
+def _scrub_transform(path: Path, user_key: str) -> int:
+    """Forget ``user_key`` in a saved feature transform (its vocabulary index becomes out-of-vocabulary)."""
+    t = json.loads(path.read_bytes())
+    n = 0
+    if user_key in t.get("vocabs", {}).get("user", {}):
+        del t["vocabs"]["user"][user_key]
+        n = 1
+    if user_key in t.get("user_impressions", {}):
+        del t["user_impressions"][user_key]
+        n = 1
+    if n:
+        atomic_write_bytes(path, json.dumps(t, sort_keys=True).encode())
+    return n
+
+
+def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
+    import sqlalchemy as sa
+
+    from recsys.serving import publish as pub
+
+    url = settings.resolved_db_url
+    if url.startswith("sqlite"):
+        db = sa.engine.make_url(url).database
+        if not db or db == ":memory:" or not Path(db).exists():
+            return {"rows": 0, "versions": 0}
+    eng = pub.engine_for(url)
+    try:
+        with eng.begin() as conn:
+            if not sa.inspect(conn).has_table("recommendations"):
+                return {"rows": 0, "versions": 0}
+            r, v = pub.recommendations, pub.versions
+            per = conn.execute(sa.select(r.c.version, sa.func.count()).where(r.c.user_key == user_key)
+                               .group_by(r.c.version)).all()
+            conn.execute(r.delete().where(r.c.user_key == user_key))
+            for version, n in per:
+                conn.execute(v.update().where(v.c.version == version).values(
+                    row_count=v.c.row_count - int(n), user_count=v.c.user_count - 1))
+        return {"rows": int(sum(n for _, n in per)), "versions": len(per)}
+    finally:
+        eng.dispose()
+
+
+def _model_artifacts_with_key(settings: Settings, user_key: str) -> int:
+    """Saved models (MLflow artifacts, checkpoints) whose files still name the pseudonym (not rewritten)."""
+    needle = user_key.encode()
+    n = 0
+    for base in (Path(settings.data_dir) / "mlflow" / "artifacts", Path(settings.data_dir) / "checkpoints"):
+        for p in _files(base, "*"):
+            if p.suffix in (".json", ".pkl") and needle in p.read_bytes():
+                n += 1
+    return n
+
+
+# ------------------------------------------------------------------------------------ API
+def erase_user(user_id: str, settings: Settings, *, request_id: str | None = None) -> dict:
+    """Remove ``user_id`` from every zone and every version of the recommendations table.
+
+    Returns (and appends to the audit log) ``{"request_id", "ts", "user_key", "removed": {zone: rows},
+    "retained": {...}}``; the raw id appears in neither.
+    """
+    user_id = str(user_id).strip()
+    if not user_id:
+        raise ValueError("an erasure request needs a non-empty user id")
+    key = load_pseudonym_key(settings)
+    uk = pseudonym(user_id, key)
+    request_id = request_id or uuid.uuid4().hex
+    root = Path(settings.data_dir)
+    cipher = Cipher.from_settings(settings)
+    removed: dict[str, int] = {}
+    with _erasure_lock(settings):
+        newly = _suppress(uk, settings)  # first: a stage running meanwhile already drops the user
+        removed["landing"] = _erase_landing(root, cipher, user_id)
+        for zone in ("raw", "quarantine"):
+            removed[zone] = sum(_erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
+                                for p in _files(root / zone, "*.parquet.enc"))
+        for zone in ZONES_BY_KEY:
+            removed[zone] = sum(_erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
+                                for p in _files(root / zone, "*.parquet"))
+        removed["features_transforms"] = sum(_scrub_transform(p, uk)
+                                             for p in _files(root / "features", "transform.json"))
+        db = _erase_db(settings, uk)
+        removed["recommendations_table"] = db["rows"]
+        removed["recommendation_versions_touched"] = db["versions"]
+        record = {
+            "request_id": request_id,
+            "ts": datetime.now(UTC).isoformat(),
+            "user_key": uk,
+            "removed": removed,
+            "retained": {"model_artifact_files_naming_key": _model_artifacts_with_key(settings, uk)},
+            "suppressed": True,
+            "already_suppressed": not newly,
+        }
+        audit = root / "reports" / "privacy" / "erasure_audit.jsonl"
+        audit.parent.mkdir(parents=True, exist_ok=True)
+        with open(audit, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    log.info("erasure %s: user_key=%s removed %s", request_id, uk, removed)
+    return record
+
+
+def erase_users(user_ids: Iterable[str], settings: Settings | None = None) -> list[dict]:
+    """Erase each user (duplicates once); the records carry pseudonyms only (safe for XCom and logs)."""
+    from recsys.config import load_settings
+
+    settings = settings or load_settings()
+    if isinstance(user_ids, str | bytes) or user_ids is None:
+        raise ValueError('erasure conf must be {"user_ids": ["...", ...]}: a list of user ids')
+    ids = list(dict.fromkeys(str(u).strip() for u in user_ids))
+    if not ids or any(not u for u in ids):
+        raise ValueError("erasure needs at least one non-empty user id")
+    return [erase_user(u, settings) for u in ids]
+
+
+def find_user(user_key: str, settings: Settings) -> dict[str, int]:
+    """Rows of the user with pseudonym ``user_key`` left in each zone and in the recommendations table.
+
+    Raw zones are checked by pseudonymizing their raw ids, so this needs only the pseudonym.
+    """
+    import sqlalchemy as sa
+
+    root = Path(settings.data_dir)
+    key = load_pseudonym_key(settings)
+    cipher = Cipher.from_settings(settings)
+    found: dict[str, int] = {}
+
+    def raw_hits(df: pd.DataFrame) -> int:
+        if "user_id" not in df.columns:
+            return 0
+        return int((pd.Series(pseudonymize_many(df["user_id"], key)) == user_key).sum())
+
+    n = 0
+    for path in _files(root / "landing", "*.jsonl*"):
+        data = path.read_bytes()
+        if path.name.endswith(".enc"):
+            data = cipher.decrypt(data, what=str(path.relative_to(root)))
+        ids = []
+        for line in data.splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and obj.get("user_id") is not None:
+                ids.append(str(obj["user_id"]))
+        n += int(sum(1 for t in pseudonymize_many(ids, key) if t == user_key))
+    found["landing"] = n
+    for zone in ("raw", "quarantine"):
+        found[zone] = sum(raw_hits(pd.read_parquet(io.BytesIO(cipher.decrypt(p.read_bytes(), what=str(p)))))
+                          for p in _files(root / zone, "*.parquet.enc"))
+    for zone in ZONES_BY_KEY:
+        found[zone] = sum(int(_key_mask(pd.read_parquet(p), user_key).sum())
+                          for p in _files(root / zone, "*.parquet"))
+    found["features_transforms"] = sum(
+        int(user_key in json.loads(p.read_bytes()).get("vocabs", {}).get("user", {}))
+        for p in _files(root / "features", "transform.json"))
+    found["recommendations_table"] = 0
+    url = settings.resolved_db_url
+    db = sa.engine.make_url(url).database if url.startswith("sqlite") else None
+    if not url.startswith("sqlite") or (db and Path(db).exists()):
+        from recsys.serving import publish as pub
+
+        eng = pub.engine_for(url)
+        try:
+            with eng.connect() as conn:
+                if sa.inspect(conn).has_table("recommendations"):
+                    found["recommendations_table"] = int(conn.execute(
+                        sa.select(sa.func.count()).select_from(pub.recommendations)
+                        .where(pub.recommendations.c.user_key == user_key)).scalar())
+        finally:
+            eng.dispose()
+    return found
+
+
+def verify_erased(user_keys: Iterable[str], settings: Settings | None = None) -> dict[str, dict[str, int]]:
+    """Raise ``RuntimeError`` if any of the pseudonyms still has rows somewhere; else the (zero) counts."""
+    from recsys.config import load_settings
+
+    settings = settings or load_settings()
+    out = {k: find_user(k, settings) for k in user_keys}
+    left = {k: {z: n for z, n in c.items() if n} for k, c in out.items()}
+    left = {k: c for k, c in left.items() if c}
+    if left:
+        raise RuntimeError(f"erased users still present: {left}")
+    log.info("verified erasure of %d user_key(s): %s", len(out), sorted(out))
+    return out
