@@ -8,7 +8,7 @@ suppression list, writes an audit record (pseudonym only), then checks that noth
 No schedule: triggered per request, by hand or by the privacy tooling through the REST API:
 
 ```
-airflow dags trigger recsys_privacy --conf '{"user_ids": ["u042000001"]}'
+airflow dags trigger recsys_privacy --conf '{"user_ids": ["<raw user id>", ...]}'
 ```
 
 The run's conf holds the raw ids (inherent to a request) and is stored in the Airflow metadata database:

@@ -186,12 +186,17 @@ def validate(ds: date, settings: Settings) -> dict:
 def anonymize(ds: date, settings: Settings) -> dict:
     """Valid raw rows -> clean zone: keyed pseudonyms, e-mail and IP dropped, region coarsened."""
     from recsys.privacy.anonymize import anonymize_data, anonymize_users
+    from recsys.privacy.erasure import erased_keys
     from recsys.privacy.pseudonymize import load_pseudonym_key
 
     lake = open_lake(settings)
     key = load_pseudonym_key(settings)
     events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key)
     users = anonymize_users(lake.read_frame("raw", "users", ds), key)
+    gone = erased_keys(settings)  # users who asked to be erased never come back through a new day
+    if gone:
+        events = events[~events["user_key"].isin(gone)].reset_index(drop=True)
+        users = users[~users["user_key"].isin(gone)].reset_index(drop=True)
     lake.write_frame("clean", "interactions", ds, events)
     lake.write_frame("clean", "users", ds, users)
     lake.write_frame("clean", "videos", ds, lake.read_frame("raw", "videos", ds))
@@ -258,8 +263,8 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
         champion = load_ranker(settings)
     except NoChampionError:
         champion = None
-    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate, settings=settings,
-                          ds=ds)
+    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate,
+                          settings=settings, ds=ds)
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     trigger = run.data.tags.get("trigger", "unknown")
@@ -273,10 +278,12 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
         client.update_run(run_id, name=f"{variant}-{ds}-{trigger}")
     dec = result["decision"]
     level = logging.INFO if dec["blessed"] else logging.WARNING
-    log.log(level, "gate: %s", ("BLESSED: " if dec["blessed"] else "NOT BLESSED: ") + "; ".join(dec["reasons"]))
+    head = "BLESSED: " if dec["blessed"] else "NOT BLESSED: "
+    log.log(level, "gate: %s", head + "; ".join(dec["reasons"]))
     for c in dec["checks"]:
-        log.log(level if not c["passed"] else logging.INFO, "gate check %s: %s (value %.4f, threshold %.4f%s)",
-                c["check"], "passed" if c["passed"] else "FAILED", c["value"], c["threshold"],
+        log.log(logging.INFO if c["passed"] else logging.WARNING,
+                "gate check %s: %s (value %.4f, threshold %.4f%s)", c["check"],
+                "passed" if c["passed"] else "FAILED", c["value"], c["threshold"],
                 "" if c["passed"] else f", short by {c['shortfall']:.4f}")
     k = settings.evaluate.k
     headline = {n: {m: v.get(m) for m in (f"ndcg_{k}", f"true_ndcg_{k}", "click_auc") if m in v}
@@ -318,9 +325,14 @@ def publish(ds: date, settings: Settings) -> dict:
     active = set(lake.read_frame("clean", "interactions", ds)["user_key"].astype(str))
     model_version = str(recs["model_version"].iloc[0])
     eng = pub.engine_for(settings.resolved_db_url)
-    return pub.publish(eng, recs[["user_key", "rank", "video_id", "score"]], ds=str(ds),
+    info = pub.publish(eng, recs[["user_key", "rank", "video_id", "score"]], ds=str(ds),
                        model_version=model_version, active_users=active, top_n=settings.serving.top_n,
                        keep=settings.serving.keep_versions, min_row_ratio=settings.serving.min_row_ratio)
+    if eng.dialect.name == "postgresql":  # apps get SELECT on the live view, nothing else
+        from recsys.privacy.access import ensure_app_role
+
+        ensure_app_role(eng, role="recsys_app")
+    return info
 
 
 

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 # candidates, then exact membership in the known identifiers (so a hex hash or a float never matches)
 USER_ID_RE = re.compile(rb"(?<![A-Za-z0-9])u\d{9}(?![0-9])")
-EMAIL_RE = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# bounded repeats: an unbounded [..]+@ backtracks quadratically over long base64 runs (encrypted files)
+EMAIL_RE = re.compile(rb"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 IP_RE = re.compile(rb"(?<![0-9.])\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?!\.?[0-9])")
 
 
