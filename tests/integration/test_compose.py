@@ -952,10 +952,16 @@ def test_postgres_init_scripts_create_databases_and_a_read_only_app_role(pg_clus
     )
     assert writer.returncode == 0, writer.stderr
 
-    # The app role reads what the writer created later on, and nothing else.
+    # Nothing is readable until the publish step grants the live view (ensure_app_role, as the owner) ...
+    before = as_role("recsys_app", "recsys", "SELECT video_id FROM live_recommendations")
+    assert before.returncode != 0 and "permission denied" in before.stderr, before.stdout
+    grant = as_role("recsys", "recsys", "GRANT SELECT ON live_recommendations TO recsys_app")
+    assert grant.returncode == 0, grant.stderr
+    # ... then the app role reads the live view, and nothing else.
     read = as_role("recsys_app", "recsys", "SELECT video_id FROM live_recommendations WHERE user_key = 'k1'")
     assert read.returncode == 0 and read.stdout.strip() == "v9", read.stderr
     for sql in (
+        "SELECT * FROM recommendations",
         "INSERT INTO recommendations VALUES ('x', 'k2', 1, 'v1', 0.1)",
         "DELETE FROM recommendations",
         "CREATE TABLE mine (x int)",
