@@ -57,7 +57,8 @@ class RankerRef:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{self.model_name}/{self.version}"))
+        uri = f"models:/{self.model_name}/{self.version}"
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
         return load_ranker_dir(local / "artifacts", version=self.version)
 
 
@@ -106,17 +107,18 @@ def score_shard(ref: RankerRef, user_keys: list[str], candidates: dict[str, list
                 videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
                 max_per_category: int | None) -> pd.DataFrame:
     """The top-N lists of one shard of users (runs on a worker)."""
-    from recsys.serving.rank import rank_candidates, scoring_frame
+    from recsys.serving.rank import rank_pairs
 
-    frame = scoring_frame(user_keys, candidates, users, videos, at)
-    return rank_candidates(worker_ranker(ref), frame, n, max_per_author, max_per_category)
+    return rank_pairs(worker_ranker(ref), user_keys, candidates, users, videos, at, n, max_per_author,
+                      max_per_category)
 
 
 def rank_on_dask(client, ref: RankerRef, user_keys: list[str], candidates: dict[str, list[int]],
                  users: pd.DataFrame, videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
                  max_per_category: int | None, users_per_shard: int = 2000) -> pd.DataFrame:
     """Score ``user_keys`` in shards on ``client``'s workers; the same lists as one-process
-    :func:`recsys.serving.rank.rank_candidates` over the whole frame, ordered by user and rank."""
+    :func:`recsys.serving.rank.rank_pairs` (or ``rank_candidates`` over the whole scoring frame), ordered
+    by user and rank."""
     from recsys.serving.rank import USER_COLUMNS, VIDEO_COLUMNS
 
     user_keys = sorted(set(user_keys))

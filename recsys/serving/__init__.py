@@ -16,7 +16,7 @@ import pandas as pd
 
 from recsys.config import Settings, load_settings
 from recsys.serving.candidates import generate_candidates
-from recsys.serving.rank import rank_candidates, scoring_frame, serving_time, top_n
+from recsys.serving.rank import rank_candidates, rank_pairs, scoring_frame, serving_time, top_n
 
 log = logging.getLogger(__name__)
 BASELINE_VERSION = "baseline-popularity"
@@ -69,13 +69,13 @@ def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[st
         else:
             with dask_client(settings) as c:
                 recs = rank_on_dask(c, *args)
+    elif ranker is not None:
+        recs = rank_pairs(ranker, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author,
+                          sv.max_per_category)
     else:
         frame = scoring_frame(user_keys, cands, users, videos, at)
-        if ranker is not None:
-            recs = rank_candidates(ranker, frame, sv.top_n, sv.max_per_author, sv.max_per_category)
-        else:
-            order = -frame.groupby("user_key").cumcount().to_numpy(float)
-            recs = top_n(frame, order, sv.top_n, sv.max_per_author, sv.max_per_category)
+        order = -frame.groupby("user_key").cumcount().to_numpy(float)
+        recs = top_n(frame, order, sv.top_n, sv.max_per_author, sv.max_per_category)
     fallback = _fallback(history, videos, sv.top_n)
     recs = pd.concat([recs, fallback.assign(user_key=FALLBACK_KEY)], ignore_index=True)
     version = ranker.version if ranker is not None else BASELINE_VERSION
@@ -92,7 +92,8 @@ def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFra
     clicks = history[history["clicked"] == 1]
     counts = clicks.groupby(clicks["video_id"].astype(int)).size()
     counts = counts[counts.index.isin(vis)].sort_values(ascending=False, kind="stable")
-    top = list(counts.index[:n]) + [v for v in sorted(vis) if v not in set(counts.index)][: max(0, n - len(counts))]
+    clicked = set(counts.index)
+    top = list(counts.index[:n]) + [v for v in sorted(vis) if v not in clicked][: max(0, n - len(counts))]
     return pd.DataFrame({"rank": range(1, len(top) + 1), "video_id": top,
                          "score": [float(counts.get(v, 0)) for v in top]})
 

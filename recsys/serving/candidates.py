@@ -30,7 +30,8 @@ def covisitation(history: pd.DataFrame, per_video: int = 20) -> dict[int, list[i
 
 def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list[str], ds: date,
                         n_candidates: int = 200, fresh_days: int = 3) -> dict[str, list[int]]:
-    """Candidates per user key from the recent clean history (user_key, session_key, video_id, clicked, ts)."""
+    """Candidates per user key from the recent clean history (user_key, session_key, video_id, clicked,
+    ts)."""
     vis = videos[videos["visible"].astype(bool)]
     visible = set(vis["video_id"].astype(int))
     cat_of = dict(zip(vis["video_id"].astype(int), vis["category"].astype(str), strict=True))
@@ -48,7 +49,9 @@ def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list
         by_author[author_of[v]].append(v)
     upload = pd.to_datetime(vis["upload_ts"], utc=True)
     fresh_from = pd.Timestamp(ds, tz="UTC") - pd.Timedelta(days=fresh_days - 1)
-    fresh = vis.loc[upload >= fresh_from, "video_id"].astype(int).tolist()
+    recent = pd.DataFrame({"video_id": vis["video_id"].astype(int), "upload": upload})[upload >= fresh_from]
+    recent = recent.sort_values(["upload", "video_id"], ascending=[False, True])
+    fresh = recent["video_id"].tolist()  # newest first
     covis = covisitation(h)
     watched = clicks.groupby("user_key")["video_id"].apply(set).to_dict()
     user_clicks = clicks.groupby("user_key")["video_id"].apply(list).to_dict()
@@ -58,7 +61,8 @@ def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list
         seen = watched.get(u, set())
         mine = user_clicks.get(u, [])
         cats = pd.Series([cat_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
-        authors = pd.Series([author_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
+        authors = (pd.Series([author_of.get(v) for v in mine]).value_counts().index[:3].tolist()
+                   if mine else [])
         pools = [
             [w for v in mine[-10:] for w in covis.get(v, [])],
             [v for c in cats for v in by_cat.get(c, [])[:40]],

@@ -66,19 +66,29 @@ def encode_frame(transform, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 class PairInputs:
-    """Model inputs of a :func:`scoring_frame`, kept as a user table, a video table and row indices."""
+    """Model inputs of (user, video) pairs, kept as a user table, a video table and row indices.
 
-    def __init__(self, transform, frame: pd.DataFrame):
-        self.n = len(frame)
-        self.user_idx, u_first = _first_rows(frame["user_key"])
-        self.video_idx, v_first = _first_rows(frame["video_id"])
-        self.users = encode_frame(transform, frame.iloc[u_first])
-        self.videos = encode_frame(transform, frame.iloc[v_first])
+    ``users_x``/``videos_x``: the transform's arrays for one row per distinct user / video (any partner
+    on the other side: only the side's own inputs are read); ``user_idx``/``video_idx``: per pair.
+    """
+
+    def __init__(self, users_x: dict[str, np.ndarray], videos_x: dict[str, np.ndarray], user_idx: np.ndarray,
+                 video_idx: np.ndarray):
+        self.n = len(user_idx)
+        self.user_idx, self.video_idx = user_idx, video_idx
+        self.users, self.videos = users_x, videos_x
         user_num = np.array([n in USER_NUMERIC for n in NUMERIC])
         self.user_numeric = self.users["numeric"][:, user_num]
         self.video_numeric = self.videos["numeric"][:, ~user_num]
         self.numeric_order = np.argsort(np.concatenate([np.flatnonzero(~user_num), np.flatnonzero(user_num)]))
         self.context = {k: self.users[k][:1] for k in CONTEXT_INPUTS}
+
+    @classmethod
+    def from_frame(cls, transform, frame: pd.DataFrame) -> PairInputs:
+        user_idx, u_first = _first_rows(frame["user_key"])
+        video_idx, v_first = _first_rows(frame["video_id"])
+        return cls(encode_frame(transform, frame.iloc[u_first]), encode_frame(transform, frame.iloc[v_first]),
+                   user_idx, video_idx)
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         ui, vi = self.user_idx[start:stop], self.video_idx[start:stop]
@@ -115,7 +125,7 @@ def encode_pairs(transform, frame: pd.DataFrame) -> PairInputs | None:
     """:class:`PairInputs` for a scoring frame, or None when the frame does not have its shape."""
     if not _one_serving_time(frame) or not set(USER_COLUMNS + VIDEO_COLUMNS) <= set(frame.columns):
         return None
-    return PairInputs(transform, frame)
+    return PairInputs.from_frame(transform, frame)
 
 
 # ------------------------------------------------------------------------------------------ the model call
@@ -172,7 +182,11 @@ def predict_tasks(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
     if encoding == "pairs" and pairs is None:
         raise ValueError("frame is not a scoring frame (one serving time, user and video columns)")
     get = pairs.batch if pairs is not None else _slicer(encode_frame(ranker.transform, frame))
-    fn = _serving_function(ranker.model)
+    return _run_model(ranker.model, get, n, batch_size)
+
+
+def _run_model(model, get, n: int, batch_size: int) -> dict[str, np.ndarray]:
+    fn = _serving_function(model)
     parts: dict[str, list[np.ndarray]] = {}
     for start, stop in _batches(n, batch_size):
         out = fn(get(start, stop))
@@ -207,12 +221,22 @@ def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int,
     if len(frame) == 0 or n <= 0:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
                              zip(cols, (object, "int64", "int64", "float64"), strict=True)})
-    scores = np.asarray(scores, dtype=np.float64)
     ucode, ukeys = pd.factorize(frame["user_key"], sort=True)
     vid = frame["video_id"].to_numpy(np.int64)
     acode = pd.factorize(frame["author_id"])[0] if "author_id" in frame.columns else np.full(len(frame), -1)
     ccode = pd.factorize(frame["category"])[0] if "category" in frame.columns else np.full(len(frame), -1)
-    order = np.lexsort((vid, -scores, ucode))
+    return _top_n_codes(np.asarray(ukeys, dtype=object), ucode, vid, acode, ccode, scores, n, max_per_author,
+                        max_per_category)
+
+
+def _top_n_codes(ukeys: np.ndarray, ucode: np.ndarray, vid: np.ndarray, acode: np.ndarray, ccode: np.ndarray,
+                 scores: np.ndarray, n: int, max_per_author: int | None,
+                 max_per_category: int | None) -> pd.DataFrame:
+    """:func:`top_n` on codes: ``ucode`` indexes ``ukeys`` (sorted), -1 in ``acode``/``ccode`` = unknown."""
+    scores = np.asarray(scores, dtype=np.float64)
+    order = np.argsort(vid, kind="stable")  # = np.lexsort((vid, -scores, ucode)), several times faster
+    order = order[np.argsort(-scores[order], kind="stable")]
+    order = order[np.argsort(ucode[order], kind="stable")]
     u_sorted = ucode[order]
     bounds = np.flatnonzero(np.diff(u_sorted)) + 1
     starts = np.concatenate([[0], bounds])
@@ -246,8 +270,7 @@ def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int,
         new = np.concatenate([[True], uc[1:] != uc[:-1]])
         group_start = np.maximum.accumulate(np.where(new, np.arange(len(rows)), 0))
         rank = np.arange(len(rows)) - group_start + 1
-    return pd.DataFrame({"user_key": np.asarray(ukeys, dtype=object)[uc], "rank": rank,
-                         "video_id": vid[rows], "score": scores[rows]})
+    return pd.DataFrame({"user_key": ukeys[uc], "rank": rank, "video_id": vid[rows], "score": scores[rows]})
 
 
 def serving_time(ds: date) -> pd.Timestamp:
@@ -261,3 +284,37 @@ def rank_candidates(ranker, frame: pd.DataFrame, n: int, max_per_author: int,
     """Score ``frame`` (a :func:`scoring_frame`) with ``ranker`` and keep each user's diverse top ``n``."""
     scores = predict_scores(ranker, frame, batch_size, encoding)
     return top_n(frame, scores, n, max_per_author, max_per_category)
+
+
+def rank_pairs(ranker, user_keys: list[str], candidates: dict[str, list[int]], users: pd.DataFrame,
+               videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
+               max_per_category: int | None = None, batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+    """``rank_candidates(ranker, scoring_frame(user_keys, candidates, users, videos, at), ...)`` without
+    building the pair frame: the transform runs on one row per user and one per video, and top N works
+    on integer codes. The batch path; the same lists and scores (a test checks it)."""
+    from recsys.model import ranking_score
+
+    lists = [candidates.get(u, []) for u in user_keys]
+    lens = np.fromiter((len(c) for c in lists), dtype=np.int64, count=len(lists))
+    vids = np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum()))
+    if len(vids) == 0 or n <= 0:
+        return top_n(pd.DataFrame({"user_key": [], "video_id": []}), np.zeros(0), n, max_per_author)
+    ucode_given, ukeys = pd.factorize(pd.Index(list(user_keys), dtype=object))
+    ukeys = np.asarray(ukeys, dtype=object)
+    vcode, vuniq = pd.factorize(vids)
+    user_rows = scoring_frame(list(ukeys), {u: [int(vuniq[0])] for u in ukeys}, users, videos, at)
+    video_rows = scoring_frame([ukeys[0]], {ukeys[0]: [int(v) for v in vuniq]}, users, videos, at)
+    inputs = PairInputs(encode_frame(ranker.transform, user_rows), encode_frame(ranker.transform, video_rows),
+                        np.repeat(ucode_given, lens), vcode.astype(np.int64))
+    preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
+    scores = ranking_score(preds, ranker.score_weights)
+    by_name = np.argsort(ukeys, kind="stable")  # codes in user-key order, as top_n sorts
+    sorted_code = np.empty(len(ukeys), dtype=np.int64)
+    sorted_code[by_name] = np.arange(len(ukeys))
+    acode = pd.factorize(video_rows["author_id"])[0] if "author_id" in video_rows.columns else None
+    ccode = pd.factorize(video_rows["category"])[0] if "category" in video_rows.columns else None
+    none = np.full(len(vuniq), -1)
+    return _top_n_codes(ukeys[by_name], sorted_code[inputs.user_idx], vids,
+                        (acode if acode is not None else none)[vcode],
+                        (ccode if ccode is not None else none)[vcode], scores, n, max_per_author,
+                        max_per_category)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-WORDS = ("live", "guitar", "song", "remix", "beat", "news", "breaking", "cat", "dog", "funny", "cook", "pasta",
-         "game", "goal", "travel", "city", "dance", "tutorial", "review", "vlog")
+WORDS = ("live", "guitar", "song", "remix", "beat", "news", "breaking", "cat", "dog", "funny", "cook",
+         "pasta", "game", "goal", "travel", "city", "dance", "tutorial", "review", "vlog")
 AT = pd.Timestamp("2026-01-02T18:00", tz="UTC")
 
 

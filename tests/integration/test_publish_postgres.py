@@ -14,8 +14,16 @@ import uuid
 import pandas as pd
 import pytest
 
-from recsys.serving.publish import (FALLBACK_KEY, PublishCheckError, engine_for, prune, publish, read_for_ds,
-                                    read_live, rollback)
+from recsys.serving.publish import (
+    FALLBACK_KEY,
+    PublishCheckError,
+    engine_for,
+    prune,
+    publish,
+    read_for_ds,
+    read_live,
+    rollback,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -59,14 +67,16 @@ def lists(users, n=3, offset=0):
 
 
 def test_publish_read_rollback_prune(eng):
-    info = publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
+    info = publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"},
+                   top_n=3)
     assert info["version"] == "2026-01-01" and len(read_live(eng)) == 6
     assert read_live(eng, "a", 2)["rank"].tolist() == [1, 2]
     for d in range(2, 5):
         publish(eng, lists(["a"], offset=d), ds=f"2026-01-0{d}", model_version=str(d), active_users={"a"},
                 top_n=3, keep=3, min_row_ratio=0.0)
     with eng.connect() as c:
-        kept = pd.read_sql("select version from recommendation_versions order by version", c)["version"].tolist()
+        q = "select version from recommendation_versions order by version"
+        kept = c.exec_driver_sql(q).scalars().all()
     assert kept == ["2026-01-02", "2026-01-03", "2026-01-04"]
     assert rollback(eng) == {"live": "2026-01-03", "was": "2026-01-04"}
     assert read_live(eng)["video_id"].tolist() == [104, 105, 106]

@@ -3,8 +3,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsys.serving.publish import (FALLBACK_KEY, PublishCheckError, engine_for, prune, publish, read_for_ds,
-                                    read_live, rollback)
+from recsys.serving.publish import (
+    FALLBACK_KEY,
+    PublishCheckError,
+    engine_for,
+    prune,
+    publish,
+    read_for_ds,
+    read_live,
+    rollback,
+)
 
 
 def lists(users, n=3, offset=0):
@@ -71,7 +79,7 @@ def test_fallback_rows_are_not_checked_as_users(eng):
     assert len(read_live(eng, FALLBACK_KEY)) == 3
 
 
-# ------------------------------------------------------------------------------------------ concurrent readers
+# ----------------------------------------------------------------------------------- concurrent readers
 def reader_sees_consistent_lists(engine, publish_all, watched, n, min_reads=20):
     """Run ``publish_all()`` while a thread polls the live view for ``watched`` users with one SELECT per
     read; every read must show one version, ranks 1..n for every watched user, and never nothing."""
@@ -82,7 +90,7 @@ def reader_sees_consistent_lists(engine, publish_all, watched, n, min_reads=20):
 
     stop, problems, seen, reads = threading.Event(), [], set(), [0]
     marks = ", ".join(f":u{i}" for i in range(len(watched)))
-    q = sa.text(f"SELECT user_key, rank, video_id, version FROM live_recommendations WHERE user_key IN ({marks})")
+    q = sa.text(f"SELECT user_key, rank, version FROM live_recommendations WHERE user_key IN ({marks})")
     params = {f"u{i}": u for i, u in enumerate(watched)}
 
     def poll():
@@ -138,3 +146,28 @@ def test_concurrent_reader_never_sees_a_mixed_partial_or_empty_list_sqlite(eng):
     assert reads >= 20 and len(seen) >= 2  # the reader did run across switches
     with eng.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_the_reader_check_catches_a_non_atomic_writer(eng):
+    """Negative control: rewriting the live version in place, in several transactions, is caught."""
+    import time
+
+    from recsys.serving.publish import recommendations
+
+    users = [f"user{i:03d}" for i in range(200)]
+    publish(eng, lists(users, n=10), ds="2026-01-31", model_version="0", active_users=set(users), top_n=10)
+    rows = lists(users, n=10).assign(version="2026-01-31", model_version="0",
+                                     generated_at=pd.Timestamp("2026-02-01", tz="UTC"))
+
+    def bad():
+        for _ in range(4):
+            with eng.begin() as c:
+                c.execute(recommendations.delete().where(recommendations.c.version == "2026-01-31"))
+            time.sleep(0.05)
+            for part in (rows.iloc[: len(rows) // 2], rows.iloc[len(rows) // 2:]):
+                with eng.begin() as c:
+                    c.execute(recommendations.insert(), part.to_dict("records"))
+                time.sleep(0.05)
+
+    problems, _, _ = reader_sees_consistent_lists(eng, bad, [users[0], users[-1]], 10)
+    assert problems

@@ -94,7 +94,8 @@ def test_top_n_caps_authors_and_categories():
 
 def test_top_n_author_only_matches_the_old_rule():
     rng = np.random.default_rng(0)
-    f = pd.concat([frame_for(50, rng.integers(0, 6, 50), "x", user=u) for u in ("b", "a", "c")], ignore_index=True)
+    f = pd.concat([frame_for(50, rng.integers(0, 6, 50), "x", user=u) for u in ("b", "a", "c")],
+                  ignore_index=True)
     scores = rng.random(len(f))
     out = top_n(f, scores, n=10, max_per_author=3)
     df = f.assign(score=scores).sort_values(["user_key", "score", "video_id"], ascending=[True, False, True])
@@ -141,3 +142,32 @@ def test_max_per_category_setting(cap):
 
     assert ServingSettings(max_per_category=cap).max_per_category == cap
     assert ServingSettings().max_per_category == 4
+
+
+def test_champion_is_loaded_once_and_reloaded_when_the_alias_moves(settings, monkeypatch):
+    import recsys.registry as registry
+    import recsys.scale as scale
+    import recsys.serving as serving
+
+    alias = {"v": "1"}
+    loads = []
+    monkeypatch.setattr(registry, "champion_version", lambda s, alias_name="champion": alias["v"])
+    monkeypatch.setattr(scale.RankerRef, "load",
+                        lambda self: loads.append(self.version) or f"ranker-{self.version}")
+    monkeypatch.setattr(serving, "_CHAMPIONS", {})
+    monkeypatch.setattr(scale, "_RANKERS", {})
+    assert serving._champion(settings) == "ranker-1" == serving._champion(settings)
+    monkeypatch.setattr(serving, "CHAMPION_TTL_SECONDS", 0.0)
+    assert serving._champion(settings) == "ranker-1"  # same version: the loaded one is reused
+    alias["v"] = "2"
+    assert serving._champion(settings) == "ranker-2"
+    assert loads == ["1", "2"]
+
+
+def test_fresh_pool_is_newest_first():
+    vids = catalog(n=60)
+    hours = pd.to_timedelta(vids["video_id"] % 3, unit="h")
+    vids["upload_ts"] = pd.Timestamp(DS, tz="UTC") - hours  # all fresh
+    c = generate_candidates(events([("x", "s", 1, 1)]), vids, ["cold"], DS, n_candidates=30)["cold"]
+    newest = list(range(3, 61, 3))  # uploaded at midnight of DS: the 20 newest
+    assert c[:20] == newest
