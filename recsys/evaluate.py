@@ -38,7 +38,8 @@ def gauc(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> float:
 
     Vectorized Mann-Whitney form of each group's AUC (average ranks for ties, as ``roc_auc_score``).
     """
-    df = pd.DataFrame({"y": np.asarray(y, float), "p": np.asarray(p, float), "g": pd.factorize(np.asarray(groups))[0]})
+    codes = pd.factorize(np.asarray(groups))[0]
+    df = pd.DataFrame({"y": np.asarray(y, float), "p": np.asarray(p, float), "g": codes})
     df = df[np.isfinite(df["y"])]
     if df.empty:
         return float("nan")
@@ -68,8 +69,9 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], users: np.ndarray) -> dict:
-    """Per-task offline metrics: AUC, GAUC, log loss, ECE, predicted/observed for binary tasks; RMSE for watch."""
+def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray],
+                 users: np.ndarray) -> dict:
+    """Per-task offline metrics: AUC, GAUC, log loss, ECE, predicted/observed (binary tasks); watch RMSE."""
     out: dict[str, float] = {}
     for t in BINARY_TASKS:
         y, p = labels[t], np.clip(preds[t], 1e-7, 1 - 1e-7)
@@ -138,9 +140,7 @@ def ranking_metrics(users: np.ndarray, items: np.ndarray, rel: np.ndarray, score
     the distinct items of all lists) that appears in at least one user's top k.
     """
     nd, rc, ap, top = [], [], [], set()
-    n_users = 0
     for _, it, r, s in _user_lists(users, items, rel, scores):
-        n_users += 1
         top.update(it[_order(s)][:k].tolist())
         if (r > 0).any():
             nd.append(ndcg_at_k(r, s, k))
@@ -216,7 +216,8 @@ def true_ndcg(sample: TruthSample, scores: np.ndarray, k: int) -> dict[str, floa
     top = df[df["r"] < k]
     dcg = (top["t"] * disc[top["r"].to_numpy()]).groupby(top["u"]).sum()
     ratio = dcg / pd.Series(sample.ideal_dcg)
-    return {f"true_ndcg_{k}": float(ratio.mean()), f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
+    return {f"true_ndcg_{k}": float(ratio.mean()),
+            f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
             "true_users": float(len(ratio))}
 
 
@@ -251,14 +252,16 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
 
     for task, floor in cfg.floor_auc.items():
         v = candidate.get(f"{task}_auc", float("nan"))
-        check(f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})")
+        check(f"floor_{task}_auc", v, floor,
+              f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})")
     for task, margin in cfg.max_regression.items():
         if champion is None:
             continue
         c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
         if np.isfinite(ch):
             check(f"regression_{task}_auc", c, ch - margin,
-                  f"{task} AUC {c:.4f} vs champion {ch:.4f} (allowed regression {margin:.4f}, delta {c - ch:+.4f})")
+                  f"{task} AUC {c:.4f} vs champion {ch:.4f} "
+                  f"(allowed regression {margin:.4f}, delta {c - ch:+.4f})")
     pop = popularity.get("click_auc", float("nan"))
     c = candidate.get("click_auc", float("nan"))
     if np.isfinite(pop):
@@ -289,10 +292,16 @@ def _segment_rows(test: pd.DataFrame, column: str, preds: dict[str, dict], users
     out = []
     y = test["click"].to_numpy(float)
     col = test[column]
-    for value in sorted(col.dropna().unique().tolist(), key=str):
+    values = col.dropna().unique().tolist()
+    try:
+        values = sorted(values)  # positions in numeric order
+    except TypeError:
+        values = sorted(values, key=str)
+    for value in values:
         sel = (col == value).to_numpy()
-        row = {column: value if isinstance(value, str) else int(value) if float(value).is_integer() else value,
-               "rows": int(sel.sum()), "ctr": float(np.nanmean(y[sel]))}
+        if not isinstance(value, str):
+            value = int(value) if float(value).is_integer() else float(value)
+        row = {column: value, "rows": int(sel.sum()), "ctr": float(np.nanmean(y[sel]))}
         for name, p in preds.items():
             row[f"{name}_pred"] = float(np.mean(p["click"][sel]))
             row[f"{name}_auc"] = auc(y[sel], p["click"][sel])
@@ -336,7 +345,7 @@ def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings, *,
     k = cfg.k
     labels = {t: test[t].to_numpy(float) for t in LABELS}
     users = test["user_key"].astype(str).to_numpy()
-    items = test["video_id"].astype("int64").to_numpy()
+    items = test["video_id"].astype(str).to_numpy()
 
     scorers: dict[str, object] = {"candidate": ranker}
     if champion is not None:

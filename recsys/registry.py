@@ -179,5 +179,8 @@ def rollback(settings: Settings) -> dict:
     client.set_registered_model_alias(settings.model_name, CHAMPION, prev)
     if cur is not None:
         client.set_registered_model_alias(settings.model_name, PREVIOUS, cur)
-    log.info("rolled back champion %s -> %s", cur, prev)
+        # an audit trail on the versions themselves (the aliases only show the current state)
+        client.set_model_version_tag(settings.model_name, cur, "rolled_back", f"demoted in favour of {prev}")
+    client.set_model_version_tag(settings.model_name, prev, "restored", f"champion again, replacing {cur}")
+    log.warning("rolled back champion %s -> %s (the next recommend/publish uses version %s)", cur, prev, prev)
     return {"champion": prev, "previous": cur}

@@ -115,8 +115,8 @@ def segment_section(rows: list[dict], column: str, title: str) -> str:
         a.legend(fontsize=7)
     kinds = [m for m in ("pred", "auc", "gauc") if f"{names[0]}_{m}" in rows[0]] if names else []
     header = [column, "rows", "ctr"] + [f"{n} {m}" for n in names for m in kinds]
-    table = _table(header, [[r[column], r["rows"], r["ctr"]] + [r.get(f"{n}_{m}") for n in names for m in kinds]
-                            for r in rows])
+    table = _table(header, [[r[column], r["rows"], r["ctr"]]
+                            + [r.get(f"{n}_{m}") for n in names for m in kinds] for r in rows])
     return _png(fig) + table
 
 
@@ -137,17 +137,19 @@ def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
     """The whole page as one string (no external resources)."""
     tags = tags or {}
     k = result.get("k", 10)
-    context = {"ds": result.get("ds"), "test rows": result.get("test_rows"), "test users": result.get("test_users"),
+    context = {"ds": result.get("ds"), "test rows": result.get("test_rows"),
+               "test users": result.get("test_users"),
                "champion version": result.get("champion_version") or "none",
                **{t: v for t, v in tags.items() if not t.startswith("gate.")}}
     truth = result.get("truth")
-    truth_note = (f"<p class=muted>true_ndcg_{k}: DCG@{k} of the simulator's true utilities of each scorer's top "
-                  f"{k} over the visible catalog ({truth['catalog']} videos, {truth['users']} users) divided by "
-                  "the oracle's.</p>") if truth else ""
+    truth_note = (f"<p class=muted>true_ndcg_{k}: DCG@{k} of the simulator's true utilities of each "
+                  f"scorer's top {k} over the visible catalog ({truth['catalog']} videos, {truth['users']} "
+                  "users) divided by the oracle's.</p>") if truth else ""
     slices = result.get("slices") or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>recsys evaluation {html.escape(str(result.get('ds')))}</title><style>{CSS}</style></head><body>",
+        f"<title>recsys evaluation {html.escape(str(result.get('ds')))}</title>",
+        f"<style>{CSS}</style></head><body>",
         f"<h1>Evaluation of the candidate ranker, test day {html.escape(str(result.get('ds')))}</h1>",
         _table(["", "value"], [[a, b] for a, b in context.items()]),
         "<h2>Gate decision</h2>", gate_section(result),
@@ -156,7 +158,8 @@ def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
         f"impressions of the day ranked by the scorer, clicks as relevance; coverage = share of the day's "
         "videos in some top-k list.</p>", truth_note, metrics_table(result),
         "<h2>Calibration (reliability diagrams)</h2>", calibration_plots(result),
-        "<h2>By slate position</h2>", segment_section(slices.get("by_position") or [], "position", "position"),
+        "<h2>By slate position</h2>",
+        segment_section(slices.get("by_position") or [], "position", "position"),
         "<h2>By user activity segment</h2>",
         segment_section(slices.get("by_activity") or [], "activity", "activity"),
         "</body></html>",

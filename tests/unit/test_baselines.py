@@ -32,10 +32,10 @@ def test_covisitation_counts_co_clicks_with_the_users_earlier_clicks():
     h = history()
     b = CoVisitation(tie_break=0.0).fit(h)
     # clicks: a {1, 2}, b {1, 3, 4}, c {2, 3, 5}
-    # co-click counts: C[1,2]=1 (a), C[1,3]=1 (b), C[1,4]=1 (b), C[3,4]=1 (b), C[2,3]=1 (c), C[2,5]=1, C[3,5]=1
+    # co-click counts: C[1,2]=1 (a), C[1,3]=C[1,4]=C[3,4]=1 (b), C[2,3]=C[2,5]=C[3,5]=1 (c)
     rows = pd.DataFrame({"user_key": ["a", "a", "a", "b", "zz"], "video_id": [3, 4, 5, 2, 1],
                          "category": ["n"] * 5})
-    # a & 3: C[1,3] + C[2,3] = 2 ; a & 4: C[1,4] = 1 ; a & 5: C[2,5] = 1 ; b & 2: C[1,2] + C[3,2] = 2 ; cold: 0
+    # a&3: C[1,3] + C[2,3] = 2; a&4: C[1,4] = 1; a&5: C[2,5] = 1; b&2: C[1,2] + C[3,2] = 2; cold user: 0
     np.testing.assert_allclose(b.score(rows), [2, 1, 1, 2, 0])
     with_pop = CoVisitation().fit(h).score(rows)
     assert with_pop[4] > 0 and np.argsort(-with_pop)[:2].tolist() in ([0, 3], [3, 0])

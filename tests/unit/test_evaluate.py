@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from recsys.config import EvaluateSettings
-from recsys.evaluate import expected_calibration_error, gate, gauc, task_metrics
+from recsys.evaluate import expected_calibration_error, gate, gauc, log_evaluation, task_metrics
 
 
 def test_gauc_matches_per_user_reference_and_skips_single_class_users():
@@ -90,7 +90,8 @@ def test_ranking_metrics_average_over_users_with_clicks_and_dedupe_impressions()
     # top-2 lists: a {2, 1}, b {5, 1}, c {6, 2} -> 4 of the 6 distinct videos
     assert m["coverage_2"] == pytest.approx(4 / 6)
     assert m["ranking_users"] == 2
-    assert ranking_metrics(users, items, click, score, k=2, catalog_size=10)["coverage_2"] == pytest.approx(0.4)
+    wide = ranking_metrics(users, items, click, score, k=2, catalog_size=10)
+    assert wide["coverage_2"] == pytest.approx(0.4)
 
 
 def test_gauc_handles_ties_like_sklearn():
@@ -154,7 +155,8 @@ def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
     from recsys.evaluate import evaluation_tags
     from recsys.report import render_report
 
-    cfg = EvaluateSettings(floor_auc={"click": 0.6}, max_regression={"click": 0.01}, min_margin_over_popularity=0.02)
+    cfg = EvaluateSettings(floor_auc={"click": 0.6}, max_regression={"click": 0.01},
+                           min_margin_over_popularity=0.02)
     d = gate({"click_auc": 0.58}, {"click_auc": 0.70}, {"click_auc": 0.57}, cfg)
     failed = {c["check"]: c for c in d.checks if not c["passed"]}
     assert set(failed) == {"floor_click_auc", "regression_click_auc", "margin_over_popularity"}
@@ -164,7 +166,8 @@ def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
     from dataclasses import asdict
 
     cand = {"click_auc": 0.58, "ndcg_10": 0.4}
-    result = {"ds": "2026-01-03", "k": 10, "test_rows": 100, "candidate": cand, "champion": {"click_auc": 0.7},
+    result = {"ds": "2026-01-03", "k": 10, "test_rows": 100, "candidate": cand,
+              "champion": {"click_auc": 0.7},
               "baselines": {"popularity": {"click_auc": 0.57}}, "popularity": {"click_auc": 0.57},
               "decision": asdict(d), "slices": {}}
     tags = evaluation_tags(result, {"trigger": "drift"})
@@ -194,3 +197,44 @@ def test_report_is_self_contained_html_with_plots():
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3
     assert "BLESSED" in page and "baseline covisitation" in page and "true_ndcg_10" in page
     assert "<link" not in page and "src=\"http" not in page
+
+
+@pytest.mark.slow  # creates an MLflow SQLite store (its migrations take a while on a busy machine)
+def test_log_evaluation_writes_prefixed_metrics_gate_tags_and_the_report(settings):
+    import mlflow
+
+    from recsys.tracking import configure
+
+    exp = configure(settings)
+    run = mlflow.MlflowClient().create_run(exp)
+    d = gate({"click_auc": 0.52}, None, {"click_auc": 0.5}, EvaluateSettings(floor_auc={"click": 0.55}))
+    from dataclasses import asdict
+
+    cand = {"click_auc": 0.52, "ndcg_10": 0.3, "like_auc": float("nan")}
+    result = {"ds": "2026-01-03", "k": 10, "test_rows": 10, "candidate": cand, "champion": None,
+              "baselines": {"popularity": {"click_auc": 0.5}, "covisitation": {"ndcg_10": 0.2}},
+              "popularity": {"click_auc": 0.5}, "decision": asdict(d), "slices": {}}
+    extra = {"trigger": "manual", "data_window": "2025-12-21..2026-01-03"}
+    tags = log_evaluation(run.info.run_id, result, extra)
+    got = mlflow.MlflowClient().get_run(run.info.run_id).data
+    assert got.metrics == {"test_click_auc": 0.52, "test_ndcg_10": 0.3, "baseline_popularity_click_auc": 0.5,
+                           "baseline_covisitation_ndcg_10": 0.2}
+    assert got.tags["gate.blessed"] == "false" and got.tags["gate.failed_checks"] == "floor_click_auc"
+    assert got.tags["gate.check.floor_click_auc"].startswith("FAILED by 0.0300")
+    assert got.tags["trigger"] == "manual" and tags["data_window"] == "2025-12-21..2026-01-03"
+    names = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert names == {"evaluation/evaluation.json", "evaluation/report.html"}
+
+
+def test_segments_are_in_natural_order_with_per_scorer_click_metrics():
+    import pandas as pd
+
+    from recsys.evaluate import _segment_rows
+
+    test = pd.DataFrame({"position": pd.array([10, 2, 1, 10, 2, 1], dtype="Int64"),
+                         "click": [0, 1, 1, 1, 0, 0.0]})
+    preds = {"candidate": {"click": np.array([.1, .9, .8, .7, .2, .3])}}
+    rows = _segment_rows(test, "position", preds, np.array(list("aabbcc")), with_gauc=False)
+    assert [r["position"] for r in rows] == [1, 2, 10]
+    assert rows[0]["ctr"] == 0.5 and rows[0]["candidate_pred"] == pytest.approx(0.55)
+    assert rows[0]["candidate_auc"] == 1.0 and "candidate_gauc" not in rows[0]
