@@ -27,6 +27,7 @@ Design (how it compares with production):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -125,14 +126,15 @@ def run(interactions: int, epochs: int) -> dict:
         for name in STAGES:
             kwargs: dict = {}
             if name == "evaluate":
-                kwargs = {"run_id": per["train"]["result"]["run_id"], "model_uri": per["train"]["result"]["model_uri"]}
+                tr = per["train"]["result"]
+                kwargs = {"run_id": tr["run_id"], "model_uri": tr["model_uri"]}
             elif name == "register":
                 ev = per["evaluate"]["result"]
                 kwargs = {"run_id": ev["run_id"], "model_uri": ev["model_uri"], "blessed": True}
             per[name] = _run_stage(name, kwargs, env, work)
-            print(f"  {interactions:>9,} {name:<10} {per[name]['stage_seconds']:8.1f}s body "
-                  f"{per[name]['process_seconds']:8.1f}s process {per[name]['peak_rss_bytes'] / 2**20:8.0f} MiB",
-                  flush=True)
+            p = per[name]
+            print(f"  {interactions:>9,} {name:<10} {p['stage_seconds']:8.1f}s body "
+                  f"{p['process_seconds']:8.1f}s process {p['peak_rss_bytes'] / 2**20:8.0f} MiB", flush=True)
         wall = time.perf_counter() - t0
         lake_bytes = sum(p.stat().st_size for p in (work / "data").rglob("*") if p.is_file())
     res = {k: per[k]["result"] for k in per}
@@ -160,18 +162,23 @@ def run(interactions: int, epochs: int) -> dict:
 
 
 def machine() -> dict:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     mem = None
-    try:
+    with contextlib.suppress(OSError, StopIteration):
         mem = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines()
                        if ln.startswith("MemTotal")).split()[1]) * 1024
-    except (OSError, StopIteration):
-        pass
+    def ver(pkg: str) -> str | None:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+
+    pkgs = {p: ver(p) for p in ("numpy", "pandas", "pyarrow", "tensorflow-cpu", "tensorflow", "keras",
+                                "mlflow", "great-expectations")}
     return {"cpu_count": os.cpu_count(), "memory_bytes": mem, "python": sys.version.split()[0],
             "platform": platform.platform(), "processor": platform.machine(),
-            **{p: version(p) for p in ("numpy", "pandas", "pyarrow", "tensorflow", "keras", "mlflow",
-                                       "great-expectations")}}
+            "packages": {k: v for k, v in pkgs.items() if v}}
 
 
 def main(argv: list[str] | None = None) -> int:

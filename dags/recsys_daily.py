@@ -109,8 +109,9 @@ def recsys_daily():
 
             return register(ds, run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"])
 
-        f = features()
-        f >> train_due() >> register(evaluate(train()))
+        trained = train()
+        features() >> train_due() >> trained
+        register(evaluate(trained))
 
     @task_group(group_id="serve")
     def serve():

@@ -19,15 +19,25 @@ def configure(settings: Settings) -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     if settings.resolved_tracking_uri.startswith("sqlite:///"):
         (settings.data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
     exp = mlflow.get_experiment_by_name(settings.experiment)
-    if exp is None:
-        return mlflow.create_experiment(settings.experiment, artifact_location=settings.resolved_artifact_root)
-    return exp.experiment_id
+    if exp is not None:
+        return exp.experiment_id
+    # A tracking server stores artifacts where it was told to (its --artifacts-destination), shared by
+    # every worker; only the embedded store needs a local artifact folder.
+    remote = settings.resolved_tracking_uri.startswith(("http://", "https://"))
+    location = settings.mlflow_artifact_root if remote else settings.resolved_artifact_root
+    try:
+        return mlflow.create_experiment(settings.experiment, artifact_location=location)
+    except MlflowException as exc:  # another task created it a moment ago
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc) and "already exists" not in str(exc).lower():
+            raise
+        return mlflow.get_experiment_by_name(settings.experiment).experiment_id
 
 
 def pip_requirements() -> list[str]:

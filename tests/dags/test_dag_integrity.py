@@ -39,6 +39,9 @@ def test_daily_dag_wiring(dagbag):
     order = ["ingest.land", "ingest.collect", "ingest.validate", "ingest.anonymize", "model.features"]
     for a, b in zip(order, order[1:], strict=False):
         assert b in dag.get_task(a).downstream_task_ids
+    # training is skipped unless due: train_due must gate train itself, not only what follows it
+    assert "model.train" in dag.get_task("model.train_due").downstream_task_ids
+    assert dag.get_task("model.train").upstream_task_ids == {"model.train_due"}
     assert dag.get_task("serve.recommend").trigger_rule == "none_failed"
     assert "serve.publish" in dag.get_task("serve.recommend").downstream_task_ids
 

@@ -21,7 +21,7 @@ creating its own ``@daily`` run next to ours when the DAG is unpaused.
 task_id='...'``): the ``hostname`` of a task instance is the machine's name, the same for two workers on
 one host. With a prefetch multiplier of 1, late acks and concurrency 1, a busy worker holds no queued task,
 and Redis hands the next message to the worker that has waited longest (BRPOP is FIFO among blocked
-clients), so in a chain of 10 tasks the two workers take turns; one worker taking every task would need the
+clients), so over the 11 tasks the two workers take turns; one worker taking every task would need the
 other to miss every BRPOP.
 
 Run: ``.venv/bin/pytest -m "slow and postgres" tests/integration/test_celery_stack.py -s``.
@@ -267,7 +267,9 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         "RECSYS_SIMULATOR__N_USERS": "200",
         "RECSYS_SIMULATOR__N_VIDEOS": "200",
         "RECSYS_TRAIN__EPOCHS": "3",
+        # the first model must be promoted whatever 3 epochs on 200 users give (the popularity margin too)
         "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.0}',
+        "RECSYS_EVALUATE__MIN_MARGIN_OVER_POPULARITY": "-1.0",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "GX_ANALYTICS_ENABLED": "False",
@@ -329,7 +331,8 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         stack.start("mlflow", [MLFLOW, "server", "--backend-store-uri", f"postgresql+psycopg2://{pg}/{dbs['mlflow']}",
                                "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
                                "--port", str(mlflow_port), "--workers", "1"], env, tmp_path)
-        mig = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True)
+        mig = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True,
+                             text=True)
         assert mig.returncode == 0, f"airflow db migrate failed:\n{mig.stdout[-3000:]}\n{mig.stderr[-3000:]}"
         t_migrated = time.monotonic()
 
@@ -338,7 +341,8 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         stack.start("scheduler", [AIRFLOW, "scheduler"], env, tmp_path)
         stack.start("dag-processor", [AIRFLOW, "dag-processor"], env, tmp_path)
         for name in WORKERS:
-            wenv = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())}  # one log server each
+            # each worker serves its own task logs: one port each
+            wenv = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())}
             stack.start(name, [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h",
                                "--concurrency", "1"], wenv, tmp_path)
 
@@ -358,7 +362,8 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
         assert status == 200 and body["is_paused"] is False, f"unpause: {status} {body}"
         status, body = _http("POST", f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
-                             {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}}, token)
+                             {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}},
+                             token)
         assert status in (200, 201), f"trigger: {status} {body}"
         run_id = body["dag_run_id"]
         run_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
@@ -381,10 +386,14 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
             "\n".join(stack.tail(n) for n in (*WORKERS, "scheduler")))
         assert {ti["task_id"] for ti in tis} == EXPECTED_TASKS
         assert all(ti["state"] == "success" for ti in tis), _states(tis)
+        retried = {ti["task_id"]: ti["try_number"] for ti in tis if ti["try_number"] > 1}
+        if retried:  # the run succeeded through the DAG's retries; say so rather than hide it
+            warnings.warn(f"tasks needed retries on the Celery stack: {retried} (see the task logs)",
+                          stacklevel=1)
 
         # both workers executed tasks (their own logs name the tasks they ran)
-        by_worker = {w: sorted(set(re.findall(r"Executing workload in Celery:.*?task_id='([^']+)'", stack.log(w))))
-                     for w in WORKERS}
+        ran = re.compile(r"Executing workload in Celery:.*?task_id='([^']+)'")
+        by_worker = {w: sorted(set(ran.findall(stack.log(w)))) for w in WORKERS}
         print(f"\ntasks per Celery worker: {json.dumps(by_worker)}")
         print(f"task instance hostnames: {sorted({ti['hostname'] for ti in tis})}")
         assert set().union(*by_worker.values()) == EXPECTED_TASKS, by_worker
