@@ -137,8 +137,10 @@ def _ndcg_context(settings, ds: date, n_users: int) -> dict:
     train = pd.read_parquet(features_dir(settings, ds) / "train.parquet", columns=["video_id", "click"])
     g = train.groupby("video_id")["click"].agg(["sum", "count"])
     prior = train["click"].mean()
-    pop = ((g["sum"] + 10 * prior) / (g["count"] + 10)).reindex(cand).fillna(prior).to_numpy()
-    ctx = {"users": users, "cand": cand, "util": util, "clean_users": clean_users, "clean_videos": clean_videos,
+    smoothed = (g["sum"] + 10 * prior) / (g["count"] + 10)
+    pop = smoothed.reindex(cand).fillna(prior).to_numpy()
+    ctx = {"users": users, "cand": cand, "util": util, "clean_users": clean_users,
+           "clean_videos": clean_videos,
            "at": pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=18), "pop": pop}
     _CTX[key] = ctx
     return ctx
@@ -185,7 +187,8 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
     labels = {t: test[t].to_numpy(float) for t in LABELS}
     m = task_metrics(labels, preds, test["user_key"].to_numpy())
     nd = ndcg_study(ranker, s, ds, n_users)
-    out = {"variant": name, "seed": seed, **overrides, "run_id": res.run_id, "epochs": res.epochs_run,
+    out = {"name": name, "seed": seed, "model_variant": overrides["variant"],
+           "bias_tower": overrides["bias_tower"], "run_id": res.run_id, "epochs": res.epochs_run,
            "best_val_loss": res.best_val_loss, "train_seconds": round(train_s, 1),
            **{k: m[k] for k in ("click_auc", "click_gauc", "like_auc", "like_gauc", "share_auc", "share_gauc",
                                 "watch_rmse")}, **nd}
@@ -200,7 +203,7 @@ def summarize(rows: list[dict]) -> list[dict]:
             "ndcg10", "epochs", "train_seconds"]
     out = []
     for name in VARIANTS:
-        mine = [r for r in rows if r["variant"] == name]
+        mine = [r for r in rows if _name(r) == name]
         if not mine:
             continue
         agg = {"variant": name, "seeds": [r["seed"] for r in mine]}
@@ -210,6 +213,14 @@ def summarize(rows: list[dict]) -> list[dict]:
             agg[f"{k}_sd"] = float(np.nanstd(vals)) if len(vals) > 1 else 0.0
         out.append(agg)
     return out
+
+
+def _name(row: dict) -> str:
+    """The variant name of a result row (rows written before the "name" key: from variant + bias flag)."""
+    if "name" in row:
+        return row["name"]
+    v = row.get("model_variant", row.get("variant"))
+    return f"{v}+bias" if row["bias_tower"] else f"{v}-nobias"
 
 
 def markdown_table(summary: list[dict], ref: dict) -> str:
@@ -234,9 +245,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite under --data-dir)")
+    ap.add_argument("--resummarize", action="store_true",
+                    help="only rebuild the summary and table of an existing --out file")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "experiments.json")
     args = ap.parse_args(argv)
 
+    if args.resummarize:
+        res = json.loads(args.out.read_text())
+        res["summary"] = summarize(res["runs"])
+        res["table_markdown"] = markdown_table(res["summary"], res["reference_ndcg10"])
+        args.out.write_text(json.dumps(res, indent=2, default=str))
+        print(res["table_markdown"])
+        return 0
     ensure_keys(args.data_dir)
     settings = base_settings(args.data_dir, args.tracking_uri)
     t0 = time.monotonic()

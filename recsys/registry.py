@@ -77,9 +77,10 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         transform.save(tmp / "transform.json")
         (tmp / "ranker.json").write_text(json.dumps({"score_weights": settings.model.score_weights}))
         example = pd.read_parquet(example_path, columns=[c for c in EXAMPLE_COLUMNS if c != "event_id"]).head(3)
-        example = example.drop(columns=["rec_version"])
-        example["ts"] = example["ts"].astype(str)
-        example["upload_ts"] = example["upload_ts"].astype(str)
+        # the serving contract: position is unknown at serving (not an input); times are ISO-8601 strings
+        example = example.drop(columns=["rec_version", "position"])
+        for col in ("ts", "upload_ts"):
+            example[col] = pd.to_datetime(example[col], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         info = mlflow.pyfunc.log_model(
             name="ranker",
             python_model=_pyfunc_class()(),
