@@ -28,7 +28,7 @@ export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv airflow-home demo demo-again test test-fast lint format airflow airflow-stop mlflow bench lock up clean system-deps
+.PHONY: help venv airflow-home demo demo-again test test-fast test-closed-loop demo-drift lint format airflow airflow-stop mlflow bench lock up clean system-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -56,7 +56,7 @@ demo: venv airflow-home ## run recsys_daily under Airflow for DEMO_DAYS simulate
 	RECSYS_DEMO=1 $(BIN)/recsys demo --days $(DEMO_DAYS) --start $(DEMO_START)
 
 DRIFT_DAYS ?= 8
-DRIFT_DAY ?= 2026-01-05
+DRIFT_DAY ?= 2026-01-04
 DRIFT_DIR := $(CURDIR)/data-drift
 DRIFT_HOME := $(CURDIR)/.airflow-drift
 
@@ -64,13 +64,17 @@ DRIFT_HOME := $(CURDIR)/.airflow-drift
 demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recovery (own data-drift/, .airflow-drift/)
 	rm -rf $(DRIFT_DIR) $(DRIFT_HOME) && mkdir -p $(DRIFT_HOME)
 	export AIRFLOW_HOME=$(DRIFT_HOME) AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(DRIFT_HOME)/airflow.db \
-	  RECSYS_DATA_DIR=$(DRIFT_DIR) RECSYS_DEMO=1 RECSYS_TRAIN__TRAIN_EVERY_DAYS=100 \
+	  RECSYS_DATA_DIR=$(DRIFT_DIR) RECSYS_DEMO=1 RECSYS_TRAIN__TRAIN_EVERY_DAYS=100 RECSYS_TRAIN__EPOCHS=8 \
+	  RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER=5 RECSYS_MONITORING__CTR_DROP=0.1 \
 	  RECSYS_SIMULATOR__DRIFT='[{"day": "$(DRIFT_DAY)", "kind": "preference_shift", "strength": 1.0}]' && \
 	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
 	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
 
 test: venv airflow-home system-deps ## run the whole test suite
 	$(BIN)/pytest
+
+test-closed-loop: venv ## the drift -> monitor -> retrain -> recovery scenario under Airflow (slow)
+	$(BIN)/pytest -m closed_loop tests/integration/test_closed_loop.py
 
 test-fast: venv ## unit tests only
 	$(BIN)/pytest tests/unit -m "not slow"

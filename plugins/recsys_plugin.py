@@ -74,8 +74,8 @@ def _return_value(ti_key) -> Any:
         ).first()
     if not row:
         return None
-    value = row[0]
-    if isinstance(value, str | bytes):
+    value = XComModel.deserialize_value(row)  # JSON text or an already-decoded value
+    if isinstance(value, str):
         import json
 
         try:

@@ -59,7 +59,7 @@ class DayRecord:
     recommended_impressions: int = 0
     served_model: str | None = None  # the model whose lists users saw on ds (published at the end of ds-1)
     champion: str | None = None  # the model whose lists were live at the end of ds
-    trained: bool = False  # the daily run trained
+    trained: bool = False  # the daily run trained and registered a model
     retrain_fired: bool = False
     reasons: list[str] = field(default_factory=list)
     retrain_conf: dict | None = None
@@ -182,8 +182,8 @@ class AirflowLoop:
             rec.reasons = list((rec.retrain_conf or {}).get("reasons", []))
         rec.served_model = self._report(ds - timedelta(days=1), "recommend").get("model_version")
         rec.champion = self._report(ds, "recommend").get("model_version")
-        train = self._report(ds, "train")
-        rec.trained = bool(train) and not rec.retrain_fired
+        # a model the daily run trained *and registered* (train.json alone is not proof: see the report)
+        rec.trained = bool(self._report(ds, "register")) and not rec.retrain_fired
         if rec.retrain_fired:
             rec.retrain_blessed = self._report(ds, "evaluate").get("blessed")
 
@@ -207,8 +207,8 @@ def _f(x: float | None) -> str:
 def format_timeline(records: list[DayRecord], drift_days: list[str] | None = None) -> str:
     drift_days = drift_days or []
     lines = [
-        f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>11}"
-        f"{'retrain':>9}{'champion':>10}  note"
+        f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>21}"
+        f"{'retrain':>9}{'champion':>21}  note"
     ]
     for r in records:
         notes = []
@@ -222,8 +222,8 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
             notes.append("held: " + r.reasons[-1][:60])
         lines.append(
             f"{r.ds:<12}{_f(r.ctr):>9}{_f(r.ctr_exploration):>10}{r.recommended_impressions:>10}"
-            f"{r.served_model or '-':>11}{'FIRED' if r.retrain_fired else 'no':>9}"
-            f"{r.champion or '-':>10}  {', '.join(notes)}"
+            f"{r.served_model or '-':>21}{'FIRED' if r.retrain_fired else 'no':>9}"
+            f"{r.champion or '-':>21}  {', '.join(notes)}"
         )
     fired = [r for r in records if r.retrain_fired]
     for r in fired:

@@ -55,7 +55,12 @@ def stage(name: str):
                     result["seconds"] = round(elapsed, 3)
                     path = settings.data_dir / "reports" / "runs" / f"ds={ds}" / f"{name}.json"
                     atomic_write_bytes(path, json.dumps(result, indent=2, default=str).encode())
-                    log.info("stage %s ds=%s done in %.1fs: %s", name, ds, elapsed, result)
+                    log.info("stage %s ds=%s done in %.1fs: %s", name, ds, elapsed, result,
+                             extra={"ds": str(ds), "stage": name, "run_id": result.get("run_id"),
+                                    "model_version": result.get("model_version")})
+                else:
+                    log.error("stage %s ds=%s failed after %.1fs", name, ds, elapsed,
+                              extra={"ds": str(ds), "stage": name})
 
         run.stage_name = name
         return run
@@ -383,9 +388,35 @@ def monitor(ds: date, settings: Settings) -> dict:
     for f in (events, past):
         f["category"] = f["video_id"].map(cat)
         f["hour"] = pd.to_datetime(f["ts"], utc=True).dt.hour
-    psi = feature_psi(past, events, ["device", "category", "hour"]) if len(past) else {}
-    day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi}
+    # drift of the population, measured on impressions not from a published list (exploration and users
+    # without a list): what the model chose to show would otherwise read as drift whenever it changes
+    probe_past, probe_now = past[past["rec_version"].isna()], events[events["rec_version"].isna()]
+    if not len(probe_past) or not len(probe_now):
+        probe_past, probe_now = past, events
+    psi = feature_psi(probe_past, probe_now, ["device", "category", "hour"]) if len(past) else {}
+    # the model whose lists users saw today (the list versions in the events -> recommendation_versions)
+    served_model = None
+    rec_versions = sorted(set(events["rec_version"].dropna().astype(str)))
+    if rec_versions:
+        import sqlalchemy as sa
+
+        from recsys.serving.publish import engine_for
+        from recsys.serving.publish import versions as versions_table
+
+        try:
+            with engine_for(settings.resolved_db_url).connect() as conn:
+                models = {str(m) for (m,) in conn.execute(sa.select(versions_table.c.model_version)
+                                                          .where(versions_table.c.version.in_(rec_versions)))}
+        except Exception as exc:  # the figures still count without the model's name
+            log.warning("monitor ds=%s: cannot read the list versions' models: %s", ds, exc)
+            models = set()
+        served_model = models.pop() if len(models) == 1 else None
+    day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi, "served_model": served_model}
     history = _history(settings, ds)
+    if served_model is not None:
+        # CTR baseline = the same model's lists on earlier days: a fallback's (popularity) or another
+        # model's CTR says nothing about whether this model degraded; a new model starts a new baseline
+        history = [h for h in history if h.get("served_model") == served_model]
     last = _last_retrain(settings, ds)
     champ_ds = _champion_ds(settings)
     rows = history + [day | {"ds": str(ds)}]

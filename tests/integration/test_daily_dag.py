@@ -68,3 +68,23 @@ def test_rerunning_a_day_changes_nothing_downstream(pipeline_run):
     before = snapshot()
     assert pipeline_run.run_day(last) == "success"
     assert snapshot() == before
+
+
+def test_registered_pyfunc_scores_serving_rows_without_position(pipeline_run):
+    """What `mlflow models serve` or another team would call: the champion as a pyfunc, raw rows in."""
+    import mlflow
+
+    from recsys.features.build import EXAMPLE_COLUMNS
+    from recsys.tracking import configure
+
+    s = pipeline_run.settings()
+    configure(s)
+    model = mlflow.pyfunc.load_model(f"models:/{s.model_name}@champion")
+    fdir = pipeline_run.data_dir / "features" / "examples" / f"ds={pipeline_run.days[-1]}"
+    rows = pd.read_parquet(fdir / "test.parquet", columns=list(EXAMPLE_COLUMNS)).head(20)
+    rows = rows.drop(columns=["event_id", "rec_version", "position"])
+    for col in ("ts", "upload_ts"):
+        rows[col] = pd.to_datetime(rows[col], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = model.predict(rows)
+    assert list(out.columns) == ["click", "watch", "like", "share", "score"]
+    assert len(out) == 20 and out["click"].between(0, 1).all()

@@ -171,9 +171,11 @@ def test_no_raw_identifier_in_the_recommendations_db(pipeline_run, identifiers):
 
 
 def test_no_raw_identifier_in_airflow_logs_and_output(pipeline_run, identifiers):
+    # `airflow dags test` runs the tasks in-process and writes their logs to its output (kept in
+    # pipeline_run.logs); log files appear when a scheduler/executor runs them. Scan both.
     logs = pipeline_run.root / "airflow" / "logs"
-    assert any(p.is_file() for p in logs.rglob("*")), "no task logs"
-    findings = scan_tree(logs, identifiers)
+    assert pipeline_run.logs and all("stage land" in t for t in pipeline_run.logs.values()), "no task output"
+    findings = scan_tree(logs, identifiers) if logs.exists() else {}
     for name, text in pipeline_run.logs.items():
         hits = identifiers.find(text.encode())
         if hits:
