@@ -70,7 +70,7 @@ demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recov
 	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
 	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
 
-test: venv airflow-home system-deps ## run the whole test suite
+test: venv airflow-home system-deps lint ## lint, then the whole test suite
 	$(BIN)/pytest
 
 test-closed-loop: venv ## the drift -> monitor -> retrain -> recovery scenario under Airflow (slow)

@@ -38,18 +38,34 @@ def main(repeats: int = 3) -> dict:
         runs = {"warm": [], "cold": []}
         for mode in runs:
             for _ in range(repeats):
-                out = subprocess.run([sys.executable, "-c", PROBE, str(path), json.dumps(HEAVY), mode],
-                                     capture_output=True, text=True, check=True, env=os.environ.copy())
+                out = subprocess.run(
+                    [sys.executable, "-c", PROBE, str(path), json.dumps(HEAVY), mode],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    env=os.environ.copy(),
+                )
                 runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        files.append({
-            "file": f"dags/{path.name}",
-            "seconds": round(min(r["seconds"] for r in runs["warm"]), 4),
-            # includes Airflow loading its own authoring API (dag, task, Asset) on first use
-            "seconds_incl_sdk_members": round(min(r["seconds"] for r in runs["cold"]), 4),
-            "heavy_modules": sorted(set(runs["warm"][0]["heavy_modules"]) | set(runs["cold"][0]["heavy_modules"])),
-        })
-    result = {"files": files, "repeats": repeats, "machine": {"cpus": os.cpu_count(),
-              "python": platform.python_version(), "platform": platform.platform()}}
+        files.append(
+            {
+                "file": f"dags/{path.name}",
+                "seconds": round(min(r["seconds"] for r in runs["warm"]), 4),
+                # includes Airflow loading its own authoring API (dag, task, Asset) on first use
+                "seconds_incl_sdk_members": round(min(r["seconds"] for r in runs["cold"]), 4),
+                "heavy_modules": sorted(
+                    set(runs["warm"][0]["heavy_modules"]) | set(runs["cold"][0]["heavy_modules"])
+                ),
+            }
+        )
+    result = {
+        "files": files,
+        "repeats": repeats,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+    }
     out = ROOT / "bench" / "results" / "dag_parse.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

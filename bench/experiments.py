@@ -62,8 +62,10 @@ def ensure_keys(data_dir: Path) -> None:
     from cryptography.fernet import Fernet
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    vals = {"RECSYS_PRIVACY__PSEUDONYM_KEY": "bench-" + os.urandom(16).hex(),
-            "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode()}
+    vals = {
+        "RECSYS_PRIVACY__PSEUDONYM_KEY": "bench-" + os.urandom(16).hex(),
+        "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+    }
     keys_file.write_text("".join(f"{k}={v}\n" for k, v in vals.items()))
     keys_file.chmod(0o600)
     os.environ.update(vals)
@@ -101,8 +103,13 @@ def ndcg_study(ranker, settings, ds: date, n_users: int) -> dict:
     from recsys.serving.rank import scoring_frame
 
     ctx = _ndcg_context(settings, ds, n_users)
-    frame = scoring_frame(ctx["users"], {u: ctx["cand"] for u in ctx["users"]}, ctx["clean_users"],
-                          ctx["clean_videos"], ctx["at"])
+    frame = scoring_frame(
+        ctx["users"],
+        {u: ctx["cand"] for u in ctx["users"]},
+        ctx["clean_users"],
+        ctx["clean_videos"],
+        ctx["at"],
+    )
     scores = ranker.predict(frame)["score"].to_numpy().reshape(len(ctx["users"]), len(ctx["cand"]))
     return _ndcg_all(ctx, scores, ndcg_score)
 
@@ -139,18 +146,28 @@ def _ndcg_context(settings, ds: date, n_users: int) -> dict:
     prior = train["click"].mean()
     smoothed = (g["sum"] + 10 * prior) / (g["count"] + 10)
     pop = smoothed.reindex(cand).fillna(prior).to_numpy()
-    ctx = {"users": users, "cand": cand, "util": util, "clean_users": clean_users,
-           "clean_videos": clean_videos,
-           "at": pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=18), "pop": pop}
+    ctx = {
+        "users": users,
+        "cand": cand,
+        "util": util,
+        "clean_users": clean_users,
+        "clean_videos": clean_videos,
+        "at": pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=18),
+        "pop": pop,
+    }
     _CTX[key] = ctx
     return ctx
 
 
 def _ndcg_all(ctx: dict, scores: np.ndarray, ndcg_score) -> dict:
     util = ctx["util"]
-    return {"ndcg10": float(np.mean([ndcg_score(util[i:i + 1], scores[i:i + 1], k=10)
-                                     for i in range(len(util))])),
-            "ndcg_users": len(util), "ndcg_candidates": len(ctx["cand"])}
+    return {
+        "ndcg10": float(
+            np.mean([ndcg_score(util[i : i + 1], scores[i : i + 1], k=10) for i in range(len(util))])
+        ),
+        "ndcg_users": len(util),
+        "ndcg_candidates": len(ctx["cand"]),
+    }
 
 
 def reference_ndcg(settings, ds: date, n_users: int) -> dict:
@@ -160,9 +177,11 @@ def reference_ndcg(settings, ds: date, n_users: int) -> dict:
     rng = np.random.default_rng(0)
     rand = rng.random(ctx["util"].shape)
     pop = np.tile(ctx["pop"], (len(ctx["users"]), 1))
-    return {"random": _ndcg_all(ctx, rand, ndcg_score)["ndcg10"],
-            "popularity": _ndcg_all(ctx, pop, ndcg_score)["ndcg10"],
-            "oracle": 1.0}
+    return {
+        "random": _ndcg_all(ctx, rand, ndcg_score)["ndcg10"],
+        "popularity": _ndcg_all(ctx, pop, ndcg_score)["ndcg10"],
+        "oracle": 1.0,
+    }
 
 
 def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_users: int) -> dict:
@@ -177,8 +196,13 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
     s = settings.model_copy(update={"seed": seed, "model": settings.model.model_copy(update=overrides)})
     fdir = features_dir(s, ds)
     t0 = time.monotonic()
-    res = train_model(fdir, s, run_name=f"{name}-seed{seed}", tags={"ds": str(ds), "bench": "experiments",
-                      "variant_name": name}, work_dir=s.data_dir / "checkpoints" / f"exp-{name}-{seed}")
+    res = train_model(
+        fdir,
+        s,
+        run_name=f"{name}-seed{seed}",
+        tags={"ds": str(ds), "bench": "experiments", "variant_name": name},
+        work_dir=s.data_dir / "checkpoints" / f"exp-{name}-{seed}",
+    )
     train_s = time.monotonic() - t0
     local = Path(mlflow.artifacts.download_artifacts(res.model_uri))
     ranker = load_ranker_dir(local / "artifacts")
@@ -187,20 +211,53 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
     labels = {t: test[t].to_numpy(float) for t in LABELS}
     m = task_metrics(labels, preds, test["user_key"].to_numpy())
     nd = ndcg_study(ranker, s, ds, n_users)
-    out = {"name": name, "seed": seed, "model_variant": overrides["variant"],
-           "bias_tower": overrides["bias_tower"], "run_id": res.run_id, "epochs": res.epochs_run,
-           "best_val_loss": res.best_val_loss, "train_seconds": round(train_s, 1),
-           **{k: m[k] for k in ("click_auc", "click_gauc", "like_auc", "like_gauc", "share_auc", "share_gauc",
-                                "watch_rmse")}, **nd}
+    out = {
+        "name": name,
+        "seed": seed,
+        "model_variant": overrides["variant"],
+        "bias_tower": overrides["bias_tower"],
+        "run_id": res.run_id,
+        "epochs": res.epochs_run,
+        "best_val_loss": res.best_val_loss,
+        "train_seconds": round(train_s, 1),
+        **{
+            k: m[k]
+            for k in (
+                "click_auc",
+                "click_gauc",
+                "like_auc",
+                "like_gauc",
+                "share_auc",
+                "share_gauc",
+                "watch_rmse",
+            )
+        },
+        **nd,
+    }
     with mlflow.start_run(run_id=res.run_id):
-        mlflow.log_metrics({f"test_{k}": float(v) for k, v in out.items()
-                            if k.endswith(("auc", "gauc", "rmse")) or k == "ndcg10"})
+        mlflow.log_metrics(
+            {
+                f"test_{k}": float(v)
+                for k, v in out.items()
+                if k.endswith(("auc", "gauc", "rmse")) or k == "ndcg10"
+            }
+        )
     return out
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    keys = ["click_auc", "click_gauc", "like_auc", "like_gauc", "share_auc", "share_gauc", "watch_rmse",
-            "ndcg10", "epochs", "train_seconds"]
+    keys = [
+        "click_auc",
+        "click_gauc",
+        "like_auc",
+        "like_gauc",
+        "share_auc",
+        "share_gauc",
+        "watch_rmse",
+        "ndcg10",
+        "epochs",
+        "train_seconds",
+    ]
     out = []
     for name in VARIANTS:
         mine = [r for r in rows if _name(r) == name]
@@ -224,11 +281,20 @@ def _name(row: dict) -> str:
 
 
 def markdown_table(summary: list[dict], ref: dict) -> str:
-    cols = [("click_auc", "click AUC"), ("click_gauc", "click GAUC"), ("like_auc", "like AUC"),
-            ("like_gauc", "like GAUC"), ("share_auc", "share AUC"), ("share_gauc", "share GAUC"),
-            ("watch_rmse", "watch RMSE"), ("ndcg10", "true-utility NDCG@10")]
-    lines = ["| variant | " + " | ".join(c[1] for c in cols) + " | epochs |",
-             "|---|" + "---|" * (len(cols) + 1)]
+    cols = [
+        ("click_auc", "click AUC"),
+        ("click_gauc", "click GAUC"),
+        ("like_auc", "like AUC"),
+        ("like_gauc", "like GAUC"),
+        ("share_auc", "share AUC"),
+        ("share_gauc", "share GAUC"),
+        ("watch_rmse", "watch RMSE"),
+        ("ndcg10", "true-utility NDCG@10"),
+    ]
+    lines = [
+        "| variant | " + " | ".join(c[1] for c in cols) + " | epochs |",
+        "|---|" + "---|" * (len(cols) + 1),
+    ]
     for s in summary:
         cells = [f"{s[k]:.3f} ± {s[k + '_sd']:.3f}" if s[k + "_sd"] else f"{s[k]:.3f}" for k, _ in cols]
         lines.append(f"| {s['variant']} | " + " | ".join(cells) + f" | {s['epochs']:.1f} |")
@@ -245,8 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--tracking-uri", default=None, help="MLflow store (default: sqlite under --data-dir)")
-    ap.add_argument("--resummarize", action="store_true",
-                    help="only rebuild the summary and table of an existing --out file")
+    ap.add_argument(
+        "--resummarize",
+        action="store_true",
+        help="only rebuild the summary and table of an existing --out file",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "experiments.json")
     args = ap.parse_args(argv)
 
@@ -286,15 +355,29 @@ def _write(args, settings, ds, rows_n, ref, rows, elapsed) -> None:
     summary = summarize(rows)
     out = {
         "command": "bench/experiments.py " + " ".join(sys.argv[1:]),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "dataset": {"days": args.days, "start": str(START), "test_day": str(ds), "rows": rows_n,
-                    "simulator": settings.simulator.model_dump(mode="json"), "world_seed": settings.seed},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "dataset": {
+            "days": args.days,
+            "start": str(START),
+            "test_day": str(ds),
+            "rows": rows_n,
+            "simulator": settings.simulator.model_dump(mode="json"),
+            "world_seed": settings.seed,
+        },
         "train": settings.train.model_dump(mode="json"),
         "model_defaults": settings.model.model_dump(mode="json"),
-        "mlflow_tracking_uri": settings.resolved_tracking_uri, "experiment": settings.experiment,
-        "reference_ndcg10": ref, "runs": rows, "summary": summary,
-        "table_markdown": markdown_table(summary, ref), "elapsed_seconds": round(elapsed, 1),
+        "mlflow_tracking_uri": settings.resolved_tracking_uri,
+        "experiment": settings.experiment,
+        "reference_ndcg10": ref,
+        "runs": rows,
+        "summary": summary,
+        "table_markdown": markdown_table(summary, ref),
+        "elapsed_seconds": round(elapsed, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2, default=str))

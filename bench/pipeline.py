@@ -41,8 +41,18 @@ from pathlib import Path
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 ROOT = Path(__file__).resolve().parents[1]
 DS = date(2026, 1, 5)
-STAGES = ("land", "collect", "validate", "anonymize", "features", "train", "evaluate", "register",
-          "recommend", "publish")
+STAGES = (
+    "land",
+    "collect",
+    "validate",
+    "anonymize",
+    "features",
+    "train",
+    "evaluate",
+    "register",
+    "recommend",
+    "publish",
+)
 # what each stage imports lazily; imported (and timed) before the stage body runs
 PRELOAD = {
     "validate": ("great_expectations",),
@@ -70,8 +80,9 @@ def child(stage_name: str, kwargs: dict, out: Path) -> int:
     t1 = time.perf_counter()
     result = getattr(stages, stage_name)(DS, **kwargs)
     t2 = time.perf_counter()
-    out.write_text(json.dumps({"import_seconds": t1 - t0, "stage_seconds": t2 - t1, "result": result},
-                              default=str))
+    out.write_text(
+        json.dumps({"import_seconds": t1 - t0, "stage_seconds": t2 - t1, "result": result}, default=str)
+    )
     return 0
 
 
@@ -80,21 +91,23 @@ def _env(data_dir: Path, interactions: int, epochs: int) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
-    env.update({
-        "RECSYS_DATA_DIR": str(data_dir),
-        "RECSYS_PRIVACY__PSEUDONYM_KEY": "bench-" + os.urandom(16).hex(),
-        "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "RECSYS_SIMULATOR__N_USERS": str(max(100, interactions // EVENTS_PER_USER)),
-        "RECSYS_SIMULATOR__N_VIDEOS": "5000",
-        "RECSYS_SIMULATOR__N_AUTHORS": "800",
-        "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "3.4",
-        "RECSYS_TRAIN__EPOCHS": str(epochs),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "GX_ANALYTICS_ENABLED": "False",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-    })
+    env.update(
+        {
+            "RECSYS_DATA_DIR": str(data_dir),
+            "RECSYS_PRIVACY__PSEUDONYM_KEY": "bench-" + os.urandom(16).hex(),
+            "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "RECSYS_SIMULATOR__N_USERS": str(max(100, interactions // EVENTS_PER_USER)),
+            "RECSYS_SIMULATOR__N_VIDEOS": "5000",
+            "RECSYS_SIMULATOR__N_AUTHORS": "800",
+            "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "3.4",
+            "RECSYS_TRAIN__EPOCHS": str(epochs),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "GX_ANALYTICS_ENABLED": "False",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        }
+    )
     return env
 
 
@@ -103,17 +116,27 @@ def _run_stage(name: str, kwargs: dict, env: dict, work: Path) -> dict:
     log = work / f"{name}.log"
     t0 = time.perf_counter()
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, __file__, "--child", name, "--kwargs", json.dumps(kwargs),
-                                 "--out", str(out)], env=env, stdout=f, stderr=subprocess.STDOUT, cwd=work)
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--child", name, "--kwargs", json.dumps(kwargs), "--out", str(out)],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
         _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"stage {name} failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
     data = json.loads(out.read_text())
-    return {"process_seconds": wall, "import_seconds": data["import_seconds"],
-            "stage_seconds": data["stage_seconds"], "peak_rss_bytes": rusage.ru_maxrss * 1024,
-            "cpu_seconds": rusage.ru_utime + rusage.ru_stime, "result": data["result"]}
+    return {
+        "process_seconds": wall,
+        "import_seconds": data["import_seconds"],
+        "stage_seconds": data["stage_seconds"],
+        "peak_rss_bytes": rusage.ru_maxrss * 1024,
+        "cpu_seconds": rusage.ru_utime + rusage.ru_stime,
+        "result": data["result"],
+    }
 
 
 def run(interactions: int, epochs: int) -> dict:
@@ -133,8 +156,11 @@ def run(interactions: int, epochs: int) -> dict:
                 kwargs = {"run_id": ev["run_id"], "model_uri": ev["model_uri"], "blessed": True}
             per[name] = _run_stage(name, kwargs, env, work)
             p = per[name]
-            print(f"  {interactions:>9,} {name:<10} {p['stage_seconds']:8.1f}s body "
-                  f"{p['process_seconds']:8.1f}s process {p['peak_rss_bytes'] / 2**20:8.0f} MiB", flush=True)
+            print(
+                f"  {interactions:>9,} {name:<10} {p['stage_seconds']:8.1f}s body "
+                f"{p['process_seconds']:8.1f}s process {p['peak_rss_bytes'] / 2**20:8.0f} MiB",
+                flush=True,
+            )
         wall = time.perf_counter() - t0
         lake_bytes = sum(p.stat().st_size for p in (work / "data").rglob("*") if p.is_file())
     res = {k: per[k]["result"] for k in per}
@@ -148,12 +174,17 @@ def run(interactions: int, epochs: int) -> dict:
         "import_seconds": {k: round(p["import_seconds"], 2) for k, p in per.items()},
         "stage_peak_rss_bytes": {k: p["peak_rss_bytes"] for k, p in per.items()},
         "cpu_seconds": {k: round(p["cpu_seconds"], 1) for k, p in per.items()},
-        "rows": {"users": int(res["collect"]["users_rows"]), "videos": int(res["collect"]["videos_rows"]),
-                 "accepted": int(res["validate"]["accepted_rows"]),
-                 "train": int(res["features"]["train_rows"]), "valid": int(res["features"]["valid_rows"]),
-                 "test": int(res["features"]["test_rows"]), "recs": int(res["recommend"]["recs_rows"]),
-                 "scored_users": int(res["recommend"]["users"]),
-                 "mean_candidates": res["recommend"]["mean_candidates"]},
+        "rows": {
+            "users": int(res["collect"]["users_rows"]),
+            "videos": int(res["collect"]["videos_rows"]),
+            "accepted": int(res["validate"]["accepted_rows"]),
+            "train": int(res["features"]["train_rows"]),
+            "valid": int(res["features"]["valid_rows"]),
+            "test": int(res["features"]["test_rows"]),
+            "recs": int(res["recommend"]["recs_rows"]),
+            "scored_users": int(res["recommend"]["users"]),
+            "mean_candidates": res["recommend"]["mean_candidates"],
+        },
         "train": {"epochs_setting": epochs, "epochs_run": res["train"]["epochs"]},
         "gate": {"blessed": res["evaluate"]["blessed"], "reasons": res["evaluate"]["reasons"]},
         "lake_bytes": lake_bytes,
@@ -166,19 +197,42 @@ def machine() -> dict:
 
     mem = None
     with contextlib.suppress(OSError, StopIteration):
-        mem = int(next(ln for ln in Path("/proc/meminfo").read_text().splitlines()
-                       if ln.startswith("MemTotal")).split()[1]) * 1024
+        mem = (
+            int(
+                next(
+                    ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+                ).split()[1]
+            )
+            * 1024
+        )
+
     def ver(pkg: str) -> str | None:
         try:
             return version(pkg)
         except PackageNotFoundError:
             return None
 
-    pkgs = {p: ver(p) for p in ("numpy", "pandas", "pyarrow", "tensorflow-cpu", "tensorflow", "keras",
-                                "mlflow", "great-expectations")}
-    return {"cpu_count": os.cpu_count(), "memory_bytes": mem, "python": sys.version.split()[0],
-            "platform": platform.platform(), "processor": platform.machine(),
-            "packages": {k: v for k, v in pkgs.items() if v}}
+    pkgs = {
+        p: ver(p)
+        for p in (
+            "numpy",
+            "pandas",
+            "pyarrow",
+            "tensorflow-cpu",
+            "tensorflow",
+            "keras",
+            "mlflow",
+            "great-expectations",
+        )
+    }
+    return {
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": mem,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "packages": {k: v for k, v in pkgs.items() if v},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,16 +246,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child(args.child, json.loads(args.kwargs), Path(args.out))
 
-    doc = {"benchmark": "one simulated day through every stage, one subprocess per stage",
-           "method": __doc__.split("Design", 1)[1].strip(), "day": str(DS), "machine": machine(),
-           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "runs": []}
+    doc = {
+        "benchmark": "one simulated day through every stage, one subprocess per stage",
+        "method": __doc__.split("Design", 1)[1].strip(),
+        "day": str(DS),
+        "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "runs": [],
+    }
     for n in args.interactions:
         print(f"pipeline bench: ~{n:,} interactions", flush=True)
         doc["runs"].append(run(n, args.epochs))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps([{k: r[k] for k in ("interactions", "wall_seconds", "peak_rss_bytes", "stages")}
-                      for r in doc["runs"]], indent=2))
+    print(
+        json.dumps(
+            [
+                {k: r[k] for k in ("interactions", "wall_seconds", "peak_rss_bytes", "stages")}
+                for r in doc["runs"]
+            ],
+            indent=2,
+        )
+    )
     return 0
 
 

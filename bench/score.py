@@ -72,8 +72,9 @@ def main() -> dict:
     # batch: every user at once (rank_pairs: the batch path of recommend / the Dask shards), top N included
     n_pairs = sum(len(cands[u]) for u in keys)
     t = time.perf_counter()
-    recs = rank_pairs(ranker, keys, cands, world.users, world.videos, AT, sv.top_n, sv.max_per_author,
-                      sv.max_per_category)
+    recs = rank_pairs(
+        ranker, keys, cands, world.users, world.videos, AT, sv.top_n, sv.max_per_author, sv.max_per_category
+    )
     wall = time.perf_counter() - t
     batch_pps = n_pairs / wall
 
@@ -81,8 +82,12 @@ def main() -> dict:
     mine = recs[recs["user_key"].isin(naive_keys[:5])]
     ref = pd.concat([g.assign(score=ranker.predict(g)["score"].to_numpy()) for g in per_user[:5]])
     ref = ref.set_index(["user_key", "video_id"])["score"]
-    max_diff = float(np.abs(ref.loc[list(zip(mine["user_key"], mine["video_id"], strict=True))].to_numpy()
-                            - mine["score"].to_numpy()).max())
+    max_diff = float(
+        np.abs(
+            ref.loc[list(zip(mine["user_key"], mine["video_id"], strict=True))].to_numpy()
+            - mine["score"].to_numpy()
+        ).max()
+    )
 
     result = {
         "pairs_per_second_batch": round(batch_pps, 1),
@@ -91,14 +96,20 @@ def main() -> dict:
         "wall_seconds_10k_x_300": round(wall, 2),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "detail": {
-            "users": args.users, "videos": args.videos, "candidates": args.candidates,
-            "pairs": n_pairs, "lists": int(recs["user_key"].nunique()),
-            "naive_users": len(per_user), "naive_pairs": len(naive_frame), "naive_seconds": round(naive_s, 2),
+            "users": args.users,
+            "videos": args.videos,
+            "candidates": args.candidates,
+            "pairs": n_pairs,
+            "lists": int(recs["user_key"].nunique()),
+            "naive_users": len(per_user),
+            "naive_pairs": len(naive_frame),
+            "naive_seconds": round(naive_s, 2),
             "setup_seconds": round(setup, 2),
             "max_abs_score_diff_batch_vs_naive": max_diff,
-            "cpus": os.cpu_count(), "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
             "note": "naive: Ranker.predict (transform.apply + model.predict) per user, scoring only; batch: "
-                    "rank_pairs over all users (encoding, model, diverse top N) - the same wall time",
+            "rank_pairs over all users (encoding, model, diverse top N) - the same wall time",
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

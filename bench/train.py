@@ -44,10 +44,24 @@ def default_spec():
     """The feature spec of the default simulator world (its vocabulary sizes, rounded up)."""
     from recsys.features.spec import CATEGORICAL, NUMERIC, FeatureSpec
 
-    vocab = {"user": 402, "video": 502, "author": 82, "category": 14, "device": 6, "region": 10,
-             "age_band": 8, "activity": 5, "hour": 26, "dow": 9}
-    return FeatureSpec(vocab_sizes={n: vocab[n] for n in CATEGORICAL}, title_vocab_size=2002, title_len=8,
-                       n_numeric=len(NUMERIC))
+    vocab = {
+        "user": 402,
+        "video": 502,
+        "author": 82,
+        "category": 14,
+        "device": 6,
+        "region": 10,
+        "age_band": 8,
+        "activity": 5,
+        "hour": 26,
+        "dow": 9,
+    }
+    return FeatureSpec(
+        vocab_sizes={n: vocab[n] for n in CATEGORICAL},
+        title_vocab_size=2002,
+        title_len=8,
+        n_numeric=len(NUMERIC),
+    )
 
 
 def random_batch(spec, n: int, seed: int = 0):
@@ -58,9 +72,12 @@ def random_batch(spec, n: int, seed: int = 0):
     x["position"] = rng.integers(0, spec.n_positions, n).astype(np.int32)
     click = (rng.random(n) < 0.1).astype(np.float32)
     on_click = np.where(click > 0, 1.0, np.nan).astype(np.float32)
-    y = {"click": click, "watch": rng.uniform(0, 6, n).astype(np.float32) * on_click,
-         "like": (rng.random(n) < 0.2).astype(np.float32) * on_click,
-         "share": (rng.random(n) < 0.05).astype(np.float32) * on_click}
+    y = {
+        "click": click,
+        "watch": rng.uniform(0, 6, n).astype(np.float32) * on_click,
+        "like": (rng.random(n) < 0.2).astype(np.float32) * on_click,
+        "share": (rng.random(n) < 0.05).astype(np.float32) * on_click,
+    }
     return x, y
 
 
@@ -87,8 +104,13 @@ def matmul_peak(n: int = 2048, reps: int = 8) -> dict:
         tf.matmul(a, b).numpy()
         times.append(time.perf_counter() - t)
     best = min(times)
-    return {"peak_flops": 2 * n**3 / best, "median_flops": 2 * n**3 / float(np.median(times)), "n": n,
-            "reps": reps, "best_seconds": best}
+    return {
+        "peak_flops": 2 * n**3 / best,
+        "median_flops": 2 * n**3 / float(np.median(times)),
+        "n": n,
+        "reps": reps,
+        "best_seconds": best,
+    }
 
 
 class _EpochTimer:
@@ -112,8 +134,9 @@ class _EpochTimer:
 _MODELS: dict = {}
 
 
-def throughput(spec, batch_size: int, *, examples_per_epoch: int, epochs: int = 3,
-               jit_compile: bool | str = "auto") -> dict:
+def throughput(
+    spec, batch_size: int, *, examples_per_epoch: int, epochs: int = 3, jit_compile: bool | str = "auto"
+) -> dict:
     """Steady-state training examples/s: epochs after the first (trace + compile) are timed.
 
     One compiled model per ``jit_compile`` setting is reused across batch sizes (the batch dimension is
@@ -138,9 +161,13 @@ def throughput(spec, batch_size: int, *, examples_per_epoch: int, epochs: int = 
     model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=[timer], verbose=0)
     steady = timer.times[1:]
     per_epoch = steps * batch_size
-    return {"batch_size": batch_size, "steps_per_epoch": steps, "jit_compile": str(jit_compile),
-            "epoch_seconds": [round(t, 3) for t in timer.times],
-            "examples_per_second": per_epoch * len(steady) / sum(steady)}
+    return {
+        "batch_size": batch_size,
+        "steps_per_epoch": steps,
+        "jit_compile": str(jit_compile),
+        "epoch_seconds": [round(t, 3) for t in timer.times],
+        "examples_per_second": per_epoch * len(steady) / sum(steady),
+    }
 
 
 def pipeline_throughput(features_dir: Path, batch_size: int = 256, epochs: int = 3) -> dict:
@@ -161,8 +188,12 @@ def pipeline_throughput(features_dir: Path, batch_size: int = 256, epochs: int =
     model.fit(ds, epochs=epochs, callbacks=[timer], verbose=0)
     n = pq.ParquetFile(features_dir / "train.parquet").metadata.num_rows
     steady = timer.times[1:]
-    return {"batch_size": batch_size, "rows": n, "epoch_seconds": [round(t, 3) for t in timer.times],
-            "examples_per_second": n * len(steady) / sum(steady)}
+    return {
+        "batch_size": batch_size,
+        "rows": n,
+        "epoch_seconds": [round(t, 3) for t in timer.times],
+        "examples_per_second": n * len(steady) / sum(steady),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,11 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     fwd, parts = flops_per_example(build_multi_task_model(spec, ModelSettings(), seed=0))
     train_flops = 3 * fwd
     peak = matmul_peak()
-    print(f"forward FLOPs/example {fwd}, training {train_flops}; matmul peak {peak['peak_flops'] / 1e9:.1f} "
-          "GFLOP/s", flush=True)
+    print(
+        f"forward FLOPs/example {fwd}, training {train_flops}; matmul peak {peak['peak_flops'] / 1e9:.1f} "
+        "GFLOP/s",
+        flush=True,
+    )
     runs = []
     for bs in args.batch_sizes:
-        for jit in ([False, True] if args.jit else ["auto"]):
+        for jit in [False, True] if args.jit else ["auto"]:
             r = throughput(spec, bs, examples_per_epoch=max(args.examples_per_epoch, 4 * bs), jit_compile=jit)
             r["fraction_of_peak"] = r["examples_per_second"] * train_flops / peak["peak_flops"]
             print(json.dumps(r), flush=True)
@@ -212,12 +246,18 @@ def main(argv: list[str] | None = None) -> int:
         "peak_before": peak,
         "peak_after": peak_after,
         "default_batch_size_examples_per_second": next(
-            (r["examples_per_second"] for r in runs if r["batch_size"] == 256), None),
+            (r["examples_per_second"] for r in runs if r["batch_size"] == 256), None
+        ),
         "model": ModelSettings().model_dump(mode="json"),
         "spec": spec.to_dict(),
-        "machine": {"platform": platform.platform(), "processor": _cpu_name(),
-                    "cpus": os.cpu_count(), "load_average": os.getloadavg(), "tensorflow": tf.__version__,
-                    "keras": keras.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": _cpu_name(),
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+        },
         "command": "bench/train.py " + " ".join(sys.argv[1:]),
     }
     if args.features_dir:
@@ -225,8 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         out["pipeline_examples_per_second"] = out["pipeline"]["examples_per_second"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
-    print(json.dumps({k: out[k] for k in ("examples_per_second", "flops_per_example", "peak_flops",
-                                          "fraction_of_peak", "best_batch_size")}))
+    print(
+        json.dumps(
+            {
+                k: out[k]
+                for k in (
+                    "examples_per_second",
+                    "flops_per_example",
+                    "peak_flops",
+                    "fraction_of_peak",
+                    "best_batch_size",
+                )
+            }
+        )
+    )
     return 0
 
 

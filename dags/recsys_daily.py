@@ -107,7 +107,9 @@ def recsys_daily():
         def register(decision: dict, ds: str | None = None):
             from recsys.stages import register
 
-            return register(ds, run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"])
+            return register(
+                ds, run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"]
+            )
 
         trained = train()
         features() >> train_due() >> trained

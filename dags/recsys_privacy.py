@@ -36,8 +36,10 @@ from airflow.sdk import dag, task
     doc_md=__doc__,
 )
 def recsys_privacy():
-    @task(doc_md="Erase every user of `conf.user_ids`; returns (XCom) the audit records, pseudonyms only. "
-                 "Idempotent: a retry removes nothing twice.")
+    @task(
+        doc_md="Erase every user of `conf.user_ids`; returns (XCom) the audit records, pseudonyms only. "
+        "Idempotent: a retry removes nothing twice."
+    )
     def erase(dag_run=None):
         from recsys.privacy.erasure import erase_users
 

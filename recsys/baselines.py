@@ -71,8 +71,11 @@ class RecentCategoryPopularity:
 
     def fit(self, history: pd.DataFrame) -> RecentCategoryPopularity:
         h = history[["user_key", "video_id", "category", "ts", "click"]].copy()
-        h["user_key"], h["video_id"], h["category"] = (_keys(h["user_key"]), _keys(h["video_id"]),
-                                                       _keys(h["category"]))
+        h["user_key"], h["video_id"], h["category"] = (
+            _keys(h["user_key"]),
+            _keys(h["video_id"]),
+            _keys(h["category"]),
+        )
         h["click"] = h["click"].astype(float)
         ts = pd.to_datetime(h["ts"], utc=True)
         since = ts.max().normalize() - pd.Timedelta(days=self.days - 1) if len(h) else ts.max()
@@ -88,8 +91,12 @@ class RecentCategoryPopularity:
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         u, v, c = _keys(rows["user_key"]), _keys(rows["video_id"]), _keys(rows["category"])
-        prior = pd.Series(c).map(self.cat_global).fillna(float(self.cat_global.min()) if len(self.cat_global)
-                                                          else 1.0).to_numpy(float)
+        prior = (
+            pd.Series(c)
+            .map(self.cat_global)
+            .fillna(float(self.cat_global.min()) if len(self.cat_global) else 1.0)
+            .to_numpy(float)
+        )
         mine = self.user_cat.reindex(pd.MultiIndex.from_arrays([u, c])).fillna(0.0).to_numpy(float)
         n = pd.Series(u).map(self.user_clicks).fillna(0.0).to_numpy(float)
         share = (mine + self.alpha * prior) / (n + self.alpha)

@@ -1,11 +1,11 @@
 """The ``recsys`` command: every stage runnable by hand, the demo, and the operational verbs.
 
-    recsys run collect --ds 2026-01-03      one stage for one day
-    recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
-    recsys summary                          what the last runs produced
-    recsys recommend USER_ID                a user's live list (what an app reads)
-    recsys model rollback                   champion back to previous
-    recsys publish rollback                 live recommendations back to the previous version
+recsys run collect --ds 2026-01-03      one stage for one day
+recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
+recsys summary                          what the last runs produced
+recsys recommend USER_ID                a user's live list (what an app reads)
+recsys model rollback                   champion back to previous
+recsys publish rollback                 live recommendations back to the previous version
 """
 
 from __future__ import annotations
@@ -33,8 +33,21 @@ app.add_typer(_privacy_app(), name="privacy")
 app.add_typer(model_app, name="model")
 app.add_typer(publish_app, name="publish")
 
-STAGES = ("land", "simulate", "collect", "validate", "anonymize", "features", "should_train", "train",
-          "evaluate", "register", "recommend", "publish", "monitor")
+STAGES = (
+    "land",
+    "simulate",
+    "collect",
+    "validate",
+    "anonymize",
+    "features",
+    "should_train",
+    "train",
+    "evaluate",
+    "register",
+    "recommend",
+    "publish",
+    "monitor",
+)
 
 
 def _settings():
@@ -48,18 +61,22 @@ def _echo(obj) -> None:
 
 
 @app.callback()
-def main_callback(verbose: bool = typer.Option(False, "--verbose", "-v"),
-                  json_logs: bool = typer.Option(False, "--json-logs", help="structured JSON log lines")):
+def main_callback(
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    json_logs: bool = typer.Option(False, "--json-logs", help="structured JSON log lines"),
+):
     from recsys.logs import setup_logging
 
     setup_logging(logging.DEBUG if verbose else logging.INFO, json_format=json_logs)
 
 
 @app.command()
-def run(stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
-        ds: str = typer.Option(..., help="logical date YYYY-MM-DD"),
-        run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
-        blessed: bool = typer.Option(False, help="register: promote to champion")):
+def run(
+    stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
+    ds: str = typer.Option(..., help="logical date YYYY-MM-DD"),
+    run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
+    blessed: bool = typer.Option(False, help="register: promote to champion"),
+):
     """Run one stage for one day."""
     from recsys import stages
 
@@ -75,8 +92,10 @@ def run(stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
 
 
 @app.command()
-def demo(days: int = typer.Option(4, help="consecutive simulated days"),
-         start: str = typer.Option("2026-01-01", help="first logical date")):
+def demo(
+    days: int = typer.Option(4, help="consecutive simulated days"),
+    start: str = typer.Option("2026-01-01", help="first logical date"),
+):
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     from recsys.demo import run_demo
 
@@ -148,14 +167,19 @@ def publish_rollback():
 
 
 @metrics_app.command("serve")
-def metrics_serve(port: int = typer.Option(None, help="default: RECSYS_MONITORING__EXPORTER_PORT (8000)"),
-                  addr: str = typer.Option(None, help="default: 127.0.0.1")):
+def metrics_serve(
+    port: int = typer.Option(None, help="default: RECSYS_MONITORING__EXPORTER_PORT (8000)"),
+    addr: str = typer.Option(None, help="default: 127.0.0.1"),
+):
     """Expose the latest quality figures for Prometheus to scrape (re-read on every scrape)."""
     from recsys.monitoring import serve_metrics
 
     s = _settings()
-    server = serve_metrics(s.data_dir / "monitoring" / "quality.json", port=port or s.monitoring.exporter_port,
-                           addr=addr or s.monitoring.exporter_addr)
+    server = serve_metrics(
+        s.data_dir / "monitoring" / "quality.json",
+        port=port or s.monitoring.exporter_port,
+        addr=addr or s.monitoring.exporter_addr,
+    )
     typer.echo(f"serving recsys metrics on http://{addr or s.monitoring.exporter_addr}:{server.port}/metrics")
     server.thread.join()
 

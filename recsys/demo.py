@@ -32,8 +32,12 @@ def run_day(ds: date, conf: dict | None = None) -> int:
 
 def dag_run_state(ds: date) -> str:
     """The state Airflow recorded for the run of ``ds`` (``airflow dags test`` exits 0 even on failure)."""
-    out = subprocess.run([_airflow(), "dags", "list-runs", "recsys_daily", "-o", "json"],
-                         capture_output=True, text=True, env=os.environ.copy())
+    out = subprocess.run(
+        [_airflow(), "dags", "list-runs", "recsys_daily", "-o", "json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]  # warnings may precede the JSON
     try:
         runs = json.loads(lines[-1]) if lines else []
@@ -54,9 +58,13 @@ def run_demo(start: date, days: int) -> int:
         rc = run_day(ds)
         state = dag_run_state(ds)
         if rc != 0 or state != "success":
-            print(f"recsys_daily {ds} did not succeed (exit {rc}, state {state}); see the log above", flush=True)
+            print(
+                f"recsys_daily {ds} did not succeed (exit {rc}, state {state}); see the log above", flush=True
+            )
             return 1
-    print_summary(settings, elapsed=time.monotonic() - t0, days=[start + timedelta(days=i) for i in range(days)])
+    print_summary(
+        settings, elapsed=time.monotonic() - t0, days=[start + timedelta(days=i) for i in range(days)]
+    )
     return 0
 
 
@@ -75,32 +83,46 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
     print("\n" + "=" * 78)
     print("recsys demo summary" + (f" ({elapsed / 60:.1f} min)" if elapsed else ""))
     print("=" * 78)
-    print(f"{'day':<12}{'ingested':>10}{'quarantined':>13}{'clean':>8}{'trained':>9}{'blessed':>9}{'published':>11}")
+    print(
+        f"{'day':<12}{'ingested':>10}{'quarantined':>13}{'clean':>8}{'trained':>9}{'blessed':>9}{'published':>11}"
+    )
     last_eval = None
     for ds in days:
         r = _runs(settings, ds)
         v = r.get("validate", {})
         ev = r.get("evaluate")
         last_eval = ev or last_eval
-        print(f"{ds!s:<12}{v.get('input_rows', '-'):>10}{v.get('quarantined_rows', '-'):>13}"
-              f"{r.get('anonymize', {}).get('interactions_rows', '-'):>8}{'yes' if 'train' in r else 'no':>9}"
-              f"{('yes' if ev and ev['blessed'] else 'no') if ev else '-':>9}"
-              f"{r.get('publish', {}).get('rows', '-'):>11}")
+        print(
+            f"{ds!s:<12}{v.get('input_rows', '-'):>10}{v.get('quarantined_rows', '-'):>13}"
+            f"{r.get('anonymize', {}).get('interactions_rows', '-'):>8}{'yes' if 'train' in r else 'no':>9}"
+            f"{('yes' if ev and ev['blessed'] else 'no') if ev else '-':>9}"
+            f"{r.get('publish', {}).get('rows', '-'):>11}"
+        )
     if last_eval:
         m = last_eval["metrics"]
         print("\nOffline metrics of the last trained model (held-out day):")
         for t in ("click", "like", "share"):
-            print(f"  {t:<6} AUC {m.get(f'{t}_auc', float('nan')):.4f}   GAUC {m.get(f'{t}_gauc', float('nan')):.4f}"
-                  f"   logloss {m.get(f'{t}_logloss', float('nan')):.4f}")
+            print(
+                f"  {t:<6} AUC {m.get(f'{t}_auc', float('nan')):.4f}"
+                f"   GAUC {m.get(f'{t}_gauc', float('nan')):.4f}"
+                f"   logloss {m.get(f'{t}_logloss', float('nan')):.4f}"
+            )
         print(f"  watch  RMSE(log1p s) {m.get('watch_rmse', float('nan')):.4f}")
-        print(f"  gate: {'BLESSED' if last_eval['blessed'] else 'NOT BLESSED'}: {'; '.join(last_eval['reasons'])}")
-    print(f"\nMLflow registry: model {settings.model_name!r}, champion = version {champion_version(settings)}, "
-          f"previous = {champion_version(settings, 'previous')}")
+        print(
+            f"  gate: {'BLESSED' if last_eval['blessed'] else 'NOT BLESSED'}: "
+            f"{'; '.join(last_eval['reasons'])}"
+        )
+    print(
+        f"\nMLflow registry: model {settings.model_name!r}, champion = version {champion_version(settings)}, "
+        f"previous = {champion_version(settings, 'previous')}"
+    )
     eng = engine_for(settings.resolved_db_url)
     live = read_live(eng)
-    print(f"Recommendations table: {settings.resolved_db_url} (view live_recommendations, "
-          f"{len(live)} live rows, {live['user_key'].nunique() if len(live) else 0} user keys, "
-          f"version {live['version'].iloc[0] if len(live) else '-'})")
+    print(
+        f"Recommendations table: {settings.resolved_db_url} (view live_recommendations, "
+        f"{len(live)} live rows, {live['user_key'].nunique() if len(live) else 0} user keys, "
+        f"version {live['version'].iloc[0] if len(live) else '-'})"
+    )
     if len(live):
         user = sorted(k for k in live["user_key"].unique() if not k.startswith("__"))[0]
         print(f"\nTop list for user_key {user}:")

@@ -69,8 +69,7 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray],
-                 users: np.ndarray) -> dict:
+def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], users: np.ndarray) -> dict:
     """Per-task offline metrics: AUC, GAUC, log loss, ECE, predicted/observed (binary tasks); watch RMSE."""
     out: dict[str, float] = {}
     for t in BINARY_TASKS:
@@ -91,8 +90,9 @@ def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray],
 # ---------------------------------------------------------------------------------------- ranking metrics
 def _user_lists(users: np.ndarray, items: np.ndarray, rel: np.ndarray, scores: np.ndarray):
     """Per user: (items, relevance, scores), one entry per distinct item (max relevance, max score)."""
-    df = pd.DataFrame({"u": users, "i": items, "r": np.nan_to_num(np.asarray(rel, float)),
-                       "s": np.asarray(scores, float)})
+    df = pd.DataFrame(
+        {"u": users, "i": items, "r": np.nan_to_num(np.asarray(rel, float)), "s": np.asarray(scores, float)}
+    )
     df = df.groupby(["u", "i"], sort=True).agg(r=("r", "max"), s=("s", "max")).reset_index()
     for u, g in df.groupby("u", sort=True):
         yield u, g["i"].to_numpy(), g["r"].to_numpy(float), g["s"].to_numpy(float)
@@ -131,8 +131,14 @@ def average_precision_at_k(rel: np.ndarray, scores: np.ndarray, k: int) -> float
     return float((prec * hits).sum() / min(n, k))
 
 
-def ranking_metrics(users: np.ndarray, items: np.ndarray, rel: np.ndarray, scores: np.ndarray, k: int,
-                    catalog_size: int | None = None) -> dict[str, float]:
+def ranking_metrics(
+    users: np.ndarray,
+    items: np.ndarray,
+    rel: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    catalog_size: int | None = None,
+) -> dict[str, float]:
     """NDCG@k, Recall@k and MAP@k over users with at least one relevant item, and catalog coverage.
 
     Each user's list is the set of distinct items they have rows for (e.g. their test-day impressions),
@@ -151,8 +157,13 @@ def ranking_metrics(users: np.ndarray, items: np.ndarray, rel: np.ndarray, score
     def mean(xs):
         return float(np.mean(xs)) if xs else float("nan")
 
-    return {f"ndcg_{k}": mean(nd), f"recall_{k}": mean(rc), f"map_{k}": mean(ap),
-            f"coverage_{k}": len(top) / size if size else float("nan"), "ranking_users": float(len(nd))}
+    return {
+        f"ndcg_{k}": mean(nd),
+        f"recall_{k}": mean(rc),
+        f"map_{k}": mean(ap),
+        f"coverage_{k}": len(top) / size if size else float("nan"),
+        "ranking_users": float(len(nd)),
+    }
 
 
 # ---------------------------------------------------------------------------------------- simulator truth
@@ -166,8 +177,9 @@ class TruthSample:
     catalog_size: int
 
 
-def truth_sample(settings, ds: date, test: pd.DataFrame, k: int, max_users: int = 200,
-                 max_candidates: int = 500) -> TruthSample | None:
+def truth_sample(
+    settings, ds: date, test: pd.DataFrame, k: int, max_users: int = 200, max_candidates: int = 500
+) -> TruthSample | None:
     """The simulator's ground truth for up to ``max_users`` test users over the visible catalog of ``ds``.
 
     Users are matched to the world through the keyed pseudonym; each is scored over the visible catalog
@@ -192,8 +204,13 @@ def truth_sample(settings, ds: date, test: pd.DataFrame, k: int, max_users: int 
     vids = world.videos["video_id"].to_numpy()[cand].astype(int).tolist()
     users = test.sort_values("ts").drop_duplicates("user_key", keep="last")
     users = users[["user_key", "device", "region", "age_band", "activity"]]
-    frame = scoring_frame(keys, dict.fromkeys(keys, vids), users, world.videos,
-                          pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=12))
+    frame = scoring_frame(
+        keys,
+        dict.fromkeys(keys, vids),
+        users,
+        world.videos,
+        pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=12),
+    )
     uidx = frame["user_key"].map(index).to_numpy(int)
     vindex = world.video_index()
     vidx = frame["video_id"].map(vindex).to_numpy(int)
@@ -209,16 +226,24 @@ def truth_sample(settings, ds: date, test: pd.DataFrame, k: int, max_users: int 
 def true_ndcg(sample: TruthSample, scores: np.ndarray, k: int) -> dict[str, float]:
     """DCG@k of the true utilities of each user's top k by ``scores``, over the oracle's DCG@k (mean)."""
     disc = 1.0 / np.log2(np.arange(2, k + 2))
-    df = pd.DataFrame({"u": sample.rows["user_key"].to_numpy(), "v": sample.rows["video_id"].to_numpy(),
-                       "s": np.asarray(scores, float), "t": sample.utility})
+    df = pd.DataFrame(
+        {
+            "u": sample.rows["user_key"].to_numpy(),
+            "v": sample.rows["video_id"].to_numpy(),
+            "s": np.asarray(scores, float),
+            "t": sample.utility,
+        }
+    )
     df = df.sort_values(["u", "s", "v"], ascending=[True, False, True], kind="stable")
     df["r"] = df.groupby("u").cumcount()
     top = df[df["r"] < k]
     dcg = (top["t"] * disc[top["r"].to_numpy()]).groupby(top["u"]).sum()
     ratio = dcg / pd.Series(sample.ideal_dcg)
-    return {f"true_ndcg_{k}": float(ratio.mean()),
-            f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
-            "true_users": float(len(ratio))}
+    return {
+        f"true_ndcg_{k}": float(ratio.mean()),
+        f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
+        "true_users": float(len(ratio)),
+    }
 
 
 # ---------------------------------------------------------------------------------------- the gate
@@ -243,32 +268,48 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
 
     def check(name: str, value: float, threshold: float, detail: str) -> None:
         ok = bool(np.isfinite(value) and value >= threshold)
-        d.checks.append({"check": name, "passed": ok, "value": float(value), "threshold": float(threshold),
-                         "shortfall": float(threshold - value) if np.isfinite(value) else float("inf"),
-                         "detail": detail})
+        d.checks.append(
+            {
+                "check": name,
+                "passed": ok,
+                "value": float(value),
+                "threshold": float(threshold),
+                "shortfall": float(threshold - value) if np.isfinite(value) else float("inf"),
+                "detail": detail,
+            }
+        )
         if not ok:
             d.blessed = False
             d.reasons.append(f"{name} failed: {detail}")
 
     for task, floor in cfg.floor_auc.items():
         v = candidate.get(f"{task}_auc", float("nan"))
-        check(f"floor_{task}_auc", v, floor,
-              f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})")
+        check(
+            f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})"
+        )
     for task, margin in cfg.max_regression.items():
         if champion is None:
             continue
         c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
         if np.isfinite(ch):
-            check(f"regression_{task}_auc", c, ch - margin,
-                  f"{task} AUC {c:.4f} vs champion {ch:.4f} "
-                  f"(allowed regression {margin:.4f}, delta {c - ch:+.4f})")
+            check(
+                f"regression_{task}_auc",
+                c,
+                ch - margin,
+                f"{task} AUC {c:.4f} vs champion {ch:.4f} "
+                f"(allowed regression {margin:.4f}, delta {c - ch:+.4f})",
+            )
     pop = popularity.get("click_auc", float("nan"))
     c = candidate.get("click_auc", float("nan"))
     if np.isfinite(pop):
         need = pop + cfg.min_margin_over_popularity
-        check("margin_over_popularity", c, need,
-              f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
-              f" (delta {c - need:+.4f})")
+        check(
+            "margin_over_popularity",
+            c,
+            need,
+            f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
+            f" (delta {c - need:+.4f})",
+        )
     if d.blessed:
         d.reasons.append("all checks passed" + ("" if champion else " (no champion yet)"))
     return d
@@ -281,13 +322,22 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
     y, p = y[m], p[m]
     edges = np.linspace(0, 1, bins + 1)
     idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    return [{"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": int((idx == b).sum()),
-             "mean_pred": float(p[idx == b].mean()), "observed": float(y[idx == b].mean())}
-            for b in range(bins) if (idx == b).any()]
+    return [
+        {
+            "lo": float(edges[b]),
+            "hi": float(edges[b + 1]),
+            "n": int((idx == b).sum()),
+            "mean_pred": float(p[idx == b].mean()),
+            "observed": float(y[idx == b].mean()),
+        }
+        for b in range(bins)
+        if (idx == b).any()
+    ]
 
 
-def _segment_rows(test: pd.DataFrame, column: str, preds: dict[str, dict], users: np.ndarray,
-                  with_gauc: bool = True) -> list[dict]:
+def _segment_rows(
+    test: pd.DataFrame, column: str, preds: dict[str, dict], users: np.ndarray, with_gauc: bool = True
+) -> list[dict]:
     """Click metrics per value of ``column``: rows, CTR, and per scorer mean predicted click, AUC (, GAUC)."""
     out = []
     y = test["click"].to_numpy(float)
@@ -327,8 +377,9 @@ def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
     return pd.to_datetime(test["ts"], utc=True).max().date()
 
 
-def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, settings=None,
-                 ds: date | None = None) -> dict:
+def evaluate_run(
+    ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, settings=None, ds: date | None = None
+) -> dict:
     """Score candidate, champion and baselines on the same test split; metrics, slices and the gate.
 
     Per scorer: the per-task classification metrics of the test impressions, and ranking metrics of the
@@ -339,8 +390,10 @@ def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings, *,
     features_dir = Path(features_dir)
     test = pd.read_parquet(features_dir / "test.parquet")
     cols = ["user_key", "video_id", "category", "ts", "click"]
-    history = pd.concat([pd.read_parquet(features_dir / f"{part}.parquet", columns=cols)
-                         for part in ("train", "valid")], ignore_index=True)
+    history = pd.concat(
+        [pd.read_parquet(features_dir / f"{part}.parquet", columns=cols) for part in ("train", "valid")],
+        ignore_index=True,
+    )
     ds = ds or _test_day(test, features_dir)
     k = cfg.k
     labels = {t: test[t].to_numpy(float) for t in LABELS}
@@ -378,27 +431,41 @@ def evaluate_run(ranker, champion, features_dir: Path, cfg: EvaluateSettings, *,
     decision = gate(metrics["candidate"], metrics.get("champion"), pop, cfg)
     shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
     slices = {
-        "calibration": {name: {t: reliability(labels[t], np.clip(p[t], 0, 1)) for t in BINARY_TASKS}
-                        for name, p in preds.items() if name in ("candidate", "champion")},
+        "calibration": {
+            name: {t: reliability(labels[t], np.clip(p[t], 0, 1)) for t in BINARY_TASKS}
+            for name, p in preds.items()
+            if name in ("candidate", "champion")
+        },
         "by_position": _segment_rows(test, "position", shown, users, False) if "position" in test else [],
         "by_activity": _segment_rows(test, "activity", shown, users) if "activity" in test else [],
     }
-    return {"ds": str(ds), "k": k, "test_rows": len(test), "test_users": int(len(np.unique(users))),
-            "candidate": metrics["candidate"], "champion": metrics.get("champion"),
-            "champion_version": getattr(champion, "version", None) if champion is not None else None,
-            "baselines": {n: metrics[f"baseline_{n}"] for n in baselines}, "popularity": pop,
-            "truth": None if truth is None else {"users": len(truth.ideal_dcg),
-                                                 "catalog": truth.catalog_size},
-            "decision": asdict(decision), "slices": slices}
+    return {
+        "ds": str(ds),
+        "k": k,
+        "test_rows": len(test),
+        "test_users": int(len(np.unique(users))),
+        "candidate": metrics["candidate"],
+        "champion": metrics.get("champion"),
+        "champion_version": getattr(champion, "version", None) if champion is not None else None,
+        "baselines": {n: metrics[f"baseline_{n}"] for n in baselines},
+        "popularity": pop,
+        "truth": None if truth is None else {"users": len(truth.ideal_dcg), "catalog": truth.catalog_size},
+        "decision": asdict(decision),
+        "slices": slices,
+    }
 
 
 def evaluation_tags(result: dict, extra: dict[str, str] | None = None) -> dict[str, str]:
     """MLflow tags of an evaluated run: the gate's decision, each failed check and by how much, context."""
     dec = result["decision"]
-    tags = {"gate.blessed": str(dec["blessed"]).lower(), "gate.reasons": "; ".join(dec["reasons"])[:4900],
-            "gate.failed_checks": ",".join(c["check"] for c in dec["checks"] if not c["passed"]) or "none",
-            "eval.ds": str(result.get("ds")), "eval.test_rows": str(result.get("test_rows")),
-            "eval.champion_version": str(result.get("champion_version") or "none")}
+    tags = {
+        "gate.blessed": str(dec["blessed"]).lower(),
+        "gate.reasons": "; ".join(dec["reasons"])[:4900],
+        "gate.failed_checks": ",".join(c["check"] for c in dec["checks"] if not c["passed"]) or "none",
+        "eval.ds": str(result.get("ds")),
+        "eval.test_rows": str(result.get("test_rows")),
+        "eval.champion_version": str(result.get("champion_version") or "none"),
+    }
     for c in dec["checks"]:
         state = "passed" if c["passed"] else f"FAILED by {c['shortfall']:.4f}"
         tags[f"gate.check.{c['check']}"] = f"{state}: {c['detail']}"[:4900]
@@ -410,8 +477,11 @@ def flat_metrics(result: dict) -> dict[str, float]:
     """The run's metrics: ``test_*`` (candidate), ``champion_test_*``, ``baseline_<name>_*`` (finite only)."""
 
     def finite(prefix: str, d: dict | None) -> dict:
-        return {f"{prefix}{k}": float(v) for k, v in (d or {}).items()
-                if isinstance(v, int | float) and np.isfinite(v)}
+        return {
+            f"{prefix}{k}": float(v)
+            for k, v in (d or {}).items()
+            if isinstance(v, int | float) and np.isfinite(v)
+        }
 
     out = {**finite("test_", result["candidate"]), **finite("champion_test_", result["champion"])}
     for name, m in (result.get("baselines") or {"popularity": result["popularity"]}).items():
@@ -427,8 +497,11 @@ def log_evaluation(run_id: str, result: dict, tags: dict[str, str] | None = None
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     all_tags = evaluation_tags(result, tags)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in flat_metrics(result).items()],
-                     tags=[RunTag(k, v) for k, v in all_tags.items()])
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in flat_metrics(result).items()],
+        tags=[RunTag(k, v) for k, v in all_tags.items()],
+    )
     client.log_text(run_id, json.dumps(result, indent=2, default=float), "evaluation/evaluation.json")
     try:
         from recsys.report import render_report

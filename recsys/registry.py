@@ -38,7 +38,9 @@ class Ranker:
         x = self.transform.apply(rows)
         x["position"] = np.zeros(len(rows), dtype=np.int32)  # position is unknown at serving
         out = self.model.predict(x, batch_size=batch_size, verbose=0)
-        return {k: np.asarray(v).reshape(-1) for k, v in out.items() if k in ("click", "watch", "like", "share")}
+        return {
+            k: np.asarray(v).reshape(-1) for k, v in out.items() if k in ("click", "watch", "like", "share")
+        }
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         from recsys.model import ranking_score
@@ -76,7 +78,9 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         model.save(tmp / "model.keras")
         transform.save(tmp / "transform.json")
         (tmp / "ranker.json").write_text(json.dumps({"score_weights": settings.model.score_weights}))
-        example = pd.read_parquet(example_path, columns=[c for c in EXAMPLE_COLUMNS if c != "event_id"]).head(3)
+        example = pd.read_parquet(example_path, columns=[c for c in EXAMPLE_COLUMNS if c != "event_id"]).head(
+            3
+        )
         # the serving contract: position is unknown at serving (not an input); times are ISO-8601 strings
         example = example.drop(columns=["rec_version", "position"])
         for col in ("ts", "upload_ts"):
@@ -84,8 +88,14 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         info = mlflow.pyfunc.log_model(
             name="ranker",
             python_model=_pyfunc_class()(),
-            artifacts={k: str(tmp / f) for k, f in
-                       (("model", "model.keras"), ("transform", "transform.json"), ("ranker", "ranker.json"))},
+            artifacts={
+                k: str(tmp / f)
+                for k, f in (
+                    ("model", "model.keras"),
+                    ("transform", "transform.json"),
+                    ("ranker", "ranker.json"),
+                )
+            },
             input_example=example,
             pip_requirements=pip_requirements(),
         )
@@ -100,8 +110,12 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     from recsys.features.transform import Transform
 
     meta = json.loads((path / "ranker.json").read_text())
-    return Ranker(keras.saving.load_model(path / "model.keras", compile=False),
-                  Transform.load(path / "transform.json"), meta["score_weights"], version)
+    return Ranker(
+        keras.saving.load_model(path / "model.keras", compile=False),
+        Transform.load(path / "transform.json"),
+        meta["score_weights"],
+        version,
+    )
 
 
 def load_ranker(settings: Settings, alias: str = CHAMPION) -> Ranker:
@@ -117,7 +131,9 @@ def load_ranker(settings: Settings, alias: str = CHAMPION) -> Ranker:
         mv = client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException as exc:
         raise NoChampionError(f"no model {settings.model_name!r} with alias {alias!r}") from exc
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{mv.version}"))
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{mv.version}")
+    )
     return load_ranker_dir(local / "artifacts", version=str(mv.version))
 
 
@@ -162,8 +178,12 @@ def register(settings: Settings, model_uri: str, *, promote: bool, tags: dict[st
         if old is not None and old != str(mv.version):
             client.set_registered_model_alias(settings.model_name, PREVIOUS, old)
         client.set_registered_model_alias(settings.model_name, CHAMPION, mv.version)
-    return {"version": str(mv.version), "promoted": promote, "champion": champion_version(settings),
-            "previous": champion_version(settings, PREVIOUS)}
+    return {
+        "version": str(mv.version),
+        "promoted": promote,
+        "champion": champion_version(settings),
+        "previous": champion_version(settings, PREVIOUS),
+    }
 
 
 def rollback(settings: Settings) -> dict:

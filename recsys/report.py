@@ -36,8 +36,12 @@ def _fmt(v) -> str:
 
 def _table(header: list[str], rows: list[list], left: int = 1) -> str:
     th = "".join(f'<th class="{"l" if i < left else ""}">{html.escape(h)}</th>' for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(c)}</td>'
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{_fmt(c)}</td>' for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
@@ -115,8 +119,10 @@ def segment_section(rows: list[dict], column: str, title: str) -> str:
         a.legend(fontsize=7)
     kinds = [m for m in ("pred", "auc", "gauc") if f"{names[0]}_{m}" in rows[0]] if names else []
     header = [column, "rows", "ctr"] + [f"{n} {m}" for n in names for m in kinds]
-    table = _table(header, [[r[column], r["rows"], r["ctr"]]
-                            + [r.get(f"{n}_{m}") for n in names for m in kinds] for r in rows])
+    table = _table(
+        header,
+        [[r[column], r["rows"], r["ctr"]] + [r.get(f"{n}_{m}") for n in names for m in kinds] for r in rows],
+    )
     return _png(fig) + table
 
 
@@ -125,11 +131,20 @@ def gate_section(result: dict) -> str:
     cls = "ok" if dec["blessed"] else "bad"
     head = "BLESSED: may become champion" if dec["blessed"] else "NOT BLESSED: the champion stays"
     reasons = "".join(f"<li>{html.escape(r)}</li>" for r in dec["reasons"])
-    rows = [[c["check"], "passed" if c["passed"] else "FAILED", c.get("value"), c.get("threshold"),
-             c.get("shortfall") if not c["passed"] else None, c["detail"]] for c in dec["checks"]]
+    rows = [
+        [
+            c["check"],
+            "passed" if c["passed"] else "FAILED",
+            c.get("value"),
+            c.get("threshold"),
+            c.get("shortfall") if not c["passed"] else None,
+            c["detail"],
+        ]
+        for c in dec["checks"]
+    ]
     table = _table(["check", "result", "value", "threshold", "short by", "detail"], rows)
-    table = table.replace("<td class=\"\">FAILED</td>", '<td class="bad">FAILED</td>')
-    table = table.replace("<td class=\"\">passed</td>", '<td class="ok">passed</td>')
+    table = table.replace('<td class="">FAILED</td>', '<td class="bad">FAILED</td>')
+    table = table.replace('<td class="">passed</td>', '<td class="ok">passed</td>')
     return f'<div class="banner {cls}"><b>{head}</b><ul>{reasons}</ul></div>{table}'
 
 
@@ -137,14 +152,23 @@ def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
     """The whole page as one string (no external resources)."""
     tags = tags or {}
     k = result.get("k", 10)
-    context = {"ds": result.get("ds"), "test rows": result.get("test_rows"),
-               "test users": result.get("test_users"),
-               "champion version": result.get("champion_version") or "none",
-               **{t: v for t, v in tags.items() if not t.startswith("gate.")}}
+    context = {
+        "ds": result.get("ds"),
+        "test rows": result.get("test_rows"),
+        "test users": result.get("test_users"),
+        "champion version": result.get("champion_version") or "none",
+        **{t: v for t, v in tags.items() if not t.startswith("gate.")},
+    }
     truth = result.get("truth")
-    truth_note = (f"<p class=muted>true_ndcg_{k}: DCG@{k} of the simulator's true utilities of each "
-                  f"scorer's top {k} over the visible catalog ({truth['catalog']} videos, {truth['users']} "
-                  "users) divided by the oracle's.</p>") if truth else ""
+    truth_note = (
+        (
+            f"<p class=muted>true_ndcg_{k}: DCG@{k} of the simulator's true utilities of each "
+            f"scorer's top {k} over the visible catalog ({truth['catalog']} videos, {truth['users']} "
+            "users) divided by the oracle's.</p>"
+        )
+        if truth
+        else ""
+    )
     slices = result.get("slices") or {}
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -152,12 +176,16 @@ def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
         f"<style>{CSS}</style></head><body>",
         f"<h1>Evaluation of the candidate ranker, test day {html.escape(str(result.get('ds')))}</h1>",
         _table(["", "value"], [[a, b] for a, b in context.items()]),
-        "<h2>Gate decision</h2>", gate_section(result),
+        "<h2>Gate decision</h2>",
+        gate_section(result),
         "<h2>Metrics: candidate vs champion vs baselines</h2>",
         f"<p class=muted>Same test split for every scorer. ndcg/recall/map/coverage_{k}: each test user's "
         f"impressions of the day ranked by the scorer, clicks as relevance; coverage = share of the day's "
-        "videos in some top-k list.</p>", truth_note, metrics_table(result),
-        "<h2>Calibration (reliability diagrams)</h2>", calibration_plots(result),
+        "videos in some top-k list.</p>",
+        truth_note,
+        metrics_table(result),
+        "<h2>Calibration (reliability diagrams)</h2>",
+        calibration_plots(result),
         "<h2>By slate position</h2>",
         segment_section(slices.get("by_position") or [], "position", "position"),
         "<h2>By user activity segment</h2>",

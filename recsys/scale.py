@@ -45,8 +45,9 @@ class RankerRef:
 
     @classmethod
     def from_registry(cls, settings: Settings, version: str) -> RankerRef:
-        return cls(version=str(version), model_name=settings.model_name,
-                   tracking_uri=settings.resolved_tracking_uri)
+        return cls(
+            version=str(version), model_name=settings.model_name, tracking_uri=settings.resolved_tracking_uri
+        )
 
     def load(self):
         from recsys.registry import load_ranker_dir
@@ -87,8 +88,12 @@ def dask_client(settings: Settings, *, processes: bool = True, n_workers: int | 
         finally:
             client.close()
         return
-    cluster = LocalCluster(n_workers=n_workers or settings.serving.dask_workers, threads_per_worker=1,
-                           processes=processes, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=n_workers or settings.serving.dask_workers,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=None,
+    )
     client = Client(cluster)
     try:
         yield client
@@ -100,22 +105,41 @@ def dask_client(settings: Settings, *, processes: bool = True, n_workers: int | 
 def shards(user_keys: list[str], size: int) -> list[list[str]]:
     """``user_keys`` in consecutive shards of at most ``size`` users."""
     size = max(1, int(size))
-    return [list(user_keys[i:i + size]) for i in range(0, len(user_keys), size)]
+    return [list(user_keys[i : i + size]) for i in range(0, len(user_keys), size)]
 
 
-def score_shard(ref: RankerRef, user_keys: list[str], candidates: dict[str, list[int]], users: pd.DataFrame,
-                videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
-                max_per_category: int | None) -> pd.DataFrame:
+def score_shard(
+    ref: RankerRef,
+    user_keys: list[str],
+    candidates: dict[str, list[int]],
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    at: pd.Timestamp,
+    n: int,
+    max_per_author: int,
+    max_per_category: int | None,
+) -> pd.DataFrame:
     """The top-N lists of one shard of users (runs on a worker)."""
     from recsys.serving.rank import rank_pairs
 
-    return rank_pairs(worker_ranker(ref), user_keys, candidates, users, videos, at, n, max_per_author,
-                      max_per_category)
+    return rank_pairs(
+        worker_ranker(ref), user_keys, candidates, users, videos, at, n, max_per_author, max_per_category
+    )
 
 
-def rank_on_dask(client, ref: RankerRef, user_keys: list[str], candidates: dict[str, list[int]],
-                 users: pd.DataFrame, videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
-                 max_per_category: int | None, users_per_shard: int = 2000) -> pd.DataFrame:
+def rank_on_dask(
+    client,
+    ref: RankerRef,
+    user_keys: list[str],
+    candidates: dict[str, list[int]],
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    at: pd.Timestamp,
+    n: int,
+    max_per_author: int,
+    max_per_category: int | None,
+    users_per_shard: int = 2000,
+) -> pd.DataFrame:
     """Score ``user_keys`` in shards on ``client``'s workers; the same lists as one-process
     :func:`recsys.serving.rank.rank_pairs` (or ``rank_candidates`` over the whole scoring frame), ordered
     by user and rank."""
@@ -126,9 +150,22 @@ def rank_on_dask(client, ref: RankerRef, user_keys: list[str], candidates: dict[
     videos = videos[videos["video_id"].astype("int64").isin(wanted)][list(VIDEO_COLUMNS)]
     users = users[users["user_key"].isin(set(user_keys))][list(USER_COLUMNS)]
     users_f, videos_f = client.scatter([users, videos], broadcast=True)
-    futures = [client.submit(score_shard, ref, shard, {u: candidates.get(u, []) for u in shard}, users_f,
-                             videos_f, at, n, max_per_author, max_per_category, pure=False)
-               for shard in shards(user_keys, users_per_shard)]
+    futures = [
+        client.submit(
+            score_shard,
+            ref,
+            shard,
+            {u: candidates.get(u, []) for u in shard},
+            users_f,
+            videos_f,
+            at,
+            n,
+            max_per_author,
+            max_per_category,
+            pure=False,
+        )
+        for shard in shards(user_keys, users_per_shard)
+    ]
     parts = client.gather(futures)
     if not parts:
         return pd.DataFrame(columns=["user_key", "rank", "video_id", "score"])

@@ -55,12 +55,27 @@ def stage(name: str):
                     result["seconds"] = round(elapsed, 3)
                     path = settings.data_dir / "reports" / "runs" / f"ds={ds}" / f"{name}.json"
                     atomic_write_bytes(path, json.dumps(result, indent=2, default=str).encode())
-                    log.info("stage %s ds=%s done in %.1fs: %s", name, ds, elapsed, result,
-                             extra={"ds": str(ds), "stage": name, "run_id": result.get("run_id"),
-                                    "model_version": result.get("model_version")})
+                    log.info(
+                        "stage %s ds=%s done in %.1fs: %s",
+                        name,
+                        ds,
+                        elapsed,
+                        result,
+                        extra={
+                            "ds": str(ds),
+                            "stage": name,
+                            "run_id": result.get("run_id"),
+                            "model_version": result.get("model_version"),
+                        },
+                    )
                 else:
-                    log.error("stage %s ds=%s failed after %.1fs", name, ds, elapsed,
-                              extra={"ds": str(ds), "stage": name})
+                    log.error(
+                        "stage %s ds=%s failed after %.1fs",
+                        name,
+                        ds,
+                        elapsed,
+                        extra={"ds": str(ds), "stage": name},
+                    )
 
         run.stage_name = name
         return run
@@ -75,8 +90,14 @@ def _export(name: str, ds: date, settings: Settings, ok: bool, seconds: float, r
         from recsys.monitoring.metrics import push_stage_metrics
 
         rows = {k: int(v) for k, v in result.items() if k.endswith("rows") and isinstance(v, int | float)}
-        push_stage_metrics(name, str(ds), success=ok, duration_seconds=seconds, rows=rows,
-                           pushgateway_url=settings.monitoring.pushgateway_url)
+        push_stage_metrics(
+            name,
+            str(ds),
+            success=ok,
+            duration_seconds=seconds,
+            rows=rows,
+            pushgateway_url=settings.monitoring.pushgateway_url,
+        )
     except Exception as exc:  # monitoring must never fail the pipeline
         log.warning("could not push metrics for %s: %s", name, exc)
 
@@ -144,8 +165,12 @@ def collect(ds: date, settings: Settings) -> dict:
     lake.write_frame("raw", "users", ds, users)
     for dataset in ("events", "videos", "users"):
         sources.seal_landing(lake, dataset, ds)
-    return {"input_rows": len(events) + len(malformed), "malformed_rows": len(malformed),
-            "videos_rows": len(videos), "users_rows": len(users)}
+    return {
+        "input_rows": len(events) + len(malformed),
+        "malformed_rows": len(malformed),
+        "videos_rows": len(videos),
+        "users_rows": len(users),
+    }
 
 
 def _trailing_volumes(settings: Settings, ds: date, days: int = 7) -> list[int]:
@@ -169,10 +194,19 @@ def validate(ds: date, settings: Settings) -> dict:
     users = lake.read_frame("raw", "users", ds)
     validate_videos(videos, ds=ds)  # reference tables: any failure stops the run
     validate_users(users, ds=ds)
-    durations = dict(zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True))
+    durations = dict(
+        zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True)
+    )
     reports = settings.data_dir / "reports" / "validation" / f"ds={ds}"
-    res = validate_events(events, ds, set(durations), _trailing_volumes(settings, ds), reports,
-                          durations=durations, n_malformed=len(malformed))
+    res = validate_events(
+        events,
+        ds,
+        set(durations),
+        _trailing_volumes(settings, ds),
+        reports,
+        durations=durations,
+        n_malformed=len(malformed),
+    )
     quarantine = res.quarantined.astype("string")
     if len(malformed):
         bad = pd.DataFrame({"raw_line": malformed["raw_line"].astype("string"), "reason": "malformed_json"})
@@ -182,9 +216,13 @@ def validate(ds: date, settings: Settings) -> dict:
     if res.data_docs_path:
         log.info("validation Data Docs: %s", res.data_docs_path)
     assert len(res.accepted) + len(res.quarantined) == len(events)
-    return {"input_rows": len(events) + len(malformed), "accepted_rows": len(res.accepted),
-            "quarantined_rows": len(quarantine), "data_docs": str(res.data_docs_path or ""),
-            "rules": {k: v for k, v in res.report.get("rule_counts", {}).items() if v}}
+    return {
+        "input_rows": len(events) + len(malformed),
+        "accepted_rows": len(res.accepted),
+        "quarantined_rows": len(quarantine),
+        "data_docs": str(res.data_docs_path or ""),
+        "rules": {k: v for k, v in res.report.get("rule_counts", {}).items() if v},
+    }
 
 
 @stage("anonymize")
@@ -228,8 +266,10 @@ def should_train(ds: date, settings: Settings, force: bool = False) -> dict:
     if champion_version(settings) is None:
         return {"train": True, "why": "no champion yet"}
     last = sorted((settings.data_dir / "reports" / "runs").glob("ds=*/train.json"))
-    last_ds = max((date.fromisoformat(p.parent.name[3:]) for p in last if date.fromisoformat(
-        p.parent.name[3:]) < ds), default=None)
+    last_ds = max(
+        (date.fromisoformat(p.parent.name[3:]) for p in last if date.fromisoformat(p.parent.name[3:]) < ds),
+        default=None,
+    )
     due = last_ds is None or (ds - last_ds).days >= settings.train.train_every_days
     return {"train": due, "why": f"last trained {last_ds}, every {settings.train.train_every_days} day(s)"}
 
@@ -239,12 +279,24 @@ def train(ds: date, settings: Settings, trigger: str = "schedule") -> dict:
     from recsys.train import train_model
 
     fdir = features_dir(settings, ds)
-    res = train_model(fdir, settings, run_name=f"{settings.model.variant}-{ds}", work_dir=settings.data_dir /
-                      "checkpoints" / f"ds={ds}", tags={"ds": str(ds), "trigger": trigger,
-                                                       "variant": settings.model.variant,
-                                                       "window_days": str(settings.features.window_days)})
-    return {"run_id": res.run_id, "model_uri": res.model_uri, "epochs": res.epochs_run,
-            "best_val_loss": res.best_val_loss}
+    res = train_model(
+        fdir,
+        settings,
+        run_name=f"{settings.model.variant}-{ds}",
+        work_dir=settings.data_dir / "checkpoints" / f"ds={ds}",
+        tags={
+            "ds": str(ds),
+            "trigger": trigger,
+            "variant": settings.model.variant,
+            "window_days": str(settings.features.window_days),
+        },
+    )
+    return {
+        "run_id": res.run_id,
+        "model_uri": res.model_uri,
+        "epochs": res.epochs_run,
+        "best_val_loss": res.best_val_loss,
+    }
 
 
 @stage("evaluate")
@@ -268,17 +320,26 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
         champion = load_ranker(settings)
     except NoChampionError:
         champion = None
-    result = evaluate_run(candidate, champion, features_dir(settings, ds), settings.evaluate,
-                          settings=settings, ds=ds)
+    result = evaluate_run(
+        candidate, champion, features_dir(settings, ds), settings.evaluate, settings=settings, ds=ds
+    )
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     trigger = run.data.tags.get("trigger", "unknown")
     variant = run.data.tags.get("variant", settings.model.variant)
-    tags = log_evaluation(run_id, result, {
-        "ds": str(ds), "trigger": trigger, "variant": variant, "model_variant": variant,
-        "window_days": str(settings.features.window_days),
-        "data_window": f"{window_start(ds, settings.features.window_days)}..{ds}",
-        "source": settings.source})
+    tags = log_evaluation(
+        run_id,
+        result,
+        {
+            "ds": str(ds),
+            "trigger": trigger,
+            "variant": variant,
+            "model_variant": variant,
+            "window_days": str(settings.features.window_days),
+            "data_window": f"{window_start(ds, settings.features.window_days)}..{ds}",
+            "source": settings.source,
+        },
+    )
     if run.info.run_name == f"{variant}-{ds}":  # the default name: make runs distinguishable in compare view
         client.update_run(run_id, name=f"{variant}-{ds}-{trigger}")
     dec = result["decision"]
@@ -286,26 +347,46 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
     head = "BLESSED: " if dec["blessed"] else "NOT BLESSED: "
     log.log(level, "gate: %s", head + "; ".join(dec["reasons"]))
     for c in dec["checks"]:
-        log.log(logging.INFO if c["passed"] else logging.WARNING,
-                "gate check %s: %s (value %.4f, threshold %.4f%s)", c["check"],
-                "passed" if c["passed"] else "FAILED", c["value"], c["threshold"],
-                "" if c["passed"] else f", short by {c['shortfall']:.4f}")
+        log.log(
+            logging.INFO if c["passed"] else logging.WARNING,
+            "gate check %s: %s (value %.4f, threshold %.4f%s)",
+            c["check"],
+            "passed" if c["passed"] else "FAILED",
+            c["value"],
+            c["threshold"],
+            "" if c["passed"] else f", short by {c['shortfall']:.4f}",
+        )
     k = settings.evaluate.k
-    headline = {n: {m: v.get(m) for m in (f"ndcg_{k}", f"true_ndcg_{k}", "click_auc") if m in v}
-                for n, v in {"candidate": result["candidate"], "champion": result["champion"] or {},
-                             **{f"baseline_{b}": m for b, m in result["baselines"].items()}}.items()}
+    headline = {
+        n: {m: v.get(m) for m in (f"ndcg_{k}", f"true_ndcg_{k}", "click_auc") if m in v}
+        for n, v in {
+            "candidate": result["candidate"],
+            "champion": result["champion"] or {},
+            **{f"baseline_{b}": m for b, m in result["baselines"].items()},
+        }.items()
+    }
     log.info("evaluation (ds=%s): %s", ds, json.dumps(headline, default=float))
-    return {"run_id": run_id, "model_uri": model_uri, "blessed": dec["blessed"], "reasons": dec["reasons"],
-            "failed_checks": tags["gate.failed_checks"], "report": "evaluation/report.html",
-            "metrics": {k_: v for k_, v in result["candidate"].items() if not k_.endswith("_rows")}}
+    return {
+        "run_id": run_id,
+        "model_uri": model_uri,
+        "blessed": dec["blessed"],
+        "reasons": dec["reasons"],
+        "failed_checks": tags["gate.failed_checks"],
+        "report": "evaluation/report.html",
+        "metrics": {k_: v for k_, v in result["candidate"].items() if not k_.endswith("_rows")},
+    }
 
 
 @stage("register")
 def register(ds: date, settings: Settings, run_id: str, blessed: bool, model_uri: str | None = None) -> dict:
     from recsys.registry import register as reg
 
-    return reg(settings, model_uri or f"runs:/{run_id}/ranker", promote=blessed,
-               tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id})
+    return reg(
+        settings,
+        model_uri or f"runs:/{run_id}/ranker",
+        promote=blessed,
+        tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id},
+    )
 
 
 # --------------------------------------------------------------------------------- serving
@@ -330,15 +411,21 @@ def publish(ds: date, settings: Settings) -> dict:
     active = set(lake.read_frame("clean", "interactions", ds)["user_key"].astype(str))
     model_version = str(recs["model_version"].iloc[0])
     eng = pub.engine_for(settings.resolved_db_url)
-    info = pub.publish(eng, recs[["user_key", "rank", "video_id", "score"]], ds=str(ds),
-                       model_version=model_version, active_users=active, top_n=settings.serving.top_n,
-                       keep=settings.serving.keep_versions, min_row_ratio=settings.serving.min_row_ratio)
+    info = pub.publish(
+        eng,
+        recs[["user_key", "rank", "video_id", "score"]],
+        ds=str(ds),
+        model_version=model_version,
+        active_users=active,
+        top_n=settings.serving.top_n,
+        keep=settings.serving.keep_versions,
+        min_row_ratio=settings.serving.min_row_ratio,
+    )
     if eng.dialect.name == "postgresql":  # apps get SELECT on the live view, nothing else
         from recsys.privacy.access import ensure_app_role
 
         ensure_app_role(eng, role="recsys_app")
     return info
-
 
 
 # --------------------------------------------------------------------------------- monitoring
@@ -382,8 +469,11 @@ def monitor(ds: date, settings: Settings) -> dict:
     except FileNotFoundError:
         past = events.iloc[:0]
     known = set(past["user_key"].dropna().astype(str))
-    day = compute_metrics(events, catalog_size=int(videos["visible"].astype(bool).sum()),
-                          known_users=known if len(past) else None)
+    day = compute_metrics(
+        events,
+        catalog_size=int(videos["visible"].astype(bool).sum()),
+        known_users=known if len(past) else None,
+    )
     cat = dict(zip(videos["video_id"].astype("Int64"), videos["category"], strict=True))
     for f in (events, past):
         f["category"] = f["video_id"].map(cat)
@@ -405,8 +495,14 @@ def monitor(ds: date, settings: Settings) -> dict:
 
         try:
             with engine_for(settings.resolved_db_url).connect() as conn:
-                models = {str(m) for (m,) in conn.execute(sa.select(versions_table.c.model_version)
-                                                          .where(versions_table.c.version.in_(rec_versions)))}
+                models = {
+                    str(m)
+                    for (m,) in conn.execute(
+                        sa.select(versions_table.c.model_version).where(
+                            versions_table.c.version.in_(rec_versions)
+                        )
+                    )
+                }
         except Exception as exc:  # the figures still count without the model's name
             log.warning("monitor ds=%s: cannot read the list versions' models: %s", ds, exc)
             models = set()
@@ -420,8 +516,9 @@ def monitor(ds: date, settings: Settings) -> dict:
     last = _last_retrain(settings, ds)
     champ_ds = _champion_ds(settings)
     rows = history + [day | {"ds": str(ds)}]
-    decision = check_retraining_needed(rows, settings.monitoring, today=ds,
-                                       last_retrain=last, model_trained_at=champ_ds)
+    decision = check_retraining_needed(
+        rows, settings.monitoring, today=ds, last_retrain=last, model_trained_at=champ_ds
+    )
     # the retrain's fresh window: the degraded days after a CTR drop (else the configured window)
     window_days = degraded_streak_days(rows, settings.monitoring, today=ds) or None
     model_version = champion_version(settings) or "none"
@@ -430,26 +527,52 @@ def monitor(ds: date, settings: Settings) -> dict:
     def _fmt(x) -> str:
         return "-" if x is None else f"{x:.4f}"
 
-    write_quality_snapshot(settings.monitoring.quality_snapshot_path or
-                           settings.data_dir / "monitoring" / "quality.json", {
-        "ds": str(ds), "model_version": model_version, "online": day, "psi": psi,
-        "retrain_recommended": bool(decision.retrain)})
-    log.info("monitor ds=%s model=%s: ctr recommended %s (%d impressions), exploration %s (%d)",
-             ds, model_version, _fmt(day.get("ctr")), day.get("recommended_impressions", 0),
-             _fmt(day.get("ctr_exploration")), day.get("exploration_impressions", 0), extra=ctx)
+    write_quality_snapshot(
+        settings.monitoring.quality_snapshot_path or settings.data_dir / "monitoring" / "quality.json",
+        {
+            "ds": str(ds),
+            "model_version": model_version,
+            "online": day,
+            "psi": psi,
+            "retrain_recommended": bool(decision.retrain),
+        },
+    )
+    log.info(
+        "monitor ds=%s model=%s: ctr recommended %s (%d impressions), exploration %s (%d)",
+        ds,
+        model_version,
+        _fmt(day.get("ctr")),
+        day.get("recommended_impressions", 0),
+        _fmt(day.get("ctr_exploration")),
+        day.get("exploration_impressions", 0),
+        extra=ctx,
+    )
     if decision.retrain:
         path = settings.data_dir / "reports" / "monitoring" / "retrains.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [ln for ln in (path.read_text().splitlines() if path.exists() else [])
-                 if json.loads(ln)["ds"] != str(ds)]
+        lines = [
+            ln
+            for ln in (path.read_text().splitlines() if path.exists() else [])
+            if json.loads(ln)["ds"] != str(ds)
+        ]
         lines.append(json.dumps({"ds": str(ds), "reasons": decision.reasons, "window_days": window_days}))
         atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
-        log.warning("monitor ds=%s: RETRAIN (window %s day(s)): %s", ds, window_days or "default",
-                    "; ".join(decision.reasons), extra=ctx)
+        log.warning(
+            "monitor ds=%s: RETRAIN (window %s day(s)): %s",
+            ds,
+            window_days or "default",
+            "; ".join(decision.reasons),
+            extra=ctx,
+        )
     elif decision.reasons:
         log.info("monitor ds=%s: no retrain: %s", ds, "; ".join(decision.reasons), extra=ctx)
-    return {"metrics": day, "retrain": bool(decision.retrain), "reasons": decision.reasons,
-            "window_days": window_days if decision.retrain else None, "model_version": model_version}
+    return {
+        "metrics": day,
+        "retrain": bool(decision.retrain),
+        "reasons": decision.reasons,
+        "window_days": window_days if decision.retrain else None,
+        "model_version": model_version,
+    }
 
 
 def _champion_ds(settings: Settings) -> date | None:

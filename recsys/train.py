@@ -43,8 +43,9 @@ def batch_to_arrays(table, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], di
     """A pyarrow table/record batch of encoded examples -> (inputs, labels) arrays."""
     x = {n: table.column(f"x_{n}").to_numpy().astype(np.int32) for n in spec.categorical}
     x["title"] = table.column("x_title").flatten().to_numpy().astype(np.int32).reshape(-1, spec.title_len)
-    x["numeric"] = (table.column("x_numeric").flatten().to_numpy().astype(np.float32)
-                    .reshape(-1, spec.n_numeric))
+    x["numeric"] = (
+        table.column("x_numeric").flatten().to_numpy().astype(np.float32).reshape(-1, spec.n_numeric)
+    )
     x["position"] = table.column("x_position").to_numpy().astype(np.int32)
     y = {t: table.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in LABELS}
     return x, y
@@ -68,8 +69,14 @@ class ShuffleEpoch:
         return Cb()
 
 
-def parquet_dataset(path: Path, spec: FeatureSpec, batch_size: int, *, seed: int | None = None,
-                    epoch: ShuffleEpoch | None = None):
+def parquet_dataset(
+    path: Path,
+    spec: FeatureSpec,
+    batch_size: int,
+    *,
+    seed: int | None = None,
+    epoch: ShuffleEpoch | None = None,
+):
     """A tf.data pipeline over an encoded feature file; shuffles within chunks when ``seed`` is given.
 
     The shuffle of epoch ``e`` is a pure function of ``(seed, e)``. With ``epoch`` (set by its callback at
@@ -126,8 +133,11 @@ class TrainState:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": self.run_id,
-                                   "history": {str(k): v for k, v in sorted(self.history.items())}}))
+        tmp.write_text(
+            json.dumps(
+                {"run_id": self.run_id, "history": {str(k): v for k, v in sorted(self.history.items())}}
+            )
+        )
         tmp.replace(self.path)
 
     def best(self, monitor: str = "val_loss") -> tuple[int, float] | None:
@@ -176,8 +186,9 @@ def _resume_callback(state: TrainState, start: int, early_stopping, checkpoint):
             early_stopping.best_epoch = best_epoch
             early_stopping.wait = start - 1 - best_epoch
             checkpoint.best = best_val
-            log.info("resuming at epoch %d; best so far: epoch %d, val_loss %.5f",
-                     start, best_epoch, best_val)
+            log.info(
+                "resuming at epoch %d; best so far: epoch %d, val_loss %.5f", start, best_epoch, best_val
+            )
 
     return Cb()
 
@@ -191,8 +202,15 @@ class FitResult:
     best_val_loss: float
 
 
-def fit_model(features_dir: Path, settings: Settings, work_dir: Path, *, state: TrainState | None = None,
-              extra_callbacks: list | None = None, verbose: int = 0) -> FitResult:
+def fit_model(
+    features_dir: Path,
+    settings: Settings,
+    work_dir: Path,
+    *,
+    state: TrainState | None = None,
+    extra_callbacks: list | None = None,
+    verbose: int = 0,
+) -> FitResult:
     """Build, compile and fit the model on ``features_dir`` with the resumable callbacks.
 
     It opens no MLflow run (the epoch logger writes into the active one, if any). ``work_dir`` holds the
@@ -210,8 +228,9 @@ def fit_model(features_dir: Path, settings: Settings, work_dir: Path, *, state: 
     keras.utils.set_random_seed(settings.seed)
     ts = settings.train
     shuffle_epoch = ShuffleEpoch()
-    train_ds = parquet_dataset(features_dir / "train.parquet", spec, ts.batch_size, seed=settings.seed,
-                               epoch=shuffle_epoch)
+    train_ds = parquet_dataset(
+        features_dir / "train.parquet", spec, ts.batch_size, seed=settings.seed, epoch=shuffle_epoch
+    )
     valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size)
 
     model = build_multi_task_model(spec, settings.model, seed=settings.seed)
@@ -221,8 +240,9 @@ def fit_model(features_dir: Path, settings: Settings, work_dir: Path, *, state: 
     best_path = work_dir / "best.keras"
     if start == 0:
         best_path.unlink(missing_ok=True)
-    early_stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=ts.patience,
-                                                   restore_best_weights=True)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=ts.patience, restore_best_weights=True
+    )
     checkpoint = keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_loss", save_best_only=True)
     # Order matters at epoch end: the metrics and the best checkpoint are written before the backup that
     # marks the epoch done, so a kill never leaves a backed-up epoch without its record.
@@ -240,12 +260,24 @@ def fit_model(features_dir: Path, settings: Settings, work_dir: Path, *, state: 
     if best is not None and best[0] < start and best_path.exists():
         # The best epoch came before the kill: EarlyStopping never held its weights; ModelCheckpoint did.
         model.load_weights(str(best_path))
-    return FitResult(model, state.merged_history(), start, best[0] if best else None,
-                     float(best[1]) if best else float("nan"))
+    return FitResult(
+        model,
+        state.merged_history(),
+        start,
+        best[0] if best else None,
+        float(best[1]) if best else float("nan"),
+    )
 
 
-def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: dict[str, str],
-                work_dir: Path, extra_callbacks: list | None = None) -> TrainResult:
+def train_model(
+    features_dir: Path,
+    settings: Settings,
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    work_dir: Path,
+    extra_callbacks: list | None = None,
+) -> TrainResult:
     """Train on ``features_dir`` (train/valid parquet + transform.json) and log everything to MLflow.
 
     ``work_dir`` holds the checkpoints, the backup and the run state; it is stable for a given day so a
@@ -272,8 +304,11 @@ def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: 
         shutil.rmtree(work_dir / "backup", ignore_errors=True)
     n_train = pq.ParquetFile(features_dir / "train.parquet").metadata.num_rows
     n_valid = pq.ParquetFile(features_dir / "valid.parquet").metadata.num_rows
-    run_kw = ({"run_id": state.run_id} if resuming
-              else {"experiment_id": experiment_id, "run_name": run_name, "tags": tags})
+    run_kw = (
+        {"run_id": state.run_id}
+        if resuming
+        else {"experiment_id": experiment_id, "run_name": run_name, "tags": tags}
+    )
     with mlflow.start_run(**run_kw) as run:
         state.run_id = run.info.run_id
         state.save()
@@ -281,16 +316,29 @@ def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: 
             mlflow.set_tag("resumed_from_epoch", str(start))
             log.info("resuming MLflow run %s at epoch %d", run.info.run_id, start)
         else:
-            mlflow.log_params({
-                "variant": ms.variant, "n_experts": ms.n_experts, "n_shared_experts": ms.n_shared_experts,
-                "embedding_dim": ms.embedding_dim, "expert_units": ms.expert_units,
-                "shallow_units": json.dumps(list(ms.shallow_units)), "tower_units": ms.tower_units,
-                "gate_dropout": ms.gate_dropout, "bias_tower": ms.bias_tower,
-                "position_dropout": ms.position_dropout, "loss_weights": json.dumps(ms.loss_weights),
-                "score_weights": json.dumps(ms.score_weights),
-                "epochs": ts.epochs, "batch_size": ts.batch_size, "learning_rate": ts.learning_rate,
-                "patience": ts.patience, "seed": settings.seed, "train_rows": n_train, "valid_rows": n_valid,
-            })
+            mlflow.log_params(
+                {
+                    "variant": ms.variant,
+                    "n_experts": ms.n_experts,
+                    "n_shared_experts": ms.n_shared_experts,
+                    "embedding_dim": ms.embedding_dim,
+                    "expert_units": ms.expert_units,
+                    "shallow_units": json.dumps(list(ms.shallow_units)),
+                    "tower_units": ms.tower_units,
+                    "gate_dropout": ms.gate_dropout,
+                    "bias_tower": ms.bias_tower,
+                    "position_dropout": ms.position_dropout,
+                    "loss_weights": json.dumps(ms.loss_weights),
+                    "score_weights": json.dumps(ms.score_weights),
+                    "epochs": ts.epochs,
+                    "batch_size": ts.batch_size,
+                    "learning_rate": ts.learning_rate,
+                    "patience": ts.patience,
+                    "seed": settings.seed,
+                    "train_rows": n_train,
+                    "valid_rows": n_valid,
+                }
+            )
         fit = fit_model(features_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks)
         model, hist = fit.model, fit.history
         with tempfile.TemporaryDirectory() as tmp:
@@ -308,8 +356,13 @@ def train_model(features_dir: Path, settings: Settings, *, run_name: str, tags: 
             mlflow.log_artifacts(str(tmp), artifact_path="training")
             model_uri = log_ranker(model, transform, settings, features_dir / "valid.parquet")
         epochs_run = len(hist.get("loss", []))
-        mlflow.log_metrics({"best_val_loss": fit.best_val_loss, "epochs_run": epochs_run,
-                            "best_epoch": -1 if fit.best_epoch is None else fit.best_epoch})
+        mlflow.log_metrics(
+            {
+                "best_val_loss": fit.best_val_loss,
+                "epochs_run": epochs_run,
+                "best_epoch": -1 if fit.best_epoch is None else fit.best_epoch,
+            }
+        )
         result = TrainResult(run.info.run_id, model_uri, epochs_run, fit.best_val_loss)
     shutil.rmtree(work_dir, ignore_errors=True)
     return result

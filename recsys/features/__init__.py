@@ -18,8 +18,16 @@ from recsys.features.spec import CATEGORICAL, NUMERIC, FeatureSpec
 from recsys.features.transform import Transform
 
 __all__ = [
-    "CATEGORICAL", "NUMERIC", "FeatureSpec", "Transform", "build_examples", "create_categorical_embeddings",
-    "create_text_embeddings", "feature_engineering", "scale_numerical_features", "split_by_time",
+    "CATEGORICAL",
+    "NUMERIC",
+    "FeatureSpec",
+    "Transform",
+    "build_examples",
+    "create_categorical_embeddings",
+    "create_text_embeddings",
+    "feature_engineering",
+    "scale_numerical_features",
+    "split_by_time",
 ]
 
 
@@ -47,10 +55,15 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
     examples = build_examples(events, videos, users)
     train, valid, test = split_by_time(examples, ds, settings.valid_fraction)
     if train.empty or valid.empty or test.empty:
-        raise ValueError(f"not enough data to split ds={ds}: train={len(train)} valid={len(valid)} "
-                         f"test={len(test)}")
-    transform = Transform.fit(train, title_len=settings.title_max_tokens,
-                              title_vocab_size=settings.title_vocab_size, min_count=settings.min_count)
+        raise ValueError(
+            f"not enough data to split ds={ds}: train={len(train)} valid={len(valid)} test={len(test)}"
+        )
+    transform = Transform.fit(
+        train,
+        title_len=settings.title_max_tokens,
+        title_vocab_size=settings.title_vocab_size,
+        min_count=settings.min_count,
+    )
 
     def build(tmp):
         for name, part in (("train", train), ("valid", valid), ("test", test)):
@@ -58,6 +71,12 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
         transform.save(tmp / "transform.json")
 
     path = lake.replace_partition("features", "examples", ds, build)
-    return {"path": str(path), "train_rows": len(train), "valid_rows": len(valid), "test_rows": len(test),
-            "window_start": str(window_start(ds, settings.window_days)),
-            "vocab_users": len(transform.vocabs["user"]), "vocab_videos": len(transform.vocabs["video"])}
+    return {
+        "path": str(path),
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "test_rows": len(test),
+        "window_start": str(window_start(ds, settings.window_days)),
+        "vocab_users": len(transform.vocabs["user"]),
+        "vocab_videos": len(transform.vocabs["video"]),
+    }

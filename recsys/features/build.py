@@ -17,8 +17,21 @@ from recsys.features.spec import LABELS
 from recsys.features.transform import Transform
 
 EXAMPLE_COLUMNS = (
-    "event_id", "user_key", "video_id", "author_id", "category", "device", "region", "age_band", "activity",
-    "ts", "title", "duration_seconds", "upload_ts", "position", "rec_version",
+    "event_id",
+    "user_key",
+    "video_id",
+    "author_id",
+    "category",
+    "device",
+    "region",
+    "age_band",
+    "activity",
+    "ts",
+    "title",
+    "duration_seconds",
+    "upload_ts",
+    "position",
+    "rec_version",
 )
 
 
@@ -29,7 +42,8 @@ def build_examples(events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFra
     clicked impressions (NaN otherwise, so those rows are masked out of the satisfaction losses).
     """
     v = videos.drop_duplicates("video_id", keep="last")[
-        ["video_id", "author_id", "category", "title", "duration_seconds", "upload_ts"]]
+        ["video_id", "author_id", "category", "title", "duration_seconds", "upload_ts"]
+    ]
     u = users.drop_duplicates("user_key", keep="last")[["user_key", "age_band", "activity"]]
     df = events.merge(v, on="video_id", how="left").merge(u, on="user_key", how="left")
     clicked = pd.to_numeric(df["clicked"]).to_numpy(float)
@@ -41,8 +55,9 @@ def build_examples(events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFra
     return df[list(EXAMPLE_COLUMNS) + list(LABELS)].sort_values(["ts", "event_id"]).reset_index(drop=True)
 
 
-def split_by_time(examples: pd.DataFrame, ds: date, valid_fraction: float = 0.15
-                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def split_by_time(
+    examples: pd.DataFrame, ds: date, valid_fraction: float = 0.15
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, valid, test): test = day ``ds``; train/valid = earlier days, valid the latest share."""
     start = pd.Timestamp(ds, tz="UTC")
     ts = pd.to_datetime(examples["ts"], utc=True)

@@ -10,7 +10,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 # Categorical inputs, each an int32 array of shape [batch].
-CATEGORICAL = ("user", "video", "author", "category", "device", "region", "age_band", "activity", "hour", "dow")
+CATEGORICAL = (
+    "user",
+    "video",
+    "author",
+    "category",
+    "device",
+    "region",
+    "age_band",
+    "activity",
+    "hour",
+    "dow",
+)
 # Numeric inputs, normalized with training-window statistics; one float32 array [batch, len(NUMERIC)].
 NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")
 TITLE = "title"  # int32 [batch, title_len]; 0 = padding, 1 = out of vocabulary

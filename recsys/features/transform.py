@@ -22,8 +22,14 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 MAX_POSITION = 20
 # categorical feature -> source column in an example frame
 SOURCE_COLUMN = {
-    "user": "user_key", "video": "video_id", "author": "author_id", "category": "category",
-    "device": "device", "region": "region", "age_band": "age_band", "activity": "activity",
+    "user": "user_key",
+    "video": "video_id",
+    "author": "author_id",
+    "category": "category",
+    "device": "device",
+    "region": "region",
+    "age_band": "age_band",
+    "activity": "activity",
 }
 
 
@@ -79,8 +85,9 @@ class Transform:
 
     # ------------------------------------------------------------------ fitting
     @classmethod
-    def fit(cls, train: pd.DataFrame, *, title_len: int = 8, title_vocab_size: int = 2000,
-            min_count: int = 1) -> Transform:
+    def fit(
+        cls, train: pd.DataFrame, *, title_len: int = 8, title_vocab_size: int = 2000, min_count: int = 1
+    ) -> Transform:
         """Learn the transform from training examples (see :func:`recsys.features.build.build_examples`)."""
         vocabs = {}
         for name, col in SOURCE_COLUMN.items():
@@ -93,9 +100,15 @@ class Transform:
         title_vocab = {w: i + 2 for i, (w, _) in enumerate(top)}
         video_clicks = train.groupby(train["video_id"].astype(str))["click"].sum()
         user_imps = train.groupby(train["user_key"].astype(str)).size()
-        t = cls(vocabs, title_vocab, title_len, {}, {},
-                {k: float(np.log1p(v)) for k, v in video_clicks.items()},
-                {k: float(np.log1p(v)) for k, v in user_imps.items()})
+        t = cls(
+            vocabs,
+            title_vocab,
+            title_len,
+            {},
+            {},
+            {k: float(np.log1p(v)) for k, v in video_clicks.items()},
+            {k: float(np.log1p(v)) for k, v in user_imps.items()},
+        )
         raw = t._raw_numeric(train)
         t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(NUMERIC)}
         t.numeric_std = {n: float(np.std(raw[:, i]) or 1.0) for i, n in enumerate(NUMERIC)}
@@ -155,9 +168,14 @@ class Transform:
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         return {
-            "version": self.version, "vocabs": self.vocabs, "title_vocab": self.title_vocab,
-            "title_len": self.title_len, "numeric_mean": self.numeric_mean, "numeric_std": self.numeric_std,
-            "video_clicks": self.video_clicks, "user_impressions": self.user_impressions,
+            "version": self.version,
+            "vocabs": self.vocabs,
+            "title_vocab": self.title_vocab,
+            "title_len": self.title_len,
+            "numeric_mean": self.numeric_mean,
+            "numeric_std": self.numeric_std,
+            "video_clicks": self.video_clicks,
+            "user_impressions": self.user_impressions,
         }
 
     def save(self, path: Path) -> Path:

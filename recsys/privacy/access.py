@@ -30,8 +30,9 @@ def _ident(name: str) -> str:
     return f'"{name}"'
 
 
-def ensure_app_role(engine: sa.Engine, role: str = "recsys_app", password: str | None = None,
-                    schema: str | None = None) -> dict:
+def ensure_app_role(
+    engine: sa.Engine, role: str = "recsys_app", password: str | None = None, schema: str | None = None
+) -> dict:
     """Create (if missing) the LOGIN role ``role`` and leave it with SELECT on ``live_recommendations`` only.
 
     Revokes every privilege of ``role`` on the recsys tables (and the view), grants USAGE on the schema,
@@ -54,17 +55,21 @@ def ensure_app_role(engine: sa.Engine, role: str = "recsys_app", password: str |
         exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :r"), {"r": role}).scalar()
         # the pipeline's writer (e.g. `recsys` in compose) may not manage roles: then the role must exist
         # already (docker/postgres-init creates it) and only the privileges are (re)set
-        can_manage = conn.execute(sa.text(
-            "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")).scalar()
+        can_manage = conn.execute(
+            sa.text("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
+        ).scalar()
         if not exists and not can_manage:
-            raise PermissionError(f"role {role} does not exist and the connected user may not create roles; "
-                                  "create it as an administrator first")
+            raise PermissionError(
+                f"role {role} does not exist and the connected user may not create roles; "
+                "create it as an administrator first"
+            )
         if not exists:
             conn.execute(sa.text(f"CREATE ROLE {r} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT"))
         if can_manage:
             if password is not None:
-                lit = sa.literal(password, sa.String).compile(dialect=engine.dialect,
-                                                              compile_kwargs={"literal_binds": True})
+                lit = sa.literal(password, sa.String).compile(
+                    dialect=engine.dialect, compile_kwargs={"literal_binds": True}
+                )
                 sql = f"ALTER ROLE {r} WITH LOGIN PASSWORD {lit}"
                 conn.execution_options(no_parameters=True).exec_driver_sql(sql)
             conn.execute(sa.text(f"ALTER ROLE {r} SET default_transaction_read_only = on"))
@@ -78,5 +83,11 @@ def ensure_app_role(engine: sa.Engine, role: str = "recsys_app", password: str |
         # a default privilege (e.g. docker/postgres-init) would hand every new table to the role again
         conn.execute(sa.text(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {s} REVOKE ALL ON TABLES FROM {r}"))
     log.info("role %s: SELECT on %s.%s only (created: %s)", role, schema, VIEW, not exists)
-    return {"role": role, "schema": schema, "database": db, "created": not exists, "select_on": [VIEW],
-            "revoked_on": list(TABLES)}
+    return {
+        "role": role,
+        "schema": schema,
+        "database": db,
+        "created": not exists,
+        "select_on": [VIEW],
+        "revoked_on": list(TABLES),
+    }

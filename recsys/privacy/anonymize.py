@@ -80,7 +80,8 @@ def apply_policy(df: pd.DataFrame, policy: dict[str, tuple[Action, str | None]],
     unknown = [c for c in df.columns if c not in policy]
     if unknown:
         raise PolicyError(
-            f"raw column(s) {unknown} have no privacy policy; declare them (drop, pseudonymize, generalize or "
+            f"raw column(s) {unknown} have no privacy policy; declare them "
+            "(drop, pseudonymize, generalize or "
             "keep) in recsys/privacy/anonymize.py before they can pass the anonymize stage"
         )
     out = {}
@@ -88,7 +89,9 @@ def apply_policy(df: pd.DataFrame, policy: dict[str, tuple[Action, str | None]],
         if col not in df.columns or action == "drop":
             continue
         if action == "pseudonymize":
-            out[target] = pd.array(pseudonymize_many(df[col], key, domain=DOMAIN.get(col, col)), dtype="string")
+            out[target] = pd.array(
+                pseudonymize_many(df[col], key, domain=DOMAIN.get(col, col)), dtype="string"
+            )
         elif action == "generalize":
             out[target] = df[col].map(GENERALIZERS[col]).astype("string")
         else:

@@ -1,9 +1,9 @@
 """``recsys privacy ...``: key rotation, erasure requests, the read-only database role.
 
-    recsys privacy new-key                 print a fresh Fernet key (put it first in the key list)
-    recsys privacy rotate-key              re-encrypt every encrypted lake file under the newest key
-    recsys privacy erase --user ID         remove a user from every zone and table (audit: pseudonym only)
-    recsys privacy app-role                PostgreSQL: (re)create the read-only application role
+recsys privacy new-key                 print a fresh Fernet key (put it first in the key list)
+recsys privacy rotate-key              re-encrypt every encrypted lake file under the newest key
+recsys privacy erase --user ID         remove a user from every zone and table (audit: pseudonym only)
+recsys privacy app-role                PostgreSQL: (re)create the read-only application role
 """
 
 from __future__ import annotations
@@ -63,9 +63,12 @@ def erase(user: list[str] = typer.Option(..., "--user", help="raw user id (repea
 
 
 @app.command("app-role")
-def app_role(role: str = typer.Option("recsys_app", help="role name"),
-             password_env: str = typer.Option("RECSYS_APP_PASSWORD",
-                                              help="environment variable holding the role's password")):
+def app_role(
+    role: str = typer.Option("recsys_app", help="role name"),
+    password_env: str = typer.Option(
+        "RECSYS_APP_PASSWORD", help="environment variable holding the role's password"
+    ),
+):
     """PostgreSQL (RECSYS_DB_URL): the role applications use, SELECT on live_recommendations only."""
     import os
 

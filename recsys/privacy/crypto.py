@@ -33,7 +33,9 @@ class DecryptionError(RuntimeError):
 def _read_owner_only(path: Path) -> str:
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyConfigError(f"key file {path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
+        raise KeyConfigError(
+            f"key file {path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it"
+        )
     return path.read_text()
 
 
@@ -64,7 +66,8 @@ def load_fernet_keys(settings: Settings) -> list[str]:
             ensure_demo_key(path, lambda: Fernet.generate_key().decode())
         if path is None or not Path(path).exists():
             raise KeyConfigError(
-                "no encryption key: set RECSYS_PRIVACY__ENCRYPTION_KEYS or RECSYS_PRIVACY__ENCRYPTION_KEY_FILE "
+                "no encryption key: set RECSYS_PRIVACY__ENCRYPTION_KEYS "
+                "or RECSYS_PRIVACY__ENCRYPTION_KEY_FILE "
                 "(or RECSYS_DEMO=1 for a local demo key)"
             )
         keys = [k.strip() for k in _read_owner_only(Path(path)).splitlines() if k.strip()]

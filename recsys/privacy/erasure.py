@@ -197,12 +197,16 @@ def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
             if not sa.inspect(conn).has_table("recommendations"):
                 return {"rows": 0, "versions": 0}
             r, v = pub.recommendations, pub.versions
-            per = conn.execute(sa.select(r.c.version, sa.func.count()).where(r.c.user_key == user_key)
-                               .group_by(r.c.version)).all()
+            per = conn.execute(
+                sa.select(r.c.version, sa.func.count()).where(r.c.user_key == user_key).group_by(r.c.version)
+            ).all()
             conn.execute(r.delete().where(r.c.user_key == user_key))
             for version, n in per:
-                conn.execute(v.update().where(v.c.version == version).values(
-                    row_count=v.c.row_count - int(n), user_count=v.c.user_count - 1))
+                conn.execute(
+                    v.update()
+                    .where(v.c.version == version)
+                    .values(row_count=v.c.row_count - int(n), user_count=v.c.user_count - 1)
+                )
         return {"rows": int(sum(n for _, n in per)), "versions": len(per)}
     finally:
         eng.dispose()
@@ -239,13 +243,18 @@ def erase_user(user_id: str, settings: Settings, *, request_id: str | None = Non
         newly = _suppress(uk, settings)  # first: a stage running meanwhile already drops the user
         removed["landing"] = _erase_landing(root, cipher, user_id)
         for zone in ("raw", "quarantine"):
-            removed[zone] = sum(_erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
-                                for p in _files(root / zone, "*.parquet.enc"))
+            removed[zone] = sum(
+                _erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
+                for p in _files(root / zone, "*.parquet.enc")
+            )
         for zone in ZONES_BY_KEY:
-            removed[zone] = sum(_erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
-                                for p in _files(root / zone, "*.parquet"))
-        removed["features_transforms"] = sum(_scrub_transform(p, uk)
-                                             for p in _files(root / "features", "transform.json"))
+            removed[zone] = sum(
+                _erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
+                for p in _files(root / zone, "*.parquet")
+            )
+        removed["features_transforms"] = sum(
+            _scrub_transform(p, uk) for p in _files(root / "features", "transform.json")
+        )
         db = _erase_db(settings, uk)
         removed["recommendations_table"] = db["rows"]
         removed["recommendation_versions_touched"] = db["versions"]
@@ -314,14 +323,18 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
         n += int(sum(1 for t in pseudonymize_many(ids, key) if t == user_key))
     found["landing"] = n
     for zone in ("raw", "quarantine"):
-        found[zone] = sum(raw_hits(pd.read_parquet(io.BytesIO(cipher.decrypt(p.read_bytes(), what=str(p)))))
-                          for p in _files(root / zone, "*.parquet.enc"))
+        found[zone] = sum(
+            raw_hits(pd.read_parquet(io.BytesIO(cipher.decrypt(p.read_bytes(), what=str(p)))))
+            for p in _files(root / zone, "*.parquet.enc")
+        )
     for zone in ZONES_BY_KEY:
-        found[zone] = sum(int(_key_mask(pd.read_parquet(p), user_key).sum())
-                          for p in _files(root / zone, "*.parquet"))
+        found[zone] = sum(
+            int(_key_mask(pd.read_parquet(p), user_key).sum()) for p in _files(root / zone, "*.parquet")
+        )
     found["features_transforms"] = sum(
         int(user_key in json.loads(p.read_bytes()).get("vocabs", {}).get("user", {}))
-        for p in _files(root / "features", "transform.json"))
+        for p in _files(root / "features", "transform.json")
+    )
     found["recommendations_table"] = 0
     url = settings.resolved_db_url
     db = sa.engine.make_url(url).database if url.startswith("sqlite") else None
@@ -332,9 +345,13 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
         try:
             with eng.connect() as conn:
                 if sa.inspect(conn).has_table("recommendations"):
-                    found["recommendations_table"] = int(conn.execute(
-                        sa.select(sa.func.count()).select_from(pub.recommendations)
-                        .where(pub.recommendations.c.user_key == user_key)).scalar())
+                    found["recommendations_table"] = int(
+                        conn.execute(
+                            sa.select(sa.func.count())
+                            .select_from(pub.recommendations)
+                            .where(pub.recommendations.c.user_key == user_key)
+                        ).scalar()
+                    )
         finally:
             eng.dispose()
     return found

@@ -72,6 +72,7 @@ def rotate_keys(settings: Settings, *, verify: bool = True) -> dict:
                 except DecryptionError as exc:  # pragma: no cover - would be a bug in rotation
                     raise DecryptionError(f"after rotation, {exc}") from None
     total = sum(counts.values())
-    log.info("rotated %d encrypted file(s) to the newest key (%d key(s) configured): %s", total, len(keys),
-             counts)
+    log.info(
+        "rotated %d encrypted file(s) to the newest key (%d key(s) configured): %s", total, len(keys), counts
+    )
     return {"files": total, "by_zone": counts, "keys_configured": len(keys), "verified": verify}

@@ -21,8 +21,13 @@ from recsys.serving.rank import rank_candidates, rank_pairs, scoring_frame, serv
 log = logging.getLogger(__name__)
 BASELINE_VERSION = "baseline-popularity"
 
-__all__ = ["batch_recommendations", "get_recommendations", "parallel_recommendations", "recommend_videos",
-           "score_for_user"]
+__all__ = [
+    "batch_recommendations",
+    "get_recommendations",
+    "parallel_recommendations",
+    "recommend_videos",
+    "score_for_user",
+]
 
 HISTORY_DAYS = 7
 
@@ -35,8 +40,15 @@ def _context(lake, ds: date, settings: Settings):
     return history, videos, users
 
 
-def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[str] | None = None, *,
-                          parallel: bool | None = None, client=None):
+def batch_recommendations(
+    lake,
+    ds: date,
+    settings: Settings,
+    user_keys: list[str] | None = None,
+    *,
+    parallel: bool | None = None,
+    client=None,
+):
     """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users).
 
     ``parallel`` (default ``settings.serving.parallel_scoring``) scores user shards on Dask: on ``client``
@@ -62,16 +74,27 @@ def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[st
         from recsys.scale import RankerRef, dask_client, rank_on_dask
 
         ref = RankerRef.from_registry(settings, ranker.version)
-        args = (ref, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author, sv.max_per_category,
-                sv.users_per_shard)
+        args = (
+            ref,
+            user_keys,
+            cands,
+            users,
+            videos,
+            at,
+            sv.top_n,
+            sv.max_per_author,
+            sv.max_per_category,
+            sv.users_per_shard,
+        )
         if client is not None:
             recs = rank_on_dask(client, *args)
         else:
             with dask_client(settings) as c:
                 recs = rank_on_dask(c, *args)
     elif ranker is not None:
-        recs = rank_pairs(ranker, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author,
-                          sv.max_per_category)
+        recs = rank_pairs(
+            ranker, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author, sv.max_per_category
+        )
     else:
         frame = scoring_frame(user_keys, cands, users, videos, at)
         order = -frame.groupby("user_key").cumcount().to_numpy(float)
@@ -81,9 +104,12 @@ def batch_recommendations(lake, ds: date, settings: Settings, user_keys: list[st
     version = ranker.version if ranker is not None else BASELINE_VERSION
     recs["model_version"] = version
     sizes = [len(cands.get(u, [])) for u in user_keys]
-    return recs, {"model_version": version, "users": len(user_keys),
-                  "mean_candidates": float(sum(sizes) / len(sizes)) if sizes else 0.0,
-                  "parallel": bool(parallel and ranker is not None)}
+    return recs, {
+        "model_version": version,
+        "users": len(user_keys),
+        "mean_candidates": float(sum(sizes) / len(sizes)) if sizes else 0.0,
+        "parallel": bool(parallel and ranker is not None),
+    }
 
 
 def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -94,8 +120,9 @@ def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFra
     counts = counts[counts.index.isin(vis)].sort_values(ascending=False, kind="stable")
     clicked = set(counts.index)
     top = list(counts.index[:n]) + [v for v in sorted(vis) if v not in clicked][: max(0, n - len(counts))]
-    return pd.DataFrame({"rank": range(1, len(top) + 1), "video_id": top,
-                         "score": [float(counts.get(v, 0)) for v in top]})
+    return pd.DataFrame(
+        {"rank": range(1, len(top) + 1), "video_id": top, "score": [float(counts.get(v, 0)) for v in top]}
+    )
 
 
 _CHAMPIONS: dict = {}
@@ -126,8 +153,15 @@ def _champion(settings: Settings):
     return ranker
 
 
-def score_for_user(ranker, user_key: str, candidate_videos: list[int], users: pd.DataFrame,
-                   videos: pd.DataFrame, at: pd.Timestamp, n: int = 10) -> pd.DataFrame:
+def score_for_user(
+    ranker,
+    user_key: str,
+    candidate_videos: list[int],
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    at: pd.Timestamp,
+    n: int = 10,
+) -> pd.DataFrame:
     """Real-time scoring core: ``candidate_videos`` of one (pseudonymized) user, encoded row by row with
     the ranker's transform and scored in one model call; the top ``n`` by score (no diversity rule)."""
     frame = scoring_frame([user_key], {user_key: [int(v) for v in candidate_videos]}, users, videos, at)
@@ -135,8 +169,14 @@ def score_for_user(ranker, user_key: str, candidate_videos: list[int], users: pd
     return recs[["video_id", "score", "rank"]]
 
 
-def recommend_videos(user_id: str, candidate_videos: list[int], n: int = 10, *, ds: date | None = None,
-                     settings: Settings | None = None) -> pd.DataFrame:
+def recommend_videos(
+    user_id: str,
+    candidate_videos: list[int],
+    n: int = 10,
+    *,
+    ds: date | None = None,
+    settings: Settings | None = None,
+) -> pd.DataFrame:
     """Real-time scoring: rank ``candidate_videos`` for ``user_id`` with the champion in one batch.
 
     Uses the saved transform of the champion, so the scores equal the batch path's for the same inputs.
@@ -164,8 +204,9 @@ def get_recommendations(user_id: str, n: int = 10, settings: Settings | None = N
     return recs if not recs.empty else read_live(eng, FALLBACK_KEY, n)
 
 
-def parallel_recommendations(user_ids: list[str], settings: Settings | None = None, *, client=None,
-                             ds: date | None = None) -> pd.DataFrame:
+def parallel_recommendations(
+    user_ids: list[str], settings: Settings | None = None, *, client=None, ds: date | None = None
+) -> pd.DataFrame:
     """Lists for many users at once, scored in user shards on Dask (``client``, or
     :func:`recsys.scale.dask_client`); the rows of :func:`batch_recommendations`."""
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
@@ -175,6 +216,7 @@ def parallel_recommendations(user_ids: list[str], settings: Settings | None = No
     lake = open_lake(settings)
     ds = ds or lake.list_ds("clean", "users")[-1]
     key = load_pseudonym_key(settings)
-    recs, _ = batch_recommendations(lake, ds, settings, [pseudonym(str(u), key) for u in user_ids],
-                                    parallel=True, client=client)
+    recs, _ = batch_recommendations(
+        lake, ds, settings, [pseudonym(str(u), key) for u in user_ids], parallel=True, client=client
+    )
     return recs

@@ -28,8 +28,14 @@ def covisitation(history: pd.DataFrame, per_video: int = 20) -> dict[int, list[i
     return {int(k): g["video_id_y"].astype(int).tolist() for k, g in top.groupby("video_id_x")}
 
 
-def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list[str], ds: date,
-                        n_candidates: int = 200, fresh_days: int = 3) -> dict[str, list[int]]:
+def generate_candidates(
+    history: pd.DataFrame,
+    videos: pd.DataFrame,
+    users: list[str],
+    ds: date,
+    n_candidates: int = 200,
+    fresh_days: int = 3,
+) -> dict[str, list[int]]:
     """Candidates per user key from the recent clean history (user_key, session_key, video_id, clicked,
     ts)."""
     vis = videos[videos["visible"].astype(bool)]
@@ -61,8 +67,9 @@ def generate_candidates(history: pd.DataFrame, videos: pd.DataFrame, users: list
         seen = watched.get(u, set())
         mine = user_clicks.get(u, [])
         cats = pd.Series([cat_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
-        authors = (pd.Series([author_of.get(v) for v in mine]).value_counts().index[:3].tolist()
-                   if mine else [])
+        authors = (
+            pd.Series([author_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
+        )
         pools = [
             [w for v in mine[-10:] for w in covis.get(v, [])],
             [v for c in cats for v in by_cat.get(c, [])[:40]],

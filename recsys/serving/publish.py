@@ -25,7 +25,8 @@ FALLBACK_KEY = "__fallback__"  # the list served to unknown or cold users
 
 metadata = sa.MetaData()
 recommendations = sa.Table(
-    "recommendations", metadata,
+    "recommendations",
+    metadata,
     sa.Column("version", sa.String(64), primary_key=True),
     sa.Column("user_key", sa.String(64), primary_key=True),
     sa.Column("rank", sa.Integer, primary_key=True),
@@ -35,7 +36,8 @@ recommendations = sa.Table(
     sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
 )
 versions = sa.Table(
-    "recommendation_versions", metadata,
+    "recommendation_versions",
+    metadata,
     sa.Column("version", sa.String(64), primary_key=True),
     sa.Column("ds", sa.String(10), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -45,7 +47,8 @@ versions = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 live = sa.Table(
-    "recommendation_live", metadata,
+    "recommendation_live",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("version", sa.String(64), nullable=False),
     sa.CheckConstraint("id = 1", name="single_pointer"),
@@ -85,8 +88,9 @@ def ensure_schema(engine: sa.Engine) -> None:
             conn.execute(sa.text(LIVE_VIEW_SQL))
 
 
-def check_version(recs: pd.DataFrame, active_users: set[str], top_n: int, previous_rows: int | None,
-                  min_row_ratio: float) -> None:
+def check_version(
+    recs: pd.DataFrame, active_users: set[str], top_n: int, previous_rows: int | None, min_row_ratio: float
+) -> None:
     """Raise :class:`PublishCheckError` unless every active user has ranks 1..n with distinct videos."""
     problems = []
     missing = active_users - set(recs["user_key"])
@@ -103,7 +107,9 @@ def check_version(recs: pd.DataFrame, active_users: set[str], top_n: int, previo
     if (sizes > top_n).any():
         problems.append(f"lists longer than {top_n}")
     if previous_rows and len(recs) < min_row_ratio * previous_rows:
-        problems.append(f"{len(recs)} rows is below {min_row_ratio:.0%} of the live version's {previous_rows}")
+        problems.append(
+            f"{len(recs)} rows is below {min_row_ratio:.0%} of the live version's {previous_rows}"
+        )
     if recs.empty:
         problems.append("the new version is empty")
     if problems:
@@ -114,8 +120,17 @@ def live_version(conn) -> str | None:
     return conn.execute(sa.select(live.c.version).where(live.c.id == 1)).scalar()
 
 
-def publish(engine: sa.Engine, recs: pd.DataFrame, *, ds: str, model_version: str, active_users: set[str],
-            top_n: int, keep: int = 5, min_row_ratio: float = 0.5) -> dict:
+def publish(
+    engine: sa.Engine,
+    recs: pd.DataFrame,
+    *,
+    ds: str,
+    model_version: str,
+    active_users: set[str],
+    top_n: int,
+    keep: int = 5,
+    min_row_ratio: float = 0.5,
+) -> dict:
     """Write ``recs`` (user_key, rank, video_id, score) as a new version and make it live atomically.
 
     Republishing a day replaces that day's earlier version after the switch, so rerunning a day leaves the
@@ -126,8 +141,9 @@ def publish(engine: sa.Engine, recs: pd.DataFrame, *, ds: str, model_version: st
     with engine.connect() as conn:
         cur = live_version(conn)
         prev_rows = conn.execute(sa.select(versions.c.row_count).where(versions.c.version == cur)).scalar()
-        n_same_day = conn.execute(sa.select(sa.func.count()).select_from(versions)
-                                  .where(versions.c.ds == ds)).scalar()
+        n_same_day = conn.execute(
+            sa.select(sa.func.count()).select_from(versions).where(versions.c.ds == ds)
+        ).scalar()
     check_version(recs[recs["user_key"] != FALLBACK_KEY], active_users, top_n, prev_rows, min_row_ratio)
     version = f"{ds}.{n_same_day + 1:03d}" if n_same_day else ds
     with engine.connect() as conn:  # make the name unique even after pruning
@@ -138,9 +154,17 @@ def publish(engine: sa.Engine, recs: pd.DataFrame, *, ds: str, model_version: st
     rows = rows[["version", "user_key", "rank", "video_id", "score", "model_version", "generated_at"]]
     # 1. write the new version completely (not visible: the pointer does not name it yet)
     with engine.begin() as conn:
-        conn.execute(versions.insert().values(
-            version=version, ds=ds, status="staged", row_count=len(rows), user_count=rows["user_key"].nunique(),
-            model_version=model_version, created_at=now))
+        conn.execute(
+            versions.insert().values(
+                version=version,
+                ds=ds,
+                status="staged",
+                row_count=len(rows),
+                user_count=rows["user_key"].nunique(),
+                model_version=model_version,
+                created_at=now,
+            )
+        )
         conn.execute(recommendations.insert(), rows.to_dict("records"))
     # 2. switch the pointer in one transaction
     with engine.begin() as conn:
@@ -153,15 +177,23 @@ def publish(engine: sa.Engine, recs: pd.DataFrame, *, ds: str, model_version: st
     # 3. drop the same day's older versions and anything beyond the last ``keep``
     pruned = prune(engine, keep=keep, replaced_ds=ds)
     log.info("published version %s (%d rows, model %s); pruned %s", version, len(rows), model_version, pruned)
-    return {"version": version, "rows": len(rows), "users": int(rows["user_key"].nunique()),
-            "previous": cur, "pruned": pruned}
+    return {
+        "version": version,
+        "rows": len(rows),
+        "users": int(rows["user_key"].nunique()),
+        "previous": cur,
+        "pruned": pruned,
+    }
 
 
 def prune(engine: sa.Engine, keep: int, replaced_ds: str | None = None) -> list[str]:
     with engine.begin() as conn:
         cur = live_version(conn)
-        all_v = conn.execute(sa.select(versions.c.version, versions.c.ds).order_by(versions.c.created_at.desc(),
-                                                                                  versions.c.version.desc())).all()
+        all_v = conn.execute(
+            sa.select(versions.c.version, versions.c.ds).order_by(
+                versions.c.created_at.desc(), versions.c.version.desc()
+            )
+        ).all()
         drop = [v for v, d in all_v if v != cur and d == replaced_ds]
         rest = [v for v, _ in all_v if v not in drop]
         drop += rest[keep:]
@@ -179,8 +211,12 @@ def rollback(engine: sa.Engine) -> dict:
         if cur is None:
             raise PublishCheckError("nothing is live")
         created = conn.execute(sa.select(versions.c.created_at).where(versions.c.version == cur)).scalar()
-        prev = conn.execute(sa.select(versions.c.version).where(versions.c.created_at < created)
-                            .order_by(versions.c.created_at.desc()).limit(1)).scalar()
+        prev = conn.execute(
+            sa.select(versions.c.version)
+            .where(versions.c.created_at < created)
+            .order_by(versions.c.created_at.desc())
+            .limit(1)
+        ).scalar()
         if prev is None:
             raise PublishCheckError(f"no version older than {cur} is kept")
         conn.execute(live.update().where(live.c.id == 1).values(version=prev))
@@ -211,8 +247,16 @@ def read_for_ds(engine: sa.Engine, ds: str) -> pd.DataFrame:
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("recommendation_versions"):
             return pd.DataFrame(columns=["user_key", "rank", "video_id", "version"])
-        v = conn.execute(sa.select(versions.c.version).where(versions.c.ds == ds)
-                         .order_by(versions.c.created_at.desc()).limit(1)).scalar()
-        q = sa.select(recommendations.c.user_key, recommendations.c.rank, recommendations.c.video_id,
-                      recommendations.c.version).where(recommendations.c.version == v)
+        v = conn.execute(
+            sa.select(versions.c.version)
+            .where(versions.c.ds == ds)
+            .order_by(versions.c.created_at.desc())
+            .limit(1)
+        ).scalar()
+        q = sa.select(
+            recommendations.c.user_key,
+            recommendations.c.rank,
+            recommendations.c.video_id,
+            recommendations.c.version,
+        ).where(recommendations.c.version == v)
         return pd.read_sql(q.order_by(recommendations.c.user_key, recommendations.c.rank), conn)

@@ -40,15 +40,24 @@ BATCH_SIZE = 65536
 TASK_OUTPUTS = ("click", "watch", "like", "share")
 
 
-def scoring_frame(user_keys: list[str], candidates: dict[str, list[int]], users: pd.DataFrame,
-                  videos: pd.DataFrame, at: pd.Timestamp) -> pd.DataFrame:
+def scoring_frame(
+    user_keys: list[str],
+    candidates: dict[str, list[int]],
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    at: pd.Timestamp,
+) -> pd.DataFrame:
     """One row per (user, candidate video) with the columns the transform reads."""
     lists = [candidates.get(u, []) for u in user_keys]
     lens = np.fromiter((len(c) for c in lists), dtype=np.int64, count=len(lists))
-    pairs = pd.DataFrame({
-        "user_key": np.repeat(np.asarray(list(user_keys), dtype=object), lens),
-        "video_id": np.fromiter(itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum())),
-    })
+    pairs = pd.DataFrame(
+        {
+            "user_key": np.repeat(np.asarray(list(user_keys), dtype=object), lens),
+            "video_id": np.fromiter(
+                itertools.chain.from_iterable(lists), dtype=np.int64, count=int(lens.sum())
+            ),
+        }
+    )
     u = users.drop_duplicates("user_key", keep="last")[list(USER_COLUMNS)]
     v = videos.drop_duplicates("video_id", keep="last")[list(VIDEO_COLUMNS)].copy()
     v["video_id"] = v["video_id"].astype("int64")
@@ -72,8 +81,13 @@ class PairInputs:
     on the other side: only the side's own inputs are read); ``user_idx``/``video_idx``: per pair.
     """
 
-    def __init__(self, users_x: dict[str, np.ndarray], videos_x: dict[str, np.ndarray], user_idx: np.ndarray,
-                 video_idx: np.ndarray):
+    def __init__(
+        self,
+        users_x: dict[str, np.ndarray],
+        videos_x: dict[str, np.ndarray],
+        user_idx: np.ndarray,
+        video_idx: np.ndarray,
+    ):
         self.n = len(user_idx)
         self.user_idx, self.video_idx = user_idx, video_idx
         self.users, self.videos = users_x, videos_x
@@ -87,8 +101,12 @@ class PairInputs:
     def from_frame(cls, transform, frame: pd.DataFrame) -> PairInputs:
         user_idx, u_first = _first_rows(frame["user_key"])
         video_idx, v_first = _first_rows(frame["video_id"])
-        return cls(encode_frame(transform, frame.iloc[u_first]), encode_frame(transform, frame.iloc[v_first]),
-                   user_idx, video_idx)
+        return cls(
+            encode_frame(transform, frame.iloc[u_first]),
+            encode_frame(transform, frame.iloc[v_first]),
+            user_idx,
+            video_idx,
+        )
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
         ui, vi = self.user_idx[start:stop], self.video_idx[start:stop]
@@ -138,6 +156,7 @@ def _serving_function(model):
     with _LOCK:
         fn = _FUNCTIONS.get(model)
         if fn is None and not hasattr(model, "dummy_inputs"):  # not our model class: Keras' own loop
+
             def fn(x):
                 return model.predict(x, batch_size=len(next(iter(x.values()))), verbose=0)
 
@@ -146,8 +165,10 @@ def _serving_function(model):
             import tensorflow as tf
 
             dummy = model.dummy_inputs(1)
-            signature = {k: tf.TensorSpec((None, *np.shape(v)[1:]), tf.as_dtype(np.asarray(v).dtype), name=k)
-                         for k, v in dummy.items()}
+            signature = {
+                k: tf.TensorSpec((None, *np.shape(v)[1:]), tf.as_dtype(np.asarray(v).dtype), name=k)
+                for k, v in dummy.items()
+            }
 
             @tf.function(input_signature=[signature], reduce_retracing=True)
             def traced(x):
@@ -168,8 +189,9 @@ def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(n, start + size)
 
 
-def predict_tasks(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
-                  encoding: str = "auto") -> dict[str, np.ndarray]:
+def predict_tasks(
+    ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE, encoding: str = "auto"
+) -> dict[str, np.ndarray]:
     """Per-task predictions ``{task: [N]}`` for the rows of ``frame`` with ``ranker``'s model and transform.
 
     ``encoding``: "pairs" (:func:`encode_pairs`, for scoring frames; "auto" uses it when the frame has
@@ -199,8 +221,9 @@ def _slicer(x: dict[str, np.ndarray]):
     return lambda start, stop: {k: v[start:stop] for k, v in x.items()}
 
 
-def predict_scores(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
-                   encoding: str = "auto") -> np.ndarray:
+def predict_scores(
+    ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE, encoding: str = "auto"
+) -> np.ndarray:
     """The ranking score of every row (what :meth:`recsys.registry.Ranker.predict` calls ``score``)."""
     from recsys.model import ranking_score
 
@@ -208,8 +231,9 @@ def predict_scores(ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE,
 
 
 # ------------------------------------------------------------------------------------------ top N
-def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int,
-          max_per_category: int | None = None) -> pd.DataFrame:
+def top_n(
+    frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int, max_per_category: int | None = None
+) -> pd.DataFrame:
     """Top ``n`` per user by score, at most ``max_per_author`` videos of one author and
     ``max_per_category`` of one category (None: no category cap).
 
@@ -219,19 +243,29 @@ def top_n(frame: pd.DataFrame, scores: np.ndarray, n: int, max_per_author: int,
     """
     cols = ["user_key", "rank", "video_id", "score"]
     if len(frame) == 0 or n <= 0:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in
-                             zip(cols, (object, "int64", "int64", "float64"), strict=True)})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=t) for c, t in zip(cols, (object, "int64", "int64", "float64"), strict=True)}
+        )
     ucode, ukeys = pd.factorize(frame["user_key"], sort=True)
     vid = frame["video_id"].to_numpy(np.int64)
     acode = pd.factorize(frame["author_id"])[0] if "author_id" in frame.columns else np.full(len(frame), -1)
     ccode = pd.factorize(frame["category"])[0] if "category" in frame.columns else np.full(len(frame), -1)
-    return _top_n_codes(np.asarray(ukeys, dtype=object), ucode, vid, acode, ccode, scores, n, max_per_author,
-                        max_per_category)
+    return _top_n_codes(
+        np.asarray(ukeys, dtype=object), ucode, vid, acode, ccode, scores, n, max_per_author, max_per_category
+    )
 
 
-def _top_n_codes(ukeys: np.ndarray, ucode: np.ndarray, vid: np.ndarray, acode: np.ndarray, ccode: np.ndarray,
-                 scores: np.ndarray, n: int, max_per_author: int | None,
-                 max_per_category: int | None) -> pd.DataFrame:
+def _top_n_codes(
+    ukeys: np.ndarray,
+    ucode: np.ndarray,
+    vid: np.ndarray,
+    acode: np.ndarray,
+    ccode: np.ndarray,
+    scores: np.ndarray,
+    n: int,
+    max_per_author: int | None,
+    max_per_category: int | None,
+) -> pd.DataFrame:
     """:func:`top_n` on codes: ``ucode`` indexes ``ukeys`` (sorted), -1 in ``acode``/``ccode`` = unknown."""
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(vid, kind="stable")  # = np.lexsort((vid, -scores, ucode)), several times faster
@@ -278,17 +312,33 @@ def serving_time(ds: date) -> pd.Timestamp:
     return pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1, hours=18)
 
 
-def rank_candidates(ranker, frame: pd.DataFrame, n: int, max_per_author: int,
-                    max_per_category: int | None = None, *, encoding: str = "auto",
-                    batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+def rank_candidates(
+    ranker,
+    frame: pd.DataFrame,
+    n: int,
+    max_per_author: int,
+    max_per_category: int | None = None,
+    *,
+    encoding: str = "auto",
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
     """Score ``frame`` (a :func:`scoring_frame`) with ``ranker`` and keep each user's diverse top ``n``."""
     scores = predict_scores(ranker, frame, batch_size, encoding)
     return top_n(frame, scores, n, max_per_author, max_per_category)
 
 
-def rank_pairs(ranker, user_keys: list[str], candidates: dict[str, list[int]], users: pd.DataFrame,
-               videos: pd.DataFrame, at: pd.Timestamp, n: int, max_per_author: int,
-               max_per_category: int | None = None, batch_size: int = BATCH_SIZE) -> pd.DataFrame:
+def rank_pairs(
+    ranker,
+    user_keys: list[str],
+    candidates: dict[str, list[int]],
+    users: pd.DataFrame,
+    videos: pd.DataFrame,
+    at: pd.Timestamp,
+    n: int,
+    max_per_author: int,
+    max_per_category: int | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> pd.DataFrame:
     """``rank_candidates(ranker, scoring_frame(user_keys, candidates, users, videos, at), ...)`` without
     building the pair frame: the transform runs on one row per user and one per video, and top N works
     on integer codes. The batch path; the same lists and scores (a test checks it)."""
@@ -304,8 +354,12 @@ def rank_pairs(ranker, user_keys: list[str], candidates: dict[str, list[int]], u
     vcode, vuniq = pd.factorize(vids)
     user_rows = scoring_frame(list(ukeys), {u: [int(vuniq[0])] for u in ukeys}, users, videos, at)
     video_rows = scoring_frame([ukeys[0]], {ukeys[0]: [int(v) for v in vuniq]}, users, videos, at)
-    inputs = PairInputs(encode_frame(ranker.transform, user_rows), encode_frame(ranker.transform, video_rows),
-                        np.repeat(ucode_given, lens), vcode.astype(np.int64))
+    inputs = PairInputs(
+        encode_frame(ranker.transform, user_rows),
+        encode_frame(ranker.transform, video_rows),
+        np.repeat(ucode_given, lens),
+        vcode.astype(np.int64),
+    )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
     scores = ranking_score(preds, ranker.score_weights)
     by_name = np.argsort(ukeys, kind="stable")  # codes in user-key order, as top_n sorts
@@ -314,7 +368,14 @@ def rank_pairs(ranker, user_keys: list[str], candidates: dict[str, list[int]], u
     acode = pd.factorize(video_rows["author_id"])[0] if "author_id" in video_rows.columns else None
     ccode = pd.factorize(video_rows["category"])[0] if "category" in video_rows.columns else None
     none = np.full(len(vuniq), -1)
-    return _top_n_codes(ukeys[by_name], sorted_code[inputs.user_idx], vids,
-                        (acode if acode is not None else none)[vcode],
-                        (ccode if ccode is not None else none)[vcode], scores, n, max_per_author,
-                        max_per_category)
+    return _top_n_codes(
+        ukeys[by_name],
+        sorted_code[inputs.user_idx],
+        vids,
+        (acode if acode is not None else none)[vcode],
+        (ccode if ccode is not None else none)[vcode],
+        scores,
+        n,
+        max_per_author,
+        max_per_category,
+    )

@@ -10,8 +10,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-WORDS = ("live", "guitar", "song", "remix", "beat", "news", "breaking", "cat", "dog", "funny", "cook",
-         "pasta", "game", "goal", "travel", "city", "dance", "tutorial", "review", "vlog")
+WORDS = (
+    "live",
+    "guitar",
+    "song",
+    "remix",
+    "beat",
+    "news",
+    "breaking",
+    "cat",
+    "dog",
+    "funny",
+    "cook",
+    "pasta",
+    "game",
+    "goal",
+    "travel",
+    "city",
+    "dance",
+    "tutorial",
+    "review",
+    "vlog",
+)
 AT = pd.Timestamp("2026-01-02T18:00", tz="UTC")
 
 
@@ -22,28 +42,42 @@ class World:
     examples: pd.DataFrame
 
 
-def make_world(n_users: int = 200, n_videos: int = 300, n_examples: int = 5000, seed: int = 0,
-               n_categories: int = 12, n_authors: int = 80) -> World:
+def make_world(
+    n_users: int = 200,
+    n_videos: int = 300,
+    n_examples: int = 5000,
+    seed: int = 0,
+    n_categories: int = 12,
+    n_authors: int = 80,
+) -> World:
     rng = np.random.default_rng(seed)
-    users = pd.DataFrame({
-        "user_key": [f"u{i:06d}" for i in range(n_users)],
-        "device": rng.choice(["ios", "android", "web", "tv"], n_users),
-        "region": rng.choice(["EU-DE", "EU-FR", "US-CA", "US-NY"], n_users),
-        "age_band": rng.choice(["18-24", "25-34", "35-44", "45+"], n_users),
-        "activity": rng.choice(["low", "mid", "high"], n_users),
-    })
+    users = pd.DataFrame(
+        {
+            "user_key": [f"u{i:06d}" for i in range(n_users)],
+            "device": rng.choice(["ios", "android", "web", "tv"], n_users),
+            "region": rng.choice(["EU-DE", "EU-FR", "US-CA", "US-NY"], n_users),
+            "age_band": rng.choice(["18-24", "25-34", "35-44", "45+"], n_users),
+            "activity": rng.choice(["low", "mid", "high"], n_users),
+        }
+    )
     titles = [" ".join(rng.choice(WORDS, rng.integers(1, 6))) for _ in range(n_videos)]
-    videos = pd.DataFrame({
-        "video_id": np.arange(1, n_videos + 1, dtype=np.int64),
-        "author_id": rng.integers(1, n_authors + 1, n_videos).astype(np.int64),
-        "category": [f"c{int(c)}" for c in rng.integers(0, n_categories, n_videos)],
-        "title": titles,
-        "duration_seconds": rng.uniform(5, 900, n_videos).round(1),
-        "upload_ts": AT - pd.to_timedelta(rng.uniform(0, 60, n_videos), unit="D"),
-        "visible": np.ones(n_videos, dtype=bool),
-    })
-    ex = pd.DataFrame({"user_key": users["user_key"].to_numpy()[rng.integers(0, n_users, n_examples)],
-                       "video_id": videos["video_id"].to_numpy()[rng.integers(0, n_videos, n_examples)]})
+    videos = pd.DataFrame(
+        {
+            "video_id": np.arange(1, n_videos + 1, dtype=np.int64),
+            "author_id": rng.integers(1, n_authors + 1, n_videos).astype(np.int64),
+            "category": [f"c{int(c)}" for c in rng.integers(0, n_categories, n_videos)],
+            "title": titles,
+            "duration_seconds": rng.uniform(5, 900, n_videos).round(1),
+            "upload_ts": AT - pd.to_timedelta(rng.uniform(0, 60, n_videos), unit="D"),
+            "visible": np.ones(n_videos, dtype=bool),
+        }
+    )
+    ex = pd.DataFrame(
+        {
+            "user_key": users["user_key"].to_numpy()[rng.integers(0, n_users, n_examples)],
+            "video_id": videos["video_id"].to_numpy()[rng.integers(0, n_videos, n_examples)],
+        }
+    )
     ex = ex.merge(users, on="user_key").merge(videos.drop(columns="visible"), on="video_id")
     ex["ts"] = AT - pd.to_timedelta(rng.uniform(1, 7 * 24, len(ex)), unit="h")
     ex["click"] = rng.integers(0, 2, len(ex)).astype(float)

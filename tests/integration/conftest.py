@@ -1,4 +1,4 @@
-"""A real multi-day run of recsys_daily under Airflow (``airflow dags test``), shared by the integration tests.
+"""A real multi-day run of recsys_daily under Airflow (``airflow dags test``), shared by integration tests.
 
 The run happens once per test session in a temporary folder: its own Airflow home (SQLite), its own lake,
 MLflow store and recommendations DB, secrets from the environment (not demo mode).
@@ -45,8 +45,9 @@ class PipelineRun:
             os.environ.update(old)
 
     def airflow(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([AIRFLOW, *args], env=self.env, capture_output=True, text=True, check=check,
-                              cwd=self.root)
+        return subprocess.run(
+            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, check=check, cwd=self.root
+        )
 
     def run_day(self, ds: date, conf: dict | None = None) -> str:
         args = ["dags", "test", "recsys_daily", ds.isoformat()]
@@ -66,24 +67,26 @@ def dag_state(run: PipelineRun, dag_id: str, ds: date) -> str:
 
 def pipeline_env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "AIRFLOW"))}
-    env.update({
-        "AIRFLOW_HOME": str(root / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'airflow' / 'airflow.db'}",
-        "RECSYS_DATA_DIR": str(root / "data"),
-        "RECSYS_PRIVACY__PSEUDONYM_KEY": "integration-" + os.urandom(16).hex(),
-        "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "RECSYS_SIMULATOR__N_USERS": "300",
-        "RECSYS_SIMULATOR__N_VIDEOS": "300",
-        "RECSYS_TRAIN__EPOCHS": "6",
-        "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.5}',
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "GX_ANALYTICS_ENABLED": "False",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{root / 'airflow' / 'airflow.db'}",
+            "RECSYS_DATA_DIR": str(root / "data"),
+            "RECSYS_PRIVACY__PSEUDONYM_KEY": "integration-" + os.urandom(16).hex(),
+            "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "RECSYS_SIMULATOR__N_USERS": "300",
+            "RECSYS_SIMULATOR__N_VIDEOS": "300",
+            "RECSYS_TRAIN__EPOCHS": "6",
+            "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.5}',
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "GX_ANALYTICS_ENABLED": "False",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        }
+    )
     return env
 
 

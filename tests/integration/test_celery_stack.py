@@ -56,9 +56,19 @@ DAG_ID = "recsys_daily"
 LOGICAL_DATE = "2026-01-01T00:00:00Z"
 RUN_TIMEOUT_S = int(os.environ.get("RECSYS_IT_RUN_TIMEOUT", "900"))
 WORKERS = ("worker1", "worker2")
-EXPECTED_TASKS = {"ingest.land", "ingest.collect", "ingest.validate", "ingest.anonymize", "model.features",
-                  "model.train_due", "model.train", "model.evaluate", "model.register", "serve.recommend",
-                  "serve.publish"}
+EXPECTED_TASKS = {
+    "ingest.land",
+    "ingest.collect",
+    "ingest.validate",
+    "ingest.anonymize",
+    "model.features",
+    "model.train_due",
+    "model.train",
+    "model.evaluate",
+    "model.register",
+    "serve.recommend",
+    "serve.publish",
+}
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(RUN_TIMEOUT_S + 900)]
 
@@ -165,8 +175,15 @@ class Stack:
 
     def start(self, name: str, cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  closed with the process
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)  # setsid
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # setsid
         out.close()
         self.procs[name] = proc
         return proc
@@ -181,8 +198,9 @@ class Stack:
     def check_alive(self) -> None:
         dead = [n for n, p in self.procs.items() if p.poll() is not None]
         if dead:
-            raise AssertionError("stack process(es) died: " + ", ".join(dead) + "\n" +
-                                 "\n".join(self.tail(n) for n in dead))
+            raise AssertionError(
+                "stack process(es) died: " + ", ".join(dead) + "\n" + "\n".join(self.tail(n) for n in dead)
+            )
 
     def stop(self, grace: float = 20.0) -> None:
         for proc in self.procs.values():
@@ -199,8 +217,9 @@ class Stack:
                 proc.wait(timeout=5)
 
 
-def _http(method: str, url: str, body: dict | None = None, token: str | None = None,
-          timeout: float = 30) -> tuple[int, dict | str]:
+def _http(
+    method: str, url: str, body: dict | None = None, token: str | None = None, timeout: float = 30
+) -> tuple[int, dict | str]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("Content-Type", "application/json")
@@ -233,8 +252,10 @@ def _wait(what: str, probe, timeout: float, stack: Stack, every: float = 2.0):
         except (OSError, urllib.error.URLError) as exc:
             last = exc
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n" +
-                         "\n".join(stack.tail(n) for n in stack.procs))
+    raise AssertionError(
+        f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})\n"
+        + "\n".join(stack.tail(n) for n in stack.procs)
+    )
 
 
 # ------------------------------------------------------------------------------------------- the test
@@ -256,53 +277,56 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
     pw_file.write_text(json.dumps({"admin": password}))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RECSYS_", "AIRFLOW", "MLFLOW_"))}
-    env.update({
-        # --- recsys: the same package, production-form settings
-        "RECSYS_DATA_DIR": str(data),
-        "RECSYS_DB_URL": f"postgresql+psycopg2://{pg}/{dbs['recsys']}",
-        "RECSYS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
-        "RECSYS_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/recsys",  # through the server's artifact proxy
-        "RECSYS_PRIVACY__PSEUDONYM_KEY": "celery-it-" + os.urandom(16).hex(),
-        "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "RECSYS_SIMULATOR__N_USERS": "200",
-        "RECSYS_SIMULATOR__N_VIDEOS": "200",
-        "RECSYS_TRAIN__EPOCHS": "3",
-        # the first model must be promoted whatever 3 epochs on 200 users give (the popularity margin too)
-        "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.0}',
-        "RECSYS_EVALUATE__MIN_MARGIN_OVER_POPULARITY": "-1.0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        "GX_ANALYTICS_ENABLED": "False",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONUNBUFFERED": "1",
-        # --- Airflow: CeleryExecutor, PostgreSQL metadata, Redis broker
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{dbs['airflow']}",
-        "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}/{dbs['airflow']}",
-        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
-        "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
-        "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(api_port),
-        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
-        "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
-        "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
-        "AIRFLOW__CORE__AUTH_MANAGER":
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
-        # only our manual run: no @daily run is created when the DAG is unpaused
-        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-    })
+    env.update(
+        {
+            # --- recsys: the same package, production-form settings
+            "RECSYS_DATA_DIR": str(data),
+            "RECSYS_DB_URL": f"postgresql+psycopg2://{pg}/{dbs['recsys']}",
+            "RECSYS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
+            "RECSYS_MLFLOW_ARTIFACT_ROOT": "mlflow-artifacts:/recsys",  # through the server's artifact proxy
+            "RECSYS_PRIVACY__PSEUDONYM_KEY": "celery-it-" + os.urandom(16).hex(),
+            "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "RECSYS_SIMULATOR__N_USERS": "200",
+            "RECSYS_SIMULATOR__N_VIDEOS": "200",
+            "RECSYS_TRAIN__EPOCHS": "3",
+            # the first model must be promoted whatever 3 epochs on 200 users give (the popularity margin too)
+            "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.0}',
+            "RECSYS_EVALUATE__MIN_MARGIN_OVER_POPULARITY": "-1.0",
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+            "GX_ANALYTICS_ENABLED": "False",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            # --- Airflow: CeleryExecutor, PostgreSQL metadata, Redis broker
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{pg}/{dbs['airflow']}",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{redis_db}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{pg}/{dbs['airflow']}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+            "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
+            "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+            "AIRFLOW__API__SECRET_KEY": uuid.uuid4().hex,
+            "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
+            # only our manual run: no @daily run is created when the DAG is unpaused
+            "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        }
+    )
 
     if _celery_needs_shim():
         import celery
@@ -311,9 +335,12 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         shim.mkdir()
         (shim / "sitecustomize.py").write_text(_CELERY_SHIM)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim), env.get("PYTHONPATH")]))
-        warnings.warn(f"celery {celery.__version__} lacks celery.backends.database.retry, which "
-                      "apache-airflow-providers-celery imports: the CeleryExecutor cannot start without the "
-                      "test's shim. Pin celery<5.7 in requirements.in.", stacklevel=1)
+        warnings.warn(
+            f"celery {celery.__version__} lacks celery.backends.database.retry, which "
+            "apache-airflow-providers-celery imports: the CeleryExecutor cannot start without the "
+            "test's shim. Pin celery<5.7 in requirements.in.",
+            stacklevel=1,
+        )
 
     admin = _pg_connect()
     redis_client = None
@@ -328,42 +355,82 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         redis_client.flushdb()
 
         # MLflow tracking server (PostgreSQL backend, proxied artifacts); starts while Airflow migrates
-        stack.start("mlflow", [MLFLOW, "server", "--backend-store-uri", f"postgresql+psycopg2://{pg}/{dbs['mlflow']}",
-                               "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
-                               "--port", str(mlflow_port), "--workers", "1"], env, tmp_path)
-        mig = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True,
-                             text=True)
+        stack.start(
+            "mlflow",
+            [
+                MLFLOW,
+                "server",
+                "--backend-store-uri",
+                f"postgresql+psycopg2://{pg}/{dbs['mlflow']}",
+                "--artifacts-destination",
+                str(artifacts),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+                "--workers",
+                "1",
+            ],
+            env,
+            tmp_path,
+        )
+        mig = subprocess.run(
+            [AIRFLOW, "db", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True
+        )
         assert mig.returncode == 0, f"airflow db migrate failed:\n{mig.stdout[-3000:]}\n{mig.stderr[-3000:]}"
         t_migrated = time.monotonic()
 
-        stack.start("api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(api_port),
-                                   "--workers", "1"], env, tmp_path)
+        stack.start(
+            "api-server",
+            [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"],
+            env,
+            tmp_path,
+        )
         stack.start("scheduler", [AIRFLOW, "scheduler"], env, tmp_path)
         stack.start("dag-processor", [AIRFLOW, "dag-processor"], env, tmp_path)
         for name in WORKERS:
             # each worker serves its own task logs: one port each
             wenv = env | {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port())}
-            stack.start(name, [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h",
-                               "--concurrency", "1"], wenv, tmp_path)
+            stack.start(
+                name,
+                [AIRFLOW, "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", "1"],
+                wenv,
+                tmp_path,
+            )
 
         base = f"http://127.0.0.1:{api_port}"
-        _wait("the MLflow server", lambda: _http("GET", f"http://127.0.0.1:{mlflow_port}/health")[0] == 200,
-              240, stack)
+        _wait(
+            "the MLflow server",
+            lambda: _http("GET", f"http://127.0.0.1:{mlflow_port}/health")[0] == 200,
+            240,
+            stack,
+        )
         _wait("the api-server", lambda: _http("GET", f"{base}/api/v2/monitor/health")[0] == 200, 240, stack)
         status, body = _http("POST", f"{base}/auth/token", {"username": "admin", "password": password})
         assert status in (200, 201), f"token: {status} {body}"
         token = body["access_token"]
-        _wait("recsys_daily to be parsed",
-              lambda: _http("GET", f"{base}/api/v2/dags/{DAG_ID}", token=token)[0] == 200, 240, stack)
-        _wait("both Celery workers to be ready",
-              lambda: all("ready." in stack.log(w) for w in WORKERS), 240, stack)
+        _wait(
+            "recsys_daily to be parsed",
+            lambda: _http("GET", f"{base}/api/v2/dags/{DAG_ID}", token=token)[0] == 200,
+            240,
+            stack,
+        )
+        _wait(
+            "both Celery workers to be ready",
+            lambda: all("ready." in stack.log(w) for w in WORKERS),
+            240,
+            stack,
+        )
         t_ready = time.monotonic()
 
         status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
         assert status == 200 and body["is_paused"] is False, f"unpause: {status} {body}"
-        status, body = _http("POST", f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
-                             {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}},
-                             token)
+        status, body = _http(
+            "POST",
+            f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
+            {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}},
+            token,
+        )
         assert status in (200, 201), f"trigger: {status} {body}"
         run_id = body["dag_run_id"]
         run_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
@@ -382,14 +449,16 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         t_run = time.monotonic()
         tis = task_instances()
         assert state == "success", (
-            f"dag run {run_id} ended {state}; task states: {_states(tis)}\n" +
-            "\n".join(stack.tail(n) for n in (*WORKERS, "scheduler")))
+            f"dag run {run_id} ended {state}; task states: {_states(tis)}\n"
+            + "\n".join(stack.tail(n) for n in (*WORKERS, "scheduler"))
+        )
         assert {ti["task_id"] for ti in tis} == EXPECTED_TASKS
         assert all(ti["state"] == "success" for ti in tis), _states(tis)
         retried = {ti["task_id"]: ti["try_number"] for ti in tis if ti["try_number"] > 1}
         if retried:  # the run succeeded through the DAG's retries; say so rather than hide it
-            warnings.warn(f"tasks needed retries on the Celery stack: {retried} (see the task logs)",
-                          stacklevel=1)
+            warnings.warn(
+                f"tasks needed retries on the Celery stack: {retried} (see the task logs)", stacklevel=1
+            )
 
         # both workers executed tasks (their own logs name the tasks they ran)
         ran = re.compile(r"Executing workload in Celery:.*?task_id='([^']+)'")
@@ -409,14 +478,17 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         # the model is registered on the MLflow server, alias champion
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=env["RECSYS_MLFLOW_TRACKING_URI"],
-                              registry_uri=env["RECSYS_MLFLOW_TRACKING_URI"])
+        client = MlflowClient(
+            tracking_uri=env["RECSYS_MLFLOW_TRACKING_URI"], registry_uri=env["RECSYS_MLFLOW_TRACKING_URI"]
+        )
         champ = client.get_model_version_by_alias("recsys-ranker", "champion")
         assert champ.version == "1" and champ.tags.get("ds") == "2026-01-01"
         assert any(artifacts.rglob("model.keras")), "model artifacts did not go through the server's proxy"
         print(f"live_recommendations: {rows} rows for {users} users; champion v{champ.version}")
-        print(f"timings: migrate {t_migrated - t_start:.0f}s, stack ready {t_ready - t_migrated:.0f}s, "
-              f"dag run {t_run - t_ready:.0f}s, total {time.monotonic() - t_start:.0f}s")
+        print(
+            f"timings: migrate {t_migrated - t_start:.0f}s, stack ready {t_ready - t_migrated:.0f}s, "
+            f"dag run {t_run - t_ready:.0f}s, total {time.monotonic() - t_start:.0f}s"
+        )
     finally:
         stack.stop()
         if redis_client is not None:

@@ -17,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.closed_loop, pytest.mark.timeout(5400)]  # ~15 Airflow runs; minutes on 2 busy cores
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.closed_loop,
+    pytest.mark.timeout(5400),
+]  # ~15 Airflow runs; minutes on 2 busy cores
 
 
 def _pipeline_env(root: Path) -> dict[str, str]:
@@ -45,8 +49,8 @@ def closed_loop(tmp_path_factory):
     env.update(
         {
             "RECSYS_TRAIN__TRAIN_EVERY_DAYS": "100",
-        # ~9k impressions a day, so a model trained on the one degraded day can pass the gate
-        "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "5",
+            # ~9k impressions a day, so a model trained on the one degraded day can pass the gate
+            "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "5",
             "RECSYS_SIMULATOR__DRIFT": json.dumps(
                 [{"day": str(DRIFT), "kind": "preference_shift", "strength": 1.0}]
             ),

@@ -60,12 +60,16 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("gate")
     mp = pytest.MonkeyPatch()
     mp.delenv("RECSYS_DEMO", raising=False)
-    for k, v in {"RECSYS_DATA_DIR": str(root / "data"),
-                 "RECSYS_PRIVACY__PSEUDONYM_KEY": "test-pseudonym-key-gate-0123456789",
-                 "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-                 "RECSYS_SIMULATOR__N_USERS": "300", "RECSYS_SIMULATOR__N_VIDEOS": "300",
-                 "RECSYS_TRAIN__EPOCHS": "6", "RECSYS_EVALUATE__TRUTH_USERS": "100",
-                 "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}.items():
+    for k, v in {
+        "RECSYS_DATA_DIR": str(root / "data"),
+        "RECSYS_PRIVACY__PSEUDONYM_KEY": "test-pseudonym-key-gate-0123456789",
+        "RECSYS_PRIVACY__ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "RECSYS_SIMULATOR__N_USERS": "300",
+        "RECSYS_SIMULATOR__N_VIDEOS": "300",
+        "RECSYS_TRAIN__EPOCHS": "6",
+        "RECSYS_EVALUATE__TRUTH_USERS": "100",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }.items():
         mp.setenv(k, v)
     try:
         s = load_settings()
@@ -101,7 +105,8 @@ def test_features_stage_leaks_nothing_of_the_test_day(trained):
     today = lake.read_frame("clean", "interactions", day)
     new_users = set(today["user_key"].astype(str)) - set(before["user_key"].astype(str))
     new_videos = set(today["video_id"].dropna().astype(int).astype(str)) - set(
-        before["video_id"].dropna().astype(int).astype(str))
+        before["video_id"].dropna().astype(int).astype(str)
+    )
     assert new_users or new_videos, "the check needs keys that first appear on the test day"
     t = Transform.load(fdir / "transform.json")
     assert not new_users & set(t.vocabs["user"])
@@ -150,8 +155,13 @@ def test_evaluate_stage_logs_metrics_tags_and_report(trained):
     assert tags["gate.blessed"] == str(out["blessed"]).lower()
     assert tags["ds"] == str(DAYS[-1]) and tags["trigger"] == "test"
     assert tags["data_window"].endswith(str(DAYS[-1]))
-    for m in ("test_click_auc", f"test_ndcg_{s.evaluate.k}", f"test_true_ndcg_{s.evaluate.k}",
-              "baseline_popularity_click_auc", f"baseline_covisitation_ndcg_{s.evaluate.k}"):
+    for m in (
+        "test_click_auc",
+        f"test_ndcg_{s.evaluate.k}",
+        f"test_true_ndcg_{s.evaluate.k}",
+        "baseline_popularity_click_auc",
+        f"baseline_covisitation_ndcg_{s.evaluate.k}",
+    ):
         assert m in metrics, m
     if not out["blessed"]:
         failed = tags["gate.failed_checks"].split(",")

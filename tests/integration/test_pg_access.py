@@ -47,8 +47,14 @@ def fresh_db():
 def _publish(eng, ds: str, users=("k1", "k2")):
     from recsys.serving import publish as pub
 
-    recs = pd.DataFrame({"user_key": [u for u in users for _ in (1, 2)], "rank": [1, 2] * len(users),
-                         "video_id": [10, 11] * len(users), "score": [0.9, 0.8] * len(users)})
+    recs = pd.DataFrame(
+        {
+            "user_key": [u for u in users for _ in (1, 2)],
+            "rank": [1, 2] * len(users),
+            "video_id": [10, 11] * len(users),
+            "score": [0.9, 0.8] * len(users),
+        }
+    )
     return pub.publish(eng, recs, ds=ds, model_version="1", active_users=set(users), top_n=10)
 
 
@@ -69,8 +75,12 @@ def test_app_role_reads_the_live_view_only(fresh_db):
     app = sa.create_engine(url.set(username=role, password=None))
     try:
         with app.connect() as conn:
-            live = conn.execute(sa.text("SELECT user_key, rank, video_id FROM live_recommendations "
-                                        "WHERE user_key = 'k1' ORDER BY rank")).all()
+            live = conn.execute(
+                sa.text(
+                    "SELECT user_key, rank, video_id FROM live_recommendations "
+                    "WHERE user_key = 'k1' ORDER BY rank"
+                )
+            ).all()
             assert [tuple(r) for r in live] == [("k1", 1, 10), ("k1", 2, 11)]
             assert conn.execute(sa.text("SHOW default_transaction_read_only")).scalar() == "on"
 
@@ -106,9 +116,11 @@ def test_app_role_reads_the_live_view_only(fresh_db):
         app.dispose()
     # the privileges as PostgreSQL records them
     with eng.connect() as conn:
+
         def priv(obj, what):
-            return conn.execute(sa.text("SELECT has_table_privilege(:r, :o, :p)"),
-                                {"r": role, "o": obj, "p": what}).scalar()
+            return conn.execute(
+                sa.text("SELECT has_table_privilege(:r, :o, :p)"), {"r": role, "o": obj, "p": what}
+            ).scalar()
 
         assert priv("live_recommendations", "SELECT")
         for what in ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"):

@@ -89,8 +89,12 @@ def _decoded(name: str, data: bytes) -> list[tuple[str, bytes]]:
     out = []
     if data[:4] == b"PAR1":
         df = pd.read_parquet(io.BytesIO(data))
-        out.append((name + "[parquet]", df.astype(str).to_csv(index=False).encode()
-                    + " ".join(map(str, df.columns)).encode()))
+        out.append(
+            (
+                name + "[parquet]",
+                df.astype(str).to_csv(index=False).encode() + " ".join(map(str, df.columns)).encode(),
+            )
+        )
     elif data[:2] == b"PK":
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             for member in z.namelist():
@@ -128,7 +132,8 @@ def scan_tree(base: Path, ids: Identifiers) -> dict[str, set[str]]:
 
 def _report(findings: dict[str, set[str]]) -> str:
     return "raw identifiers found:\n" + "\n".join(
-        f"  {where}: {len(h)} e.g. {sorted(h)[:3]}" for where, h in sorted(findings.items())[:30])
+        f"  {where}: {len(h)} e.g. {sorted(h)[:3]}" for where, h in sorted(findings.items())[:30]
+    )
 
 
 @pytest.mark.parametrize("zone", ["clean", "features", "recs", "reports"])
@@ -162,8 +167,10 @@ def test_no_raw_identifier_in_the_recommendations_db(pipeline_run, identifiers):
         with eng.connect() as conn:
             names = sa.inspect(conn).get_table_names() + sa.inspect(conn).get_view_names()
             assert {"recommendations", "recommendation_versions", "live_recommendations"} <= set(names)
-            dump = b"".join(pd.read_sql(sa.text(f'SELECT * FROM "{n}"'), conn).astype(str)
-                            .to_csv(index=False).encode() for n in names)
+            dump = b"".join(
+                pd.read_sql(sa.text(f'SELECT * FROM "{n}"'), conn).astype(str).to_csv(index=False).encode()
+                for n in names
+            )
     finally:
         eng.dispose()
     assert len(dump) > 1000
@@ -267,11 +274,15 @@ def test_erasure_removes_a_recommended_user_everywhere(pipeline_run, lake_copy, 
     eng = pub.engine_for(settings.resolved_db_url)
     try:
         with eng.connect() as conn:
-            n = conn.execute(sa.text("SELECT count(*) FROM recommendations WHERE user_key = :k"),
-                             {"k": uk}).scalar()
-            counts = conn.execute(sa.text(
-                "SELECT v.version, v.row_count, (SELECT count(*) FROM recommendations r "
-                "WHERE r.version = v.version) FROM recommendation_versions v")).all()
+            n = conn.execute(
+                sa.text("SELECT count(*) FROM recommendations WHERE user_key = :k"), {"k": uk}
+            ).scalar()
+            counts = conn.execute(
+                sa.text(
+                    "SELECT v.version, v.row_count, (SELECT count(*) FROM recommendations r "
+                    "WHERE r.version = v.version) FROM recommendation_versions v"
+                )
+            ).all()
     finally:
         eng.dispose()
     assert n == 0

@@ -51,8 +51,15 @@ def _events() -> pd.DataFrame:
     columns = ["event_id", "user_id", "ts", "video_id", "clicked", "watch_seconds", "liked"]
     df = pd.DataFrame(rows, columns=columns)
     df["ts"] = pd.to_datetime(df["ts"], utc=True, format="ISO8601")
-    return df.assign(email=df["user_id"] + "@example.org", ip="10.0.0.1", device="android", region="EU-DE-BE",
-                     session_id="s-" + df["user_id"], position=[1, 2, 1, 3, 1], rec_version=None)
+    return df.assign(
+        email=df["user_id"] + "@example.org",
+        ip="10.0.0.1",
+        device="android",
+        region="EU-DE-BE",
+        session_id="s-" + df["user_id"],
+        position=[1, 2, 1, 3, 1],
+        rec_version=None,
+    )
 
 
 def test_postgres_day_lands_in_the_raw_schemas(engine, tmp_path, monkeypatch):
@@ -62,26 +69,37 @@ def test_postgres_day_lands_in_the_raw_schemas(engine, tmp_path, monkeypatch):
     tables = [name, f"{name}_videos", f"{name}_users"]
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text(
-                f'CREATE TABLE "{name}" (event_id text PRIMARY KEY, user_id text NOT NULL, email text, '
-                "ip text, device text, region text, ts timestamptz NOT NULL, session_id text, "
-                "video_id bigint, position int, rec_version text, clicked smallint, "
-                "watch_seconds double precision, "
-                "liked smallint)"))  # no "shared" column: it lands as null
-            conn.execute(sa.text(
-                f'CREATE TABLE "{name}_videos" (video_id bigint PRIMARY KEY, author_id bigint, '
-                "category text, tags text, duration_seconds double precision, title text, "
-                "upload_ts timestamptz, visible boolean)"))
+            conn.execute(
+                sa.text(
+                    f'CREATE TABLE "{name}" (event_id text PRIMARY KEY, user_id text NOT NULL, email text, '
+                    "ip text, device text, region text, ts timestamptz NOT NULL, session_id text, "
+                    "video_id bigint, position int, rec_version text, clicked smallint, "
+                    "watch_seconds double precision, "
+                    "liked smallint)"
+                )
+            )  # no "shared" column: it lands as null
+            conn.execute(
+                sa.text(
+                    f'CREATE TABLE "{name}_videos" (video_id bigint PRIMARY KEY, author_id bigint, '
+                    "category text, tags text, duration_seconds double precision, title text, "
+                    "upload_ts timestamptz, visible boolean)"
+                )
+            )
         _events().to_sql(name, engine, if_exists="append", index=False)
-        pd.DataFrame({
-            "video_id": [10, 11, 12, 13], "author_id": [1, 1, 2, 2],
-            "category": ["music", "news", "pets", None],
-            "tags": ["music", "news", "pets|cat", None], "duration_seconds": [60.0, 30.0, 90.0, 10.0],
-            "title": ["live set", "morning report", "cat naps", "tomorrow"],
-            "upload_ts": pd.to_datetime(["2026-01-01", "2026-02-01", None, "2026-03-02T00:00:01"], utc=True,
-                                        format="ISO8601"),
-            "visible": [True, True, True, None],
-        }).to_sql(f"{name}_videos", engine, if_exists="append", index=False)
+        pd.DataFrame(
+            {
+                "video_id": [10, 11, 12, 13],
+                "author_id": [1, 1, 2, 2],
+                "category": ["music", "news", "pets", None],
+                "tags": ["music", "news", "pets|cat", None],
+                "duration_seconds": [60.0, 30.0, 90.0, 10.0],
+                "title": ["live set", "morning report", "cat naps", "tomorrow"],
+                "upload_ts": pd.to_datetime(
+                    ["2026-01-01", "2026-02-01", None, "2026-03-02T00:00:01"], utc=True, format="ISO8601"
+                ),
+                "visible": [True, True, True, None],
+            }
+        ).to_sql(f"{name}_videos", engine, if_exists="append", index=False)
 
         monkeypatch.setenv(importers.URL_ENV, f"{URL}#{name}")
         settings = Settings(source="postgres", data_dir=tmp_path / "data")
@@ -113,9 +131,14 @@ def test_postgres_day_lands_in_the_raw_schemas(engine, tmp_path, monkeypatch):
         assert (users["age_band"] == "unknown").all() and (users["device"] == "android").all()
 
         # a users table, when there is one, is used as it is
-        pd.DataFrame({"user_id": ["alice", "bob", "carol"], "email": ["a@x.org", "b@x.org", "c@x.org"],
-                      "age_band": ["25-34", None, "55+"], "device": ["ios", "web", "tv"]}
-                     ).to_sql(f"{name}_users", engine, if_exists="append", index=False)
+        pd.DataFrame(
+            {
+                "user_id": ["alice", "bob", "carol"],
+                "email": ["a@x.org", "b@x.org", "c@x.org"],
+                "age_band": ["25-34", None, "55+"],
+                "device": ["ios", "web", "tv"],
+            }
+        ).to_sql(f"{name}_users", engine, if_exists="append", index=False)
         assert importers.land(D2, settings)["users_rows"] == 3
 
         def landed_d2(dataset):

@@ -62,18 +62,29 @@ def eng(pg_url):
 
 
 def lists(users, n=3, offset=0):
-    return pd.DataFrame([(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
-                        columns=["user_key", "rank", "video_id", "score"])
+    return pd.DataFrame(
+        [(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
+        columns=["user_key", "rank", "video_id", "score"],
+    )
 
 
 def test_publish_read_rollback_prune(eng):
-    info = publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"},
-                   top_n=3)
+    info = publish(
+        eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3
+    )
     assert info["version"] == "2026-01-01" and len(read_live(eng)) == 6
     assert read_live(eng, "a", 2)["rank"].tolist() == [1, 2]
     for d in range(2, 5):
-        publish(eng, lists(["a"], offset=d), ds=f"2026-01-0{d}", model_version=str(d), active_users={"a"},
-                top_n=3, keep=3, min_row_ratio=0.0)
+        publish(
+            eng,
+            lists(["a"], offset=d),
+            ds=f"2026-01-0{d}",
+            model_version=str(d),
+            active_users={"a"},
+            top_n=3,
+            keep=3,
+            min_row_ratio=0.0,
+        )
     with eng.connect() as c:
         q = "select version from recommendation_versions order by version"
         kept = c.exec_driver_sql(q).scalars().all()
@@ -98,8 +109,14 @@ def test_republish_and_refused_versions(eng):
 
 
 def test_fallback_rows(eng):
-    publish(eng, pd.concat([lists(["a"]), lists([FALLBACK_KEY])]), ds="2026-01-01", model_version="1",
-            active_users={"a"}, top_n=3)
+    publish(
+        eng,
+        pd.concat([lists(["a"]), lists([FALLBACK_KEY])]),
+        ds="2026-01-01",
+        model_version="1",
+        active_users={"a"},
+        top_n=3,
+    )
     assert len(read_live(eng, FALLBACK_KEY)) == 3
 
 
@@ -138,13 +155,34 @@ def test_concurrent_reader_never_sees_a_mixed_partial_or_empty_list(eng):
     t.start()
     try:
         for d in range(1, 5):
-            publish(eng, lists(users, n=n, offset=10 * d), ds=f"2026-02-0{d}", model_version=str(d),
-                    active_users=set(users), top_n=n, keep=3)
-        publish(eng, lists(users, n=n, offset=99), ds="2026-02-04", model_version="again",
-                active_users=set(users), top_n=n, keep=3)  # republish a day: replaces its older version
+            publish(
+                eng,
+                lists(users, n=n, offset=10 * d),
+                ds=f"2026-02-0{d}",
+                model_version=str(d),
+                active_users=set(users),
+                top_n=n,
+                keep=3,
+            )
+        publish(
+            eng,
+            lists(users, n=n, offset=99),
+            ds="2026-02-04",
+            model_version="again",
+            active_users=set(users),
+            top_n=n,
+            keep=3,
+        )  # republish a day: replaces its older version
         rollback(eng)
-        publish(eng, lists(users, n=n, offset=7), ds="2026-02-09", model_version="9",
-                active_users=set(users), top_n=n, keep=3)
+        publish(
+            eng,
+            lists(users, n=n, offset=7),
+            ds="2026-02-09",
+            model_version="9",
+            active_users=set(users),
+            top_n=n,
+            keep=3,
+        )
     finally:
         stop.set()
         t.join(timeout=120)

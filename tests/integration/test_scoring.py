@@ -59,10 +59,14 @@ def write_day(settings, world, user_ids):
     users = world.users.assign(user_key=world.users["user_key"].map(to_key))
     rng = np.random.default_rng(0)
     vids = world.videos["video_id"].to_numpy()
-    inter = pd.DataFrame({"user_key": np.repeat(users["user_key"].to_numpy(), 3),
-                          "session_key": np.repeat([f"s{i}" for i in range(len(users))], 3),
-                          "video_id": rng.choice(vids, 3 * len(users)).astype("int64"),
-                          "clicked": rng.integers(0, 2, 3 * len(users))})
+    inter = pd.DataFrame(
+        {
+            "user_key": np.repeat(users["user_key"].to_numpy(), 3),
+            "session_key": np.repeat([f"s{i}" for i in range(len(users))], 3),
+            "video_id": rng.choice(vids, 3 * len(users)).astype("int64"),
+            "clicked": rng.integers(0, 2, 3 * len(users)),
+        }
+    )
     inter["ts"] = pd.Timestamp(DS, tz="UTC") + pd.Timedelta(hours=9)
     lake = open_lake(settings)
     lake.write_frame("clean", "users", DS, users)
@@ -79,8 +83,13 @@ def test_real_time_scores_equal_the_batch_path(settings, world, ranker, monkeypa
     monkeypatch.setattr(serving, "_champion", lambda s: ranker)
     keys = users["user_key"].tolist()
     cands = candidates_for(world, keys, 80, seed=9)
-    batch = rank_candidates(ranker, scoring_frame(keys, cands, users, world.videos, AT), n=80,
-                            max_per_author=80, max_per_category=None)
+    batch = rank_candidates(
+        ranker,
+        scoring_frame(keys, cands, users, world.videos, AT),
+        n=80,
+        max_per_author=80,
+        max_per_category=None,
+    )
     for i in (0, 17, len(ids) - 1):
         key = to_key[f"u{i:06d}"]
         rt = serving.recommend_videos(ids[i], cands[key], n=80, ds=DS, settings=settings)
@@ -118,8 +127,9 @@ def test_dask_shards_equal_one_process(world, ranker_dir, client):
     frame = scoring_frame(keys, cands, world.users, world.videos, AT)
     one = rank_candidates(load_ranker_dir(ranker_dir), frame, 10, 3, 4)
     ref = scale.RankerRef.from_dir(ranker_dir)
-    sharded = scale.rank_on_dask(client, ref, keys, cands, world.users, world.videos, AT, 10, 3, 4,
-                                 users_per_shard=17)  # 8 shards over 2 workers
+    sharded = scale.rank_on_dask(
+        client, ref, keys, cands, world.users, world.videos, AT, 10, 3, 4, users_per_shard=17
+    )  # 8 shards over 2 workers
     assert sharded[["user_key", "rank", "video_id"]].equals(one[["user_key", "rank", "video_id"]])
     np.testing.assert_allclose(sharded["score"].to_numpy(), one["score"].to_numpy(), rtol=1e-6, atol=1e-7)
     loads = client.run(lambda: len(__import__("recsys.scale", fromlist=["LOADS"]).LOADS))
@@ -127,8 +137,9 @@ def test_dask_shards_equal_one_process(world, ranker_dir, client):
 
 
 @pytest.mark.slow
-def test_parallel_batch_recommendations_equal_single_process(settings, world, ranker, ranker_dir, client,
-                                                             monkeypatch):
+def test_parallel_batch_recommendations_equal_single_process(
+    settings, world, ranker, ranker_dir, client, monkeypatch
+):
     import recsys.registry as registry
     import recsys.scale as scale
     from recsys.serving import batch_recommendations, parallel_recommendations
@@ -136,8 +147,9 @@ def test_parallel_batch_recommendations_equal_single_process(settings, world, ra
     ids = [f"person-{i}" for i in range(len(world.users))]
     lake, users, to_key = write_day(settings, world, ids)
     monkeypatch.setattr(registry, "load_ranker", lambda s, alias="champion": ranker)
-    monkeypatch.setattr(scale.RankerRef, "from_registry",
-                        classmethod(lambda cls, s, v: cls.from_dir(ranker_dir, version=v)))
+    monkeypatch.setattr(
+        scale.RankerRef, "from_registry", classmethod(lambda cls, s, v: cls.from_dir(ranker_dir, version=v))
+    )
     serving_settings = settings.serving.model_copy(update={"users_per_shard": 25})
     settings = settings.model_copy(update={"serving": serving_settings})
     one, info1 = batch_recommendations(lake, DS, settings, parallel=False)
@@ -160,8 +172,10 @@ def test_dask_client_uses_the_configured_scheduler():
     from recsys.scale import dask_client, shards
 
     assert shards(["a", "b", "c"], 2) == [["a", "b"], ["c"]]
-    with (LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
-          dask_client(Settings(dask_scheduler=cluster.scheduler_address)) as c):
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        dask_client(Settings(dask_scheduler=cluster.scheduler_address)) as c,
+    ):
         assert c.scheduler.address == cluster.scheduler_address
         assert c.submit(sum, [1, 2]).result() == 3
 

@@ -1,4 +1,4 @@
-"""Every stage on real-format data: the KuaiRand sample and a MovieLens fixture, configured by settings alone."""
+"""Every stage on real-format data (KuaiRand sample, MovieLens fixture), configured by settings alone."""
 
 from __future__ import annotations
 
@@ -31,10 +31,13 @@ def run_all(settings, days):
     return stages.publish(last, settings), ev
 
 
-@pytest.mark.parametrize("source,path", [
-    ("movielens", FIXTURES / "movielens" / "ml-100k"),
-    ("kuairand", KUAIRAND),
-])
+@pytest.mark.parametrize(
+    "source,path",
+    [
+        ("movielens", FIXTURES / "movielens" / "ml-100k"),
+        ("kuairand", KUAIRAND),
+    ],
+)
 def test_pipeline_runs_on_dataset(source, path, keys, tmp_path, monkeypatch):
     if not path.exists():
         pytest.skip(f"{path} not present")

@@ -93,8 +93,12 @@ def features(tmp_path, keys) -> Path:
 def _run(root: Path, fdir: Path, pause: float) -> subprocess.Popen:
     env = {**os.environ, "EPOCH_PAUSE": str(pause), "TF_CPP_MIN_LOG_LEVEL": "2"}
     (root / "train_script.py").write_text(SCRIPT)
-    return subprocess.Popen([sys.executable, str(root / "train_script.py"), str(root), str(fdir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(root / f"stderr-{pause}.log", "w"))
+    return subprocess.Popen(
+        [sys.executable, str(root / "train_script.py"), str(root), str(fdir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / f"stderr-{pause}.log", "w"),
+    )
 
 
 def test_killed_training_resumes_from_the_last_backup(tmp_path, features):

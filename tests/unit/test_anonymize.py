@@ -13,13 +13,25 @@ KEY = b"k" * 32
 
 
 def raw(**extra):
-    df = pd.DataFrame({
-        "event_id": ["e1", "e2"], "user_id": ["u1", "u2"], "email": ["a@x.org", "b@x.org"],
-        "ip": ["10.1.2.3", "10.9.9.9"], "device": ["ios", "web"], "region": ["EU-DE-BE", "NA-US-NY"],
-        "ts": pd.to_datetime(["2026-01-02T10:00:00Z"] * 2), "session_id": ["s1", "s2"], "video_id": [1, 2],
-        "position": [1, 2], "rec_version": [None, "v1"], "clicked": [1, 0], "watch_seconds": [3.0, 0.0],
-        "liked": [0, 0], "shared": [0, 0],
-    })
+    df = pd.DataFrame(
+        {
+            "event_id": ["e1", "e2"],
+            "user_id": ["u1", "u2"],
+            "email": ["a@x.org", "b@x.org"],
+            "ip": ["10.1.2.3", "10.9.9.9"],
+            "device": ["ios", "web"],
+            "region": ["EU-DE-BE", "NA-US-NY"],
+            "ts": pd.to_datetime(["2026-01-02T10:00:00Z"] * 2),
+            "session_id": ["s1", "s2"],
+            "video_id": [1, 2],
+            "position": [1, 2],
+            "rec_version": [None, "v1"],
+            "clicked": [1, 0],
+            "watch_seconds": [3.0, 0.0],
+            "liked": [0, 0],
+            "shared": [0, 0],
+        }
+    )
     for k, v in extra.items():
         df[k] = v
     return df

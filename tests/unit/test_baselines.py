@@ -9,13 +9,15 @@ from recsys.baselines import CoVisitation, GlobalPopularity, RecentCategoryPopul
 
 def history():
     ts = pd.to_datetime(["2026-01-01T10:00Z"] * 6 + ["2026-01-02T10:00Z"] * 4, utc=True)
-    return pd.DataFrame({
-        "user_key": ["a", "a", "b", "b", "c", "c", "a", "b", "c", "c"],
-        "video_id": [1, 2, 1, 3, 2, 3, 4, 4, 5, 1],
-        "category": ["m", "m", "m", "n", "m", "n", "n", "n", "m", "m"],
-        "ts": ts,
-        "click": [1, 1, 1, 1, 1, 1, 0, 1, 1, 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "user_key": ["a", "a", "b", "b", "c", "c", "a", "b", "c", "c"],
+            "video_id": [1, 2, 1, 3, 2, 3, 4, 4, 5, 1],
+            "category": ["m", "m", "m", "n", "m", "n", "n", "n", "m", "m"],
+            "ts": ts,
+            "click": [1, 1, 1, 1, 1, 1, 0, 1, 1, 0.0],
+        }
+    )
 
 
 def test_global_popularity_is_the_smoothed_click_rate():
@@ -33,8 +35,9 @@ def test_covisitation_counts_co_clicks_with_the_users_earlier_clicks():
     b = CoVisitation(tie_break=0.0).fit(h)
     # clicks: a {1, 2}, b {1, 3, 4}, c {2, 3, 5}
     # co-click counts: C[1,2]=1 (a), C[1,3]=C[1,4]=C[3,4]=1 (b), C[2,3]=C[2,5]=C[3,5]=1 (c)
-    rows = pd.DataFrame({"user_key": ["a", "a", "a", "b", "zz"], "video_id": [3, 4, 5, 2, 1],
-                         "category": ["n"] * 5})
+    rows = pd.DataFrame(
+        {"user_key": ["a", "a", "a", "b", "zz"], "video_id": [3, 4, 5, 2, 1], "category": ["n"] * 5}
+    )
     # a&3: C[1,3] + C[2,3] = 2; a&4: C[1,4] = 1; a&5: C[2,5] = 1; b&2: C[1,2] + C[3,2] = 2; cold user: 0
     np.testing.assert_allclose(b.score(rows), [2, 1, 1, 2, 0])
     with_pop = CoVisitation().fit(h).score(rows)
@@ -45,8 +48,13 @@ def test_recent_category_popularity_prefers_the_users_categories_and_recent_clic
     h = history()
     b = RecentCategoryPopularity(days=1).fit(h)
     # on the last day video 4 (category n) got 1 click, video 5 (m) 1 click, video 1 none
-    rows = pd.DataFrame({"user_key": ["b", "b", "c", "c", "c"], "video_id": [4, 5, 4, 5, 1],
-                         "category": ["n", "m", "n", "m", "m"]})
+    rows = pd.DataFrame(
+        {
+            "user_key": ["b", "b", "c", "c", "c"],
+            "video_id": [4, 5, 4, 5, 1],
+            "category": ["n", "m", "n", "m", "m"],
+        }
+    )
     s = b.score(rows)
     assert s[0] > s[1]  # b clicked mostly category n
     assert s[3] > s[2]  # c clicked mostly category m

@@ -10,10 +10,11 @@ from recsys.evaluate import expected_calibration_error, gate, gauc, log_evaluati
 
 def test_gauc_matches_per_user_reference_and_skips_single_class_users():
     y = np.array([1, 0, 0, 1, 0, 1, 0, 1])
-    p = np.array([.9, .2, .6, .4, .5, .5, .1, .8])
+    p = np.array([0.9, 0.2, 0.6, 0.4, 0.5, 0.5, 0.1, 0.8])
     g = np.array(["a", "a", "a", "b", "b", "c", "d", "d"])  # "c" has one class and one row: excluded
-    ref = (roc_auc_score(y[:3], p[:3]) * 3 + roc_auc_score(y[3:5], p[3:5]) * 2
-           + roc_auc_score(y[6:], p[6:]) * 2) / 7
+    ref = (
+        roc_auc_score(y[:3], p[:3]) * 3 + roc_auc_score(y[3:5], p[3:5]) * 2 + roc_auc_score(y[6:], p[6:]) * 2
+    ) / 7
     assert gauc(y.astype(float), p, g) == pytest.approx(ref)
 
 
@@ -21,14 +22,22 @@ def test_ece_reference():
     y = np.array([0, 0, 1, 1.0])
     p = np.array([0.05, 0.15, 0.95, 0.85])
     # bins: [0,.1): p=.05 y=0 ; [.1,.2): .15/0 ; [.8,.9): .85/1 ; [.9,1]: .95/1
-    assert expected_calibration_error(y, p) == pytest.approx((.05 + .15 + .05 + .15) / 4)
+    assert expected_calibration_error(y, p) == pytest.approx((0.05 + 0.15 + 0.05 + 0.15) / 4)
 
 
 def test_task_metrics_ignore_nan_labels():
-    y = {"click": np.array([1, 0, 1, 0.0]), "like": np.array([1, np.nan, 0, np.nan]),
-         "share": np.array([np.nan] * 4), "watch": np.array([2.0, np.nan, 1.0, np.nan])}
-    p = {"click": np.array([.8, .3, .6, .1]), "like": np.array([.7, .9, .2, .9]),
-         "share": np.full(4, .1), "watch": np.array([1.0, 9, 1, 9])}
+    y = {
+        "click": np.array([1, 0, 1, 0.0]),
+        "like": np.array([1, np.nan, 0, np.nan]),
+        "share": np.array([np.nan] * 4),
+        "watch": np.array([2.0, np.nan, 1.0, np.nan]),
+    }
+    p = {
+        "click": np.array([0.8, 0.3, 0.6, 0.1]),
+        "like": np.array([0.7, 0.9, 0.2, 0.9]),
+        "share": np.full(4, 0.1),
+        "watch": np.array([1.0, 9, 1, 9]),
+    }
     m = task_metrics(y, p, np.array(["a", "a", "b", "b"]))
     assert m["click_auc"] == 1.0 and m["like_auc"] == 1.0 and np.isnan(m["share_auc"])
     assert m["watch_rmse"] == pytest.approx(np.sqrt(0.5))
@@ -51,7 +60,7 @@ def test_ndcg_matches_sklearn_on_fixed_lists():
     from recsys.evaluate import ndcg_at_k
 
     rel = np.array([3, 2, 3, 0, 1, 2, 0, 0.0])
-    s = np.array([.1, .9, .3, .8, .5, .2, .7, .4])
+    s = np.array([0.1, 0.9, 0.3, 0.8, 0.5, 0.2, 0.7, 0.4])
     for k in (1, 3, 5, 8):
         assert ndcg_at_k(rel, s, k) == pytest.approx(ndcg_score([rel], [s], k=k))
     binary = (rel > 1).astype(float)
@@ -62,7 +71,7 @@ def test_recall_and_map_by_hand():
     from recsys.evaluate import average_precision_at_k, recall_at_k
 
     rel = np.array([1, 0, 1, 0, 1.0])  # items a..e
-    s = np.array([.9, .8, .3, .7, .6])  # order: a(1) b(0) d(0) e(1) c(1)
+    s = np.array([0.9, 0.8, 0.3, 0.7, 0.6])  # order: a(1) b(0) d(0) e(1) c(1)
     assert recall_at_k(rel, s, 2) == pytest.approx(1 / 3)
     assert recall_at_k(rel, s, 4) == pytest.approx(2 / 3)
     # hits at ranks 1 and 4 within k=4: (1/1 + 2/4) / min(3, 4)
@@ -80,10 +89,10 @@ def test_ranking_metrics_average_over_users_with_clicks_and_dedupe_impressions()
     users = np.array(["a", "a", "a", "a", "b", "b", "b", "c", "c"])
     items = np.array([1, 2, 3, 1, 1, 4, 5, 2, 6])  # a saw video 1 twice (clicked the second time)
     click = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0.0])  # c clicked nothing: excluded from the averages
-    score = np.array([.5, .9, .1, .5, .3, .2, .8, .4, .6])
+    score = np.array([0.5, 0.9, 0.1, 0.5, 0.3, 0.2, 0.8, 0.4, 0.6])
     m = ranking_metrics(users, items, click, score, k=2)
-    a = ndcg_score([[1, 0, 1]], [[.5, .9, .1]], k=2)  # items 1, 2, 3
-    b = ndcg_score([[0, 1, 0]], [[.3, .2, .8]], k=2)  # items 1, 4, 5
+    a = ndcg_score([[1, 0, 1]], [[0.5, 0.9, 0.1]], k=2)  # items 1, 2, 3
+    b = ndcg_score([[0, 1, 0]], [[0.3, 0.2, 0.8]], k=2)  # items 1, 4, 5
     assert m["ndcg_2"] == pytest.approx((a + b) / 2)
     assert m["recall_2"] == pytest.approx((0.5 + 0.0) / 2)
     assert m["map_2"] == pytest.approx(((1 / 2) / 2 + 0.0) / 2)  # a: hit at rank 2 -> (1/2)/min(2,2)
@@ -96,7 +105,7 @@ def test_ranking_metrics_average_over_users_with_clicks_and_dedupe_impressions()
 
 def test_gauc_handles_ties_like_sklearn():
     y = np.array([1, 0, 1, 0, 0, 1, 1, 0.0])
-    p = np.array([.5, .5, .2, .5, .1, .3, .3, .3])
+    p = np.array([0.5, 0.5, 0.2, 0.5, 0.1, 0.3, 0.3, 0.3])
     g = np.array(["a"] * 4 + ["b"] * 4)
     ref = (roc_auc_score(y[:4], p[:4]) * 4 + roc_auc_score(y[4:], p[4:]) * 4) / 8
     assert gauc(y, p, g) == pytest.approx(ref)
@@ -108,14 +117,14 @@ def test_true_ndcg_is_one_for_the_true_order_and_lower_otherwise():
     from recsys.evaluate import TruthSample, true_ndcg
 
     rows = pd.DataFrame({"user_key": ["u"] * 4 + ["w"] * 4, "video_id": [1, 2, 3, 4] * 2})
-    util = np.array([.1, .4, .3, .2, .5, .1, .2, .3])
+    util = np.array([0.1, 0.4, 0.3, 0.2, 0.5, 0.1, 0.2, 0.3])
     disc = 1 / np.log2(np.arange(2, 4))
-    ideal = {"u": float((np.array([.4, .3]) * disc).sum()), "w": float((np.array([.5, .3]) * disc).sum())}
+    ideal = {"u": float((np.array([0.4, 0.3]) * disc).sum()), "w": float((np.array([0.5, 0.3]) * disc).sum())}
     sample = TruthSample(rows, util, ideal, catalog_size=4)
     assert true_ndcg(sample, util, 2)["true_ndcg_2"] == pytest.approx(1.0)
     worst = true_ndcg(sample, -util, 2)
-    exp_u = (.1 * disc[0] + .2 * disc[1]) / ideal["u"]
-    exp_w = (.1 * disc[0] + .2 * disc[1]) / ideal["w"]
+    exp_u = (0.1 * disc[0] + 0.2 * disc[1]) / ideal["u"]
+    exp_w = (0.1 * disc[0] + 0.2 * disc[1]) / ideal["w"]
     assert worst["true_ndcg_2"] == pytest.approx((exp_u + exp_w) / 2)
     assert worst["true_coverage_2"] == pytest.approx(4 / 4)  # u: {1, 4}, w: {2, 3}
 
@@ -134,9 +143,16 @@ def test_truth_sample_ideal_is_the_simulator_oracle(settings):
     world = build_world(s.simulator, s.seed)
     key = load_pseudonym_key(s)
     ds = date(2026, 1, 3)
-    test = pd.DataFrame({"user_key": [pseudonym(u, key) for u in world.users["user_id"][:12]] + ["stranger"],
-                         "device": "ios", "region": "EU-DE", "age_band": "25-34", "activity": "mid",
-                         "ts": pd.Timestamp(ds, tz="UTC")})
+    test = pd.DataFrame(
+        {
+            "user_key": [pseudonym(u, key) for u in world.users["user_id"][:12]] + ["stranger"],
+            "device": "ios",
+            "region": "EU-DE",
+            "age_band": "25-34",
+            "activity": "mid",
+            "ts": pd.Timestamp(ds, tz="UTC"),
+        }
+    )
     sample = truth_sample(s, ds, test, k=5, max_users=10)
     assert len(sample.ideal_dcg) == 10 and "stranger" not in sample.ideal_dcg
     assert sample.catalog_size == int(world.visible_mask(ds).sum())
@@ -155,8 +171,9 @@ def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
     from recsys.evaluate import evaluation_tags
     from recsys.report import render_report
 
-    cfg = EvaluateSettings(floor_auc={"click": 0.6}, max_regression={"click": 0.01},
-                           min_margin_over_popularity=0.02)
+    cfg = EvaluateSettings(
+        floor_auc={"click": 0.6}, max_regression={"click": 0.01}, min_margin_over_popularity=0.02
+    )
     d = gate({"click_auc": 0.58}, {"click_auc": 0.70}, {"click_auc": 0.57}, cfg)
     failed = {c["check"]: c for c in d.checks if not c["passed"]}
     assert set(failed) == {"floor_click_auc", "regression_click_auc", "margin_over_popularity"}
@@ -166,10 +183,17 @@ def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
     from dataclasses import asdict
 
     cand = {"click_auc": 0.58, "ndcg_10": 0.4}
-    result = {"ds": "2026-01-03", "k": 10, "test_rows": 100, "candidate": cand,
-              "champion": {"click_auc": 0.7},
-              "baselines": {"popularity": {"click_auc": 0.57}}, "popularity": {"click_auc": 0.57},
-              "decision": asdict(d), "slices": {}}
+    result = {
+        "ds": "2026-01-03",
+        "k": 10,
+        "test_rows": 100,
+        "candidate": cand,
+        "champion": {"click_auc": 0.7},
+        "baselines": {"popularity": {"click_auc": 0.57}},
+        "popularity": {"click_auc": 0.57},
+        "decision": asdict(d),
+        "slices": {},
+    }
     tags = evaluation_tags(result, {"trigger": "drift"})
     assert tags["gate.blessed"] == "false" and tags["trigger"] == "drift"
     assert tags["gate.failed_checks"] == "floor_click_auc,regression_click_auc,margin_over_popularity"
@@ -181,22 +205,43 @@ def test_gate_checks_carry_threshold_and_shortfall_into_tags_and_report():
 def test_report_is_self_contained_html_with_plots():
     from recsys.report import render_report
 
-    bins = [{"lo": 0.0, "hi": 0.1, "n": 5, "mean_pred": 0.05, "observed": 0.1},
-            {"lo": 0.1, "hi": 0.2, "n": 5, "mean_pred": 0.15, "observed": 0.1}]
-    seg = [{"position": p, "rows": 10, "ctr": 0.1 * p, "candidate_pred": 0.1, "candidate_auc": 0.6}
-           for p in (1, 2)]
-    act = [{"activity": a, "rows": 10, "ctr": 0.1, "candidate_pred": 0.1, "candidate_auc": 0.6,
-            "candidate_gauc": 0.55} for a in ("low", "high")]
-    result = {"ds": "2026-01-03", "k": 10, "candidate": {"click_auc": 0.6}, "champion": None,
-              "baselines": {"popularity": {"click_auc": 0.55}, "covisitation": {"click_auc": 0.5}},
-              "decision": {"blessed": True, "reasons": ["all checks passed"], "checks": []},
-              "truth": {"users": 3, "catalog": 40},
-              "slices": {"calibration": {"candidate": {t: bins for t in ("click", "like", "share")}},
-                         "by_position": seg, "by_activity": act}}
+    bins = [
+        {"lo": 0.0, "hi": 0.1, "n": 5, "mean_pred": 0.05, "observed": 0.1},
+        {"lo": 0.1, "hi": 0.2, "n": 5, "mean_pred": 0.15, "observed": 0.1},
+    ]
+    seg = [
+        {"position": p, "rows": 10, "ctr": 0.1 * p, "candidate_pred": 0.1, "candidate_auc": 0.6}
+        for p in (1, 2)
+    ]
+    act = [
+        {
+            "activity": a,
+            "rows": 10,
+            "ctr": 0.1,
+            "candidate_pred": 0.1,
+            "candidate_auc": 0.6,
+            "candidate_gauc": 0.55,
+        }
+        for a in ("low", "high")
+    ]
+    result = {
+        "ds": "2026-01-03",
+        "k": 10,
+        "candidate": {"click_auc": 0.6},
+        "champion": None,
+        "baselines": {"popularity": {"click_auc": 0.55}, "covisitation": {"click_auc": 0.5}},
+        "decision": {"blessed": True, "reasons": ["all checks passed"], "checks": []},
+        "truth": {"users": 3, "catalog": 40},
+        "slices": {
+            "calibration": {"candidate": {t: bins for t in ("click", "like", "share")}},
+            "by_position": seg,
+            "by_activity": act,
+        },
+    }
     page = render_report(result)
     assert page.startswith("<!doctype html>") and page.count("data:image/png;base64,") == 3
     assert "BLESSED" in page and "baseline covisitation" in page and "true_ndcg_10" in page
-    assert "<link" not in page and "src=\"http" not in page
+    assert "<link" not in page and 'src="http' not in page
 
 
 @pytest.mark.slow  # creates an MLflow SQLite store (its migrations take a while on a busy machine)
@@ -211,14 +256,26 @@ def test_log_evaluation_writes_prefixed_metrics_gate_tags_and_the_report(setting
     from dataclasses import asdict
 
     cand = {"click_auc": 0.52, "ndcg_10": 0.3, "like_auc": float("nan")}
-    result = {"ds": "2026-01-03", "k": 10, "test_rows": 10, "candidate": cand, "champion": None,
-              "baselines": {"popularity": {"click_auc": 0.5}, "covisitation": {"ndcg_10": 0.2}},
-              "popularity": {"click_auc": 0.5}, "decision": asdict(d), "slices": {}}
+    result = {
+        "ds": "2026-01-03",
+        "k": 10,
+        "test_rows": 10,
+        "candidate": cand,
+        "champion": None,
+        "baselines": {"popularity": {"click_auc": 0.5}, "covisitation": {"ndcg_10": 0.2}},
+        "popularity": {"click_auc": 0.5},
+        "decision": asdict(d),
+        "slices": {},
+    }
     extra = {"trigger": "manual", "data_window": "2025-12-21..2026-01-03"}
     tags = log_evaluation(run.info.run_id, result, extra)
     got = mlflow.MlflowClient().get_run(run.info.run_id).data
-    assert got.metrics == {"test_click_auc": 0.52, "test_ndcg_10": 0.3, "baseline_popularity_click_auc": 0.5,
-                           "baseline_covisitation_ndcg_10": 0.2}
+    assert got.metrics == {
+        "test_click_auc": 0.52,
+        "test_ndcg_10": 0.3,
+        "baseline_popularity_click_auc": 0.5,
+        "baseline_covisitation_ndcg_10": 0.2,
+    }
     assert got.tags["gate.blessed"] == "false" and got.tags["gate.failed_checks"] == "floor_click_auc"
     assert got.tags["gate.check.floor_click_auc"].startswith("FAILED by 0.0300")
     assert got.tags["trigger"] == "manual" and tags["data_window"] == "2025-12-21..2026-01-03"
@@ -231,9 +288,10 @@ def test_segments_are_in_natural_order_with_per_scorer_click_metrics():
 
     from recsys.evaluate import _segment_rows
 
-    test = pd.DataFrame({"position": pd.array([10, 2, 1, 10, 2, 1], dtype="Int64"),
-                         "click": [0, 1, 1, 1, 0, 0.0]})
-    preds = {"candidate": {"click": np.array([.1, .9, .8, .7, .2, .3])}}
+    test = pd.DataFrame(
+        {"position": pd.array([10, 2, 1, 10, 2, 1], dtype="Int64"), "click": [0, 1, 1, 1, 0, 0.0]}
+    )
+    preds = {"candidate": {"click": np.array([0.1, 0.9, 0.8, 0.7, 0.2, 0.3])}}
     rows = _segment_rows(test, "position", preds, np.array(list("aabbcc")), with_gauc=False)
     assert [r["position"] for r in rows] == [1, 2, 10]
     assert rows[0]["ctr"] == 0.5 and rows[0]["candidate_pred"] == pytest.approx(0.55)

@@ -10,31 +10,55 @@ from recsys.features.transform import Transform
 
 
 def tiny_examples():
-    events = pd.DataFrame({
-        "event_id": [f"e{i}" for i in range(6)],
-        "user_key": ["a", "a", "b", "b", "c", "z"],
-        "session_key": ["s1"] * 6,
-        "device": ["ios", "ios", "web", "web", "tv", "ios"],
-        "region": ["EU-DE"] * 6,
-        "ts": pd.to_datetime(["2026-01-01T10:00Z", "2026-01-01T11:00Z", "2026-01-01T12:00Z",
-                              "2026-01-02T09:00Z", "2026-01-03T08:00Z", "2026-01-03T09:00Z"], utc=True),
-        "video_id": pd.array([1, 2, 1, 3, 2, 99], dtype="Int64"),
-        "position": pd.array([1, 2, 1, 3, None, 1], dtype="Int64"),
-        "rec_version": [None] * 6,
-        "clicked": [1, 0, 1, 0, 1, 0],
-        "watch_seconds": [30.0, 0, 10.0, 0, 5.0, 0],
-        "liked": [1, 0, 0, 0, 1, 0],
-        "shared": [0, 0, 0, 0, 0, 0],
-    })
-    videos = pd.DataFrame({
-        "video_id": pd.array([1, 2, 3, 99], dtype="Int64"), "author_id": pd.array([7, 7, 8, 9], dtype="Int64"),
-        "category": ["music", "music", "news", "new"], "tags": ["music"] * 4,
-        "duration_seconds": [60.0, 120.0, 30.0, 10.0],
-        "title": ["live guitar song", "remix beat", "breaking news", "brand new thing"],
-        "upload_ts": pd.to_datetime(["2025-12-01T00:00Z"] * 4, utc=True), "visible": [True] * 4,
-    })
-    users = pd.DataFrame({"user_key": ["a", "b", "c", "z"], "age_band": ["18-24"] * 4, "gender": ["f"] * 4,
-                          "region": ["EU-DE"] * 4, "device": ["ios"] * 4, "activity": ["high", "mid", "low", "low"]})
+    events = pd.DataFrame(
+        {
+            "event_id": [f"e{i}" for i in range(6)],
+            "user_key": ["a", "a", "b", "b", "c", "z"],
+            "session_key": ["s1"] * 6,
+            "device": ["ios", "ios", "web", "web", "tv", "ios"],
+            "region": ["EU-DE"] * 6,
+            "ts": pd.to_datetime(
+                [
+                    "2026-01-01T10:00Z",
+                    "2026-01-01T11:00Z",
+                    "2026-01-01T12:00Z",
+                    "2026-01-02T09:00Z",
+                    "2026-01-03T08:00Z",
+                    "2026-01-03T09:00Z",
+                ],
+                utc=True,
+            ),
+            "video_id": pd.array([1, 2, 1, 3, 2, 99], dtype="Int64"),
+            "position": pd.array([1, 2, 1, 3, None, 1], dtype="Int64"),
+            "rec_version": [None] * 6,
+            "clicked": [1, 0, 1, 0, 1, 0],
+            "watch_seconds": [30.0, 0, 10.0, 0, 5.0, 0],
+            "liked": [1, 0, 0, 0, 1, 0],
+            "shared": [0, 0, 0, 0, 0, 0],
+        }
+    )
+    videos = pd.DataFrame(
+        {
+            "video_id": pd.array([1, 2, 3, 99], dtype="Int64"),
+            "author_id": pd.array([7, 7, 8, 9], dtype="Int64"),
+            "category": ["music", "music", "news", "new"],
+            "tags": ["music"] * 4,
+            "duration_seconds": [60.0, 120.0, 30.0, 10.0],
+            "title": ["live guitar song", "remix beat", "breaking news", "brand new thing"],
+            "upload_ts": pd.to_datetime(["2025-12-01T00:00Z"] * 4, utc=True),
+            "visible": [True] * 4,
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_key": ["a", "b", "c", "z"],
+            "age_band": ["18-24"] * 4,
+            "gender": ["f"] * 4,
+            "region": ["EU-DE"] * 4,
+            "device": ["ios"] * 4,
+            "activity": ["high", "mid", "low", "low"],
+        }
+    )
     return build_examples(events, videos, users)
 
 
@@ -72,7 +96,9 @@ def test_same_row_same_tensors_on_training_and_serving_path(tmp_path):
     t = Transform.fit(ex)
     enc = encode(ex, t)
     t.save(tmp_path / "transform.json")
-    served = Transform.load(tmp_path / "transform.json").apply(ex.drop(columns=["click", "watch", "like", "share"]))
+    served = Transform.load(tmp_path / "transform.json").apply(
+        ex.drop(columns=["click", "watch", "like", "share"])
+    )
     for name, arr in served.items():
         stored = np.stack(enc[f"x_{name}"].to_numpy()) if arr.ndim == 2 else enc[f"x_{name}"].to_numpy()
         np.testing.assert_array_equal(stored, arr, err_msg=name)

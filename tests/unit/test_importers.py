@@ -21,8 +21,9 @@ from recsys.data.sources import landing_file
 
 KUAIRAND = Path(os.environ.get("RECSYS_TEST_KUAIRAND_DIR", "/work/shared/data/kuairand"))
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "movielens"
-needs_kuairand = pytest.mark.skipif(not (KUAIRAND / "log_sample_200.csv").exists(),
-                                    reason=f"the shared KuaiRand sample is not at {KUAIRAND}")
+needs_kuairand = pytest.mark.skipif(
+    not (KUAIRAND / "log_sample_200.csv").exists(), reason=f"the shared KuaiRand sample is not at {KUAIRAND}"
+)
 
 
 def settings_for(source: str, path: Path, tmp_path: Path) -> Settings:
@@ -36,8 +37,10 @@ def read_landing(tmp_path: Path, dataset: str, ds: date) -> list[dict]:
 
 
 def landed(tmp_path: Path, ds: date) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return tuple(conform(pd.DataFrame(read_landing(tmp_path, d, ds), columns=list(s)), s, name=d)
-                 for d, s in (("events", RAW_EVENTS), ("videos", VIDEOS), ("users", RAW_USERS)))
+    return tuple(
+        conform(pd.DataFrame(read_landing(tmp_path, d, ds), columns=list(s)), s, name=d)
+        for d, s in (("events", RAW_EVENTS), ("videos", VIDEOS), ("users", RAW_USERS))
+    )
 
 
 # KuaiRand ----------------------------------------------------------------------------------------------
@@ -74,8 +77,10 @@ def test_kuairand_sample_lands_in_the_raw_schemas(tmp_path, monkeypatch, caplog)
 
     v = videos.set_index("video_id")
     table = video_table.set_index("video_id")
-    np.testing.assert_allclose(v["duration_seconds"].dropna().astype(float),
-                               table.loc[v["duration_seconds"].dropna().index, "video_duration"] / 1000)
+    np.testing.assert_allclose(
+        v["duration_seconds"].dropna().astype(float),
+        table.loc[v["duration_seconds"].dropna().index, "video_duration"] / 1000,
+    )
     assert v["visible"].all()  # visible_status == 0 throughout the Pure candidate pool
     first = table["tag"].dropna().index[5]
     assert v.loc[first, "tags"] == table.loc[first, "tag"].replace(",", "|")
@@ -108,8 +113,14 @@ def test_kuairand_landing_passes_validation(tmp_path, monkeypatch):
     importers.land(ds, settings_for("kuairand", KUAIRAND, tmp_path))
     _, videos, users = landed(tmp_path, ds)
     rows, malformed = read_landing_jsonl(landing_file(Lake(tmp_path / "data"), "events", ds))
-    result = validate_events(rows, ds, videos["video_id"].tolist(), [], n_malformed=len(malformed),
-                             durations=dict(zip(videos["video_id"], videos["duration_seconds"], strict=True)))
+    result = validate_events(
+        rows,
+        ds,
+        videos["video_id"].tolist(),
+        [],
+        n_malformed=len(malformed),
+        durations=dict(zip(videos["video_id"], videos["duration_seconds"], strict=True)),
+    )
     assert result.report["quarantined"] == 0 and len(result.accepted) == 200
     validate_videos(videos)
     validate_users(users)
@@ -120,19 +131,34 @@ def write_official_log(folder: Path) -> pd.DataFrame:
     t0 = pd.Timestamp("2022-04-22T23:50:00Z")
     offsets_min = [0, 5, 50, 0, 15, 20]  # user 7: a 45-minute gap starts a new session
     users = [7, 7, 7, 9, 9, 9]
-    ts = [t0 + pd.Timedelta(minutes=m, hours=0 if u == 7 else 1)
-          for u, m in zip(users, offsets_min, strict=True)]
+    ts = [
+        t0 + pd.Timedelta(minutes=m, hours=0 if u == 7 else 1)
+        for u, m in zip(users, offsets_min, strict=True)
+    ]
     ms = [int(t.value // 10**6) for t in ts]
-    log = pd.DataFrame({
-        "user_id": users, "video_id": [1, 2, 3, 1, 4, 2],
-        "date": [int((t + pd.Timedelta(hours=8)).strftime("%Y%m%d")) for t in ts],
-        "hourmin": [int((t + pd.Timedelta(hours=8)).strftime("%H%M")) for t in ts],
-        "time_ms": ms, "is_click": [1, 0, 1, 1, 0, 1], "is_like": [1, 0, 0, 0, 0, 1],
-        "is_follow": 0, "is_comment": 0, "is_forward": [0, 0, 1, 0, 0, 0], "is_hate": 0, "long_view": 0,
-        "play_time_ms": [12000, 800, 30500, 5000, 0, 9000],
-        "duration_ms": [20000, 15000, 60000, 20000, 0, 15000],
-        "profile_stay_time": 0, "comment_stay_time": 0, "is_profile_enter": 0, "is_rand": 0, "tab": 1,
-    })
+    log = pd.DataFrame(
+        {
+            "user_id": users,
+            "video_id": [1, 2, 3, 1, 4, 2],
+            "date": [int((t + pd.Timedelta(hours=8)).strftime("%Y%m%d")) for t in ts],
+            "hourmin": [int((t + pd.Timedelta(hours=8)).strftime("%H%M")) for t in ts],
+            "time_ms": ms,
+            "is_click": [1, 0, 1, 1, 0, 1],
+            "is_like": [1, 0, 0, 0, 0, 1],
+            "is_follow": 0,
+            "is_comment": 0,
+            "is_forward": [0, 0, 1, 0, 0, 0],
+            "is_hate": 0,
+            "long_view": 0,
+            "play_time_ms": [12000, 800, 30500, 5000, 0, 9000],
+            "duration_ms": [20000, 15000, 60000, 20000, 0, 15000],
+            "profile_stay_time": 0,
+            "comment_stay_time": 0,
+            "is_profile_enter": 0,
+            "is_rand": 0,
+            "tab": 1,
+        }
+    )
     folder.mkdir(parents=True, exist_ok=True)
     log.to_csv(folder / "log_standard_4_22_to_5_08_test.csv", index=False)
     return log
@@ -160,7 +186,8 @@ def test_kuairand_official_log_uses_its_timestamps(tmp_path):
     # without feature tables: ids from the log, durations from duration_ms (0 = unknown)
     assert sorted(videos["video_id"]) == [1, 2, 3, 4]
     assert videos.set_index("video_id")["duration_seconds"].astype(float).to_dict() == pytest.approx(
-        {1: 20.0, 2: 15.0, 3: 60.0, 4: float("nan")}, nan_ok=True)
+        {1: 20.0, 2: 15.0, 3: 60.0, 4: float("nan")}, nan_ok=True
+    )
     assert sorted(users["user_id"]) == ["7", "9"] and (users["activity"] == "unknown").all()
 
 
@@ -170,8 +197,10 @@ def test_kuairand_date_and_hourmin_are_beijing_time(tmp_path):
     days = importers.available_days(settings_for("kuairand", tmp_path / "kr", tmp_path))
     assert days == [date(2022, 4, 22), date(2022, 4, 23)]
     frame = kuairand.read_log(tmp_path / "kr")
-    expected = (pd.to_datetime(log["date"].astype(str) + log["hourmin"].astype(str).str.zfill(4),
-                               format="%Y%m%d%H%M") - pd.Timedelta(hours=8)).dt.tz_localize("UTC")
+    expected = (
+        pd.to_datetime(log["date"].astype(str) + log["hourmin"].astype(str).str.zfill(4), format="%Y%m%d%H%M")
+        - pd.Timedelta(hours=8)
+    ).dt.tz_localize("UTC")
     assert frame["ts"].tolist() == expected.tolist()
 
 
@@ -194,8 +223,11 @@ def test_movielens_lands_every_day(tmp_path, fmt, n_ratings, n_movies, n_users):
         frames.append(events)
     events = pd.concat(frames, ignore_index=True)
     assert len(events) == n_ratings and events["event_id"].is_unique
-    rating = events.merge(ratings.assign(user_id=ratings["user_id"].astype(str)),
-                          left_on=["user_id", "video_id"], right_on=["user_id", "item"])["rating"]
+    rating = events.merge(
+        ratings.assign(user_id=ratings["user_id"].astype(str)),
+        left_on=["user_id", "video_id"],
+        right_on=["user_id", "item"],
+    )["rating"]
     assert len(rating) == n_ratings
     assert (events["clicked"] == 1).all()
     np.testing.assert_allclose(events["watch_seconds"].astype(float), rating / 5 * movielens.MOVIE_SECONDS)
@@ -241,10 +273,12 @@ def test_movielens_1m_metadata():
 def test_movielens_latest_csv_format(tmp_path):
     folder = tmp_path / "ml-latest-small"
     folder.mkdir()
-    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n"
-                                        "1,10,4.5,964982703\n2,20,2.0,964982224\n")
-    (folder / "movies.csv").write_text('movieId,title,genres\n10,"Heat, The (1995)",Action|Crime\n'
-                                       "20,Nothing (2003),(no genres listed)\n")
+    (folder / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,4.5,964982703\n2,20,2.0,964982224\n"
+    )
+    (folder / "movies.csv").write_text(
+        'movieId,title,genres\n10,"Heat, The (1995)",Action|Crime\n20,Nothing (2003),(no genres listed)\n'
+    )
     settings = settings_for("movielens", folder, tmp_path)
     (ds,) = importers.available_days(settings)
     importers.land(ds, settings)
@@ -285,8 +319,12 @@ def test_missing_or_unknown_dataset_is_a_clear_error(tmp_path):
 
 def test_postgres_location_from_env_or_source_path(monkeypatch):
     monkeypatch.setenv(importers.URL_ENV, "postgresql+psycopg2://u@h:5432/db#raw.events,raw.vids")
-    assert importers.postgres_location() == ("postgresql+psycopg2://u@h:5432/db", "raw.events", "raw.vids",
-                                             "raw.events_users")
+    assert importers.postgres_location() == (
+        "postgresql+psycopg2://u@h:5432/db",
+        "raw.events",
+        "raw.vids",
+        "raw.events_users",
+    )
     monkeypatch.delenv(importers.URL_ENV)
     settings = Settings(source="postgres", source_path="postgresql://u@h/db#ev")  # a Path folds the '//'
     assert importers.postgres_location(settings) == ("postgresql://u@h/db", "ev", "ev_videos", "ev_users")
@@ -296,10 +334,20 @@ def test_postgres_location_from_env_or_source_path(monkeypatch):
 
 def test_sessionize_splits_on_gaps():
     user = pd.Series(["a", "b", "a", "a", "b"])
-    ts = pd.to_datetime(pd.Series(["2024-01-01T00:00", "2024-01-01T00:00", "2024-01-01T00:29:59",
-                                   "2024-01-01T00:59:59", "2024-01-01T02:00"]), utc=True, format="ISO8601")
+    ts = pd.to_datetime(
+        pd.Series(
+            [
+                "2024-01-01T00:00",
+                "2024-01-01T00:00",
+                "2024-01-01T00:29:59",
+                "2024-01-01T00:59:59",
+                "2024-01-01T02:00",
+            ]
+        ),
+        utc=True,
+        format="ISO8601",
+    )
     ids = importers.sessionize(user, ts, "x").tolist()
     assert ids[0] == ids[2] == "x-a-1704067200" and ids[3] == "x-a-1704070799"
     assert ids[1] != ids[4]
     assert importers.sessionize(user.iloc[:0], ts.iloc[:0], "x").empty
-

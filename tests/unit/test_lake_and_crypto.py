@@ -21,8 +21,9 @@ def test_encrypted_zone_roundtrip_and_no_plaintext(tmp_path):
 
 
 def test_wrong_key_fails_loudly(tmp_path):
-    Lake(tmp_path, Cipher([Fernet.generate_key().decode()])).write_frame("raw", "e", "2026-01-02",
-                                                                           pd.DataFrame({"a": [1]}))
+    Lake(tmp_path, Cipher([Fernet.generate_key().decode()])).write_frame(
+        "raw", "e", "2026-01-02", pd.DataFrame({"a": [1]})
+    )
     with pytest.raises(DecryptionError, match="cannot be decrypted"):
         Lake(tmp_path, Cipher([Fernet.generate_key().decode()])).read_frame("raw", "e", "2026-01-02")
 

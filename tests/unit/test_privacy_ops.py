@@ -25,8 +25,17 @@ def _jsonl(rows: list[dict], extra: list[str] = ()) -> bytes:
 
 
 def _events(day: date, users: list[str]) -> list[dict]:
-    return [{"event_id": f"e{day:%d}-{i}", "user_id": u, "email": f"{u}.7@example.org", "ip": f"10.0.0.{i}",
-             "ts": f"{day}T10:00:0{i}Z", "video_id": str(1000 + i)} for i, u in enumerate(users)]
+    return [
+        {
+            "event_id": f"e{day:%d}-{i}",
+            "user_id": u,
+            "email": f"{u}.7@example.org",
+            "ip": f"10.0.0.{i}",
+            "ts": f"{day}T10:00:0{i}Z",
+            "video_id": str(1000 + i),
+        }
+        for i, u in enumerate(users)
+    ]
 
 
 def build_lake(settings) -> Lake:
@@ -46,25 +55,53 @@ def build_lake(settings) -> Lake:
         raw = pd.DataFrame(ev).astype("string")
         lake.write_frame("raw", "events", day, raw)
         lake.write_frame("raw", "valid_events", day, raw.iloc[:-1])
-        lake.write_frame("raw", "events_malformed", day, pd.DataFrame(
-            {"line_no": [5], "raw_line": [f'{{"user_id": "{ALICE}", broken']}))
-        lake.write_frame("quarantine", "events", day, pd.DataFrame(
-            {"user_id": [ALICE, BOB], "reason": ["late", "late"]}).astype("string"))
+        lake.write_frame(
+            "raw",
+            "events_malformed",
+            day,
+            pd.DataFrame({"line_no": [5], "raw_line": [f'{{"user_id": "{ALICE}", broken']}),
+        )
+        lake.write_frame(
+            "quarantine",
+            "events",
+            day,
+            pd.DataFrame({"user_id": [ALICE, BOB], "reason": ["late", "late"]}).astype("string"),
+        )
         lake.write_frame("raw", "users", day, pd.DataFrame({"user_id": users, "email": ["a@x", "b@", "c@"]}))
         keys = [pseudonym(u, key) for u in users]
-        lake.write_frame("clean", "interactions", day, pd.DataFrame(
-            {"user_key": keys + keys[:1], "video_id": [1, 2, 3, 4]}))
+        lake.write_frame(
+            "clean",
+            "interactions",
+            day,
+            pd.DataFrame({"user_key": keys + keys[:1], "video_id": [1, 2, 3, 4]}),
+        )
         lake.write_frame("clean", "users", day, pd.DataFrame({"user_key": keys, "age_band": ["18-24"] * 3}))
-        lake.write_frame("recs", "lists", day, pd.DataFrame(
-            {"user_key": [k for k in keys for _ in (1, 2)], "rank": [1, 2] * 3, "video_id": [1, 2] * 3,
-             "score": [0.9, 0.8] * 3, "model_version": "1"}))
+        lake.write_frame(
+            "recs",
+            "lists",
+            day,
+            pd.DataFrame(
+                {
+                    "user_key": [k for k in keys for _ in (1, 2)],
+                    "rank": [1, 2] * 3,
+                    "video_id": [1, 2] * 3,
+                    "score": [0.9, 0.8] * 3,
+                    "model_version": "1",
+                }
+            ),
+        )
 
         def build(tmp, keys=keys):
             for name in ("train", "valid", "test"):
                 pd.DataFrame({"user_key": keys, "click": [1, 0, 1]}).to_parquet(tmp / f"{name}.parquet")
-            (tmp / "transform.json").write_text(json.dumps(
-                {"vocabs": {"user": {k: i + 1 for i, k in enumerate(keys)}},
-                 "user_impressions": {k: 1.0 for k in keys}}))
+            (tmp / "transform.json").write_text(
+                json.dumps(
+                    {
+                        "vocabs": {"user": {k: i + 1 for i, k in enumerate(keys)}},
+                        "user_impressions": {k: 1.0 for k in keys},
+                    }
+                )
+            )
 
         lake.replace_partition("features", "examples", day, build)
     return lake
@@ -77,8 +114,14 @@ def _publish_two_versions(settings):
     keys = [pseudonym(u, key) for u in (ALICE, BOB, ALICE2)]
     eng = pub.engine_for(settings.resolved_db_url)
     for day in (D1, D2):
-        recs = pd.DataFrame({"user_key": [k for k in keys for _ in (1, 2)], "rank": [1, 2] * 3,
-                             "video_id": [1, 2] * 3, "score": [0.9, 0.8] * 3})
+        recs = pd.DataFrame(
+            {
+                "user_key": [k for k in keys for _ in (1, 2)],
+                "rank": [1, 2] * 3,
+                "video_id": [1, 2] * 3,
+                "score": [0.9, 0.8] * 3,
+            }
+        )
         pub.publish(eng, recs, ds=str(day), model_version="1", active_users=set(keys), top_n=10)
     return eng
 
@@ -186,8 +229,9 @@ def test_erasure_removes_the_user_everywhere_and_keeps_the_others(settings, capl
     assert ka not in t["vocabs"]["user"] and kb in t["vocabs"]["user"]
     # the table: every version, counts updated
     with eng.connect() as conn:
-        rows = conn.execute(sa.select(pub.versions.c.version, pub.versions.c.row_count,
-                                      pub.versions.c.user_count)).all()
+        rows = conn.execute(
+            sa.select(pub.versions.c.version, pub.versions.c.row_count, pub.versions.c.user_count)
+        ).all()
         n = conn.execute(sa.select(sa.func.count()).select_from(pub.recommendations)).scalar()
     assert sum(r.row_count for r in rows) == n and all(r.user_count == 2 for r in rows)
     # audit and suppression list: pseudonym only

@@ -16,8 +16,10 @@ from recsys.serving.publish import (
 
 
 def lists(users, n=3, offset=0):
-    return pd.DataFrame([(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
-                        columns=["user_key", "rank", "video_id", "score"])
+    return pd.DataFrame(
+        [(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
+        columns=["user_key", "rank", "video_id", "score"],
+    )
 
 
 @pytest.fixture
@@ -26,7 +28,9 @@ def eng(tmp_path):
 
 
 def test_publish_then_read_live(eng):
-    info = publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
+    info = publish(
+        eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3
+    )
     live = read_live(eng)
     assert info["version"] == "2026-01-01" and len(live) == 6
     assert read_live(eng, "a", 2)["rank"].tolist() == [1, 2]
@@ -40,11 +44,14 @@ def test_republishing_a_day_keeps_the_same_rows(eng):
         assert pd.read_sql("select count(*) n from recommendation_versions", c)["n"][0] == 1
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (lists(["a"]), "active user"),
-    (lists(["a", "b"]).assign(rank=lambda d: d["rank"] + 1), "ranks not 1..n"),
-    (lists(["a", "b"]).assign(video_id=5), "repeat a video"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (lists(["a"]), "active user"),
+        (lists(["a", "b"]).assign(rank=lambda d: d["rank"] + 1), "ranks not 1..n"),
+        (lists(["a", "b"]).assign(video_id=5), "repeat a video"),
+    ],
+)
 def test_checks_refuse_bad_versions_and_live_is_unchanged(eng, bad, msg):
     publish(eng, lists(["a", "b"]), ds="2026-01-01", model_version="1", active_users={"a", "b"}, top_n=3)
     with pytest.raises(PublishCheckError, match=msg):
@@ -53,18 +60,33 @@ def test_checks_refuse_bad_versions_and_live_is_unchanged(eng, bad, msg):
 
 
 def test_row_count_collapse_is_refused(eng):
-    publish(eng, lists([f"u{i}" for i in range(10)]), ds="2026-01-01", model_version="1",
-            active_users=set(), top_n=3)
+    publish(
+        eng,
+        lists([f"u{i}" for i in range(10)]),
+        ds="2026-01-01",
+        model_version="1",
+        active_users=set(),
+        top_n=3,
+    )
     with pytest.raises(PublishCheckError, match="below"):
         publish(eng, lists(["a"]), ds="2026-01-02", model_version="2", active_users={"a"}, top_n=3)
 
 
 def test_rollback_and_pruning(eng):
     for d in range(1, 5):
-        publish(eng, lists(["a"], offset=d), ds=f"2026-01-0{d}", model_version=str(d), active_users={"a"},
-                top_n=3, keep=3)
+        publish(
+            eng,
+            lists(["a"], offset=d),
+            ds=f"2026-01-0{d}",
+            model_version=str(d),
+            active_users={"a"},
+            top_n=3,
+            keep=3,
+        )
     with eng.connect() as c:
-        kept = pd.read_sql("select version from recommendation_versions order by version", c)["version"].tolist()
+        kept = pd.read_sql("select version from recommendation_versions order by version", c)[
+            "version"
+        ].tolist()
     assert kept == ["2026-01-02", "2026-01-03", "2026-01-04"]
     assert rollback(eng) == {"live": "2026-01-03", "was": "2026-01-04"}
     assert read_live(eng)["video_id"].tolist() == [104, 105, 106]
@@ -127,13 +149,35 @@ def reader_sees_consistent_lists(engine, publish_all, watched, n, min_reads=20):
 def many_publishes(engine, users, n, days=4):
     def run():
         for d in range(1, days + 1):
-            publish(engine, lists(users, n=n, offset=10 * d), ds=f"2026-02-0{d}", model_version=str(d),
-                    active_users=set(users), top_n=n, keep=3)
-        publish(engine, lists(users, n=n, offset=99), ds=f"2026-02-0{days}", model_version="again",
-                active_users=set(users), top_n=n, keep=3)  # republish a day: replaces its older version
+            publish(
+                engine,
+                lists(users, n=n, offset=10 * d),
+                ds=f"2026-02-0{d}",
+                model_version=str(d),
+                active_users=set(users),
+                top_n=n,
+                keep=3,
+            )
+        publish(
+            engine,
+            lists(users, n=n, offset=99),
+            ds=f"2026-02-0{days}",
+            model_version="again",
+            active_users=set(users),
+            top_n=n,
+            keep=3,
+        )  # republish a day: replaces its older version
         rollback(engine)
-        publish(engine, lists(users, n=n, offset=7), ds="2026-02-09", model_version="9",
-                active_users=set(users), top_n=n, keep=3)
+        publish(
+            engine,
+            lists(users, n=n, offset=7),
+            ds="2026-02-09",
+            model_version="9",
+            active_users=set(users),
+            top_n=n,
+            keep=3,
+        )
+
     return run
 
 
@@ -156,15 +200,16 @@ def test_the_reader_check_catches_a_non_atomic_writer(eng):
 
     users = [f"user{i:03d}" for i in range(200)]
     publish(eng, lists(users, n=10), ds="2026-01-31", model_version="0", active_users=set(users), top_n=10)
-    rows = lists(users, n=10).assign(version="2026-01-31", model_version="0",
-                                     generated_at=pd.Timestamp("2026-02-01", tz="UTC"))
+    rows = lists(users, n=10).assign(
+        version="2026-01-31", model_version="0", generated_at=pd.Timestamp("2026-02-01", tz="UTC")
+    )
 
     def bad():
         for _ in range(4):
             with eng.begin() as c:
                 c.execute(recommendations.delete().where(recommendations.c.version == "2026-01-31"))
             time.sleep(0.05)
-            for part in (rows.iloc[: len(rows) // 2], rows.iloc[len(rows) // 2:]):
+            for part in (rows.iloc[: len(rows) // 2], rows.iloc[len(rows) // 2 :]):
                 with eng.begin() as c:
                     c.execute(recommendations.insert(), part.to_dict("records"))
                 time.sleep(0.05)

@@ -17,9 +17,15 @@ DS = date(2026, 1, 10)
 def catalog(n=40, invisible=(), fresh=()):
     ids = np.arange(1, n + 1)
     upload = [pd.Timestamp(DS, tz="UTC") if v in fresh else pd.Timestamp("2025-06-01", tz="UTC") for v in ids]
-    return pd.DataFrame({"video_id": ids, "visible": [v not in invisible for v in ids],
-                         "category": [f"c{v % 4}" for v in ids], "author_id": ids % 7,
-                         "upload_ts": upload})
+    return pd.DataFrame(
+        {
+            "video_id": ids,
+            "visible": [v not in invisible for v in ids],
+            "category": [f"c{v % 4}" for v in ids],
+            "author_id": ids % 7,
+            "upload_ts": upload,
+        }
+    )
 
 
 def events(rows):
@@ -46,8 +52,9 @@ def test_watched_videos_are_removed():
 
 
 def test_invisible_videos_are_removed():
-    c = generate_candidates(busy_history(), catalog(invisible={3, 4, 5}, fresh={5}), ["alice", "nobody"], DS,
-                            n_candidates=40)
+    c = generate_candidates(
+        busy_history(), catalog(invisible={3, 4, 5}, fresh={5}), ["alice", "nobody"], DS, n_candidates=40
+    )
     for lst in c.values():
         assert not {3, 4, 5} & set(lst)
 
@@ -75,13 +82,15 @@ def test_affinity_pools_lead_for_a_known_user():
 
 # ------------------------------------------------------------------------------------------ diversity
 def frame_for(n_videos, authors, cats, user="u"):
-    return pd.DataFrame({"user_key": user, "video_id": np.arange(1, n_videos + 1),
-                         "author_id": authors, "category": cats})
+    return pd.DataFrame(
+        {"user_key": user, "video_id": np.arange(1, n_videos + 1), "author_id": authors, "category": cats}
+    )
 
 
 def test_top_n_caps_authors_and_categories():
-    f = frame_for(12, [1, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5],
-                  ["a", "a", "b", "b", "a", "a", "a", "c", "c", "d", "d", "e"])
+    f = frame_for(
+        12, [1, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5], ["a", "a", "b", "b", "a", "a", "a", "c", "c", "d", "d", "e"]
+    )
     scores = np.linspace(1, 0, 12)
     out = top_n(f, scores, n=6, max_per_author=2, max_per_category=2)
     got = f.set_index("video_id").loc[out["video_id"]]
@@ -94,8 +103,9 @@ def test_top_n_caps_authors_and_categories():
 
 def test_top_n_author_only_matches_the_old_rule():
     rng = np.random.default_rng(0)
-    f = pd.concat([frame_for(50, rng.integers(0, 6, 50), "x", user=u) for u in ("b", "a", "c")],
-                  ignore_index=True)
+    f = pd.concat(
+        [frame_for(50, rng.integers(0, 6, 50), "x", user=u) for u in ("b", "a", "c")], ignore_index=True
+    )
     scores = rng.random(len(f))
     out = top_n(f, scores, n=10, max_per_author=3)
     df = f.assign(score=scores).sort_values(["user_key", "score", "video_id"], ascending=[True, False, True])
@@ -117,11 +127,19 @@ def test_get_recommendations_falls_back_for_unknown_users(settings):
     from recsys.serving.publish import FALLBACK_KEY, engine_for, publish
 
     key = pseudonym("alice", load_pseudonym_key(settings))
-    recs = pd.DataFrame([(key, r, 10 + r, 1.0 / r) for r in range(1, 6)]
-                        + [(FALLBACK_KEY, r, 90 + r, 0.5 / r) for r in range(1, 6)],
-                       columns=["user_key", "rank", "video_id", "score"])
-    publish(engine_for(settings.resolved_db_url), recs, ds="2026-01-10", model_version="7",
-            active_users={key}, top_n=5)
+    recs = pd.DataFrame(
+        [(key, r, 10 + r, 1.0 / r) for r in range(1, 6)]
+        + [(FALLBACK_KEY, r, 90 + r, 0.5 / r) for r in range(1, 6)],
+        columns=["user_key", "rank", "video_id", "score"],
+    )
+    publish(
+        engine_for(settings.resolved_db_url),
+        recs,
+        ds="2026-01-10",
+        model_version="7",
+        active_users={key},
+        top_n=5,
+    )
     mine = get_recommendations("alice", 3, settings=settings)
     assert mine["video_id"].tolist() == [11, 12, 13] and set(mine["user_key"]) == {key}
     assert "alice" not in set(mine["user_key"])  # the table holds pseudonyms only
@@ -152,8 +170,9 @@ def test_champion_is_loaded_once_and_reloaded_when_the_alias_moves(settings, mon
     alias = {"v": "1"}
     loads = []
     monkeypatch.setattr(registry, "champion_version", lambda s, alias_name="champion": alias["v"])
-    monkeypatch.setattr(scale.RankerRef, "load",
-                        lambda self: loads.append(self.version) or f"ranker-{self.version}")
+    monkeypatch.setattr(
+        scale.RankerRef, "load", lambda self: loads.append(self.version) or f"ranker-{self.version}"
+    )
     monkeypatch.setattr(serving, "_CHAMPIONS", {})
     monkeypatch.setattr(scale, "_RANKERS", {})
     assert serving._champion(settings) == "ranker-1" == serving._champion(settings)

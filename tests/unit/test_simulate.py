@@ -150,8 +150,9 @@ def test_preference_shift_changes_which_categories_get_clicked():
     assert click_share_on(before, old_fav) > 1.5 * click_share_on(before, new_fav)
     assert click_share_on(after, new_fav) > 1.5 * click_share_on(after, old_fav)
     # the day before the shift nothing changed
-    pd.testing.assert_frame_equal(sim.simulate_day(before, DAY - timedelta(days=1)),
-                                  sim.simulate_day(after, DAY - timedelta(days=1)))
+    pd.testing.assert_frame_equal(
+        sim.simulate_day(before, DAY - timedelta(days=1)), sim.simulate_day(after, DAY - timedelta(days=1))
+    )
 
 
 def test_upstream_nulls_produce_null_video_ids(tmp_path):
@@ -218,21 +219,30 @@ def test_written_landing_file_parses_line_by_line(tmp_path, events):
 
 
 def test_to_jsonl_escapes_and_nulls():
-    df = pd.DataFrame({
-        "s": ['plain', 'quote " and \\ backslash', "line\nbreak", None],
-        "i": pd.array([1, None, 3, 4], dtype="Int64"),
-        "f": [1.5, float("nan"), float("inf"), 0.25],
-        "b": [True, False, True, False],
-        "t": pd.to_datetime(["2026-01-01T01:02:03.5Z", None, "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"],
-                            utc=True, format="ISO8601"),
-        "o": [None, "12.3s", 4, "é"],
-    })
+    df = pd.DataFrame(
+        {
+            "s": ["plain", 'quote " and \\ backslash', "line\nbreak", None],
+            "i": pd.array([1, None, 3, 4], dtype="Int64"),
+            "f": [1.5, float("nan"), float("inf"), 0.25],
+            "b": [True, False, True, False],
+            "t": pd.to_datetime(
+                ["2026-01-01T01:02:03.5Z", None, "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"],
+                utc=True,
+                format="ISO8601",
+            ),
+            "o": [None, "12.3s", 4, "é"],
+        }
+    )
     rows = [json.loads(line) for line in sim.to_jsonl(df).decode().splitlines()]
-    assert [r["s"] for r in rows] == ['plain', 'quote " and \\ backslash', "line\nbreak", None]
+    assert [r["s"] for r in rows] == ["plain", 'quote " and \\ backslash', "line\nbreak", None]
     assert [r["i"] for r in rows] == [1, None, 3, 4]
     assert [r["f"] for r in rows] == [1.5, None, None, 0.25]
     assert [r["b"] for r in rows] == [True, False, True, False]
-    assert [r["t"] for r in rows] == ["2026-01-01T01:02:03.500000Z", None, "2026-01-02T00:00:00.000000Z",
-                                      "2026-01-03T00:00:00.000000Z"]
+    assert [r["t"] for r in rows] == [
+        "2026-01-01T01:02:03.500000Z",
+        None,
+        "2026-01-02T00:00:00.000000Z",
+        "2026-01-03T00:00:00.000000Z",
+    ]
     assert [r["o"] for r in rows] == [None, "12.3s", 4, "é"]
     assert sim.to_jsonl(df.iloc[:0]) == b""

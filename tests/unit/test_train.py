@@ -12,8 +12,14 @@ import pytest
 from recsys.train import TrainState, _normalized_entropy, fit_model, parquet_dataset
 
 TINY_SIM = {"n_users": 60, "n_videos": 80, "n_categories": 5, "n_authors": 10}
-TINY_MODEL = {"embedding_dim": 4, "shallow_units": [16], "n_experts": 2, "n_shared_experts": 1,
-              "expert_units": 8, "tower_units": 4}
+TINY_MODEL = {
+    "embedding_dim": 4,
+    "shallow_units": [16],
+    "n_experts": 2,
+    "n_shared_experts": 1,
+    "expert_units": 8,
+    "tower_units": 4,
+}
 
 
 def build_tiny_features(settings, days: int = 2) -> Path:
@@ -40,8 +46,12 @@ def tiny(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", "test-pseudonym-key-0123456789")
         mp.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", Fernet.generate_key().decode())
-        settings = load_settings(data_dir=root / "data", simulator=TINY_SIM, model=TINY_MODEL,
-                                 train={"epochs": 2, "batch_size": 64, "patience": 5})
+        settings = load_settings(
+            data_dir=root / "data",
+            simulator=TINY_SIM,
+            model=TINY_MODEL,
+            train={"epochs": 2, "batch_size": 64, "patience": 5},
+        )
         fdir = build_tiny_features(settings)
     return settings, fdir
 
@@ -86,8 +96,11 @@ def test_train_state_round_trips_and_finds_the_best_epoch(tmp_path):
     st = TrainState(tmp_path)
     assert st.backed_up_epochs() == 0 and st.best() is None
     st.run_id = "abc"
-    st.history = {0: {"loss": 1.0, "val_loss": 0.9}, 1: {"loss": 0.8, "val_loss": 0.7},
-                  2: {"loss": 0.7, "val_loss": 0.75}}
+    st.history = {
+        0: {"loss": 1.0, "val_loss": 0.9},
+        1: {"loss": 0.8, "val_loss": 0.7},
+        2: {"loss": 0.7, "val_loss": 0.75},
+    }
     st.save()
     again = TrainState(tmp_path)
     assert again.run_id == "abc" and again.best() == (1, 0.7)
