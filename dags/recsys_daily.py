@@ -41,7 +41,7 @@ default_args = {
 @dag(
     dag_id="recsys_daily",
     schedule="@daily",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any logical date; datasets go back to the 1990s
     catchup=False,
     max_active_runs=1,
     default_args=default_args,

@@ -34,7 +34,7 @@ CLEAN_INTERACTIONS = Asset("recsys://clean/interactions")
 @dag(
     dag_id="recsys_monitor",
     schedule=[CLEAN_INTERACTIONS],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any logical date; datasets go back to the 1990s
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "recsys", "retries": 2, "retry_delay": timedelta(seconds=30)},

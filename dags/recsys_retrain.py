@@ -45,7 +45,7 @@ def _settings(dag_run):
 @dag(
     dag_id="recsys_retrain",
     schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any logical date; datasets go back to the 1990s
     catchup=False,
     max_active_runs=1,
     default_args={"owner": "recsys", "retries": 1, "retry_delay": timedelta(minutes=1)},

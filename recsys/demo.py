@@ -62,6 +62,10 @@ def run_demo(start: date, days: int) -> int:
                 f"recsys_daily {ds} did not succeed (exit {rc}, state {state}); see the log above", flush=True
             )
             return 1
+        # a run can end "success" with nothing executed (e.g. a logical date before the DAG's start_date)
+        if not (settings.data_dir / "reports" / "runs" / f"ds={ds}" / "publish.json").exists():
+            print(f"recsys_daily {ds} ended without publishing anything; see the log above", flush=True)
+            return 1
     print_summary(
         settings, elapsed=time.monotonic() - t0, days=[start + timedelta(days=i) for i in range(days)]
     )
@@ -101,13 +105,14 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
     if last_eval:
         m = last_eval["metrics"]
         print("\nOffline metrics of the last trained model (held-out day):")
+
+        def f(key: str) -> str:  # undefined metrics (e.g. AUC on one-class labels) are recorded as None
+            v = m.get(key)
+            return "  n/a " if v is None else f"{v:.4f}"
+
         for t in ("click", "like", "share"):
-            print(
-                f"  {t:<6} AUC {m.get(f'{t}_auc', float('nan')):.4f}"
-                f"   GAUC {m.get(f'{t}_gauc', float('nan')):.4f}"
-                f"   logloss {m.get(f'{t}_logloss', float('nan')):.4f}"
-            )
-        print(f"  watch  RMSE(log1p s) {m.get('watch_rmse', float('nan')):.4f}")
+            print(f"  {t:<6} AUC {f(f'{t}_auc')}   GAUC {f(f'{t}_gauc')}   logloss {f(f'{t}_logloss')}")
+        print(f"  watch  RMSE(log1p s) {f('watch_rmse')}")
         print(
             f"  gate: {'BLESSED' if last_eval['blessed'] else 'NOT BLESSED'}: "
             f"{'; '.join(last_eval['reasons'])}"

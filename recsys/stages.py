@@ -45,7 +45,7 @@ def stage(name: str):
             ok = False
             result: dict[str, Any] = {}
             try:
-                result = fn(ds, settings, **kwargs) or {}
+                result = _json_safe(fn(ds, settings, **kwargs) or {})
                 ok = True
                 return result
             finally:
@@ -81,6 +81,17 @@ def stage(name: str):
         return run
 
     return wrap
+
+
+def _json_safe(obj):
+    """NaN/inf -> None (an undefined metric, e.g. AUC on one-class labels): XCom and JSON refuse them."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
 
 
 def _export(name: str, ds: date, settings: Settings, ok: bool, seconds: float, result: dict) -> None:
