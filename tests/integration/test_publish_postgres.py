@@ -7,12 +7,11 @@ Needs the local server (``RECSYS_TEST_POSTGRES_URL``, default the trust-auth ``t
 from __future__ import annotations
 
 import os
-import threading
-import time
 import uuid
 
 import pandas as pd
 import pytest
+from publish_checks import lists, many_publishes, reader_sees_consistent_lists
 
 from recsys.serving.publish import (
     FALLBACK_KEY,
@@ -59,13 +58,6 @@ def eng(pg_url):
             c.exec_driver_sql(f"DROP TABLE IF EXISTS {t}")
     yield eng
     eng.dispose()
-
-
-def lists(users, n=3, offset=0):
-    return pd.DataFrame(
-        [(u, r, 100 + offset + r, 1.0 / r) for u in users for r in range(1, n + 1)],
-        columns=["user_key", "rank", "video_id", "score"],
-    )
 
 
 def test_publish_read_rollback_prune(eng):
@@ -124,70 +116,9 @@ def test_concurrent_reader_never_sees_a_mixed_partial_or_empty_list(eng):
     n, users = 10, [f"user{i:05d}" for i in range(1000)]
     publish(eng, lists(users, n=n), ds="2026-01-31", model_version="0", active_users=set(users), top_n=n)
     watched = [users[0], users[500], users[-1]]
-    problems, seen, reads = [], set(), [0]
-    stop = threading.Event()
-    marks = ", ".join(f"%(u{i})s" for i in range(len(watched)))
-    q = f"SELECT user_key, rank, version FROM live_recommendations WHERE user_key IN ({marks})"
-    params = {f"u{i}": u for i, u in enumerate(watched)}
-
-    def poll():
-        with eng.connect() as conn:
-            while not stop.is_set() or reads[0] < 20:
-                rows = conn.exec_driver_sql(q, params).all()
-                conn.rollback()
-                reads[0] += 1
-                versions = {r.version for r in rows}
-                seen.update(versions)
-                if not rows:
-                    problems.append("empty read")
-                elif len(versions) != 1:
-                    problems.append(f"mixed versions {sorted(versions)}")
-                else:
-                    for u in watched:
-                        ranks = sorted(r.rank for r in rows if r.user_key == u)
-                        if ranks != list(range(1, n + 1)):
-                            problems.append(f"partial list for {u}: {ranks}")
-                if len(problems) > 20:
-                    return
-                time.sleep(0.001)
-
-    t = threading.Thread(target=poll, daemon=True)
-    t.start()
-    try:
-        for d in range(1, 5):
-            publish(
-                eng,
-                lists(users, n=n, offset=10 * d),
-                ds=f"2026-02-0{d}",
-                model_version=str(d),
-                active_users=set(users),
-                top_n=n,
-                keep=3,
-            )
-        publish(
-            eng,
-            lists(users, n=n, offset=99),
-            ds="2026-02-04",
-            model_version="again",
-            active_users=set(users),
-            top_n=n,
-            keep=3,
-        )  # republish a day: replaces its older version
-        rollback(eng)
-        publish(
-            eng,
-            lists(users, n=n, offset=7),
-            ds="2026-02-09",
-            model_version="9",
-            active_users=set(users),
-            top_n=n,
-            keep=3,
-        )
-    finally:
-        stop.set()
-        t.join(timeout=120)
+    problems, seen, reads = reader_sees_consistent_lists(eng, many_publishes(eng, users, n), watched, n)
     assert problems == []
-    assert reads[0] >= 20 and len(seen) >= 2  # the reader ran across pointer switches
+    assert reads >= 20 and len(seen) >= 2  # the reader ran across pointer switches
     with eng.connect() as c:  # pruned to keep=3 (the live one included), the live one is the last publish
         assert c.exec_driver_sql("select count(*) from recommendation_versions").scalar() <= 3
     assert set(read_live(eng)["version"]) == {"2026-02-09"}
