@@ -6,6 +6,7 @@ recsys summary                          what the last runs produced
 recsys recommend USER_ID                a user's live list (what an app reads)
 recsys model rollback                   champion back to previous
 recsys publish rollback                 live recommendations back to the previous version
+recsys alerts relay                     Alertmanager webhook -> recsys_retrain runs (:8081)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ model_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 publish_app = typer.Typer(no_args_is_help=True, help="The recommendations tables.")
 metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics.")
 app.add_typer(metrics_app, name="metrics")
+alerts_app = typer.Typer(no_args_is_help=True, help="Alerting: the Alertmanager -> Airflow relay.")
+app.add_typer(alerts_app, name="alerts")
 
 
 def _privacy_app() -> typer.Typer:
@@ -182,6 +185,36 @@ def metrics_serve(
     )
     typer.echo(f"serving recsys metrics on http://{addr or s.monitoring.exporter_addr}:{server.port}/metrics")
     server.thread.join()
+
+
+@alerts_app.command("relay")
+def alerts_relay(
+    port: int = typer.Option(None, help="default: RECSYS_RELAY_PORT (8081)"),
+    host: str = typer.Option(None, help="default: RECSYS_RELAY_HOST (127.0.0.1)"),
+):
+    """Relay Alertmanager's retrain webhook to Airflow: POST /alertmanager/retrain triggers recsys_retrain.
+
+    Airflow URL, user and password come from RECSYS_RELAY_AIRFLOW_URL, RECSYS_RELAY_USERNAME and
+    RECSYS_RELAY_PASSWORD (or RECSYS_RELAY_PASSWORD_FILE); see recsys/monitoring/relay.py.
+    """
+    import dataclasses
+    import signal
+    import threading
+
+    from recsys.monitoring.relay import RelayConfig, serve_relay
+
+    try:
+        config = RelayConfig.from_env()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    server = serve_relay(dataclasses.replace(config, **overrides))
+    typer.echo(f"relaying Alertmanager webhooks on {server.url}/alertmanager/retrain to {config.dag_id}")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    server.close()
 
 
 def main() -> None:

@@ -1,9 +1,10 @@
 """Monitoring: Prometheus metrics for batch health and quality, online metrics, drift, retrain rules.
 
 ``metrics`` pushes stage health to the Pushgateway and serves the latest quality figures;
-``online`` computes what users did with the published lists and decides whether to retrain. The
-seed's names are re-exported here. Imports are lazy, so ``import recsys.monitoring.metrics`` (e.g.
-from the Airflow plugin) never pulls in pandas.
+``online`` computes what users did with the published lists and decides whether to retrain; ``relay``
+turns Alertmanager's retrain webhook into ``recsys_retrain`` runs. The seed's names are re-exported
+here. Imports are lazy, so ``import recsys.monitoring.metrics`` (e.g. from the Airflow plugin) never
+pulls in pandas.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ _EXPORTS = {
     "read_quality_snapshot": "exporter",
     "serve_metrics": "exporter",
     "MetricsServer": "exporter",
+    "RelayConfig": "relay",
+    "serve_relay": "relay",
 }
 
 __all__ = sorted(_EXPORTS)

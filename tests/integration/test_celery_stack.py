@@ -17,6 +17,12 @@ The run is triggered through the REST API (token from ``POST /auth/token``, the 
 known password in a passwords file). ``[scheduler] use_job_schedule = False`` keeps the scheduler from
 creating its own ``@daily`` run next to ours when the DAG is unpaused.
 
+The Alertmanager -> Airflow relay (``recsys alerts relay``) runs next to the stack, logged in to this
+api-server as the admin: an Alertmanager webhook payload posted to it creates one ``recsys_retrain`` run
+with the alert's conf, and the same payload again (Alertmanager's repeat, or a relay that restarted and
+lost its memory) creates none. ``recsys_retrain`` stays paused (as at creation), so the run waits in
+``queued`` and costs the stack nothing.
+
 "Both workers were used" is read from the workers' own logs (``Executing workload in Celery: ...
 task_id='...'``): the ``hostname`` of a task instance is the machine's name, the same for two workers on
 one host. With a prefetch multiplier of 1, late acks and concurrency 1, a busy worker holds no queued task,
@@ -53,6 +59,7 @@ AIRFLOW, MLFLOW = str(BIN / "airflow"), str(BIN / "mlflow")
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 DAG_ID = "recsys_daily"
+RETRAIN_DAG_ID = "recsys_retrain"
 LOGICAL_DATE = "2026-01-01T00:00:00Z"
 RUN_TIMEOUT_S = int(os.environ.get("RECSYS_IT_RUN_TIMEOUT", "900"))
 WORKERS = ("worker1", "worker2")
@@ -267,7 +274,7 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
     tag = uuid.uuid4().hex[:8]
     dbs = {k: f"{k}_it_{tag}" for k in ("airflow", "recsys", "mlflow")}
     redis_db = _free_redis_db()
-    api_port, mlflow_port = _free_port(), _free_port()
+    api_port, mlflow_port, relay_port = _free_port(), _free_port(), _free_port()
     pg = f"postgres@{PG['host']}:{PG['port']}"
     home, data, artifacts, logs = (tmp_path / d for d in ("airflow", "data", "mlflow-artifacts", "logs"))
     for d in (home, data, artifacts, logs):
@@ -321,6 +328,8 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
             ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(pw_file),
+            # every DAG starts paused: recsys_daily is unpaused below, recsys_retrain stays paused
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
             # only our manual run: no @daily run is created when the DAG is unpaused
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
@@ -399,6 +408,17 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
             )
 
         base = f"http://127.0.0.1:{api_port}"
+        # the Alertmanager -> Airflow relay, as compose runs it, logged in as the stack's admin
+        relay_env = env | {
+            "RECSYS_RELAY_AIRFLOW_URL": base,
+            "RECSYS_RELAY_USERNAME": "admin",
+            "RECSYS_RELAY_PASSWORD": password,
+            "RECSYS_RELAY_PORT": str(relay_port),
+            "RECSYS_RELAY_COOLDOWN_DAYS": "3",
+            "RECSYS_RELAY_TIMEOUT_SECONDS": "30",  # a busy 2-core host: the api-server may be slow
+        }
+        stack.start("relay", [str(BIN / "recsys"), "alerts", "relay"], relay_env, tmp_path)
+
         _wait(
             "the MLflow server",
             lambda: _http("GET", f"http://127.0.0.1:{mlflow_port}/health")[0] == 200,
@@ -422,6 +442,9 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
             stack,
         )
         t_ready = time.monotonic()
+
+        _check_alert_relay(stack, base, token, f"http://127.0.0.1:{relay_port}", password)
+        t_relay = time.monotonic()
 
         status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
         assert status == 200 and body["is_paused"] is False, f"unpause: {status} {body}"
@@ -487,7 +510,8 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         print(f"live_recommendations: {rows} rows for {users} users; champion v{champ.version}")
         print(
             f"timings: migrate {t_migrated - t_start:.0f}s, stack ready {t_ready - t_migrated:.0f}s, "
-            f"dag run {t_run - t_ready:.0f}s, total {time.monotonic() - t_start:.0f}s"
+            f"alert relay {t_relay - t_ready:.1f}s, dag run {t_run - t_relay:.0f}s, "
+            f"total {time.monotonic() - t_start:.0f}s"
         )
     finally:
         stack.stop()
@@ -503,3 +527,91 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
 
 def _states(tis: list[dict]) -> dict[str, str]:
     return {ti["task_id"]: f"{ti['state']}@{ti.get('hostname') or '-'}" for ti in tis}
+
+
+def _check_alert_relay(stack: Stack, base: str, token: str, relay: str, password: str) -> None:
+    """An Alertmanager v4 notification through the relay makes one recsys_retrain run, never two."""
+    from recsys.monitoring.relay import RelayConfig, serve_relay
+
+    _wait(
+        f"{RETRAIN_DAG_ID} to be parsed",
+        lambda: _http("GET", f"{base}/api/v2/dags/{RETRAIN_DAG_ID}", token=token)[0] == 200,
+        120,
+        stack,
+    )
+    status, dag = _http("GET", f"{base}/api/v2/dags/{RETRAIN_DAG_ID}", token=token)
+    assert dag["is_paused"] is True, f"{RETRAIN_DAG_ID} must stay paused in this test: {dag}"
+    _wait("the alert relay", lambda: _http("GET", f"{relay}/healthz")[0] == 200, 60, stack, every=0.5)
+
+    payload = {
+        "receiver": "recsys-retrain",
+        "status": "firing",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "RecsysFeatureDrift",
+                    "action": "retrain",
+                    "severity": "warning",
+                    "feature": "device",
+                    "job": "recsys_exporter",
+                    "instance": "recsys-exporter:8000",
+                },
+                "annotations": {
+                    "summary": "feature device drifted (PSI 0.300 > 0.2)",
+                    "description": "Its distribution moved away from the training window.",
+                },
+                "startsAt": "2026-01-01T09:15:30.123456789Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph?g0.expr=recsys_feature_psi+%3E+0.2",
+                "fingerprint": "4c2d1f0a9b8e7d6c",
+            }
+        ],
+        "groupLabels": {"alertname": "RecsysFeatureDrift"},
+        "commonLabels": {"alertname": "RecsysFeatureDrift", "action": "retrain", "severity": "warning"},
+        "commonAnnotations": {"summary": "feature device drifted (PSI 0.300 > 0.2)"},
+        "externalURL": "http://alertmanager:9093",
+        "version": "4",
+        "groupKey": '{}/{action="retrain"}:{alertname="RecsysFeatureDrift"}',
+        "truncatedAlerts": 0,
+    }
+    expected_conf = {
+        "trigger": "alert",
+        "reasons": ["RecsysFeatureDrift: feature device drifted (PSI 0.300 > 0.2)"],
+        "ds": "2025-12-31",
+    }
+    webhook = f"{relay}/alertmanager/retrain"
+
+    def runs() -> list[dict]:
+        status, body = _http("GET", f"{base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns", token=token)
+        assert status == 200, body
+        assert body["total_entries"] == len(body["dag_runs"])
+        return body["dag_runs"]
+
+    assert runs() == []
+    status, first = _http("POST", webhook, payload, timeout=120)
+    assert status == 200 and first["outcome"] == "triggered", (status, first, stack.tail("relay"))
+    assert first["warning"] == f"{RETRAIN_DAG_ID} is paused: the run waits until it is unpaused"
+    (run,) = runs()
+    assert run["dag_run_id"] == first["dag_run_id"] and run["conf"] == expected_conf, run
+    assert run["run_type"] == "manual" and run["triggered_by"] == "rest_api", run
+    assert run["triggering_user_name"] == "admin" and run["logical_date"] is None, run
+    assert run["state"] in ("queued", "running"), run  # paused: it waits (never run by this test)
+    assert run["note"] == "Alertmanager: RecsysFeatureDrift", run
+
+    # Alertmanager repeats the notification while the alert fires: no second run
+    status, again = _http("POST", webhook, payload, timeout=120)
+    assert (status, again["outcome"]) == (200, "duplicate"), again
+    # a relay without that memory (a restart): the episode's run id is already taken in Airflow (409)
+    config = RelayConfig(airflow_url=base, password=password, port=0, cooldown_seconds=0, timeout_seconds=30)
+    with serve_relay(config) as fresh:
+        status, restarted = _http("POST", f"{fresh.url}/alertmanager/retrain", payload, timeout=120)
+    assert (status, restarted["outcome"]) == (200, "duplicate"), restarted
+    assert restarted["dag_run_id"] == first["dag_run_id"]
+    assert [r["dag_run_id"] for r in runs()] == [first["dag_run_id"]]
+
+    status, metrics = _http("GET", f"{relay}/metrics")
+    assert "recsys_alert_relay_triggered_total 1.0" in metrics, metrics
+    assert 'recsys_alert_relay_requests_total{outcome="duplicate"} 1.0' in metrics, metrics
+    assert password not in stack.log("relay")
+    print(f"alert relay: {RETRAIN_DAG_ID} run {run['dag_run_id']} ({run['state']}), conf {run['conf']}")

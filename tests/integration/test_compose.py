@@ -238,6 +238,7 @@ EXPECTED_SERVICES = {
     "grafana",
     "statsd-exporter",
     "recsys-exporter",
+    "recsys-alert-relay",
 }
 
 
@@ -448,7 +449,7 @@ def test_volumes_and_mounted_files_exist(compose, services):
 def test_dockerfile_builds_one_image_from_the_repo(compose, services):
     build = compose["x-recsys-image"]["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
-    for name in ("airflow-scheduler", "mlflow", "recsys-exporter"):
+    for name in ("airflow-scheduler", "mlflow", "recsys-exporter", "recsys-alert-relay"):
         assert (
             services[name]["build"] == build and services[name]["image"] == compose["x-recsys-image"]["image"]
         )
@@ -573,6 +574,29 @@ def test_alertmanager_config_routes_retrain_alerts_to_a_webhook():
     webhooks = receivers[retrain_routes[0]["receiver"]]["webhook_configs"]
     assert webhooks and all(w["url"].startswith("http://") and "retrain" in w["url"] for w in webhooks)
     assert "recsys_retrain" in ALERTMANAGER.read_text(encoding="utf-8")  # the comment says where it goes
+
+
+def test_retrain_webhook_goes_to_the_relay_and_the_relay_to_airflow(services):
+    """The webhook names the relay's service, port and path; the relay's settings (as compose resolves
+    them) parse and log in to the api-server as the admin whose password airflow-init writes."""
+    from recsys.monitoring.relay import WEBHOOK_PATH, RelayConfig
+
+    webhooks = [w["url"] for r in _yaml(ALERTMANAGER)["receivers"] for w in r.get("webhook_configs", [])]
+    relay = services["recsys-alert-relay"]
+    assert _command(relay) == ["recsys", "alerts", "relay"]
+    values, _ = _env_example()
+    config = RelayConfig.from_env({k: _interpolated(v, values) for k, v in _environment(relay).items()})
+    assert webhooks == [f"http://recsys-alert-relay:{config.port}{WEBHOOK_PATH}"]
+    assert config.host == "0.0.0.0" and str(config.port) in [str(p) for p in relay["expose"]]
+    assert f"http://localhost:{config.port}/healthz" in _healthcheck_test(relay)
+    assert config.airflow_url == "http://airflow-apiserver:8080" and config.dag_id == "recsys_retrain"
+    assert relay["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
+    admin = _environment(services["airflow-init"])["AIRFLOW_ADMIN_PASSWORD"]
+    assert _environment(relay)["RECSYS_RELAY_PASSWORD"] == admin
+    assert config.password == values["AIRFLOW_ADMIN_PASSWORD"]
+    users = _environment(services["airflow-apiserver"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
+    assert f"{config.username}:admin" in users.split(","), "the relay's user must be an Airflow admin"
+    assert config.cooldown_seconds == 3 * 86400
 
 
 @pytest.mark.skipif(AMTOOL is None, reason="amtool is not on PATH (Debian package prometheus-alertmanager)")
@@ -986,7 +1010,7 @@ def test_compose_prometheus_config_targets_compose_services():
     targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     hosts = {t.split(":")[0] for t in targets} - {"localhost"}  # localhost: Prometheus scraping itself
     assert hosts and hosts <= services, hosts - services
-    assert {"recsys-exporter", "pushgateway", "statsd-exporter"} <= hosts
+    assert {"recsys-exporter", "pushgateway", "statsd-exporter", "recsys-alert-relay"} <= hosts
     am = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert {a.split(":")[0] for a in am} <= services
     promtool = shutil.which("promtool")
