@@ -69,6 +69,9 @@ class FeatureSettings(BaseModel):
     title_max_tokens: int = 8
     title_vocab_size: int = 2000
     min_count: int = 1
+    # weight of the category's (author's) own rate in a user's smoothed affinity rate, in impressions:
+    # small, so that a day or two of a user's evidence counts (a retrain after a drift has no more)
+    affinity_strength: float = 3.0
 
 
 class ModelSettings(BaseModel):
@@ -106,6 +109,10 @@ class EvaluateSettings(BaseModel):
     floor_auc: dict[str, float] = Field(default_factory=lambda: {"click": 0.55})
     max_regression: dict[str, float] = Field(default_factory=lambda: {"click": 0.01})
     min_margin_over_popularity: float = 0.0
+    # When the champion itself is below popularity (+ margin) on the test day, a candidate that is too but
+    # beats the champion's click AUC by at least this much passes that check: promoting it improves what
+    # is served (after a drift the champion can fall far below). None: the popularity check never yields.
+    min_gain_over_weak_champion: float | None = 0.02
     # simulated sources: true-utility NDCG@k over the visible catalog for at most this many test users
     truth_users: int = 200
     truth_candidates: int = 500
@@ -131,8 +138,12 @@ class MonitoringSettings(BaseModel):
     exporter_addr: str = "127.0.0.1"
     quality_snapshot_path: Path | None = None  # default: data_dir/monitoring/quality.json
     psi_bins: int = 10
-    ctr_drop: float = 0.2
+    ctr_drop: float = 0.2  # one day this far (relative) below the trailing baseline fires a retrain
     baseline_days: int = 3
+    # ... and so does a smaller drop that lasts: sustained_days days in a row each more than
+    # sustained_ctr_drop below the baseline of the days before the streak (0 days: rule off)
+    sustained_ctr_drop: float = 0.1
+    sustained_days: int = 2
     psi_threshold: float = 0.2
     max_model_age_days: int = 30
     cooldown_days: int = 3

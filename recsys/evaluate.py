@@ -303,13 +303,26 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
     c = candidate.get("click_auc", float("nan"))
     if np.isfinite(pop):
         need = pop + cfg.min_margin_over_popularity
-        check(
-            "margin_over_popularity",
-            c,
-            need,
-            f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
-            f" (delta {c - need:+.4f})",
-        )
+        ch = champion.get("click_auc", float("nan")) if champion else float("nan")
+        gain = cfg.min_gain_over_weak_champion
+        if gain is not None and np.isfinite(ch) and ch < need and np.isfinite(c) and c < need:
+            # both below popularity: the question is whether the candidate improves on what is served
+            check(
+                "margin_over_popularity",
+                c,
+                ch + gain,
+                f"click AUC {c:.4f} below popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f},"
+                f" but the champion is further below ({ch:.4f}): the candidate must beat it by {gain:.4f}"
+                f" (delta {c - ch - gain:+.4f})",
+            )
+        else:
+            check(
+                "margin_over_popularity",
+                c,
+                need,
+                f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
+                f" (delta {c - need:+.4f})",
+            )
     if d.blessed:
         d.reasons.append("all checks passed" + ("" if champion else " (no champion yet)"))
     return d

@@ -65,6 +65,8 @@ class DayRecord:
     retrain_conf: dict | None = None
     retrain_state: str | None = None
     retrain_blessed: bool | None = None
+    # after a promoting retrain: the same day replayed with the demoted model's lists (see replay_ctr)
+    replay: dict | None = None
     seconds: float = 0.0
 
 
@@ -187,7 +189,26 @@ class AirflowLoop:
         if rec.retrain_fired:
             rec.retrain_blessed = self._report(ds, "evaluate").get("blessed")
 
-    def run(self, start: date, days: int) -> list[DayRecord]:
+    def replay(self, ds: date, version: str) -> dict:
+        """:func:`replay_ctr` for ``ds`` in this loop's environment (a subprocess, like the DAG runs)."""
+        out = subprocess.run(
+            [sys.executable, "-m", "recsys.loop", "--replay", ds.isoformat(), "--version", str(version)],
+            env=self.env,
+            cwd=self.cwd,
+            text=True,
+            capture_output=True,
+        )
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@REPLAY@@")), None)
+        if line is None:
+            raise LoopError(f"replay of {ds} failed: {out.stderr[-3000:]}")
+        return json.loads(line[len("@@REPLAY@@") :])
+
+    def run(
+        self, start: date, days: int, replay: bool = True, days_after_retrain: int | None = None
+    ) -> list[DayRecord]:
+        """Run ``days`` days from ``start``; with ``days_after_retrain``, stop that many days after the
+        first retrain instead (if one fires). Then, with ``replay``, replay each day served by a model a
+        retrain promoted with the model it replaced (:func:`replay_ctr`)."""
         out = []
         for i in range(days):
             out.append(self.run_day(start + timedelta(days=i)))
@@ -196,7 +217,78 @@ class AirflowLoop:
                 f"    ctr rec {_f(r.ctr)}  exploration {_f(r.ctr_exploration)}  retrain "
                 f"{'FIRED' if r.retrain_fired else 'no'}  champion {r.champion}  ({r.seconds:.0f}s)"
             )
+            fired = [date.fromisoformat(x.ds) for x in out if x.retrain_fired]
+            if (
+                days_after_retrain is not None
+                and fired
+                and (start + timedelta(days=i) - fired[0]).days >= (days_after_retrain)
+            ):
+                break
+        if replay:
+            promoted = [r for r in out if r.retrain_fired and r.retrain_blessed]
+            for r in out:
+                if promoted and r.ds > promoted[0].ds and r.served_model == promoted[0].champion:
+                    demoted = promoted[0].served_model
+                    r.replay = self.replay(date.fromisoformat(r.ds), demoted)
+                    self.echo(
+                        f"--- {r.ds}: replayed with model {demoted}: ctr "
+                        f"{_f(r.replay['ctr_replay'])} vs live {_f(r.replay['ctr_live'])}"
+                    )
         return out
+
+
+def replay_ctr(ds: date, version: str, settings=None) -> dict:
+    """Simulator only: the recommended-impression CTR the registered model ``version`` would have earned on
+    ``ds``, next to the live lists' CTR, both drawn by the simulator for the same day.
+
+    The live lists are the version users saw on ``ds`` (published for ``ds - 1``). The replayed lists are
+    what that model ranks for the same users from the same history (clean zone through ``ds - 1``).
+    The simulator then plays day ``ds`` once with each set of lists; the day's random stream is seeded by
+    the day, so the same users come with the same sessions and exploration and the comparison is paired:
+    the difference is the lists'. This is how the closed loop shows the retrain paid off against the model
+    it replaced on the same days, not only against an earlier (different) day.
+    """
+    import pandas as pd
+
+    from recsys.config import load_settings
+    from recsys.data import simulate as sim
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.registry import load_ranker
+    from recsys.serving import batch_recommendations
+    from recsys.serving.publish import FALLBACK_KEY, engine_for, read_for_ds
+    from recsys.stages import open_lake
+
+    settings = settings or load_settings()
+    if settings.source != "simulator":
+        raise ValueError("a replay needs the simulator (it draws what users would have done)")
+    day_before = ds - timedelta(days=1)
+    live = read_for_ds(engine_for(settings.resolved_db_url), str(day_before))
+    if live.empty:
+        raise LookupError(f"no list version for {day_before} is kept: nothing was live on {ds}")
+    users = sorted(set(live["user_key"].astype(str)) - {FALLBACK_KEY})
+    ranker = load_ranker(settings, version=version)
+    other, _info = batch_recommendations(
+        open_lake(settings), day_before, settings, user_keys=users, ranker=ranker
+    )
+    world = sim.build_world(settings.simulator, settings.seed)
+    key = load_pseudonym_key(settings)
+    raw_of = {pseudonym(u, key): u for u in world.users["user_id"]}
+
+    def slates(frame: pd.DataFrame) -> dict[str, list[int]]:
+        mine = frame[frame["user_key"].astype(str) != FALLBACK_KEY].sort_values(["user_key", "rank"])
+        lists = mine.groupby("user_key")["video_id"].apply(list)
+        return {raw_of[k]: [int(v) for v in vids] for k, vids in lists.items() if k in raw_of}
+
+    result = {"ds": str(ds), "model_version": ranker.version}
+    for name, frame, version in (
+        ("live", live, str(live["version"].iloc[0])),
+        ("replay", other, f"replay-{ranker.version}"),
+    ):
+        events = sim.simulate_day(world, ds, slates(frame), version)
+        shown = events[events["rec_version"].notna()]
+        result[f"ctr_{name}"] = float(pd.to_numeric(shown["clicked"]).mean()) if len(shown) else None
+        result[f"impressions_{name}"] = len(shown)
+    return result
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -208,7 +300,7 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
     drift_days = drift_days or []
     lines = [
         f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>21}"
-        f"{'retrain':>9}{'champion':>21}  note"
+        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}  note"
     ]
     for r in records:
         notes = []
@@ -223,11 +315,16 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
         lines.append(
             f"{r.ds:<12}{_f(r.ctr):>9}{_f(r.ctr_exploration):>10}{r.recommended_impressions:>10}"
             f"{r.served_model or '-':>21}{'FIRED' if r.retrain_fired else 'no':>9}"
-            f"{r.champion or '-':>21}  {', '.join(notes)}"
+            f"{r.champion or '-':>21}{_f((r.replay or {}).get('ctr_replay')):>10}  {', '.join(notes)}"
         )
     fired = [r for r in records if r.retrain_fired]
     for r in fired:
         lines.append(f"retrain on {r.ds}: conf {json.dumps(r.retrain_conf)}")
+    if any(r.replay for r in records):
+        lines.append(
+            "CTR prev: the same day replayed in the simulator with the demoted model's lists (same users, "
+            "sessions and random draws)"
+        )
     return "\n".join(lines)
 
 
@@ -251,6 +348,14 @@ def plot_timeline(records: list[DayRecord], path: str | Path, drift_days: list[s
         color="grey",
         label="CTR exploration",
     )
+    if any(r.replay for r in records):
+        ax.plot(
+            x,
+            [(r.replay or {}).get("ctr_replay") or float("nan") for r in records],
+            "x:",
+            color="tab:red",
+            label="CTR had the demoted model stayed (replay)",
+        )
     for i, r in enumerate(records):
         if r.ds in (drift_days or []):
             ax.axvline(i, color="red", linestyle=":", label="drift")
@@ -284,7 +389,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=8)
     p.add_argument("--plot", default=None, help="PNG path (default: <data dir>/reports/closed_loop.png)")
     p.add_argument("--verbose", action="store_true", help="stream Airflow's output instead of capturing it")
+    p.add_argument(
+        "--replay", type=date.fromisoformat, default=None, help="only replay this day (see replay_ctr)"
+    )
+    p.add_argument("--version", default=None, help="with --replay: the registered model version to replay")
     a = p.parse_args(argv)
+    if a.replay is not None:
+        if a.version is None:
+            p.error("--replay needs --version")
+        print("@@REPLAY@@" + json.dumps(replay_ctr(a.replay, a.version)))
+        return 0
     loop = AirflowLoop(capture=not a.verbose)
     drift = drift_days_from_env()
     t0 = time.monotonic()

@@ -118,8 +118,8 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     )
 
 
-def load_ranker(settings: Settings, alias: str = CHAMPION) -> Ranker:
-    """Download and load the model behind ``alias`` (once per process or worker)."""
+def load_ranker(settings: Settings, alias: str = CHAMPION, version: str | None = None) -> Ranker:
+    """Download and load the model behind ``alias``, or the registered ``version`` if given."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -128,9 +128,13 @@ def load_ranker(settings: Settings, alias: str = CHAMPION) -> Ranker:
     configure(settings)
     client = mlflow.MlflowClient()
     try:
-        mv = client.get_model_version_by_alias(settings.model_name, alias)
+        if version is not None:
+            mv = client.get_model_version(settings.model_name, str(version))
+        else:
+            mv = client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException as exc:
-        raise NoChampionError(f"no model {settings.model_name!r} with alias {alias!r}") from exc
+        what = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise NoChampionError(f"no model {settings.model_name!r} with {what}") from exc
     local = Path(
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{settings.model_name}/{mv.version}")
     )

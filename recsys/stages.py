@@ -465,6 +465,7 @@ def monitor(ds: date, settings: Settings) -> dict:
     from recsys.monitoring import (
         check_retraining_needed,
         compute_metrics,
+        ctr_baseline_rows,
         degraded_streak_days,
         feature_psi,
         write_quality_snapshot,
@@ -519,12 +520,12 @@ def monitor(ds: date, settings: Settings) -> dict:
             models = set()
         served_model = models.pop() if len(models) == 1 else None
     day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi, "served_model": served_model}
-    history = _history(settings, ds)
-    if served_model is not None:
-        # CTR baseline = the same model's lists on earlier days: a fallback's (popularity) or another
-        # model's CTR says nothing about whether this model degraded; a new model starts a new baseline
-        history = [h for h in history if h.get("served_model") == served_model]
     last = _last_retrain(settings, ds)
+    # CTR baseline: earlier days whose lists came from a model (the popularity fallback's CTR says
+    # nothing about a model), since the last monitor-triggered retrain (that retrain was the answer to a
+    # degradation: the days before it are not the level to return to). Scheduled retrains stay in the
+    # baseline, so a daily-trained model that gets worse is caught like a stale one.
+    history = ctr_baseline_rows(_history(settings, ds), last_retrain=last)
     champ_ds = _champion_ds(settings)
     rows = history + [day | {"ds": str(ds)}]
     decision = check_retraining_needed(

@@ -43,7 +43,7 @@ def create_text_embeddings(rows: pd.DataFrame, transform: Transform) -> np.ndarr
 
 
 def scale_numerical_features(rows: pd.DataFrame, transform: Transform) -> np.ndarray:
-    """Numeric features normalized with the training window's statistics [rows, len(NUMERIC)]."""
+    """Numeric features normalized with the training window's statistics [rows, len(transform.numeric)]."""
     return transform.apply(rows)["numeric"]
 
 
@@ -63,11 +63,12 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
         title_len=settings.title_max_tokens,
         title_vocab_size=settings.title_vocab_size,
         min_count=settings.min_count,
+        affinity_strength=settings.affinity_strength,
     )
 
     def build(tmp):
         for name, part in (("train", train), ("valid", valid), ("test", test)):
-            encode(part, transform).to_parquet(tmp / f"{name}.parquet", index=False)
+            encode(part, transform, ordered=name == "train").to_parquet(tmp / f"{name}.parquet", index=False)
         transform.save(tmp / "transform.json")
 
     path = lake.replace_partition("features", "examples", ds, build)

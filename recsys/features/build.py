@@ -78,9 +78,12 @@ def window_start(ds: date, window_days: int) -> date:
     return ds - timedelta(days=window_days - 1)
 
 
-def encode(examples: pd.DataFrame, transform: Transform) -> pd.DataFrame:
-    """Examples plus their model inputs as ``x_*`` columns (title as a list column)."""
-    x = transform.apply(examples)
+def encode(examples: pd.DataFrame, transform: Transform, ordered: bool = False) -> pd.DataFrame:
+    """Examples plus their model inputs as ``x_*`` columns (title as a list column).
+
+    ``ordered``: these are the training rows (time order): affinities from the impressions before each
+    row only (:meth:`Transform.apply`)."""
+    x = transform.apply(examples, ordered=ordered)
     out = examples.copy()
     for name, arr in x.items():
         out[f"x_{name}"] = list(arr) if arr.ndim == 2 else arr

@@ -23,7 +23,26 @@ CATEGORICAL = (
     "dow",
 )
 # Numeric inputs, normalized with training-window statistics; one float32 array [batch, len(NUMERIC)].
-NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")
+NUMERIC = (
+    "log_duration",
+    "upload_age_days",
+    "video_popularity",
+    "user_activity",
+    "user_category_affinity",
+    "user_author_affinity",
+)
+# What each numeric input depends on: the video alone, the user alone, or the (user, video) pair.
+NUMERIC_SIDE = {
+    "log_duration": "video",
+    "upload_age_days": "video",
+    "video_popularity": "video",
+    "user_activity": "user",
+    "user_category_affinity": "pair",
+    "user_author_affinity": "pair",
+}
+# Pair features: the user's smoothed click-through lift on the video's category / author, from the
+# training window (name -> the example column holding the video's side of the pair).
+AFFINITY = {"user_category_affinity": "category", "user_author_affinity": "author_id"}
 TITLE = "title"  # int32 [batch, title_len]; 0 = padding, 1 = out of vocabulary
 POSITION = "position"  # int32 [batch]; 0 = unknown (always at serving)
 DEVICE = "device"

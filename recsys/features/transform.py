@@ -1,8 +1,16 @@
-"""The fitted feature transform: vocabularies, text vocabulary, normalizers, popularity tables.
+"""The fitted feature transform: vocabularies, text vocabulary, normalizers, popularity and affinity tables.
 
 Fitted on the training split only (so nothing from the validation or test days leaks into it), saved as
 JSON next to the model, and applied by the same :meth:`Transform.apply` on the training path and the
 serving path, so the same row always becomes the same tensors.
+
+Affinity features (``user_category_affinity``, ``user_author_affinity``) are the user's click-through
+rate on the video's category (author), smoothed toward that category's (author's) rate and expressed as
+a log-odds lift over it: 0 means "no evidence", positive "clicks this category more than others do".
+At serving, and on the validation and test days, they come from the whole training split. On the
+training rows themselves they are *ordered* statistics (CatBoost's remedy for target leakage): each row
+sees only the impressions before it, never its own label, so the model does not learn to trust a
+feature that contains its answer.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.features.spec import CATEGORICAL, NUMERIC, FeatureSpec
+from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 MAX_POSITION = 20
+AFFINITY_STRENGTH = 3.0  # the prior's weight in a smoothed affinity rate, in impressions
+V1_NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")  # transforms before 2
 # categorical feature -> source column in an example frame
 SOURCE_COLUMN = {
     "user": "user_key",
@@ -41,6 +51,27 @@ def _key(v) -> str:
     if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
         return ""
     return str(v)
+
+
+def _keys(col: pd.Series) -> np.ndarray:
+    """``_key`` of every value (object array of str), computed once per distinct value."""
+    codes, uniques = _factorize(col)
+    table = np.array([_key(v) for v in uniques] + [""], dtype=object)
+    return table[np.where(codes < 0, len(uniques), codes)]
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    return np.log(p) - np.log1p(-p)
+
+
+def affinity_lift(
+    clicks: np.ndarray, impressions: np.ndarray, prior: np.ndarray, strength: float
+) -> np.ndarray:
+    """Log-odds of the smoothed rate ``(clicks + strength * prior) / (impressions + strength)`` minus the
+    prior's: 0 without evidence. One function for every path, so they agree to the bit."""
+    clicks, impressions = np.asarray(clicks, float), np.asarray(impressions, float)
+    rate = (clicks + strength * prior) / (impressions + strength)
+    return np.where(impressions > 0, _logit(rate) - _logit(prior), 0.0)
 
 
 def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
@@ -81,12 +112,25 @@ class Transform:
     numeric_std: dict[str, float]
     video_clicks: dict[str, float] = field(default_factory=dict)
     user_impressions: dict[str, float] = field(default_factory=dict)
+    # affinity feature -> user key -> side value (category, author) -> [clicks, impressions]
+    affinity: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    # affinity feature -> side value -> smoothed click-through rate of that side value; "" = all rows
+    affinity_prior: dict[str, dict[str, float]] = field(default_factory=dict)
+    affinity_strength: float = AFFINITY_STRENGTH
+    numeric: list[str] = field(default_factory=lambda: list(V1_NUMERIC))
     version: int = 1
+    _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(
-        cls, train: pd.DataFrame, *, title_len: int = 8, title_vocab_size: int = 2000, min_count: int = 1
+        cls,
+        train: pd.DataFrame,
+        *,
+        title_len: int = 8,
+        title_vocab_size: int = 2000,
+        min_count: int = 1,
+        affinity_strength: float = AFFINITY_STRENGTH,
     ) -> Transform:
         """Learn the transform from training examples (see :func:`recsys.features.build.build_examples`)."""
         vocabs = {}
@@ -108,26 +152,111 @@ class Transform:
             {},
             {k: float(np.log1p(v)) for k, v in video_clicks.items()},
             {k: float(np.log1p(v)) for k, v in user_imps.items()},
+            affinity_strength=float(affinity_strength),
+            numeric=list(NUMERIC),
+            version=2,
         )
-        raw = t._raw_numeric(train)
-        t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(NUMERIC)}
-        t.numeric_std = {n: float(np.std(raw[:, i]) or 1.0) for i, n in enumerate(NUMERIC)}
+        t._fit_affinity(train)
+        # normalized with the statistics of what the model trains on: ordered affinities on train rows
+        raw = t._raw_numeric(train, ordered=True)
+        t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
+        t.numeric_std = {n: float(np.std(raw[:, i]) or 1.0) for i, n in enumerate(t.numeric)}
         return t
 
-    # ------------------------------------------------------------------ applying
-    def _raw_numeric(self, df: pd.DataFrame) -> np.ndarray:
-        ts = pd.to_datetime(df["ts"], utc=True)
-        age = (ts - pd.to_datetime(df["upload_ts"], utc=True)).dt.total_seconds().to_numpy(float) / 86400.0
-        cols = [
-            np.log1p(pd.to_numeric(df["duration_seconds"], errors="coerce").fillna(0).to_numpy(float)),
-            np.clip(np.nan_to_num(age, nan=0.0), 0, None),
-            df["video_id"].astype(str).map(self.video_clicks).fillna(0.0).to_numpy(float),
-            df["user_key"].astype(str).map(self.user_impressions).fillna(0.0).to_numpy(float),
-        ]
-        return np.stack(cols, axis=1)
+    def _fit_affinity(self, train: pd.DataFrame) -> None:
+        clicks = pd.to_numeric(train["click"], errors="coerce").fillna(0).to_numpy(float)
+        base = float(np.clip(clicks.mean() if len(clicks) else 0.5, 1e-4, 1 - 1e-4))
+        users = _keys(train["user_key"])
+        m = self.affinity_strength
+        for name, col in AFFINITY.items():
+            frame = pd.DataFrame({"user": users, "side": _keys(train[col]), "click": clicks})
+            frame = frame[(frame["user"] != "") & (frame["side"] != "")]
+            side = frame.groupby("side")["click"].agg(["sum", "size"])
+            prior = (side["sum"] + m * base) / (side["size"] + m)
+            self.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
+            pairs = frame.groupby(["user", "side"])["click"].agg(["sum", "size"])
+            table: dict[str, dict[str, list[float]]] = {}
+            for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
+                table.setdefault(user, {})[value] = [float(c), float(n)]
+            self.affinity[name] = table
 
-    def apply(self, df: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Model inputs for the rows of ``df`` (names and shapes as in :mod:`recsys.features.spec`)."""
+    # ------------------------------------------------------------------ affinity look-ups
+    def _prior(self, name: str, sides: np.ndarray) -> np.ndarray:
+        prior = self.affinity_prior.get(name, {})
+        base = prior.get("", 0.5)
+        codes, uniques = pd.factorize(pd.Series(sides, dtype=object))
+        table = np.array([prior.get(v, base) for v in uniques] + [base], dtype=float)
+        return table[np.where(codes < 0, len(uniques), codes)]
+
+    def _table(self, name: str) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
+        """(user, side) index with clicks and impressions; built once per transform."""
+        if name not in self._tables:
+            users, sides, c, n = [], [], [], []
+            for user, per in self.affinity.get(name, {}).items():
+                for value, (cl, im) in per.items():
+                    users.append(user)
+                    sides.append(value)
+                    c.append(cl)
+                    n.append(im)
+            index = pd.MultiIndex.from_arrays([pd.Index(users, dtype=object), pd.Index(sides, dtype=object)])
+            self._tables[name] = (index, np.asarray(c, float), np.asarray(n, float))
+        return self._tables[name]
+
+    def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool) -> np.ndarray:
+        users, sides = _keys(df["user_key"]), _keys(df[AFFINITY[name]])
+        prior = self._prior(name, sides)
+        if ordered:  # training rows: only the impressions before each row (rows are in time order)
+            clicks = pd.to_numeric(df["click"], errors="coerce").fillna(0).to_numpy(float)
+            frame = pd.DataFrame({"user": users, "side": sides, "click": clicks})
+            group = frame.groupby(["user", "side"], sort=False)["click"]
+            c, n = (group.cumsum() - frame["click"]).to_numpy(float), group.cumcount().to_numpy(float)
+        else:
+            index, tc, tn = self._table(name)
+            pos = index.get_indexer(pd.MultiIndex.from_arrays([users, sides])) if len(index) else None
+            c, n = np.zeros(len(df)), np.zeros(len(df))
+            if pos is not None:
+                hit = pos >= 0
+                c[hit], n[hit] = tc[pos[hit]], tn[pos[hit]]
+        known = (users != "") & (sides != "")
+        return np.where(known, affinity_lift(c, n, prior, self.affinity_strength), 0.0)
+
+    def pair_affinity(self, user_keys, side_values: dict[str, np.ndarray]) -> PairAffinity:
+        """Normalized affinity inputs for (user, video) pairs given by index into ``user_keys`` and into
+        the videos whose side values (``{example column: values}``) are given: the serving batch path."""
+        return PairAffinity(self, np.asarray(user_keys, dtype=object), side_values)
+
+    # ------------------------------------------------------------------ applying
+    def _raw_numeric(self, df: pd.DataFrame, ordered: bool = False) -> np.ndarray:
+        cols = []
+        for name in self.numeric:
+            if name == "log_duration":
+                dur = pd.to_numeric(df["duration_seconds"], errors="coerce").fillna(0).to_numpy(float)
+                cols.append(np.log1p(dur))
+            elif name == "upload_age_days":
+                ts = pd.to_datetime(df["ts"], utc=True)
+                upload = pd.to_datetime(df["upload_ts"], utc=True)
+                age = (ts - upload).dt.total_seconds().to_numpy(float) / 86400.0
+                cols.append(np.clip(np.nan_to_num(age, nan=0.0), 0, None))
+            elif name == "video_popularity":
+                cols.append(df["video_id"].astype(str).map(self.video_clicks).fillna(0.0).to_numpy(float))
+            elif name == "user_activity":
+                cols.append(df["user_key"].astype(str).map(self.user_impressions).fillna(0.0).to_numpy(float))
+            elif name in AFFINITY:
+                cols.append(self._affinity_raw(df, name, ordered))
+            else:
+                raise ValueError(f"unknown numeric feature {name!r} in the transform")
+        return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
+
+    def normalize(self, name: str, raw: np.ndarray) -> np.ndarray:
+        return ((raw - self.numeric_mean[name]) / self.numeric_std[name]).astype(np.float32)
+
+    def apply(self, df: pd.DataFrame, ordered: bool = False) -> dict[str, np.ndarray]:
+        """Model inputs for the rows of ``df`` (names and shapes as in :mod:`recsys.features.spec`).
+
+        ``ordered``: the rows are the training split in time order, with their ``click`` labels; the
+        affinity features then use only the impressions before each row (see the module docstring).
+        Everywhere else (validation, test, serving) they use the fitted tables.
+        """
         out: dict[str, np.ndarray] = {}
         for name, col in SOURCE_COLUMN.items():
             out[name] = _lookup(df[col], self.vocabs[name])
@@ -135,9 +264,9 @@ class Transform:
         out["hour"] = (ts.dt.hour.to_numpy() + 1).astype(np.int32)
         out["dow"] = (ts.dt.dayofweek.to_numpy() + 1).astype(np.int32)
         out["title"] = self._titles(df["title"])
-        raw = self._raw_numeric(df)
-        mean = np.array([self.numeric_mean[n] for n in NUMERIC])
-        std = np.array([self.numeric_std[n] for n in NUMERIC])
+        raw = self._raw_numeric(df, ordered)
+        mean = np.array([self.numeric_mean[n] for n in self.numeric])
+        std = np.array([self.numeric_std[n] for n in self.numeric])
         out["numeric"] = ((raw - mean) / std).astype(np.float32)
         if "position" in df.columns:
             pos = pd.to_numeric(df["position"], errors="coerce").fillna(0).to_numpy()
@@ -162,6 +291,7 @@ class Transform:
             vocab_sizes={n: sizes[n] for n in CATEGORICAL},
             title_vocab_size=len(self.title_vocab) + 2,
             title_len=self.title_len,
+            n_numeric=len(self.numeric),
             n_positions=MAX_POSITION + 1,
         )
 
@@ -176,6 +306,10 @@ class Transform:
             "numeric_std": self.numeric_std,
             "video_clicks": self.video_clicks,
             "user_impressions": self.user_impressions,
+            "affinity": self.affinity,
+            "affinity_prior": self.affinity_prior,
+            "affinity_strength": self.affinity_strength,
+            "numeric": list(self.numeric),
         }
 
     def save(self, path: Path) -> Path:
@@ -186,3 +320,46 @@ class Transform:
     @classmethod
     def load(cls, path: Path) -> Transform:
         return cls(**json.loads(Path(path).read_text()))
+
+
+class PairAffinity:
+    """The affinity inputs of (user, video) pairs without a row per pair: the fitted table restricted to
+    the given users and side values, as sorted integer keys ``user * n_sides + side``."""
+
+    def __init__(self, transform: Transform, user_keys: np.ndarray, side_values: dict[str, np.ndarray]):
+        self.names = [n for n in transform.numeric if n in AFFINITY]
+        self._lookups = {}
+        users = pd.Index(user_keys.astype(str) if len(user_keys) else user_keys, dtype=object)
+        for name in self.names:
+            sides = _keys(pd.Series(side_values[AFFINITY[name]], dtype=object))
+            scode, suniq = pd.factorize(pd.Series(sides, dtype=object))
+            index, c, n = transform._table(name)
+            if len(index):
+                u = users.get_indexer(index.get_level_values(0))
+                s = pd.Index(suniq, dtype=object).get_indexer(index.get_level_values(1))
+                ok = (u >= 0) & (s >= 0)
+            else:
+                u = s = np.zeros(0, dtype=np.int64)
+                ok = np.zeros(0, dtype=bool)
+            prior_of_side = transform._prior(name, np.asarray(suniq, dtype=object))
+            keys = u[ok].astype(np.int64) * len(suniq) + s[ok]
+            raw = affinity_lift(c[ok], n[ok], prior_of_side[s[ok]], transform.affinity_strength)
+            order = np.argsort(keys, kind="stable")
+            # an absent pair has no evidence: lift 0; a missing user key or side value too
+            zero = transform.normalize(name, np.zeros(1))[0]
+            self._lookups[name] = (
+                keys[order],
+                transform.normalize(name, raw[order]),
+                zero,
+                len(suniq),
+                scode.astype(np.int64),
+            )
+
+    def __call__(self, user_idx: np.ndarray, video_idx: np.ndarray) -> dict[str, np.ndarray]:
+        out = {}
+        for name, (keys, values, zero, n_sides, scode) in self._lookups.items():
+            k = user_idx.astype(np.int64) * n_sides + scode[video_idx]
+            pos = np.minimum(np.searchsorted(keys, k), max(len(keys) - 1, 0))
+            hit = (keys[pos] == k) if len(keys) else np.zeros(len(k), dtype=bool)
+            out[name] = np.where(hit, values[pos] if len(keys) else zero, zero).astype(np.float32)
+        return out

@@ -20,6 +20,7 @@ _EXPORTS = {
     "feature_psi": "online",
     "RetrainDecision": "online",
     "degraded_streak_days": "online",
+    "ctr_baseline_rows": "online",
     "retrain_settings": "retrain",
     "tag_retrain_run": "retrain",
     "retrain_conf": "retrain",

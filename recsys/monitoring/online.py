@@ -291,6 +291,8 @@ def check_retraining_needed(
 
     * CTR fell by more than ``ctr_drop`` (relative) below the mean of the rows in the
       ``baseline_days`` days before the current day;
+    * CTR has been more than ``sustained_ctr_drop`` below its baseline (the ``baseline_days`` days
+      before the streak) for ``sustained_days`` days in a row: a smaller drop that lasts is not noise;
     * a feature's PSI on the current day is above ``psi_threshold``;
     * the model is more than ``max_model_age_days`` old (``today - model_trained_at``).
 
@@ -316,6 +318,23 @@ def check_retraining_needed(
                 reasons.append(
                     f"ctr dropped {drop:.0%} vs trailing {len(baseline)}-day mean {mean:.3f} -> {ctr:.3f} "
                     f"(threshold {settings.ctr_drop:.0%})"
+                )
+        if settings.sustained_days > 0 and not reasons:
+            streak = degraded_streak_days(rows, settings, today=today, drop=settings.sustained_ctr_drop)
+            if streak >= settings.sustained_days:
+                first = rows[-streak]["ds"]
+                start = date.fromordinal(first.toordinal() - settings.baseline_days)
+                base = [
+                    float(r["ctr"])
+                    for r in rows[:-streak]
+                    if start <= r["ds"] < first and _known(r.get("ctr"))
+                ]
+                mean = float(np.mean(base))
+                ctrs = ", ".join(f"{float(r['ctr']):.3f}" for r in rows[-streak:])
+                reasons.append(
+                    f"ctr dropped for {streak} days in a row since {first}: {ctrs} "
+                    f"vs the {len(base)}-day mean {mean:.3f} before "
+                    f"(threshold {settings.sustained_ctr_drop:.0%} for {settings.sustained_days} days)"
                 )
         for feature, psi in sorted(_psi_of(current).items(), key=lambda kv: -kv[1]):
             if psi > settings.psi_threshold:
@@ -343,30 +362,59 @@ def check_retraining_needed(
     return RetrainDecision(bool(reasons), reasons)
 
 
+FALLBACK_MODEL = "baseline-popularity"  # recsys.serving.BASELINE_VERSION (not imported: that pulls pandas IO)
+
+
+def ctr_baseline_rows(
+    metrics_history: list[dict[str, Any]], *, last_retrain: date | str | None = None
+) -> list[dict[str, Any]]:
+    """The monitor's past days that may serve as a CTR baseline.
+
+    Only days whose lists came from a model (``served_model`` set and not the popularity fallback: its
+    CTR says nothing about a model), and only days after the last monitor-triggered retrain (that
+    retrain answered a degradation; the level before it is not the one to compare with). Scheduled
+    retrains do not reset the baseline, so a daily-trained model that gets worse is caught too.
+    """
+    last = _as_date(last_retrain) if last_retrain is not None else None
+    return [
+        r
+        for r in metrics_history
+        if r.get("served_model") not in (None, FALLBACK_MODEL) and (last is None or _as_date(r["ds"]) > last)
+    ]
+
+
 def degraded_streak_days(
     metrics_history: list[dict[str, Any]] | pd.DataFrame,
     settings: MonitoringSettings,
     *,
     today: date | str,
+    drop: float | None = None,
 ) -> int:
     """How many days, ending ``today``, the CTR has been degraded (0 when today's CTR is not).
 
-    Day ``k`` of a streak counts when its CTR is more than ``ctr_drop`` (relative) below the mean CTR
-    of the ``baseline_days`` days before the streak began. The retrain uses it as its "fresh window":
-    after a preference shift the days before the streak describe a world that is gone.
+    Day ``k`` of a streak counts when its CTR is more than ``drop`` (relative; default the smaller of
+    ``ctr_drop`` and ``sustained_ctr_drop``) below the mean CTR of the ``baseline_days`` days before the
+    streak began. The retrain uses it as its "fresh window": after a preference shift the days before
+    the streak describe a world that is gone.
     """
     today = _as_date(today)
+    if drop is None:
+        drop = (
+            min(settings.ctr_drop, settings.sustained_ctr_drop)
+            if settings.sustained_days
+            else settings.ctr_drop
+        )
     rows = [r for r in _history_rows(metrics_history) if r["ds"] <= today and _known(r.get("ctr"))]
     best = 0
     for k in range(1, len(rows)):
+        # the streak is the last k days, each compared with the days before the streak began (so a
+        # first degraded day does not lower the bar for the next one)
         streak, start = rows[-k:], rows[-k]["ds"]
         window_start = date.fromordinal(start.toordinal() - settings.baseline_days)
         baseline = [float(r["ctr"]) for r in rows[:-k] if window_start <= r["ds"] < start]
         if not baseline:
             break
-        limit = (1 - settings.ctr_drop) * float(np.mean(baseline))
+        limit = (1 - drop) * float(np.mean(baseline))
         if all(float(r["ctr"]) < limit for r in streak):
             best = k
-        else:
-            break
     return best

@@ -9,14 +9,15 @@ cannot call Airflow's REST API itself: ``POST /api/v2/dags/{dag_id}/dagRuns`` wa
     cooldown it triggers ``recsys_retrain`` once, with the conf of :mod:`recsys.monitoring.retrain`::
 
         {"trigger": "alert", "reasons": ["RecsysFeatureDrift: feature device drifted (PSI 0.300 > 0.2)"],
-         "ds": "2026-01-05"}
+         "ds": "2026-01-04"}
 
-    ``reasons`` are ``"<alertname>: <summary>"`` (the description when there is no summary); ``ds`` is the
-    last complete day before the triggering alerts were all firing: the UTC date of the latest
-    ``startsAt`` minus one day (today's data is still arriving; the monitor that exported the degraded
-    figures ran on the day before's). Without start times, yesterday. No other label or annotation goes into the conf. Resolved-only payloads are acknowledged
-    and ignored. Answers: 200 (triggered, duplicate or ignored), 400 (not an Alertmanager payload: not
-    retried by Alertmanager), 502 (Airflow unreachable or refusing: Alertmanager retries), 500 (a bug).
+    ``reasons`` are ``"<alertname>: <summary>"`` (the description when there is no summary). ``ds`` is
+    the last complete day before the triggering alerts were all firing: the UTC date of the latest
+    ``startsAt`` minus one day (that day's data is still arriving; the monitor that exported the degraded
+    figures ran on the day before). Without start times, yesterday. No other label or annotation goes
+    into the conf. Resolved-only payloads are acknowledged and ignored. Answers: 200 (triggered,
+    duplicate or ignored), 400 (not an Alertmanager payload: not retried by Alertmanager), 502 (Airflow
+    unreachable or refusing: Alertmanager retries), 500 (a bug).
 ``GET /healthz``
     200 ``ok`` while the server runs (it does not call Airflow).
 ``GET /metrics``

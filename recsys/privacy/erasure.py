@@ -176,6 +176,10 @@ def _scrub_transform(path: Path, user_key: str) -> int:
     if user_key in t.get("user_impressions", {}):
         del t["user_impressions"][user_key]
         n = 1
+    for table in t.get("affinity", {}).values():  # user -> category/author click counts
+        if user_key in table:
+            del table[user_key]
+            n = 1
     if n:
         atomic_write_bytes(path, json.dumps(t, sort_keys=True).encode())
     return n

@@ -48,19 +48,21 @@ def batch_recommendations(
     *,
     parallel: bool | None = None,
     client=None,
+    ranker=None,
 ):
     """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users).
 
     ``parallel`` (default ``settings.serving.parallel_scoring``) scores user shards on Dask: on ``client``
     if given, else on :func:`recsys.scale.dask_client` (the configured scheduler or a LocalCluster).
+    ``ranker``: rank with this model instead of the champion (in process only; a counterfactual replay).
     """
     from recsys.registry import NoChampionError, load_ranker
     from recsys.serving.publish import FALLBACK_KEY
 
     sv = settings.serving
-    parallel = sv.parallel_scoring if parallel is None else parallel
+    parallel = (sv.parallel_scoring if parallel is None else parallel) and ranker is None
     try:
-        ranker = load_ranker(settings)
+        ranker = ranker or load_ranker(settings)
     except NoChampionError:  # nothing blessed yet: serve the candidate generator's order (popularity-led)
         log.warning("no champion model yet; publishing candidate-order (popularity) lists")
         ranker = None

@@ -27,7 +27,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from recsys.features.spec import NUMERIC, POSITION, TITLE
+from recsys.features.spec import AFFINITY, NUMERIC_SIDE, POSITION, TITLE
 
 USER_COLUMNS = ("user_key", "device", "region", "age_band", "activity")
 VIDEO_COLUMNS = ("video_id", "author_id", "category", "title", "duration_seconds", "upload_ts")
@@ -35,7 +35,6 @@ VIDEO_COLUMNS = ("video_id", "author_id", "category", "title", "duration_seconds
 USER_INPUTS = ("user", "device", "region", "age_band", "activity")
 VIDEO_INPUTS = ("video", "author", "category", TITLE)
 CONTEXT_INPUTS = ("hour", "dow")
-USER_NUMERIC = ("user_activity",)
 BATCH_SIZE = 65536
 TASK_OUTPUTS = ("click", "watch", "like", "share")
 
@@ -79,6 +78,7 @@ class PairInputs:
 
     ``users_x``/``videos_x``: the transform's arrays for one row per distinct user / video (any partner
     on the other side: only the side's own inputs are read); ``user_idx``/``video_idx``: per pair.
+    Numeric inputs of the pair itself (the affinities) come from ``pair`` (:meth:`Transform.pair_affinity`).
     """
 
     def __init__(
@@ -87,25 +87,34 @@ class PairInputs:
         videos_x: dict[str, np.ndarray],
         user_idx: np.ndarray,
         video_idx: np.ndarray,
+        numeric: list[str] | tuple[str, ...],
+        pair=None,
     ):
         self.n = len(user_idx)
         self.user_idx, self.video_idx = user_idx, video_idx
         self.users, self.videos = users_x, videos_x
-        user_num = np.array([n in USER_NUMERIC for n in NUMERIC])
-        self.user_numeric = self.users["numeric"][:, user_num]
-        self.video_numeric = self.videos["numeric"][:, ~user_num]
-        self.numeric_order = np.argsort(np.concatenate([np.flatnonzero(~user_num), np.flatnonzero(user_num)]))
+        self.numeric = list(numeric)
+        sides = [NUMERIC_SIDE.get(name, "pair") for name in self.numeric]
+        if "pair" in sides and pair is None:
+            raise ValueError("pair features without a pair look-up")
+        self.sides, self.pair = sides, pair
         self.context = {k: self.users[k][:1] for k in CONTEXT_INPUTS}
 
     @classmethod
     def from_frame(cls, transform, frame: pd.DataFrame) -> PairInputs:
         user_idx, u_first = _first_rows(frame["user_key"])
         video_idx, v_first = _first_rows(frame["video_id"])
+        video_rows = frame.iloc[v_first]
         return cls(
             encode_frame(transform, frame.iloc[u_first]),
-            encode_frame(transform, frame.iloc[v_first]),
+            encode_frame(transform, video_rows),
             user_idx,
             video_idx,
+            transform.numeric,
+            transform.pair_affinity(
+                frame["user_key"].iloc[u_first].to_numpy(object),
+                {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()},
+            ),
         )
 
     def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -113,8 +122,16 @@ class PairInputs:
         x = {k: self.users[k][ui] for k in USER_INPUTS}
         x.update({k: self.videos[k][vi] for k in VIDEO_INPUTS})
         x.update({k: np.repeat(v, len(ui)) for k, v in self.context.items()})
-        numeric = np.concatenate([self.video_numeric[vi], self.user_numeric[ui]], axis=1)
-        x["numeric"] = np.ascontiguousarray(numeric[:, self.numeric_order])
+        pair = self.pair(ui, vi) if self.pair is not None else {}
+        numeric = np.empty((len(ui), len(self.numeric)), dtype=np.float32)
+        for j, (name, side) in enumerate(zip(self.numeric, self.sides, strict=True)):
+            if side == "user":
+                numeric[:, j] = self.users["numeric"][ui, j]
+            elif side == "video":
+                numeric[:, j] = self.videos["numeric"][vi, j]
+            else:
+                numeric[:, j] = pair[name]
+        x["numeric"] = numeric
         x[POSITION] = np.zeros(len(ui), dtype=np.int32)
         return x
 
@@ -359,6 +376,8 @@ def rank_pairs(
         encode_frame(ranker.transform, video_rows),
         np.repeat(ucode_given, lens),
         vcode.astype(np.int64),
+        ranker.transform.numeric,
+        ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()}),
     )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
     scores = ranking_score(preds, ranker.score_weights)

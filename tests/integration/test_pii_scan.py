@@ -271,6 +271,7 @@ def test_erasure_removes_a_recommended_user_everywhere(pipeline_run, lake_copy, 
             elif p.name == "transform.json":
                 t = json.loads(p.read_text())
                 assert uk not in t["vocabs"]["user"] and uk not in t["user_impressions"], p
+                assert all(uk not in table for table in t.get("affinity", {}).values()), p
     eng = pub.engine_for(settings.resolved_db_url)
     try:
         with eng.connect() as conn:

@@ -350,6 +350,25 @@ tests:
             exp_annotations:
               summary: "feature device drifted (PSI 0.300 > 0.2)"
               description: "Its distribution moved away from the training window; a retrain may follow."
+  # CTR 0.1 for three days, then 0.088 (12% down: under the one-day 20%, over the sustained 10%).
+  - interval: 1m
+    input_series:
+      - series: 'recsys_online_click_through_ratio{{job="recsys_exporter",source="recommended"}}'
+        values: '0.1x4320 0.088x1800'
+    alert_rule_test:
+      - eval_time: 96h
+        alertname: RecsysClickRateSustainedDrop
+        exp_alerts: []
+      - eval_time: 97h30m
+        alertname: RecsysClickRateDegraded
+        exp_alerts: []
+      - eval_time: 97h30m
+        alertname: RecsysClickRateSustainedDrop
+        exp_alerts:
+          - exp_labels: {{severity: warning, job: recsys_exporter, source: recommended}}
+            exp_annotations:
+              summary: "recsys click-through rate has been more than 10% down for two days"
+              description: "Recommended CTR is 0.088, 10%+ under the mean of the 3 days before the drop."
 """
 
 

@@ -53,6 +53,26 @@ def test_gate_reports_which_threshold_failed_and_by_how_much():
     assert not low.blessed and "floor_click_auc" in low.reasons[0]
 
 
+def test_a_candidate_below_popularity_replaces_a_champion_further_below_only_by_a_clear_gain():
+    cfg = EvaluateSettings(floor_auc={"click": 0.55}, max_regression={"click": 0.01})
+    pop = {"click_auc": 0.67}
+    # after a drift: the champion fell to 0.567, the fresh candidate reaches 0.664, popularity 0.670
+    d = gate({"click_auc": 0.664}, {"click_auc": 0.567}, pop, cfg)
+    assert d.blessed and d.reasons == ["all checks passed"]
+    (check,) = [c for c in d.checks if c["check"] == "margin_over_popularity"]
+    assert (
+        check["threshold"] == pytest.approx(0.587) and "champion is further below (0.5670)" in check["detail"]
+    )
+    # a gain under min_gain_over_weak_champion is not enough
+    small = gate({"click_auc": 0.58}, {"click_auc": 0.567}, pop, cfg)
+    assert not small.blessed and "must beat it by 0.0200 (delta -0.0070)" in small.reasons[0]
+    # no champion, a champion above popularity, or the rule switched off: popularity must be beaten
+    assert not gate({"click_auc": 0.664}, None, pop, cfg).blessed
+    assert not gate({"click_auc": 0.664}, {"click_auc": 0.68}, pop, cfg).blessed
+    off = EvaluateSettings(floor_auc={"click": 0.55}, min_gain_over_weak_champion=None)
+    assert not gate({"click_auc": 0.664}, {"click_auc": 0.567}, pop, off).blessed
+
+
 # ---------------------------------------------------------------------------------------- ranking metrics
 def test_ndcg_matches_sklearn_on_fixed_lists():
     from sklearn.metrics import ndcg_score

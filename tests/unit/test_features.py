@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys.features.build import build_examples, encode, split_by_time
+from recsys.features.spec import NUMERIC
 from recsys.features.transform import Transform
 
 
@@ -108,5 +111,100 @@ def test_same_row_same_tensors_on_training_and_serving_path(tmp_path):
 def test_numeric_normalized_on_train_statistics():
     ex = tiny_examples()
     t = Transform.fit(ex)
-    x = t.apply(ex)["numeric"]
+    # normalized with the statistics of what the model trains on: the ordered training rows
+    x = t.apply(ex, ordered=True)["numeric"]
     np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-5)
+    assert t.numeric == list(NUMERIC) and x.shape[1] == len(NUMERIC) == t.spec().n_numeric
+
+
+def _affinity_frame(rows):
+    """Examples of one category 'music' (author 7) and 'news' (author 8): (user, category, click)."""
+    n = len(rows)
+    return pd.DataFrame(
+        {
+            "user_key": [r[0] for r in rows],
+            "video_id": [1 if r[1] == "music" else 3 for r in rows],
+            "author_id": [7 if r[1] == "music" else 8 for r in rows],
+            "category": [r[1] for r in rows],
+            "device": ["ios"] * n,
+            "region": ["EU-DE"] * n,
+            "age_band": ["18-24"] * n,
+            "activity": ["high"] * n,
+            "ts": pd.date_range("2026-01-01", periods=n, freq="min", tz="UTC"),
+            "title": ["song"] * n,
+            "duration_seconds": [60.0] * n,
+            "upload_ts": pd.Timestamp("2025-12-01", tz="UTC"),
+            "position": [1] * n,
+            "click": np.array([r[2] for r in rows], dtype=np.float32),
+        }
+    )
+
+
+def test_affinity_is_the_smoothed_lift_of_the_users_rate_over_the_category_rate():
+    rows = [("a", "music", 1)] * 4 + [("a", "news", 0)] * 4 + [("b", "music", 0)] * 4 + [("b", "news", 1)] * 4
+    t = Transform.fit(_affinity_frame(rows))
+    m = t.affinity_strength
+    assert t.affinity["user_category_affinity"]["a"] == {"music": [4.0, 4.0], "news": [0.0, 4.0]}
+    prior = t.affinity_prior["user_category_affinity"]["music"]
+    assert prior == pytest.approx((4 + m * 0.5) / (8 + m))
+    probe = _affinity_frame([("a", "music", 0), ("b", "music", 0), ("nobody", "music", 0)])
+    raw = t._raw_numeric(probe)[:, NUMERIC.index("user_category_affinity")]
+    rate = (4 + m * prior) / (4 + m)
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    assert raw[0] == pytest.approx(logit(rate) - logit(prior))
+    assert raw[1] == pytest.approx(logit(m * prior / (4 + m)) - logit(prior))
+    assert raw[0] > 0 > raw[1] and raw[2] == 0.0  # likes music, avoids it, no evidence
+
+
+def test_training_rows_see_only_earlier_impressions_never_their_own_label():
+    rows = [("a", "music", 1), ("a", "music", 0), ("a", "music", 1), ("a", "news", 1)]
+    ex = _affinity_frame(rows)
+    t = Transform.fit(ex)
+    j = NUMERIC.index("user_category_affinity")
+    ordered = t._raw_numeric(ex, ordered=True)[:, j]
+    # the first music row and the only news row have no earlier evidence, whatever their label
+    assert ordered[0] == 0.0 and ordered[3] == 0.0
+    # flipping a row's own label changes nothing in that row, only in the rows after it
+    flipped = ex.copy()
+    flipped.loc[1, "click"] = 1.0
+    again = t._raw_numeric(flipped, ordered=True)[:, j]
+    assert again[1] == ordered[1] and again[2] > ordered[2]
+    # served (or on test days), every training impression counts
+    served = t._raw_numeric(ex)[:, j]
+    assert served[0] == served[1] == served[2] != ordered[0]
+
+
+def test_pair_path_gives_the_row_path_affinities_bit_for_bit():
+    ex = tiny_examples()
+    t = Transform.fit(ex)
+    users = np.array(["a", "b", "c", "z", "never-seen"], dtype=object)
+    videos = pd.DataFrame({"category": ["music", "news", "new", None], "author_id": [7, 8, 9, None]})
+    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in ("category", "author_id")})
+    ui, vi = np.repeat(np.arange(len(users)), len(videos)), np.tile(np.arange(len(videos)), len(users))
+    rows = pd.DataFrame(
+        {
+            "user_key": users[ui],
+            "category": videos["category"].to_numpy(object)[vi],
+            "author_id": videos["author_id"].to_numpy(object)[vi],
+        }
+    )
+    fast = lookup(ui, vi)
+    for name in ("user_category_affinity", "user_author_affinity"):
+        row_path = t.normalize(name, t._affinity_raw(rows, name, ordered=False))
+        np.testing.assert_array_equal(fast[name], row_path, err_msg=name)
+    assert np.unique(fast["user_category_affinity"]).size > 1  # not all "no evidence"
+
+
+def test_a_transform_saved_before_affinities_still_applies(tmp_path):
+    ex = tiny_examples()
+    old = Transform.fit(ex).to_dict()
+    for key in ("affinity", "affinity_prior", "affinity_strength", "numeric"):
+        old.pop(key)
+    old["version"] = 1
+    old["numeric_mean"] = {k: v for k, v in old["numeric_mean"].items() if "affinity" not in k}
+    (tmp_path / "transform.json").write_text(json.dumps(old))
+    t = Transform.load(tmp_path / "transform.json")
+    assert t.apply(ex)["numeric"].shape == (len(ex), 4) and t.spec().n_numeric == 4

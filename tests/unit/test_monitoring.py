@@ -18,6 +18,7 @@ from recsys.data.schema import CLEAN_EVENTS, conform
 from recsys.monitoring import (
     check_retraining_needed,
     compute_metrics,
+    degraded_streak_days,
     log_user_interaction,
     population_stability_index,
     push_stage_metrics,
@@ -477,3 +478,50 @@ def test_exporter_rereads_the_snapshot_on_every_scrape(tmp_path, events):
         path.write_text("{not json")
         assert scrape(server.port)[("recsys_quality_snapshot_loaded", ())] == 0  # corrupt file: still serves
     assert not server.thread.is_alive()
+
+
+def test_sustained_smaller_drop_fires_on_its_second_day_only():
+    history = _history([0.1, 0.1, 0.1, 0.088, 0.087])
+    first = check_retraining_needed(history[:4], _settings(), today="2024-03-04")
+    assert not first.retrain and first.reasons == []  # -12%: one day is not enough, 20% would be
+    second = check_retraining_needed(history, _settings(), today="2024-03-05")
+    assert second.retrain and second.reasons == [
+        "ctr dropped for 2 days in a row since 2024-03-04: 0.088, 0.087 vs the 3-day mean 0.100 before "
+        "(threshold 10% for 2 days)"
+    ]
+    assert degraded_streak_days(history, _settings(), today="2024-03-05") == 2
+    off = _settings(sustained_days=0)
+    assert not check_retraining_needed(history, off, today="2024-03-05").retrain
+    assert degraded_streak_days(history, off, today="2024-03-05") == 0  # 20% then: no degraded day
+
+
+def test_streak_days_are_compared_with_the_days_before_the_streak_began():
+    # day 2 is 13% down; day 3 is only 3% below the mean of days 1-2, but 16% below day 1, the last
+    # level before the streak: the streak is 2 days and fires (a bug once compared day 3 with days 1-2)
+    history = _history([0.2015, 0.1746, 0.1696])
+    assert degraded_streak_days(history, _settings(), today="2024-03-03") == 2
+    decision = check_retraining_needed(history, _settings(), today="2024-03-03")
+    assert decision.retrain and "2 days in a row since 2024-03-02" in decision.reasons[0]
+    # a recovered last day ends the streak
+    assert degraded_streak_days(_history([0.2, 0.17, 0.2]), _settings(), today="2024-03-03") == 0
+
+
+def test_ctr_baseline_keeps_model_served_days_after_the_last_monitor_retrain():
+    from recsys.monitoring import ctr_baseline_rows
+    from recsys.serving import BASELINE_VERSION
+
+    rows = [
+        {"ds": "2024-03-01", "ctr": 0.1, "served_model": None},  # no list yet
+        {"ds": "2024-03-02", "ctr": 0.1, "served_model": BASELINE_VERSION},  # the popularity fallback
+        {"ds": "2024-03-03", "ctr": 0.2, "served_model": "1"},
+        {"ds": "2024-03-04", "ctr": 0.2, "served_model": "2"},  # a scheduled retrain: same lineage
+        {"ds": "2024-03-05", "ctr": 0.1, "served_model": "2"},
+        {"ds": "2024-03-06", "ctr": 0.2, "served_model": "3"},  # promoted by the retrain of 03-05
+    ]
+    assert [r["ds"] for r in ctr_baseline_rows(rows)] == [
+        "2024-03-03",
+        "2024-03-04",
+        "2024-03-05",
+        "2024-03-06",
+    ]
+    assert [r["ds"] for r in ctr_baseline_rows(rows, last_retrain=date(2024, 3, 5))] == ["2024-03-06"]
