@@ -8,12 +8,13 @@ reports on the test day:
 * per-task AUC and GAUC of the logged impressions (:func:`recsys.evaluate.task_metrics`);
 * the true-utility NDCG@10 of the model's ranking of the whole visible catalog for up to 200 test-day
   users: gains are the simulator's ``World.true_utility`` (not the biased logged clicks), the ideal is the
-  oracle order, computed with ``sklearn.metrics.ndcg_score``. Random and popularity rankings are given
-  for scale.
+  oracle order, computed with ``sklearn.metrics.ndcg_score``. For scale, the same users and catalog are
+  ranked by the pipeline's popularity and recent-category baselines (:mod:`recsys.baselines`, fitted on
+  train + valid as the evaluate stage fits them) and at random.
 
 Usage (the command that produced docs/model.md)::
 
-    .venv/bin/python bench/experiments.py --data-dir /tmp/recsys-exp --days 6 --seeds 1 2
+    .venv/bin/python bench/experiments.py --data-dir /tmp/recsys-exp2 --days 6 --seeds 1 2
 
 Keys: RECSYS_PRIVACY__PSEUDONYM_KEY / RECSYS_PRIVACY__ENCRYPTION_KEYS are taken from the environment, or
 generated for this run (and written to ``<data-dir>/keys.env`` so a rerun can reuse the dataset).
@@ -100,18 +101,13 @@ def ndcg_study(ranker, settings, ds: date, n_users: int) -> dict:
     """True-utility NDCG@10 over the visible catalog for up to ``n_users`` test-day users."""
     from sklearn.metrics import ndcg_score
 
-    from recsys.serving.rank import scoring_frame
-
     ctx = _ndcg_context(settings, ds, n_users)
-    frame = scoring_frame(
-        ctx["users"],
-        {u: ctx["cand"] for u in ctx["users"]},
-        ctx["clean_users"],
-        ctx["clean_videos"],
-        ctx["at"],
-    )
-    scores = ranker.predict(frame)["score"].to_numpy().reshape(len(ctx["users"]), len(ctx["cand"]))
-    return _ndcg_all(ctx, scores, ndcg_score)
+    return _ndcg_all(ctx, _by_user(ctx, ranker.predict(ctx["frame"])["score"]), ndcg_score)
+
+
+def _by_user(ctx: dict, scores) -> np.ndarray:
+    """Scores of the rows of ``ctx["frame"]`` (user-major) as a users x candidates matrix."""
+    return np.asarray(scores, float).reshape(len(ctx["users"]), len(ctx["cand"]))
 
 
 _CTX: dict = {}
@@ -122,8 +118,10 @@ def _ndcg_context(settings, ds: date, n_users: int) -> dict:
     key = (str(settings.data_dir), ds, n_users)
     if key in _CTX:
         return _CTX[key]
+    from recsys.baselines import GlobalPopularity, RecentCategoryPopularity
     from recsys.data.simulate import build_world
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.serving.rank import scoring_frame
     from recsys.stages import features_dir, open_lake
 
     lake = open_lake(settings)
@@ -140,21 +138,16 @@ def _ndcg_context(settings, ds: date, n_users: int) -> dict:
     cand = sorted(int(v) for v in clean_videos["video_id"].astype("int64").unique() if int(v) in visible)
     vi = np.array([vidx[v] for v in cand])
     util = np.stack([world.true_utility(np.full(len(vi), uidx[u]), vi, ds) for u in users])
-    # popularity baseline: smoothed click rate per video in the training split
-    train = pd.read_parquet(features_dir(settings, ds) / "train.parquet", columns=["video_id", "click"])
-    g = train.groupby("video_id")["click"].agg(["sum", "count"])
-    prior = train["click"].mean()
-    smoothed = (g["sum"] + 10 * prior) / (g["count"] + 10)
-    pop = smoothed.reindex(cand).fillna(prior).to_numpy()
-    ctx = {
-        "users": users,
-        "cand": cand,
-        "util": util,
-        "clean_users": clean_users,
-        "clean_videos": clean_videos,
-        "at": pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=18),
-        "pop": pop,
-    }
+    at = pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=18)
+    frame = scoring_frame(users, dict.fromkeys(users, cand), clean_users, clean_videos, at)
+    # the evaluate stage's baselines, fitted as it fits them: on the train + valid examples
+    cols = ["user_key", "video_id", "category", "ts", "click"]
+    fdir = features_dir(settings, ds)
+    history = pd.concat(
+        [pd.read_parquet(fdir / f"{p}.parquet", columns=cols) for p in ("train", "valid")], ignore_index=True
+    )
+    baselines = [GlobalPopularity().fit(history), RecentCategoryPopularity().fit(history)]
+    ctx = {"users": users, "cand": cand, "util": util, "frame": frame, "baselines": baselines}
     _CTX[key] = ctx
     return ctx
 
@@ -174,14 +167,9 @@ def reference_ndcg(settings, ds: date, n_users: int) -> dict:
     from sklearn.metrics import ndcg_score
 
     ctx = _ndcg_context(settings, ds, n_users)
-    rng = np.random.default_rng(0)
-    rand = rng.random(ctx["util"].shape)
-    pop = np.tile(ctx["pop"], (len(ctx["users"]), 1))
-    return {
-        "random": _ndcg_all(ctx, rand, ndcg_score)["ndcg10"],
-        "popularity": _ndcg_all(ctx, pop, ndcg_score)["ndcg10"],
-        "oracle": 1.0,
-    }
+    scores = {b.name: _by_user(ctx, b.score(ctx["frame"])) for b in ctx["baselines"]}
+    scores["random"] = np.random.default_rng(0).random(ctx["util"].shape)
+    return {**{n: _ndcg_all(ctx, s, ndcg_score)["ndcg10"] for n, s in scores.items()}, "oracle": 1.0}
 
 
 def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_users: int) -> dict:
@@ -298,8 +286,9 @@ def markdown_table(summary: list[dict], ref: dict) -> str:
     for s in summary:
         cells = [f"{s[k]:.3f} ± {s[k + '_sd']:.3f}" if s[k + "_sd"] else f"{s[k]:.3f}" for k, _ in cols]
         lines.append(f"| {s['variant']} | " + " | ".join(cells) + f" | {s['epochs']:.1f} |")
-    lines.append(f"| popularity (reference) | | | | | | | | {ref['popularity']:.3f} | |")
-    lines.append(f"| random (reference) | | | | | | | | {ref['random']:.3f} | |")
+    for key in ("popularity", "recent_category", "random"):
+        if key in ref:  # results written before the recent-category reference lack it
+            lines.append(f"| {key.replace('_', ' ')} (reference) | | | | | | | | {ref[key]:.3f} | |")
     return "\n".join(lines)
 
 

@@ -57,6 +57,7 @@ class DayRecord:
     ctr: float | None = None  # recommended impressions (rec_version set)
     ctr_exploration: float | None = None
     recommended_impressions: int = 0
+    regret_ratio: float | None = None  # simulator: share of the oracle's expected clicks the lists missed
     served_model: str | None = None  # the model whose lists users saw on ds (published at the end of ds-1)
     champion: str | None = None  # the model whose lists were live at the end of ds
     trained: bool = False  # the daily run trained and registered a model
@@ -179,6 +180,7 @@ class AirflowLoop:
         m = mon.get("metrics", {})
         rec.ctr, rec.ctr_exploration = m.get("ctr"), m.get("ctr_exploration")
         rec.recommended_impressions = int(m.get("recommended_impressions") or 0)
+        rec.regret_ratio = m.get("regret_ratio")
         rec.reasons = list(mon.get("reasons", []))
         if rec.retrain_fired and not rec.reasons:
             rec.reasons = list((rec.retrain_conf or {}).get("reasons", []))
@@ -300,7 +302,7 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
     drift_days = drift_days or []
     lines = [
         f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>21}"
-        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}  note"
+        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}{'regret':>8}  note"
     ]
     for r in records:
         notes = []
@@ -315,7 +317,8 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
         lines.append(
             f"{r.ds:<12}{_f(r.ctr):>9}{_f(r.ctr_exploration):>10}{r.recommended_impressions:>10}"
             f"{r.served_model or '-':>21}{'FIRED' if r.retrain_fired else 'no':>9}"
-            f"{r.champion or '-':>21}{_f((r.replay or {}).get('ctr_replay')):>10}  {', '.join(notes)}"
+            f"{r.champion or '-':>21}{_f((r.replay or {}).get('ctr_replay')):>10}"
+            f"{'-' if r.regret_ratio is None else f'{r.regret_ratio:.0%}':>8}  {', '.join(notes)}"
         )
     fired = [r for r in records if r.retrain_fired]
     for r in fired:
@@ -325,6 +328,8 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
             "CTR prev: the same day replayed in the simulator with the demoted model's lists (same users, "
             "sessions and random draws)"
         )
+    if any(r.regret_ratio is not None for r in records):
+        lines.append("regret: share of the oracle lists' expected clicks the served lists missed (simulator)")
     return "\n".join(lines)
 
 

@@ -459,6 +459,32 @@ def _last_retrain(settings: Settings, before: date) -> date | None:
     return max(days) if days else None
 
 
+def _simulated_regret(settings: Settings, ds: date) -> dict:
+    """On simulated data: the served lists' shortfall against the oracle's on ``ds`` (see
+    :func:`recsys.data.simulate.regret_against_oracle`); {} when there were no lists or it cannot tell."""
+    from recsys.data import simulate as sim
+    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.serving.publish import engine_for, read_for_ds
+
+    try:
+        live = read_for_ds(engine_for(settings.resolved_db_url), str(ds - timedelta(days=1)))
+        if live.empty:
+            return {}
+        world = sim.build_world(settings.simulator, settings.seed)
+        key = load_pseudonym_key(settings)
+        uidx = {pseudonym(u, key): i for i, u in enumerate(world.users["user_id"])}
+        vidx = world.video_index()
+        lists = {
+            uidx[k]: [vidx.get(int(v), -1) for v in g.sort_values("rank")["video_id"]]
+            for k, g in live.groupby("user_key")
+            if k in uidx
+        }
+        return sim.regret_against_oracle(world, ds, lists)
+    except Exception as exc:  # a figure for the simulator only: never fail the monitor over it
+        log.warning("monitor ds=%s: no regret against the oracle: %s", ds, exc)
+        return {}
+
+
 @stage("monitor")
 def monitor(ds: date, settings: Settings) -> dict:
     """Online metrics of ``ds`` (what users did with the published lists), drift, and the retrain decision."""
@@ -520,6 +546,8 @@ def monitor(ds: date, settings: Settings) -> dict:
             models = set()
         served_model = models.pop() if len(models) == 1 else None
     day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi, "served_model": served_model}
+    if settings.source == "simulator":
+        day |= _simulated_regret(settings, ds)
     last = _last_retrain(settings, ds)
     # CTR baseline: earlier days whose lists came from a model (the popularity fallback's CTR says
     # nothing about a model), since the last monitor-triggered retrain (that retrain was the answer to a

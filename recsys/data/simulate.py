@@ -224,6 +224,41 @@ def examine_prob(position: np.ndarray, device: np.ndarray) -> np.ndarray:
     return np.power(1.0 / np.asarray(position, float), eta)
 
 
+def regret_against_oracle(world: World, day: date, lists: dict[int, list[int]], k: int | None = None) -> dict:
+    """How far the served lists fall short of the oracle's on ``day`` (simulator truth, no sampling).
+
+    ``lists``: user index -> ranked catalog indices. For each user, the expected clicks of the top ``k``
+    (default: the slate size) under the true click model, ``sum_i P(examine i | device) * P(click)``, for
+    the served list and for the oracle's (:meth:`World.oracle`). Returns the expected click-through rate of
+    both and the regret: their difference per impression, and as a share of the oracle's.
+    """
+    k = k or world.settings.slate_size
+    devices = world.users["device"].to_numpy(object)
+    served = best = 0.0
+    slots = 0
+    for u, videos in lists.items():
+        videos = [v for v in videos if v >= 0][:k]
+        if not videos:
+            continue
+        pos = np.arange(1, len(videos) + 1)
+        seen = examine_prob(pos, np.full(len(videos), devices[u], dtype=object))
+        users = np.full(len(videos), u)
+        served += float((seen * world.click_prob(world.affinity(users, np.asarray(videos), day))).sum())
+        oracle = world.oracle(u, len(videos), day)
+        best += float((seen * world.click_prob(world.affinity(users, oracle, day))).sum())
+        slots += len(videos)
+    if not slots:
+        return {}
+    regret = (best - served) / slots
+    return {
+        "expected_ctr": served / slots,
+        "oracle_expected_ctr": best / slots,
+        "regret": regret,
+        "regret_ratio": regret / (best / slots) if best > 0 else None,
+        "regret_users": len([v for v in lists.values() if len(v)]),
+    }
+
+
 def distinct_draws(rng: np.random.Generator, rows: int, k: int, pool: np.ndarray,
                    p: np.ndarray | None = None) -> np.ndarray:
     """``rows`` independent draws of ``k`` distinct elements of ``pool`` (weights ``p``), as [rows, k].

@@ -246,3 +246,26 @@ def test_to_jsonl_escapes_and_nulls():
     ]
     assert [r["o"] for r in rows] == [None, "12.3s", 4, "é"]
     assert sim.to_jsonl(df.iloc[:0]) == b""
+
+
+def test_regret_against_the_oracle_is_zero_for_its_lists_and_grows_as_lists_worsen(world):
+    day = date(2026, 1, 2)
+    users = list(range(20))
+    oracle = {u: list(world.oracle(u, 10, day)) for u in users}
+    assert sim.regret_against_oracle(world, day, oracle)["regret"] == pytest.approx(0.0, abs=1e-12)
+    vis = np.flatnonzero(world.visible_mask(day))
+    worst = {}
+    for u in users:
+        util = world.true_utility(np.full(len(vis), u), vis, day)
+        worst[u] = list(vis[np.argsort(util)[:10]])
+    half = {u: oracle[u][:5] + worst[u][:5] for u in users}
+    r_half, r_worst = (sim.regret_against_oracle(world, day, x) for x in (half, worst))
+    assert 0 < r_half["regret_ratio"] < r_worst["regret_ratio"] < 1
+    # the figure by hand for one user's worst list
+    u = users[0]
+    seen = sim.examine_prob(np.arange(1, 11), np.full(10, world.users["device"].iloc[u], dtype=object))
+    clicks = lambda vids: (seen * world.click_prob(world.affinity(np.full(10, u), np.array(vids), day))).sum()  # noqa: E731
+    one = sim.regret_against_oracle(world, day, {u: worst[u]})
+    assert one["expected_ctr"] == pytest.approx(clicks(worst[u]) / 10)
+    assert one["oracle_expected_ctr"] == pytest.approx(clicks(oracle[u]) / 10)
+    assert sim.regret_against_oracle(world, day, {}) == {}
