@@ -6,10 +6,12 @@ Watches what users did with the published recommendations and decides whether th
 Runs whenever `recsys_daily` has anonymized a new day of interactions (Asset `recsys://clean/interactions`).
 
 1. `monitor` computes the day's online metrics (click-through rate of recommended vs exploration
-   impressions, watch time per impression, like rate, coverage, cold-start share), drift (population
-   stability index of device, category and hour against the training window), writes the quality snapshot
-   that `recsys metrics serve` exports to Prometheus, and applies the retrain rules (relative CTR drop vs a
-   trailing baseline, drift above threshold, model age) with a cooldown so one degradation fires one retrain.
+   impressions, watch time per impression, like rate, coverage, cold-start share, the serving model's
+   predicted vs observed click rate, and on simulated data the regret against the oracle), drift
+   (population stability index of device, category and hour against the training window), writes the
+   quality snapshot that `recsys metrics serve` exports to Prometheus, and applies the retrain rules (a
+   relative CTR drop vs a trailing baseline, a smaller drop sustained for days, drift above threshold,
+   model age) with a cooldown so one degradation fires one retrain.
 2. `retrain_needed` stops here unless the rules fired.
 3. `trigger_retrain` starts `recsys_retrain` for the monitored day, conf
    `{"ds", "trigger": "monitor", "reasons": [...], "window_days"}` (`window_days`: the retrain's fresh

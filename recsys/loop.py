@@ -58,6 +58,7 @@ class DayRecord:
     ctr_exploration: float | None = None
     recommended_impressions: int = 0
     regret_ratio: float | None = None  # simulator: share of the oracle's expected clicks the lists missed
+    pred_obs_ratio: float | None = None  # serving model's predicted / observed CTR of its impressions
     served_model: str | None = None  # the model whose lists users saw on ds (published at the end of ds-1)
     champion: str | None = None  # the model whose lists were live at the end of ds
     trained: bool = False  # the daily run trained and registered a model
@@ -181,6 +182,7 @@ class AirflowLoop:
         rec.ctr, rec.ctr_exploration = m.get("ctr"), m.get("ctr_exploration")
         rec.recommended_impressions = int(m.get("recommended_impressions") or 0)
         rec.regret_ratio = m.get("regret_ratio")
+        rec.pred_obs_ratio = m.get("pred_obs_ratio")
         rec.reasons = list(mon.get("reasons", []))
         if rec.retrain_fired and not rec.reasons:
             rec.reasons = list((rec.retrain_conf or {}).get("reasons", []))
@@ -302,7 +304,7 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
     drift_days = drift_days or []
     lines = [
         f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>21}"
-        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}{'regret':>8}  note"
+        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}{'regret':>8}{'pred/obs':>9}  note"
     ]
     for r in records:
         notes = []
@@ -318,7 +320,8 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
             f"{r.ds:<12}{_f(r.ctr):>9}{_f(r.ctr_exploration):>10}{r.recommended_impressions:>10}"
             f"{r.served_model or '-':>21}{'FIRED' if r.retrain_fired else 'no':>9}"
             f"{r.champion or '-':>21}{_f((r.replay or {}).get('ctr_replay')):>10}"
-            f"{'-' if r.regret_ratio is None else f'{r.regret_ratio:.0%}':>8}  {', '.join(notes)}"
+            f"{'-' if r.regret_ratio is None else f'{r.regret_ratio:.0%}':>8}"
+            f"{'-' if r.pred_obs_ratio is None else f'{r.pred_obs_ratio:.2f}':>9}  {', '.join(notes)}"
         )
     fired = [r for r in records if r.retrain_fired]
     for r in fired:
@@ -330,6 +333,10 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
         )
     if any(r.regret_ratio is not None for r in records):
         lines.append("regret: share of the oracle lists' expected clicks the served lists missed (simulator)")
+    if any(r.pred_obs_ratio is not None for r in records):
+        lines.append(
+            "pred/obs: the serving model's mean predicted click probability / observed CTR of its lists"
+        )
     return "\n".join(lines)
 
 

@@ -459,6 +459,31 @@ def _last_retrain(settings: Settings, before: date) -> date | None:
     return max(days) if days else None
 
 
+def _calibration(lake: Lake, settings: Settings, ds: date, events: pd.DataFrame, version: str) -> dict:
+    """Predicted vs observed click rate of the day's recommended impressions, with the model that served
+    them: ``predicted_ctr`` (mean predicted click probability, position unknown as at serving) and
+    ``pred_obs_ratio``. Compare with the offline ``click_pred_obs_ratio`` of that model's test day: a
+    ratio that moves away from it says the world moved away from what the model learned."""
+    from recsys.features.build import build_examples
+    from recsys.registry import load_ranker
+    from recsys.serving.rank import predict_tasks
+
+    shown = events[events["rec_version"].notna()].drop(columns=["category", "hour"], errors="ignore")
+    if shown.empty:
+        return {}
+    try:
+        ranker = load_ranker(settings, version=version)
+        frame = build_examples(
+            shown, lake.read_frame("clean", "videos", ds), lake.read_frame("clean", "users", ds)
+        )
+        predicted = float(predict_tasks(ranker, frame, encoding="frame")["click"].mean())
+    except Exception as exc:  # a figure, not a reason to fail the monitor
+        log.warning("monitor ds=%s: no predicted click rate with model %s: %s", ds, version, exc)
+        return {}
+    observed = float(pd.to_numeric(shown["clicked"], errors="coerce").mean())
+    return {"predicted_ctr": predicted, "pred_obs_ratio": predicted / observed if observed > 0 else None}
+
+
 def _simulated_regret(settings: Settings, ds: date) -> dict:
     """On simulated data: the served lists' shortfall against the oracle's on ``ds`` (see
     :func:`recsys.data.simulate.regret_against_oracle`); {} when there were no lists or it cannot tell."""
@@ -546,6 +571,8 @@ def monitor(ds: date, settings: Settings) -> dict:
             models = set()
         served_model = models.pop() if len(models) == 1 else None
     day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi, "served_model": served_model}
+    if served_model is not None and served_model != "baseline-popularity":
+        day |= _calibration(lake, settings, ds, events, served_model)
     if settings.source == "simulator":
         day |= _simulated_regret(settings, ds)
     last = _last_retrain(settings, ds)

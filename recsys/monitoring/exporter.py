@@ -100,6 +100,14 @@ _ONLINE_GAUGES: dict[str, tuple[str, str]] = {
     "coverage": ("recsys_online_catalog_coverage_ratio", "Distinct recommended videos / catalog size."),
     "cold_start_share": ("recsys_online_cold_start_user_ratio", "Share of active users with no history."),
     "users": ("recsys_online_active_users", "Distinct users with an impression in the day."),
+    "predicted_ctr": (
+        "recsys_online_predicted_click_through_ratio",
+        "Mean predicted click probability of the recommended impressions (the serving model).",
+    ),
+    "pred_obs_ratio": (
+        "recsys_online_predicted_observed_click_ratio",
+        "Predicted / observed click rate of the recommended impressions (1 = calibrated).",
+    ),
     "regret_ratio": (
         "recsys_online_oracle_regret_ratio",
         "Simulator only: share of the oracle lists' expected clicks that the served lists miss.",

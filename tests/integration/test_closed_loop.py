@@ -155,6 +155,9 @@ def test_drift_lowers_the_ctr_and_the_promoted_model_recovers_it(closed_loop):
     # the simulator's oracle view: the share of the best lists' expected clicks that the served ones miss
     assert all(r.regret_ratio is not None for r in before + degraded + after)
     assert after[0].regret_ratio < retrain.regret_ratio, (after[0].regret_ratio, retrain.regret_ratio)
+    # the drifted model over-predicts its clicks more than the retrained one: calibration as a drift signal
+    assert all(r.pred_obs_ratio is not None for r in before + degraded + after)
+    assert after[0].pred_obs_ratio < retrain.pred_obs_ratio, (after[0].pred_obs_ratio, retrain.pred_obs_ratio)
     for r in after:
         # online: above the degraded CTR of the day the retrain fired
         assert r.ctr > retrain.ctr, f"CTR on {r.ds} ({r.ctr:.4f}) not above the degraded {retrain.ctr:.4f}"
