@@ -108,17 +108,17 @@ class AirflowLoop:
 
     def runs(self, *dag_ids: str) -> list[dict]:
         """The DAG runs of ``dag_ids`` with their conf (``list-runs`` does not show the conf)."""
+        return self._python_json(["-c", _RUNS_SNIPPET, *dag_ids], "@@RUNS@@", "could not read DAG runs")
+
+    def _python_json(self, args: list[str], marker: str, what: str):
+        """Run ``python <args>`` in the loop's environment; the JSON it printed after ``marker``."""
         out = subprocess.run(
-            [sys.executable, "-c", _RUNS_SNIPPET, *dag_ids],
-            env=self.env,
-            cwd=self.cwd,
-            text=True,
-            capture_output=True,
+            [sys.executable, *args], env=self.env, cwd=self.cwd, text=True, capture_output=True
         )
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@RUNS@@")), None)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith(marker)), None)
         if line is None:
-            raise LoopError(f"could not read DAG runs: {out.stderr[-2000:]}")
-        return json.loads(line[len("@@RUNS@@") :])
+            raise LoopError(f"{what}: {out.stderr[-3000:]}")
+        return json.loads(line[len(marker) :])
 
     @staticmethod
     def _of_day(runs: list[dict], dag_id: str, ds: date) -> list[dict]:
@@ -195,17 +195,8 @@ class AirflowLoop:
 
     def replay(self, ds: date, version: str) -> dict:
         """:func:`replay_ctr` for ``ds`` in this loop's environment (a subprocess, like the DAG runs)."""
-        out = subprocess.run(
-            [sys.executable, "-m", "recsys.loop", "--replay", ds.isoformat(), "--version", str(version)],
-            env=self.env,
-            cwd=self.cwd,
-            text=True,
-            capture_output=True,
-        )
-        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("@@REPLAY@@")), None)
-        if line is None:
-            raise LoopError(f"replay of {ds} failed: {out.stderr[-3000:]}")
-        return json.loads(line[len("@@REPLAY@@") :])
+        args = ["-m", "recsys.loop", "--replay", ds.isoformat(), "--version", str(version)]
+        return self._python_json(args, "@@REPLAY@@", f"replay of {ds} failed")
 
     def run(
         self, start: date, days: int, replay: bool = True, days_after_retrain: int | None = None
