@@ -20,8 +20,10 @@ creating its own ``@daily`` run next to ours when the DAG is unpaused.
 The Alertmanager -> Airflow relay (``recsys alerts relay``) runs next to the stack, logged in to this
 api-server as the admin: an Alertmanager webhook payload posted to it creates one ``recsys_retrain`` run
 with the alert's conf, and the same payload again (Alertmanager's repeat, or a relay that restarted and
-lost its memory) creates none. ``recsys_retrain`` stays paused (as at creation), so the run waits in
-``queued`` and costs the stack nothing.
+lost its memory) creates none. Then a real Alertmanager, with the repository's alertmanager.yml (only
+the relay's address and the retrain route's group_wait changed), receives two alerts through its API: the
+one labelled ``action="retrain"`` reaches the relay and becomes a second run, the other one does not.
+``recsys_retrain`` stays paused (as at creation), so the runs wait in ``queued`` and cost the stack nothing.
 
 "Both workers were used" is read from the workers' own logs (``Executing workload in Celery: ...
 task_id='...'``): the ``hostname`` of a task instance is the machine's name, the same for two workers on
@@ -444,6 +446,7 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         t_ready = time.monotonic()
 
         _check_alert_relay(stack, base, token, f"http://127.0.0.1:{relay_port}", password)
+        _check_alertmanager_delivers_to_the_relay(stack, base, token, relay_port, tmp_path)
         t_relay = time.monotonic()
 
         status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
@@ -615,3 +618,88 @@ def _check_alert_relay(stack: Stack, base: str, token: str, relay: str, password
     assert 'recsys_alert_relay_requests_total{outcome="duplicate"} 1.0' in metrics, metrics
     assert password not in stack.log("relay")
     print(f"alert relay: {RETRAIN_DAG_ID} run {run['dag_run_id']} ({run['state']}), conf {run['conf']}")
+
+
+def _check_alertmanager_delivers_to_the_relay(
+    stack: Stack, base: str, token: str, relay_port: int, tmp_path: Path
+) -> None:
+    """Alertmanager (the repository's routing) -> relay -> Airflow: only action="retrain" alerts retrain."""
+    import shutil
+    from datetime import UTC, datetime, timedelta
+
+    import yaml
+
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        warnings.warn(
+            "no alertmanager binary (make system-deps installs it): Alertmanager step not run", stacklevel=2
+        )
+        return
+    config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    retrain_routes = [r for r in config["route"]["routes"] if r["receiver"] == "recsys-retrain"]
+    assert len(retrain_routes) == 1, config["route"]
+    retrain_routes[0]["group_wait"] = "1s"  # the file waits a minute to batch alerts
+    (receiver,) = [r for r in config["receivers"] if r["name"] == "recsys-retrain"]
+    assert receiver["webhook_configs"][0]["url"] == "http://recsys-alert-relay:8081/alertmanager/retrain"
+    receiver["webhook_configs"][0]["url"] = f"http://127.0.0.1:{relay_port}/alertmanager/retrain"
+    am_dir = tmp_path / "alertmanager"
+    am_dir.mkdir()
+    (am_dir / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    am_port = _free_port()
+    stack.start(
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={am_dir / 'alertmanager.yml'}",
+            f"--storage.path={am_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",  # no gossip: a single instance
+        ],
+        dict(os.environ),
+        am_dir,
+    )
+    am = f"http://127.0.0.1:{am_port}"
+    _wait("Alertmanager", lambda: _http("GET", f"{am}/-/ready")[0] == 200, 60, stack, every=0.5)
+
+    def runs() -> list[dict]:
+        status, body = _http("GET", f"{base}/api/v2/dags/{RETRAIN_DAG_ID}/dagRuns", token=token)
+        assert status == 200, body
+        return body["dag_runs"]
+
+    before = {r["dag_run_id"] for r in runs()}
+    starts = datetime.now(UTC).replace(microsecond=0)
+    summary = "recsys click-through rate has been more than 10% down for two days"
+    alerts = [
+        {
+            "labels": {
+                "alertname": "RecsysClickRateSustainedDrop",
+                "action": "retrain",
+                "severity": "warning",
+            },
+            "annotations": {"summary": summary},
+            "startsAt": starts.isoformat().replace("+00:00", "Z"),
+        },
+        {  # goes to on-call only: no action="retrain"
+            "labels": {"alertname": "RecsysStageFailures", "severity": "warning", "stage": "train"},
+            "annotations": {"summary": "recsys stage train failed in the last hour"},
+            "startsAt": starts.isoformat().replace("+00:00", "Z"),
+        },
+    ]
+    status, body = _http("POST", f"{am}/api/v2/alerts", alerts)
+    assert status == 200, (status, body)
+
+    def new_runs() -> list[dict]:
+        return [r for r in runs() if r["dag_run_id"] not in before]
+
+    (run,) = _wait("Alertmanager's notification to become a recsys_retrain run", new_runs, 90, stack, every=1)
+    assert run["conf"] == {
+        "trigger": "alert",
+        "reasons": [f"RecsysClickRateSustainedDrop: {summary}"],
+        "ds": (starts.date() - timedelta(days=1)).isoformat(),
+    }, run
+    assert run["note"] == "Alertmanager: RecsysClickRateSustainedDrop", run
+    # the on-call alert was routed too, but to a receiver without a webhook: still only that one run
+    time.sleep(3)
+    assert [r["dag_run_id"] for r in new_runs()] == [run["dag_run_id"]]
+    assert "RecsysStageFailures" not in stack.log("relay")
+    print(f"alertmanager -> relay -> {RETRAIN_DAG_ID} run {run['dag_run_id']}, conf {run['conf']}")
