@@ -48,6 +48,8 @@ VARIANTS = {
     "mmoe-nobias": {"variant": "mmoe", "bias_tower": False},
 }
 START = date(2026, 1, 1)
+# test-day figures per run (recsys.evaluate.task_metrics), in table order
+TASK_METRICS = ("click_auc", "click_gauc", "like_auc", "like_gauc", "share_auc", "share_gauc", "watch_rmse")
 
 
 def ensure_keys(data_dir: Path) -> None:
@@ -208,18 +210,7 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
         "epochs": res.epochs_run,
         "best_val_loss": res.best_val_loss,
         "train_seconds": round(train_s, 1),
-        **{
-            k: m[k]
-            for k in (
-                "click_auc",
-                "click_gauc",
-                "like_auc",
-                "like_gauc",
-                "share_auc",
-                "share_gauc",
-                "watch_rmse",
-            )
-        },
+        **{k: m[k] for k in TASK_METRICS},
         **nd,
     }
     with mlflow.start_run(run_id=res.run_id):
@@ -234,18 +225,7 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    keys = [
-        "click_auc",
-        "click_gauc",
-        "like_auc",
-        "like_gauc",
-        "share_auc",
-        "share_gauc",
-        "watch_rmse",
-        "ndcg10",
-        "epochs",
-        "train_seconds",
-    ]
+    keys = [*TASK_METRICS, "ndcg10", "epochs", "train_seconds"]
     out = []
     for name in VARIANTS:
         mine = [r for r in rows if _name(r) == name]
