@@ -1,8 +1,10 @@
-"""A real Pushgateway and Prometheus scrape what recsys pushes and exports; the alert rules are valid.
+"""A real Pushgateway and Prometheus scrape what recsys pushes and exports; the alert rules are valid;
+what fires reaches a real Alertmanager, which routes it by the shipped alertmanager.yml.
 
-Needs the ``prometheus``, ``promtool`` and Pushgateway binaries (Debian:
-``apt-get install -y prometheus prometheus-pushgateway``). Everything listens on free loopback ports
-and lives in a temporary folder; every process is terminated at the end.
+Needs the ``prometheus``, ``promtool`` and Pushgateway binaries, and Alertmanager for the chain test
+(Debian: ``apt-get install -y prometheus prometheus-pushgateway prometheus-alertmanager``; ``make
+system-deps``). Everything listens on free loopback ports and lives in a temporary folder; every process
+is terminated at the end.
 """
 
 from __future__ import annotations
@@ -378,3 +380,170 @@ def test_alert_rules_fire_as_intended(tmp_path: Path):
     tests.write_text(RULE_TESTS.format(alerts=ALERTS))
     result = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+ALERTMANAGER_CONFIG = REPO / "alertmanager" / "alertmanager.yml"
+RELAY_URL = "http://recsys-alert-relay:8081/alertmanager/retrain"  # the shipped retrain webhook
+
+
+class _Webhooks:
+    """A loopback HTTP endpoint standing in for the relay: keeps every JSON body POSTed to it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = self.bodies = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                bodies.append({"path": self.path, "body": json.loads(raw)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alertmanager/retrain"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(
+    bool(MISSING) or ALERTMANAGER is None,
+    reason="needs prometheus, promtool, the Pushgateway and Alertmanager (make system-deps)",
+)
+def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_webhook(tmp_path: Path):
+    """The whole alert path in one chain: the Pushgateway holds a failed stage, Prometheus evaluates the
+    shipped rules and sends what fires to an Alertmanager running the shipped routing, which hands
+    action="retrain" alerts to the relay's webhook and the rest to on-call only.
+
+    No shipped rule carries action="retrain" (see alertmanager.yml), so a second rule file labels a copy of
+    the shipped ``RecsysStageFailures`` with it: the change a team makes to have that alert retrain.
+    Timings changed for a test: the evaluation and scrape interval (1 s) and the routes' ``group_wait``.
+    """
+    import yaml
+
+    from recsys.monitoring.relay import build_conf, parse_payload
+
+    hooks = _Webhooks()
+    procs: list[subprocess.Popen] = []
+    try:
+        # Alertmanager: the shipped routing, with the relay's address swapped for the stand-in
+        config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+        config["route"]["group_wait"] = "1s"
+        for route in config["route"]["routes"]:
+            route["group_wait"] = "1s"
+        (retrain,) = [r for r in config["receivers"] if r["name"] == "recsys-retrain"]
+        assert retrain["webhook_configs"][0]["url"] == RELAY_URL
+        retrain["webhook_configs"][0]["url"] = hooks.url
+        (tmp_path / "alertmanager.yml").write_text(yaml.safe_dump(config))
+        am_port, pg_port, prom_port = _free_port(), _free_port(), _free_port()
+        procs.append(
+            _start(
+                [
+                    ALERTMANAGER,
+                    f"--config.file={tmp_path / 'alertmanager.yml'}",
+                    f"--storage.path={tmp_path / 'am-data'}",
+                    f"--web.listen-address=127.0.0.1:{am_port}",
+                    "--cluster.listen-address=",  # no gossip: a single instance
+                ],
+                tmp_path / "alertmanager.log",
+            )
+        )
+        procs.append(
+            _start(
+                [
+                    PUSHGATEWAY,
+                    f"--web.listen-address=127.0.0.1:{pg_port}",
+                    f"--persistence.file={tmp_path / 'pushgateway.data'}",
+                ],
+                tmp_path / "pushgateway.log",
+            )
+        )
+        shipped = yaml.safe_load(ALERTS.read_text())
+        (failures,) = [
+            r for g in shipped["groups"] for r in g["rules"] if r.get("alert") == "RecsysStageFailures"
+        ]
+        labelled = dict(failures, alert="RecsysStageFailuresRetrain")
+        labelled["labels"] = {**failures.get("labels", {}), "action": "retrain"}
+        extra = tmp_path / "retrain_rules.yml"
+        extra.write_text(yaml.safe_dump({"groups": [{"name": "retrain_labelled", "rules": [labelled]}]}))
+        (tmp_path / "prometheus.yml").write_text(
+            textwrap.dedent(f"""\
+            global:
+              scrape_interval: 1s
+              evaluation_interval: 1s
+            rule_files:
+              - {ALERTS}
+              - {extra}
+            alerting:
+              alertmanagers:
+                - static_configs:
+                    - targets: ["127.0.0.1:{am_port}"]
+            scrape_configs:
+              - job_name: recsys_pushgateway
+                honor_labels: true
+                static_configs:
+                  - targets: ["127.0.0.1:{pg_port}"]
+            """)
+        )
+        procs.append(
+            _start(
+                [
+                    PROMETHEUS,
+                    f"--config.file={tmp_path / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                    f"--web.listen-address=127.0.0.1:{prom_port}",
+                    "--log.level=warn",
+                ],
+                tmp_path / "prometheus.log",
+            )
+        )
+        am, pg, prom = (f"http://127.0.0.1:{p}" for p in (am_port, pg_port, prom_port))
+        for (name, url), proc in zip(
+            [("alertmanager", am), ("pushgateway", pg), ("prometheus", prom)], procs, strict=True
+        ):
+            _wait_for(f"{name} ready", lambda url=url, proc=proc, name=name: _ready(url, proc, name))
+        stack = Stack(pg, prom, tmp_path / "quality.json", tmp_path)
+
+        # a stage succeeds, then (once Prometheus has seen its failure counter at 0) fails
+        push = dict(duration_seconds=1.0, rows=None, pushgateway_url=pg, extra=None)
+        assert push_stage_metrics("features", "2024-03-01", success=True, **push)
+        stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 0)
+        assert push_stage_metrics("features", "2024-03-02", success=False, **push)
+
+        def in_alertmanager() -> dict[str, set[str]]:
+            alerts = json.loads(_get(f"{am}/api/v2/alerts"))
+            got = {a["labels"]["alertname"]: {r["name"] for r in a["receivers"]} for a in alerts}
+            return got if {"RecsysStageFailures", "RecsysStageFailuresRetrain"} <= set(got) else {}
+
+        receivers = _wait_for("both failure alerts in Alertmanager", in_alertmanager)
+        assert receivers["RecsysStageFailures"] == {"oncall"}
+        assert receivers["RecsysStageFailuresRetrain"] == {"recsys-retrain", "oncall"}
+
+        (hook,) = _wait_for("Alertmanager's webhook notification", lambda: list(hooks.bodies))
+        assert hook["path"] == "/alertmanager/retrain"
+        alerts = parse_payload(hook["body"])  # what the relay would read
+        assert [a.alertname for a in alerts] == ["RecsysStageFailuresRetrain"]
+        assert alerts[0].firing and alerts[0].starts_at is not None
+        conf = build_conf(alerts)
+        assert conf["trigger"] == "alert"
+        assert conf["reasons"] == [
+            "RecsysStageFailuresRetrain: recsys stage features failed in the last hour"
+        ]
+        assert hook["body"]["commonLabels"]["action"] == "retrain"
+        time.sleep(3)  # the on-call alert has been routed by now too: still the one notification
+        assert len(hooks.bodies) == 1, hooks.bodies
+    finally:
+        for proc in procs:
+            _stop(proc)
+        hooks.close()
+        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest only when the test fails
+            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
