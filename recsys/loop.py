@@ -59,6 +59,8 @@ class DayRecord:
     recommended_impressions: int = 0
     regret_ratio: float | None = None  # simulator: share of the oracle's expected clicks the lists missed
     pred_obs_ratio: float | None = None  # serving model's predicted / observed CTR of its impressions
+    exploration_auc: float | None = None  # serving model's click AUC on the exploration impressions
+    exploration_gauc: float | None = None  # the same per user (within-user ranking)
     served_model: str | None = None  # the model whose lists users saw on ds (published at the end of ds-1)
     champion: str | None = None  # the model whose lists were live at the end of ds
     trained: bool = False  # the daily run trained and registered a model
@@ -183,6 +185,8 @@ class AirflowLoop:
         rec.recommended_impressions = int(m.get("recommended_impressions") or 0)
         rec.regret_ratio = m.get("regret_ratio")
         rec.pred_obs_ratio = m.get("pred_obs_ratio")
+        rec.exploration_auc = m.get("exploration_click_auc")
+        rec.exploration_gauc = m.get("exploration_click_gauc")
         rec.reasons = list(mon.get("reasons", []))
         if rec.retrain_fired and not rec.reasons:
             rec.reasons = list((rec.retrain_conf or {}).get("reasons", []))
@@ -251,7 +255,7 @@ def replay_ctr(ds: date, version: str, settings=None) -> dict:
     from recsys.registry import load_ranker
     from recsys.serving import batch_recommendations
     from recsys.serving.publish import FALLBACK_KEY, engine_for, read_for_ds
-    from recsys.stages import open_lake
+    from recsys.stages import online_model_figures, open_lake
 
     settings = settings or load_settings()
     if settings.source != "simulator":
@@ -283,6 +287,16 @@ def replay_ctr(ds: date, version: str, settings=None) -> dict:
         shown = events[events["rec_version"].notna()]
         result[f"ctr_{name}"] = float(pd.to_numeric(shown["clicked"]).mean()) if len(shown) else None
         result[f"impressions_{name}"] = len(shown)
+    # the demoted model on the impressions users really saw on ds: its click AUC on the exploration ones
+    # (videos neither model chose), next to the live model's on the same rows
+    lake = open_lake(settings)
+    logged = lake.read_frame("clean", "interactions", ds)
+    for name, model in (("live", None), ("replay", ranker)):
+        figures = online_model_figures(
+            lake, settings, ds, logged, str(live["model_version"].iloc[0]), ranker=model
+        )
+        result[f"exploration_auc_{name}"] = figures.get("exploration_click_auc")
+        result[f"exploration_gauc_{name}"] = figures.get("exploration_click_gauc")
     return result
 
 
@@ -291,11 +305,16 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _f3(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def format_timeline(records: list[DayRecord], drift_days: list[str] | None = None) -> str:
     drift_days = drift_days or []
     lines = [
         f"{'day':<12}{'CTR rec':>9}{'CTR expl':>10}{'rec impr':>10}{'served by':>21}"
-        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}{'regret':>8}{'pred/obs':>9}  note"
+        f"{'retrain':>9}{'champion':>21}{'CTR prev':>10}{'regret':>8}{'pred/obs':>9}"
+        f"{'AUC expl':>9}{'AUC prev':>9}{'GAUC expl':>10}{'GAUC prev':>10}  note"
     ]
     for r in records:
         notes = []
@@ -312,7 +331,10 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
             f"{r.served_model or '-':>21}{'FIRED' if r.retrain_fired else 'no':>9}"
             f"{r.champion or '-':>21}{_f((r.replay or {}).get('ctr_replay')):>10}"
             f"{'-' if r.regret_ratio is None else f'{r.regret_ratio:.0%}':>8}"
-            f"{'-' if r.pred_obs_ratio is None else f'{r.pred_obs_ratio:.2f}':>9}  {', '.join(notes)}"
+            f"{'-' if r.pred_obs_ratio is None else f'{r.pred_obs_ratio:.2f}':>9}"
+            f"{_f3(r.exploration_auc):>9}{_f3((r.replay or {}).get('exploration_auc_replay')):>9}"
+            f"{_f3(r.exploration_gauc):>10}{_f3((r.replay or {}).get('exploration_gauc_replay')):>10}"
+            f"  {', '.join(notes)}"
         )
     fired = [r for r in records if r.retrain_fired]
     for r in fired:
@@ -327,6 +349,11 @@ def format_timeline(records: list[DayRecord], drift_days: list[str] | None = Non
     if any(r.pred_obs_ratio is not None for r in records):
         lines.append(
             "pred/obs: the serving model's mean predicted click probability / observed CTR of its lists"
+        )
+    if any(r.exploration_auc is not None for r in records):
+        lines.append(
+            "AUC expl: the serving model's click AUC on the exploration impressions (not its picks); "
+            "GAUC: per user; prev: the demoted model's on the same impressions"
         )
     return "\n".join(lines)
 

@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from recsys.config import Settings, load_settings
@@ -459,29 +460,53 @@ def _last_retrain(settings: Settings, before: date) -> date | None:
     return max(days) if days else None
 
 
-def _calibration(lake: Lake, settings: Settings, ds: date, events: pd.DataFrame, version: str) -> dict:
-    """Predicted vs observed click rate of the day's recommended impressions, with the model that served
-    them: ``predicted_ctr`` (mean predicted click probability, position unknown as at serving) and
-    ``pred_obs_ratio``. Compare with the offline ``click_pred_obs_ratio`` of that model's test day: a
-    ratio that moves away from it says the world moved away from what the model learned."""
+def online_model_figures(
+    lake: Lake, settings: Settings, ds: date, events: pd.DataFrame, version: str, ranker=None
+) -> dict:
+    """How the registered model ``version`` (or a loaded ``ranker``) did on the events of ``ds``, scored as
+    at serving (position unknown); {} when it cannot tell.
+
+    - ``predicted_ctr`` and ``pred_obs_ratio``: mean predicted click probability of the day's recommended
+      impressions, and its ratio to their observed CTR. Compare with the offline ``click_pred_obs_ratio``
+      of that model's test day: a ratio that moves away from it says the world moved away from what the
+      model learned. The lists hold the model's top picks, so the ratio sits above 1 (its errors are
+      selected upwards), the more so the noisier the model: read it as a trend of one model.
+    - ``exploration_click_auc`` and ``exploration_click_gauc``: the model's click AUC on the exploration
+      impressions (videos it did not choose), pooled and per user (weighted by impressions, users with
+      clicks and non-clicks). That slice is free of the model's own selection, so these are the online
+      counterparts of the offline ``click_auc``/``click_gauc`` and compare two models on the same rows.
+      The per-user figure is the one about ranking a user's list; the pooled one also credits telling
+      active users from idle ones.
+    """
+    from recsys.evaluate import auc, gauc
     from recsys.features.build import build_examples
     from recsys.registry import load_ranker
     from recsys.serving.rank import predict_tasks
 
-    shown = events[events["rec_version"].notna()].drop(columns=["category", "hour"], errors="ignore")
-    if shown.empty:
+    frame = events.drop(columns=["category", "hour"], errors="ignore")
+    if not frame["rec_version"].notna().any():
         return {}
     try:
-        ranker = load_ranker(settings, version=version)
-        frame = build_examples(
-            shown, lake.read_frame("clean", "videos", ds), lake.read_frame("clean", "users", ds)
+        ranker = ranker or load_ranker(settings, version=version)
+        examples = build_examples(
+            frame, lake.read_frame("clean", "videos", ds), lake.read_frame("clean", "users", ds)
         )
-        predicted = float(predict_tasks(ranker, frame, encoding="frame")["click"].mean())
+        p_click = predict_tasks(ranker, examples, encoding="frame")["click"]
     except Exception as exc:  # a figure, not a reason to fail the monitor
         log.warning("monitor ds=%s: no predicted click rate with model %s: %s", ds, version, exc)
         return {}
-    observed = float(pd.to_numeric(shown["clicked"], errors="coerce").mean())
-    return {"predicted_ctr": predicted, "pred_obs_ratio": predicted / observed if observed > 0 else None}
+    # build_examples reorders the rows: align the slice on the event id
+    from_list = dict(zip(frame["event_id"], frame["rec_version"].notna(), strict=True))
+    recommended = examples["event_id"].map(from_list).fillna(False).to_numpy(bool)
+    clicked = examples["click"].to_numpy(float)
+    predicted, observed = float(p_click[recommended].mean()), float(clicked[recommended].mean())
+    out = {"predicted_ctr": predicted, "pred_obs_ratio": predicted / observed if observed > 0 else None}
+    explored = ~recommended
+    if explored.any():
+        y, p, users = clicked[explored], p_click[explored], examples["user_key"].to_numpy()[explored]
+        figures = {"exploration_click_auc": auc(y, p), "exploration_click_gauc": gauc(y, p, users)}
+        out |= {k: v for k, v in figures.items() if np.isfinite(v)}
+    return out
 
 
 def _simulated_regret(settings: Settings, ds: date) -> dict:
@@ -572,7 +597,7 @@ def monitor(ds: date, settings: Settings) -> dict:
         served_model = models.pop() if len(models) == 1 else None
     day = {k: v for k, v in day.items() if k != "by_rec_version"} | {"psi": psi, "served_model": served_model}
     if served_model is not None and served_model != "baseline-popularity":
-        day |= _calibration(lake, settings, ds, events, served_model)
+        day |= online_model_figures(lake, settings, ds, events, served_model)
     if settings.source == "simulator":
         day |= _simulated_regret(settings, ds)
     last = _last_retrain(settings, ds)

@@ -108,6 +108,14 @@ _ONLINE_GAUGES: dict[str, tuple[str, str]] = {
         "recsys_online_predicted_observed_click_ratio",
         "Predicted / observed click rate of the recommended impressions (1 = calibrated).",
     ),
+    "exploration_click_auc": (
+        "recsys_online_exploration_click_auc",
+        "Click AUC of the serving model on the exploration impressions (videos it did not choose).",
+    ),
+    "exploration_click_gauc": (
+        "recsys_online_exploration_click_gauc",
+        "Per-user click AUC of the serving model on the exploration impressions, weighted by impressions.",
+    ),
     "regret_ratio": (
         "recsys_online_oracle_regret_ratio",
         "Simulator only: share of the oracle lists' expected clicks that the served lists miss.",

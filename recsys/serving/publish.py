@@ -246,7 +246,7 @@ def read_for_ds(engine: sa.Engine, ds: str) -> pd.DataFrame:
     """The newest kept version published for day ``ds`` (empty if none is kept)."""
     with engine.connect() as conn:
         if not sa.inspect(conn).has_table("recommendation_versions"):
-            return pd.DataFrame(columns=["user_key", "rank", "video_id", "version"])
+            return pd.DataFrame(columns=["user_key", "rank", "video_id", "version", "model_version"])
         v = conn.execute(
             sa.select(versions.c.version)
             .where(versions.c.ds == ds)
@@ -258,5 +258,6 @@ def read_for_ds(engine: sa.Engine, ds: str) -> pd.DataFrame:
             recommendations.c.rank,
             recommendations.c.video_id,
             recommendations.c.version,
+            recommendations.c.model_version,
         ).where(recommendations.c.version == v)
         return pd.read_sql(q.order_by(recommendations.c.user_key, recommendations.c.rank), conn)

@@ -88,3 +88,40 @@ def test_registered_pyfunc_scores_serving_rows_without_position(pipeline_run):
     out = model.predict(rows)
     assert list(out.columns) == ["click", "watch", "like", "share", "score"]
     assert len(out) == 20 and out["click"].between(0, 1).all()
+
+
+def test_monitor_figures_of_the_serving_model_match_scoring_each_slice_alone(pipeline_run):
+    """The monitor scores a day's events in one pass (build_examples reorders them): its predicted CTR of
+    the recommended impressions and its AUC on the exploration ones equal scoring each slice on its own."""
+    from recsys.evaluate import auc, gauc
+    from recsys.features.build import build_examples
+    from recsys.registry import champion_version, load_ranker
+    from recsys.serving.rank import predict_tasks
+    from recsys.stages import online_model_figures, open_lake
+
+    s = pipeline_run.settings()
+    ds = pipeline_run.days[-1]
+    lake = open_lake(s)
+    events = lake.read_frame("clean", "interactions", ds)
+    videos, users = lake.read_frame("clean", "videos", ds), lake.read_frame("clean", "users", ds)
+    version = champion_version(s)
+    ranker = load_ranker(s, version=version)
+    listed = events["rec_version"].notna()
+    assert listed.any() and (~listed).any(), "the day needs both recommended and exploration impressions"
+
+    def alone(rows: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+        ex = build_examples(rows, videos, users)
+        return pd.Series(predict_tasks(ranker, ex, encoding="frame")["click"]), ex["click"], ex["user_key"]
+
+    p_rec, y_rec, _ = alone(events[listed])
+    p_exp, y_exp, u_exp = alone(events[~listed])
+    figures = online_model_figures(lake, s, ds, events, version)
+    assert figures["predicted_ctr"] == pytest.approx(float(p_rec.mean()), rel=1e-5)
+    assert figures["pred_obs_ratio"] == pytest.approx(float(p_rec.mean() / y_rec.mean()), rel=1e-5)
+    expected_auc = auc(y_exp.to_numpy(), p_exp.to_numpy())
+    assert figures["exploration_click_auc"] == pytest.approx(expected_auc, abs=1e-4)
+    assert 0.5 < figures["exploration_click_auc"] < 1.0
+    expected_gauc = gauc(y_exp.to_numpy(), p_exp.to_numpy(), u_exp.to_numpy())
+    assert figures["exploration_click_gauc"] == pytest.approx(expected_gauc, abs=1e-4)
+    # the same figures from the loaded ranker (how the loop's replay scores a demoted model)
+    assert online_model_figures(lake, s, ds, events, version, ranker=ranker) == figures
