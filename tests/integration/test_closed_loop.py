@@ -6,11 +6,11 @@ Seven simulated days; a preference shift on day 4 (users take on other users' ta
 ``airflow dags test recsys_retrain <day> --conf <its conf>``. The daily DAG trains only until a model is
 blessed (``train_every_days`` 100), so any later model comes from the retrain.
 
-Recovery: on the first day after the retrain the online CTR is above the degraded CTR of the day it fired,
-and on every day after it is above what the demoted model earns on the same day, replayed in the simulator
-with its lists (``recsys.loop.replay_ctr``: same users, sessions and random draws). Only the paired
-comparison holds for later days: any model left in place loses 5-8% CTR a day in this simulator (users
-click its best picks, and watched videos are not recommended again), the new one included.
+Recovery: on every day after the retrain the online CTR is above the degraded CTR of the day it fired,
+and above what the demoted model earns on the same day, replayed in the simulator with its lists
+(``recsys.loop.replay_ctr``: same users, sessions and random draws). The paired comparison is the fair one:
+any model left in place loses 5-8% CTR a day in this simulator (users click its best picks, and watched
+videos are not recommended again), the new one included, so the gap to the degraded day narrows.
 
 Calibration: on the day the retrain fired, the drifted model's predicted/observed click ratio is above
 every day before the drift. The retrained model's ratio is not compared (see the test).
@@ -173,22 +173,22 @@ def test_drift_lowers_the_ctr_and_the_promoted_model_recovers_it(closed_loop):
     # calibration as a drift signal: on the day the retrain fired, the drifted model over-predicts its
     # picks more than on any day before the drift. (No claim on the retrained model's ratio: trained on a
     # day or two its scores are noisier, and its lists select its upward errors; to compare two models,
-    # the paired exploration AUC below is the figure.)
+    # the paired exploration AUC in the timeline is the figure.)
     assert all(r.pred_obs_ratio is not None for r in before + degraded + after)
     assert retrain.pred_obs_ratio > max(b.pred_obs_ratio for b in before), timeline
     # the ranking figures on the exploration impressions are recorded every day a model served (they are
-    # shown, not asserted on: the paired gap after a one-day retrain was 0.006-0.046 AUC over 4 runs,
+    # shown, not asserted on: the paired AUC gap after the retrain was 0.006-0.046 in 3 runs,
     # too close to the noise of ~5k impressions for a pass/fail line; test_daily_dag checks the figures)
     assert all(r.exploration_auc is not None for r in before + degraded + after)
     assert all(r.exploration_gauc is not None for r in before + degraded + after)
-    # online: the first day after is above the degraded CTR of the day the retrain fired. (Later days are
-    # compared with the replay only: any frozen model loses 5-8% a day here, see the module docstring.)
-    assert after[0].ctr > retrain.ctr, (
-        f"{after[0].ds}: CTR {after[0].ctr:.4f} not above the degraded {retrain.ctr:.4f}\n{timeline}"
-    )
     for r in after:
-        # above what the demoted model earns on the same simulated day (same users, sessions and random
-        # draws; from the second day on the replay even favours it: users did not watch its picks)
+        # online: above the degraded CTR of the day the retrain fired (the narrowest gap seen in 8 runs was
+        # 0.012 on the second day after a window-1 retrain: any model left in place loses 5-8% a day here)
+        assert r.ctr > retrain.ctr, (
+            f"{r.ds}: CTR {r.ctr:.4f} not above the degraded {retrain.ctr:.4f}\n{timeline}"
+        )
+        # and above what the demoted model earns on the same simulated day (same users, sessions and
+        # random draws; from the second day on the replay even favours it: users did not watch its picks)
         assert r.replay and r.replay["model_version"] == old_model, r.replay
         assert r.replay["ctr_live"] == pytest.approx(r.ctr, abs=0.003), (r.ds, r.replay, r.ctr)
         assert r.ctr > r.replay["ctr_replay"], (
