@@ -9,22 +9,28 @@ blessed (``train_every_days`` 100), so any later model comes from the retrain.
 Recovery: on every day after the retrain the online CTR is above the degraded CTR of the day it fired,
 and above what the demoted model earns on the same day, replayed in the simulator with its lists
 (``recsys.loop.replay_ctr``: same users, sessions and random draws). The paired comparison is the fair one:
-any model left in place loses 5-8% CTR a day in this simulator (users click its best picks, and watched
+any model left in place loses CTR day by day in this simulator (users click its best picks, and watched
 videos are not recommended again), the new one included, so the gap to the degraded day narrows.
 
 Calibration: on the day the retrain fired, the drifted model's predicted/observed click ratio is above
 every day before the drift. The retrained model's ratio is not compared (see the test).
 
-Runs differ, because the pseudonym key is random per environment: the users' keys differ, and with them
-which embedding row (initial weights) each user gets, since ties in the vocabulary are ordered by key. In
-5 runs the retrain fired on the drift day (a one-day drop, window 1) in 3 and the day after (a sustained
-drop, window 2) in 2; in one the first model was not blessed and popularity served day 2. The assertions
-are written to hold on each of these paths.
+Scenario settings, and why:
 
-Scenario settings, and why: 40% of sessions explore (the default is 20%), because the retrain learns from
-the degraded days alone and with less exploration they say too little about the new tastes (measured
-in-process: the retrained model then beat the demoted one on the next day, but not the degraded day). The
-simulator's and the model's default sizes, not the integration suite's smaller ones.
+- 40% of sessions explore (the default is 20%): the retrain learns from the degraded days alone, and with
+  less exploration they say too little about the new tastes (measured in-process: the retrained model then
+  beat the demoted one on the next day, but not the degraded day).
+- 2000 videos (the default is 500). With 500, a model left in place lost 7-10% CTR from its first day to
+  its second in 5 runs, close to the sustained-drop rule's 10%: in one ``make demo-drift`` run the rule
+  counted the last day before the drift as degraded, the retrain learnt from it too, and two days later
+  its CTR was below the degraded day's. With 2000 the loss was 5-9% and the retrain learnt from the drift
+  days only (3 runs).
+- Otherwise the simulator's and the model's default sizes, not the integration suite's smaller ones.
+
+Runs differ, because the pseudonym key is random per environment: the users' keys differ, and with them
+which embedding row (initial weights) each user gets, since ties in the vocabulary are ordered by key.
+The retrain fires on the drift day (a one-day drop, window 1) in some runs and later (window 2) in others,
+and the first model may fail the gate (popularity serves a day); the assertions hold on each path.
 """
 
 from __future__ import annotations
@@ -78,6 +84,9 @@ def closed_loop(tmp_path_factory):
             # data must say enough about the new tastes for a model trained on it alone
             "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "5",
             "RECSYS_SIMULATOR__EXPLORE_SHARE": "0.4",
+            # 2000 videos, not 500: users' clicks use up the videos that suit them more slowly (watched
+            # videos are not recommended again), so a day before the drift does not pass for degraded
+            "RECSYS_SIMULATOR__N_VIDEOS": "2000",
             "RECSYS_SIMULATOR__DRIFT": json.dumps(
                 [{"day": str(DRIFT), "kind": "preference_shift", "strength": 1.0}]
             ),
@@ -182,8 +191,8 @@ def test_drift_lowers_the_ctr_and_the_promoted_model_recovers_it(closed_loop):
     assert all(r.exploration_auc is not None for r in before + degraded + after)
     assert all(r.exploration_gauc is not None for r in before + degraded + after)
     for r in after:
-        # online: above the degraded CTR of the day the retrain fired (the narrowest gap seen in 8 runs was
-        # 0.012 on the second day after a window-1 retrain: any model left in place loses 5-8% a day here)
+        # online: above the degraded CTR of the day the retrain fired (the gap narrows day by day, see the
+        # module docstring)
         assert r.ctr > retrain.ctr, (
             f"{r.ds}: CTR {r.ctr:.4f} not above the degraded {retrain.ctr:.4f}\n{timeline}"
         )
