@@ -13,7 +13,6 @@ import json
 import shutil
 import socket
 import subprocess
-import textwrap
 import time
 import urllib.error
 import urllib.parse
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from recsys.monitoring import compute_metrics, push_stage_metrics, serve_metrics, write_quality_snapshot
 
@@ -100,6 +100,64 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.log_file.close()  # type: ignore[attr-defined]
 
 
+def _start_pushgateway(tmp_path: Path, port: int) -> subprocess.Popen:
+    return _start(
+        [
+            PUSHGATEWAY,
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--persistence.file={tmp_path / 'pushgateway.data'}",
+        ],
+        tmp_path / "pushgateway.log",
+    )
+
+
+def _prometheus_config(rule_files: list[Path], jobs: dict[str, str], alertmanager: str | None = None) -> str:
+    """Evaluate ``rule_files`` and scrape ``jobs`` (job name -> host:port) every second; send alerts to
+    ``alertmanager`` (host:port) if given. The Pushgateway's job keeps the pushed labels (honor_labels)."""
+    config: dict = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(f) for f in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "honor_labels": job == "recsys_pushgateway",
+                "static_configs": [{"targets": [at]}],
+            }
+            for job, at in jobs.items()
+        ],
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return yaml.safe_dump(config)
+
+
+def _start_prometheus(tmp_path: Path, port: int, config: str) -> subprocess.Popen:
+    """Prometheus on ``port`` with ``config`` (YAML, written to tmp_path/prometheus.yml)."""
+    (tmp_path / "prometheus.yml").write_text(config)
+    return _start(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        tmp_path / "prometheus.log",
+    )
+
+
+def _wait_ready(servers: list[tuple[str, str, subprocess.Popen]]) -> None:
+    for name, url, proc in servers:
+        _wait_for(f"{name} ready", lambda url=url, proc=proc, name=name: _ready(url, proc, name))
+
+
+def _stop_all(procs: list[subprocess.Popen], tmp_path: Path) -> None:
+    for proc in procs:
+        _stop(proc)
+    for log in sorted(tmp_path.glob("*.log")):  # shown by pytest only when the test fails
+        print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+
+
 class Stack:
     """URLs of the running pushgateway / prometheus and the exporter's snapshot file."""
 
@@ -130,58 +188,15 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     procs: list[subprocess.Popen] = []
     exporter = serve_metrics(snapshot, port=0)
     try:
-        procs.append(
-            _start(
-                [
-                    PUSHGATEWAY,
-                    f"--web.listen-address=127.0.0.1:{pg_port}",
-                    f"--persistence.file={tmp_path / 'pushgateway.data'}",
-                ],
-                tmp_path / "pushgateway.log",
-            )
-        )
-        config = tmp_path / "prometheus.yml"
-        config.write_text(
-            textwrap.dedent(f"""\
-            global:
-              scrape_interval: 1s
-              evaluation_interval: 1s
-            rule_files:
-              - {ALERTS}
-            scrape_configs:
-              - job_name: recsys_exporter
-                static_configs:
-                  - targets: ["127.0.0.1:{exporter.port}"]
-              - job_name: recsys_pushgateway
-                honor_labels: true
-                static_configs:
-                  - targets: ["127.0.0.1:{pg_port}"]
-            """)
-        )
-        procs.append(
-            _start(
-                [
-                    PROMETHEUS,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--log.level=warn",
-                ],
-                tmp_path / "prometheus.log",
-            )
-        )
+        procs.append(_start_pushgateway(tmp_path, pg_port))
+        jobs = {"recsys_exporter": f"127.0.0.1:{exporter.port}", "recsys_pushgateway": f"127.0.0.1:{pg_port}"}
+        procs.append(_start_prometheus(tmp_path, prom_port, _prometheus_config([ALERTS], jobs)))
         s = Stack(f"http://127.0.0.1:{pg_port}", f"http://127.0.0.1:{prom_port}", snapshot, tmp_path)
-        for (name, url), proc in zip(
-            [("pushgateway", s.pushgateway), ("prometheus", s.prometheus)], procs, strict=True
-        ):
-            _wait_for(f"{name} ready", lambda url=url, proc=proc, name=name: _ready(url, proc, name))
+        _wait_ready([("pushgateway", s.pushgateway, procs[0]), ("prometheus", s.prometheus, procs[1])])
         yield s
     finally:
-        for proc in procs:
-            _stop(proc)
         exporter.close()
-        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest only when the test fails
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        _stop_all(procs, tmp_path)
 
 
 @needs_binaries
@@ -428,8 +443,6 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
     the shipped ``RecsysStageFailures`` with it: the change a team makes to have that alert retrain.
     Timings changed for a test: the evaluation and scrape interval (1 s) and the routes' ``group_wait``.
     """
-    import yaml
-
     from recsys.monitoring.relay import build_conf, parse_payload
 
     hooks = _Webhooks()
@@ -457,16 +470,7 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
                 tmp_path / "alertmanager.log",
             )
         )
-        procs.append(
-            _start(
-                [
-                    PUSHGATEWAY,
-                    f"--web.listen-address=127.0.0.1:{pg_port}",
-                    f"--persistence.file={tmp_path / 'pushgateway.data'}",
-                ],
-                tmp_path / "pushgateway.log",
-            )
-        )
+        procs.append(_start_pushgateway(tmp_path, pg_port))
         shipped = yaml.safe_load(ALERTS.read_text())
         (failures,) = [
             r for g in shipped["groups"] for r in g["rules"] if r.get("alert") == "RecsysStageFailures"
@@ -475,42 +479,13 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
         labelled["labels"] = {**failures.get("labels", {}), "action": "retrain"}
         extra = tmp_path / "retrain_rules.yml"
         extra.write_text(yaml.safe_dump({"groups": [{"name": "retrain_labelled", "rules": [labelled]}]}))
-        (tmp_path / "prometheus.yml").write_text(
-            textwrap.dedent(f"""\
-            global:
-              scrape_interval: 1s
-              evaluation_interval: 1s
-            rule_files:
-              - {ALERTS}
-              - {extra}
-            alerting:
-              alertmanagers:
-                - static_configs:
-                    - targets: ["127.0.0.1:{am_port}"]
-            scrape_configs:
-              - job_name: recsys_pushgateway
-                honor_labels: true
-                static_configs:
-                  - targets: ["127.0.0.1:{pg_port}"]
-            """)
-        )
-        procs.append(
-            _start(
-                [
-                    PROMETHEUS,
-                    f"--config.file={tmp_path / 'prometheus.yml'}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prom_port}",
-                    "--log.level=warn",
-                ],
-                tmp_path / "prometheus.log",
-            )
-        )
+        jobs = {"recsys_pushgateway": f"127.0.0.1:{pg_port}"}
+        config = _prometheus_config([ALERTS, extra], jobs, alertmanager=f"127.0.0.1:{am_port}")
+        procs.append(_start_prometheus(tmp_path, prom_port, config))
         am, pg, prom = (f"http://127.0.0.1:{p}" for p in (am_port, pg_port, prom_port))
-        for (name, url), proc in zip(
-            [("alertmanager", am), ("pushgateway", pg), ("prometheus", prom)], procs, strict=True
-        ):
-            _wait_for(f"{name} ready", lambda url=url, proc=proc, name=name: _ready(url, proc, name))
+        _wait_ready(
+            list(zip(("alertmanager", "pushgateway", "prometheus"), (am, pg, prom), procs, strict=True))
+        )
         stack = Stack(pg, prom, tmp_path / "quality.json", tmp_path)
 
         # a stage succeeds, then (once Prometheus has seen its failure counter at 0) fails
@@ -542,8 +517,5 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
         time.sleep(3)  # the on-call alert has been routed by now too: still the one notification
         assert len(hooks.bodies) == 1, hooks.bodies
     finally:
-        for proc in procs:
-            _stop(proc)
         hooks.close()
-        for log in sorted(tmp_path.glob("*.log")):  # shown by pytest only when the test fails
-            print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")
+        _stop_all(procs, tmp_path)
