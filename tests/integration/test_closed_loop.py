@@ -6,11 +6,12 @@ Seven simulated days; a preference shift on day 4 (users take on other users' ta
 ``airflow dags test recsys_retrain <day> --conf <its conf>``. The daily DAG trains only until a model is
 blessed (``train_every_days`` 100), so any later model comes from the retrain.
 
-Recovery: on every day after the retrain the online CTR is above the degraded CTR of the day it fired,
-and above what the demoted model earns on the same day, replayed in the simulator with its lists
-(``recsys.loop.replay_ctr``: same users, sessions and random draws). The paired comparison is the fair one:
-any model left in place loses CTR day by day in this simulator (users click its best picks, and watched
-videos are not recommended again), the new one included, so the gap to the degraded day narrows.
+Recovery: on every day after the retrain the online CTR is above what the demoted (degraded) model earns
+on the same day, replayed in the simulator with its lists (``recsys.loop.replay_ctr``: same users, sessions
+and random draws), and on the first day it is above the degraded CTR of the day the retrain fired. The
+paired comparison is the fair one for the later days: any model left in place loses CTR day by day in this
+simulator (users click its best picks, and watched videos are not recommended again), the new one
+included, so its CTR can fall back to the degraded day's level while still well above the demoted model's.
 
 Calibration: on the day the retrain fired, the drifted model's predicted/observed click ratio is above
 every day before the drift. The retrained model's ratio is not compared (see the test).
@@ -20,11 +21,11 @@ Scenario settings, and why:
 - 40% of sessions explore (the default is 20%): the retrain learns from the degraded days alone, and with
   less exploration they say too little about the new tastes (measured in-process: the retrained model then
   beat the demoted one on the next day, but not the degraded day).
-- 2000 videos (the default is 500). With 500, a model left in place lost 7-10% CTR from its first day to
-  its second in 5 runs, close to the sustained-drop rule's 10%: in one ``make demo-drift`` run the rule
-  counted the last day before the drift as degraded, the retrain learnt from it too, and two days later
-  its CTR was below the degraded day's. With 2000 the loss was 5-9% and the retrain learnt from the drift
-  days only (3 runs).
+- 2000 videos (the default is 500): the loss of a model left in place is smaller on average (from its
+  first day to its second: 7-10% in 5 runs with 500; 5-9% in 3 of 4 runs with 2000, 15% in the fourth).
+  When that loss passes the sustained-drop rule's 10%, the rule counts the last day before the drift as
+  degraded and the retrain learns from it too (1 of 6 runs with 500, 1 of 4 with 2000); the promoted
+  model still beats the demoted one on the same days, by less.
 - Otherwise the simulator's and the model's default sizes, not the integration suite's smaller ones.
 
 Runs differ, because the pseudonym key is random per environment: the users' keys differ, and with them
@@ -190,14 +191,16 @@ def test_drift_lowers_the_ctr_and_the_promoted_model_recovers_it(closed_loop):
     # too close to the noise of ~5k impressions for a pass/fail line; test_daily_dag checks the figures)
     assert all(r.exploration_auc is not None for r in before + degraded + after)
     assert all(r.exploration_gauc is not None for r in before + degraded + after)
+    # online: the day after the retrain is above the degraded CTR of the day it fired
+    assert after[0].ctr > retrain.ctr, (
+        f"{after[0].ds}: CTR {after[0].ctr:.4f} not above the degraded {retrain.ctr:.4f}\n{timeline}"
+    )
     for r in after:
-        # online: above the degraded CTR of the day the retrain fired (the gap narrows day by day, see the
-        # module docstring)
-        assert r.ctr > retrain.ctr, (
-            f"{r.ds}: CTR {r.ctr:.4f} not above the degraded {retrain.ctr:.4f}\n{timeline}"
-        )
-        # and above what the demoted model earns on the same simulated day (same users, sessions and
-        # random draws; from the second day on the replay even favours it: users did not watch its picks)
+        # every following day: above what the demoted (degraded) model earns on the same simulated day
+        # (same users, sessions and random draws; from the second day on the replay even favours it: users
+        # did not watch its picks). Not against the degraded day's CTR beyond the first day: any model
+        # left in place loses CTR day by day here (one run: 0.1652 two days on vs 0.1658 on the degraded
+        # day, while the demoted model would have earned 0.1368 that day).
         assert r.replay and r.replay["model_version"] == old_model, r.replay
         assert r.replay["ctr_live"] == pytest.approx(r.ctr, abs=0.003), (r.ds, r.replay, r.ctr)
         assert r.ctr > r.replay["ctr_replay"], (
