@@ -140,6 +140,9 @@ class MonitoringSettings(BaseModel):
     psi_bins: int = 10
     ctr_drop: float = 0.2  # one day this far (relative) below the trailing baseline fires a retrain
     baseline_days: int = 3
+    # a CTR drop counts only against a baseline of at least this many days with a CTR: one day is one
+    # noisy figure (and a model's first day is its best, before users used up its picks)
+    min_baseline_days: int = 2
     # ... and so does a smaller drop that lasts: sustained_days days in a row each more than
     # sustained_ctr_drop below the baseline of the days before the streak (0 days: rule off)
     sustained_ctr_drop: float = 0.1

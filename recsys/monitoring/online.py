@@ -296,8 +296,9 @@ def check_retraining_needed(
     * a feature's PSI on the current day is above ``psi_threshold``;
     * the model is more than ``max_model_age_days`` old (``today - model_trained_at``).
 
-    A retrain less than ``cooldown_days`` before ``today`` holds back a new one; the reasons then say
-    so. Rules that cannot be evaluated (no baseline, unknown model date) do not fire.
+    A CTR rule needs a baseline of at least ``min_baseline_days`` days with a CTR. A retrain less than
+    ``cooldown_days`` before ``today`` holds back a new one; the reasons then say so. Rules that cannot
+    be evaluated (too short a baseline, unknown model date) do not fire.
     """
     today = _as_date(today)
     rows = [r for r in _history_rows(metrics_history) if r["ds"] <= today]
@@ -311,7 +312,7 @@ def check_retraining_needed(
             for r in rows[:-1]
             if window_start <= r["ds"] < current["ds"] and _known(r.get("ctr"))
         ]
-        if baseline and _known(current.get("ctr")):
+        if len(baseline) >= max(1, settings.min_baseline_days) and _known(current.get("ctr")):
             mean, ctr = float(np.mean(baseline)), float(current["ctr"])
             drop = (mean - ctr) / mean if mean > 0 else 0.0
             if drop > settings.ctr_drop:
@@ -394,7 +395,8 @@ def degraded_streak_days(
 
     Day ``k`` of a streak counts when its CTR is more than ``drop`` (relative; default the smaller of
     ``ctr_drop`` and ``sustained_ctr_drop``) below the mean CTR of the ``baseline_days`` days before the
-    streak began. The retrain uses it as its "fresh window": after a preference shift the days before
+    streak began, and those hold at least ``min_baseline_days`` days with a CTR. The retrain uses it as
+    its "fresh window": after a preference shift the days before
     the streak describe a world that is gone.
     """
     today = _as_date(today)
@@ -412,7 +414,7 @@ def degraded_streak_days(
         streak, start = rows[-k:], rows[-k]["ds"]
         window_start = date.fromordinal(start.toordinal() - settings.baseline_days)
         baseline = [float(r["ctr"]) for r in rows[:-k] if window_start <= r["ds"] < start]
-        if not baseline:
+        if len(baseline) < max(1, settings.min_baseline_days):
             break
         limit = (1 - drop) * float(np.mean(baseline))
         if all(float(r["ctr"]) < limit for r in streak):

@@ -496,14 +496,31 @@ def test_sustained_smaller_drop_fires_on_its_second_day_only():
 
 
 def test_streak_days_are_compared_with_the_days_before_the_streak_began():
-    # day 2 is 13% down; day 3 is only 3% below the mean of days 1-2, but 16% below day 1, the last
-    # level before the streak: the streak is 2 days and fires (a bug once compared day 3 with days 1-2)
-    history = _history([0.2015, 0.1746, 0.1696])
-    assert degraded_streak_days(history, _settings(), today="2024-03-03") == 2
-    decision = check_retraining_needed(history, _settings(), today="2024-03-03")
-    assert decision.retrain and "2 days in a row since 2024-03-02" in decision.reasons[0]
+    # day 3 is 13% down; day 4 is only 9% below the mean of days 1-3, but 13% below days 1-2, the last
+    # level before the streak: the streak is 2 days and fires (a bug once compared day 4 with days 1-3)
+    history = _history([0.2015, 0.2015, 0.1746, 0.1760])
+    assert degraded_streak_days(history, _settings(), today="2024-03-04") == 2
+    decision = check_retraining_needed(history, _settings(), today="2024-03-04")
+    assert decision.retrain and "2 days in a row since 2024-03-03" in decision.reasons[0]
     # a recovered last day ends the streak
-    assert degraded_streak_days(_history([0.2, 0.17, 0.2]), _settings(), today="2024-03-03") == 0
+    assert degraded_streak_days(_history([0.2, 0.2, 0.17, 0.2]), _settings(), today="2024-03-04") == 0
+
+
+def test_a_drop_needs_a_baseline_of_min_baseline_days():
+    # a model's first day is its best (nothing of its picks watched yet); measured against that day alone,
+    # the next day's ordinary decline read as the start of a streak, the retrain then learnt from a day
+    # before the drift, failed the gate, and the cooldown held the next one back (closed-loop run, 2026-11)
+    history = _history([0.2056, 0.1797, 0.1673])
+    assert degraded_streak_days(history, _settings(), today="2024-03-03") == 1  # day 3 vs days 1-2 only
+    assert not check_retraining_needed(history, _settings(), today="2024-03-03").retrain
+    one_day = _settings(min_baseline_days=1)
+    assert degraded_streak_days(history, one_day, today="2024-03-03") == 2
+    assert check_retraining_needed(history, one_day, today="2024-03-03").retrain
+    # the one-day rule too: 25% down against a single day does not fire, against two days it does
+    assert not check_retraining_needed(_history([0.204, 0.153]), _settings(), today="2024-03-02").retrain
+    assert check_retraining_needed(_history([0.204, 0.153]), one_day, today="2024-03-02").retrain
+    decision = check_retraining_needed(_history([0.204, 0.2, 0.15]), _settings(), today="2024-03-03")
+    assert decision.retrain and "trailing 2-day mean" in decision.reasons[0]
 
 
 def test_ctr_baseline_keeps_model_served_days_after_the_last_monitor_retrain():
