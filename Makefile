@@ -65,7 +65,7 @@ demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recov
 	rm -rf $(DRIFT_DIR) $(DRIFT_HOME) && mkdir -p $(DRIFT_HOME)
 	export AIRFLOW_HOME=$(DRIFT_HOME) AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sqlite:///$(DRIFT_HOME)/airflow.db \
 	  RECSYS_DATA_DIR=$(DRIFT_DIR) RECSYS_DEMO=1 RECSYS_TRAIN__TRAIN_EVERY_DAYS=100 \
-	  RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER=5 RECSYS_SIMULATOR__EXPLORE_SHARE=0.4 RECSYS_SIMULATOR__N_VIDEOS=2000 \
+	  RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER=5 RECSYS_SIMULATOR__EXPLORE_SHARE=0.4 \
 	  RECSYS_SIMULATOR__DRIFT='[{"day": "$(DRIFT_DAY)", "kind": "preference_shift", "strength": 1.0}]' && \
 	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
 	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
