@@ -396,8 +396,8 @@ def degraded_streak_days(
     Day ``k`` of a streak counts when its CTR is more than ``drop`` (relative; default the smaller of
     ``ctr_drop`` and ``sustained_ctr_drop``) below the mean CTR of the ``baseline_days`` days before the
     streak began, and those hold at least ``min_baseline_days`` days with a CTR. The retrain uses it as
-    its "fresh window": after a preference shift the days before
-    the streak describe a world that is gone.
+    its "fresh window": after a preference shift the days before the streak describe a world that is
+    gone.
     """
     today = _as_date(today)
     if drop is None:
