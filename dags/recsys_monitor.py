@@ -7,7 +7,8 @@ Runs whenever `recsys_daily` has anonymized a new day of interactions (Asset `re
 
 1. `monitor` computes the day's online metrics (click-through rate of recommended vs exploration
    impressions, watch time per impression, like rate, coverage, cold-start share, the serving model's
-   predicted vs observed click rate, and on simulated data the regret against the oracle), drift
+   predicted vs observed click rate and its click AUC on exploration impressions, and on simulated data
+   the regret against the oracle), drift
    (population stability index of device, category and hour against the training window), writes the
    quality snapshot that `recsys metrics serve` exports to Prometheus, and applies the retrain rules (a
    relative CTR drop vs a trailing baseline, a smaller drop sustained for days, drift above threshold,
