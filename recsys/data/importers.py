@@ -57,8 +57,13 @@ def land(ds: date, settings) -> dict:
     if events.empty:
         log.warning("%s has no events on %s: landing an empty events file", settings.source, ds)
     paths = write_landing_day(Lake(settings.data_dir), ds, events, videos, users)
-    return {"source": settings.source, "events_rows": len(events), "videos_rows": len(videos),
-            "users_rows": len(users), "paths": {k: str(v) for k, v in paths.items()}}
+    return {
+        "source": settings.source,
+        "events_rows": len(events),
+        "videos_rows": len(videos),
+        "users_rows": len(users),
+        "paths": {k: str(v) for k, v in paths.items()},
+    }
 
 
 def load_day(ds: date, settings) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -98,22 +103,27 @@ def _dataset_path(settings) -> Path:
     if path is None and settings.source == "kuairand":
         path = settings.simulator.kuairand_path
     if path is None:
-        raise ValueError(f"source {settings.source!r} needs RECSYS_SOURCE_PATH (settings.source_path): the "
-                         "folder holding the dataset's files")
+        raise ValueError(
+            f"source {settings.source!r} needs RECSYS_SOURCE_PATH (settings.source_path): the "
+            "folder holding the dataset's files"
+        )
     if not Path(path).exists():
         raise FileNotFoundError(f"{settings.source} data not found at {path}")
     return Path(path)
 
 
 # Landing ------------------------------------------------------------------------------------------
-def write_landing_day(lake: Lake, ds: date, events: pd.DataFrame, videos: pd.DataFrame,
-                      users: pd.DataFrame) -> dict[str, Path]:
+def write_landing_day(
+    lake: Lake, ds: date, events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame
+) -> dict[str, Path]:
     """Write the three landing files of ``ds`` atomically (as the simulator stage does)."""
     from recsys.data.simulate import to_jsonl, write_landing
 
-    frames = {"events": conform(events, RAW_EVENTS, name="events"),
-              "videos": conform(videos, VIDEOS, name="videos"),
-              "users": conform(users, RAW_USERS, name="users")}
+    frames = {
+        "events": conform(events, RAW_EVENTS, name="events"),
+        "videos": conform(videos, VIDEOS, name="videos"),
+        "users": conform(users, RAW_USERS, name="users"),
+    }
     paths = {}
     for dataset, frame in frames.items():
         path = lake.partition("landing", dataset, ds) / LANDING_FILE
@@ -129,7 +139,7 @@ def write_landing_day(lake: Lake, ds: date, events: pd.DataFrame, videos: pd.Dat
 def sessionize(user: pd.Series, ts: pd.Series, prefix: str, gap_s: int = SESSION_GAP_S) -> pd.Series:
     """Session ids: a user's run of events with gaps under ``gap_s`` seconds is one session, named
     ``<prefix>-<user>-<epoch second of its first event>``."""
-    secs = ((pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1))
+    secs = (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     t_all = secs.to_numpy("int64")
     u_all = user.astype(str).to_numpy(object)
     order = np.lexsort((t_all, u_all))
@@ -155,8 +165,10 @@ def postgres_location(settings=None) -> tuple[str, str, str, str]:
         # source_path is a Path, which folds "scheme://" into "scheme:/"
         raw = re.sub(r"^([A-Za-z][\w+.-]*):/(?!/)", r"\1://", str(settings.source_path))
     if not raw or "#" not in raw:
-        raise ValueError(f"the postgres source needs {URL_ENV}=<SQLAlchemy URL>#<events table>"
-                         "[,<videos table>[,<users table>]] (or RECSYS_SOURCE_PATH in that form)")
+        raise ValueError(
+            f"the postgres source needs {URL_ENV}=<SQLAlchemy URL>#<events table>"
+            "[,<videos table>[,<users table>]] (or RECSYS_SOURCE_PATH in that form)"
+        )
     url, _, fragment = raw.partition("#")
     names = [n.strip() for n in fragment.split(",") if n.strip()]
     if not names:
@@ -201,8 +213,9 @@ def _select_frame(conn, table, columns: list[str], where=None, order=()) -> pd.D
     return frame[columns]
 
 
-def postgres_load_day(location: tuple[str, str, str, str], ds: date
-                      ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def postgres_load_day(
+    location: tuple[str, str, str, str], ds: date
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(events, videos, users) of ``ds`` from the tables at ``location`` (see the module docstring)."""
     import sqlalchemy as sa
 
@@ -217,8 +230,9 @@ def postgres_load_day(location: tuple[str, str, str, str], ds: date
             if required:
                 raise ValueError(f"table {events_name!r} lacks required column(s) {required}")
             start, end = _bounds(ev.c.ts, ds)
-            events = _select_frame(conn, ev, list(RAW_EVENTS), (ev.c.ts >= start) & (ev.c.ts < end),
-                                   order=("ts", "event_id"))
+            events = _select_frame(
+                conn, ev, list(RAW_EVENTS), (ev.c.ts >= start) & (ev.c.ts < end), order=("ts", "event_id")
+            )
             vt = _reflect(engine, videos_name)
             if vt is None:
                 log.warning("no videos table %r: the catalog is the day's video ids", videos_name)
@@ -239,8 +253,11 @@ def postgres_load_day(location: tuple[str, str, str, str], ds: date
         engine.dispose()
     videos = _fill(videos, VIDEOS, {"visible": True})
     users = _fill(users, RAW_USERS, {c: "unknown" for c in ("age_band", "gender", "region", "activity")})
-    return (conform(events, RAW_EVENTS, name=events_name), conform(videos, VIDEOS, name=videos_name),
-            conform(users, RAW_USERS, name=users_name))
+    return (
+        conform(events, RAW_EVENTS, name=events_name),
+        conform(videos, VIDEOS, name=videos_name),
+        conform(users, RAW_USERS, name=users_name),
+    )
 
 
 def _fill(frame: pd.DataFrame, schema: dict[str, str], defaults: dict) -> pd.DataFrame:

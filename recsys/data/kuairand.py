@@ -41,8 +41,18 @@ log = logging.getLogger(__name__)
 DAY_ENV = "RECSYS_KUAIRAND_DAY"
 DEFAULT_DAY = date(2022, 4, 8)  # first day of the KuaiRand logs
 BEIJING_OFFSET = pd.Timedelta(hours=8)
-LOG_COLUMNS = ("user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_forward",
-               "play_time_ms", "duration_ms")
+LOG_COLUMNS = (
+    "user_id",
+    "video_id",
+    "date",
+    "hourmin",
+    "time_ms",
+    "is_click",
+    "is_like",
+    "is_forward",
+    "play_time_ms",
+    "duration_ms",
+)
 
 
 # Files ---------------------------------------------------------------------------------------------
@@ -101,9 +111,14 @@ def _read_one_log(path: Path, day: date) -> pd.DataFrame:
         else:  # a date without a time of day: that date, spread over it in file order
             df["ts"] = local.dt.tz_localize("UTC") + spread_over_day(len(df))
     else:
-        log.warning("KuaiRand log %s has no time columns (time_ms, date): its %d rows are assigned to %s "
-                    "(set %s to choose the day), spread over the day in file order",
-                    path, len(df), day, DAY_ENV)
+        log.warning(
+            "KuaiRand log %s has no time columns (time_ms, date): its %d rows are assigned to %s "
+            "(set %s to choose the day), spread over the day in file order",
+            path,
+            len(df),
+            day,
+            DAY_ENV,
+        )
         df["ts"] = pd.Timestamp(day, tz="UTC") + spread_over_day(len(df))
     df["timed"] = "time_ms" in df.columns or "hourmin" in df.columns
     df["day"] = df["ts"].dt.tz_localize(None).dt.normalize()
@@ -115,22 +130,24 @@ def events_for_day(logs: pd.DataFrame, ds: date) -> pd.DataFrame:
     day = logs[logs["day"] == pd.Timestamp(ds)]
     user = day["user_id"].astype("int64").astype(str)
     binary = {"liked": "is_like", "shared": "is_forward"}
-    out = pd.DataFrame({
-        "event_id": "kr-" + day["file"] + "-" + day["row"].astype(str),
-        "user_id": user,
-        "email": None,
-        "ip": None,
-        "device": None,
-        "region": "unknown",
-        "ts": day["ts"],
-        "session_id": _sessions(user, day, ds),
-        "video_id": day["video_id"],
-        "position": None,
-        "rec_version": None,
-        "clicked": day["is_click"],
-        "watch_seconds": day["play_time_ms"] / 1000.0,
-        **{k: day[c] if c in day.columns else None for k, c in binary.items()},
-    })
+    out = pd.DataFrame(
+        {
+            "event_id": "kr-" + day["file"] + "-" + day["row"].astype(str),
+            "user_id": user,
+            "email": None,
+            "ip": None,
+            "device": None,
+            "region": "unknown",
+            "ts": day["ts"],
+            "session_id": _sessions(user, day, ds),
+            "video_id": day["video_id"],
+            "position": None,
+            "rec_version": None,
+            "clicked": day["is_click"],
+            "watch_seconds": day["play_time_ms"] / 1000.0,
+            **{k: day[c] if c in day.columns else None for k, c in binary.items()},
+        }
+    )
     return conform(out.sort_values(["ts", "event_id"], kind="stable"), RAW_EVENTS, name="kuairand events")
 
 
@@ -158,24 +175,36 @@ def read_videos(path: Path, logs: pd.DataFrame | None = None) -> pd.DataFrame:
             raise FileNotFoundError(f"no video_features_basic*.csv next to {path}")
         log.warning("no KuaiRand video table next to %s: videos come from the log, attributes unknown", path)
         vids = logs.groupby("video_id", sort=True)
-        raw = pd.DataFrame({"video_id": list(vids.groups), "author_id": None, "tag": None,
-                            "video_duration": vids["duration_ms"].max().to_numpy() if "duration_ms" in logs
-                            else None, "upload_dt": None, "visible_status": 0})
+        raw = pd.DataFrame(
+            {
+                "video_id": list(vids.groups),
+                "author_id": None,
+                "tag": None,
+                "video_duration": vids["duration_ms"].max().to_numpy() if "duration_ms" in logs else None,
+                "upload_dt": None,
+                "visible_status": 0,
+            }
+        )
     else:
-        raw = pd.read_csv(table, usecols=["video_id", "author_id", "upload_dt", "visible_status",
-                                          "video_duration", "tag"], dtype={"tag": "string"})
+        raw = pd.read_csv(
+            table,
+            usecols=["video_id", "author_id", "upload_dt", "visible_status", "video_duration", "tag"],
+            dtype={"tag": "string"},
+        )
     tags = raw["tag"].astype("string").str.replace(",", "|", regex=False)
     duration = pd.to_numeric(raw["video_duration"], errors="coerce") / 1000.0
-    out = pd.DataFrame({
-        "video_id": raw["video_id"],
-        "author_id": raw["author_id"],
-        "category": tags.str.split("|").str[0].fillna("unknown"),
-        "tags": tags.fillna("unknown"),
-        "duration_seconds": duration.where(duration > 0),
-        "title": "",
-        "upload_ts": pd.to_datetime(raw["upload_dt"], utc=True),
-        "visible": pd.to_numeric(raw["visible_status"]).eq(0),
-    })
+    out = pd.DataFrame(
+        {
+            "video_id": raw["video_id"],
+            "author_id": raw["author_id"],
+            "category": tags.str.split("|").str[0].fillna("unknown"),
+            "tags": tags.fillna("unknown"),
+            "duration_seconds": duration.where(duration > 0),
+            "title": "",
+            "upload_ts": pd.to_datetime(raw["upload_dt"], utc=True),
+            "visible": pd.to_numeric(raw["visible_status"]).eq(0),
+        }
+    )
     return conform(out, VIDEOS, name="kuairand videos")
 
 
@@ -190,21 +219,24 @@ def read_users(path: Path, logs: pd.DataFrame | None = None) -> pd.DataFrame:
     else:
         raw = pd.read_csv(table, usecols=["user_id", "user_active_degree"])
     degree = raw["user_active_degree"].astype("string").fillna("unknown")
-    out = pd.DataFrame({
-        "user_id": raw["user_id"].astype("int64").astype(str),
-        "email": None,
-        "age_band": "unknown",
-        "gender": "unknown",
-        "region": "unknown",
-        "device": None,
-        "activity": degree.mask(degree == "UNKNOWN", "unknown"),
-        "signup_ts": None,
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": raw["user_id"].astype("int64").astype(str),
+            "email": None,
+            "age_band": "unknown",
+            "gender": "unknown",
+            "region": "unknown",
+            "device": None,
+            "activity": degree.mask(degree == "UNKNOWN", "unknown"),
+            "signup_ts": None,
+        }
+    )
     return conform(out, RAW_USERS, name="kuairand users")
 
 
-def load_day(path: Path, ds: date, day: date | None = None
-             ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def load_day(
+    path: Path, ds: date, day: date | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(events, videos, users) of ``ds`` from the KuaiRand files at ``path``."""
     logs = read_log(path, day)
     return events_for_day(logs, ds), read_videos(path, logs), read_users(path, logs)

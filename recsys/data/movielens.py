@@ -35,9 +35,27 @@ from recsys.data.importers import sessionize
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
 
 MOVIE_SECONDS = 6000.0  # a nominal 100-minute film
-GENRES_100K = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-               "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-               "Thriller", "War", "Western")
+GENRES_100K = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 AGE_CODES_1M = {1: "<18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55", 56: "56+"}
 FORMATS = {"ml-100k": "u.data", "ml-1m": "ratings.dat", "ml-latest": "ratings.csv"}
 _YEAR = re.compile(r"\((\d{4})\)\s*$")
@@ -84,8 +102,12 @@ def _load(folder: Path, _stamp: tuple) -> MovieLens:
     elif fmt == "ml-1m":
         ratings = _read(folder / "ratings.dat", "::", ["user_id", "item", "rating", "timestamp"])
         videos = _videos_genre_list(_read(folder / "movies.dat", "::", ["item", "title", "genres"]))
-        users = _users(folder / "users.dat", "::", ["user_id", "gender", "age", "occupation", "zip"],
-                       lambda a: AGE_CODES_1M.get(int(a), "unknown"))
+        users = _users(
+            folder / "users.dat",
+            "::",
+            ["user_id", "gender", "age", "occupation", "zip"],
+            lambda a: AGE_CODES_1M.get(int(a), "unknown"),
+        )
     else:
         ratings = pd.read_csv(folder / "ratings.csv").rename(columns={"userId": "user_id", "movieId": "item"})
         movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "item"})
@@ -103,8 +125,15 @@ def _read(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     if len(sep) > 1:  # the C parser takes one-character separators only
         text = text.replace(sep, "\t")
         sep = "\t"
-    return pd.read_csv(io.StringIO(text), sep=sep, names=names, header=None, quoting=csv.QUOTE_NONE,
-                       keep_default_na=False, na_values=[""])
+    return pd.read_csv(
+        io.StringIO(text),
+        sep=sep,
+        names=names,
+        header=None,
+        quoting=csv.QUOTE_NONE,
+        keep_default_na=False,
+        na_values=[""],
+    )
 
 
 def _upload_from_title(title: pd.Series) -> pd.Series:
@@ -127,16 +156,18 @@ def _videos_genre_list(movies: pd.DataFrame) -> pd.DataFrame:
 
 
 def _videos(raw: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame({
-        "video_id": raw["item"],
-        "author_id": None,
-        "category": raw["genres"].str.split("|").str[0],
-        "tags": raw["genres"],
-        "duration_seconds": MOVIE_SECONDS,
-        "title": raw["title"].fillna("").astype(str),
-        "upload_ts": raw["upload_ts"],
-        "visible": True,
-    })
+    out = pd.DataFrame(
+        {
+            "video_id": raw["item"],
+            "author_id": None,
+            "category": raw["genres"].str.split("|").str[0],
+            "tags": raw["genres"],
+            "duration_seconds": MOVIE_SECONDS,
+            "title": raw["title"].fillna("").astype(str),
+            "upload_ts": raw["upload_ts"],
+            "visible": True,
+        }
+    )
     return conform(out, VIDEOS, name="movielens videos")
 
 
@@ -157,23 +188,34 @@ def _users(path: Path, sep: str, names: list[str], band) -> pd.DataFrame | None:
     if not path.exists():
         return None
     raw = _read(path, sep, names)
-    out = pd.DataFrame({
-        "user_id": raw["user_id"].astype(str),
-        "email": None,
-        "age_band": raw["age"].map(band),
-        "gender": raw["gender"].astype(str).str.lower(),
-        "region": raw["zip"].map(region_of_zip),
-        "device": None,
-        "activity": "unknown",
-        "signup_ts": None,
-    })
+    out = pd.DataFrame(
+        {
+            "user_id": raw["user_id"].astype(str),
+            "email": None,
+            "age_band": raw["age"].map(band),
+            "gender": raw["gender"].astype(str).str.lower(),
+            "region": raw["zip"].map(region_of_zip),
+            "device": None,
+            "activity": "unknown",
+            "signup_ts": None,
+        }
+    )
     return conform(out, RAW_USERS, name="movielens users")
 
 
 def _unknown_users(ids) -> pd.DataFrame:
-    out = pd.DataFrame({"user_id": pd.Series(ids).astype(str), "email": None, "age_band": "unknown",
-                        "gender": "unknown", "region": "unknown", "device": None, "activity": "unknown",
-                        "signup_ts": None})
+    out = pd.DataFrame(
+        {
+            "user_id": pd.Series(ids).astype(str),
+            "email": None,
+            "age_band": "unknown",
+            "gender": "unknown",
+            "region": "unknown",
+            "device": None,
+            "activity": "unknown",
+            "signup_ts": None,
+        }
+    )
     return conform(out, RAW_USERS, name="movielens users")
 
 
@@ -183,23 +225,25 @@ def events_for_day(ml: MovieLens, ds: date) -> pd.DataFrame:
     user = day["user_id"].astype(str)
     region = user.map(dict(zip(ml.users["user_id"], ml.users["region"], strict=True))).fillna("unknown")
     rating = day["rating"].astype(float)
-    out = pd.DataFrame({
-        "event_id": "ml-" + user + "-" + day["item"].astype(str),
-        "user_id": user,
-        "email": None,
-        "ip": None,
-        "device": None,
-        "region": region,
-        "ts": day["ts"],
-        "session_id": sessionize(user, day["ts"], "ml"),
-        "video_id": day["item"],
-        "position": None,
-        "rec_version": None,
-        "clicked": 1,
-        "watch_seconds": (rating / 5.0 * MOVIE_SECONDS).round(1),
-        "liked": (rating >= 4).astype(int),
-        "shared": None,
-    })
+    out = pd.DataFrame(
+        {
+            "event_id": "ml-" + user + "-" + day["item"].astype(str),
+            "user_id": user,
+            "email": None,
+            "ip": None,
+            "device": None,
+            "region": region,
+            "ts": day["ts"],
+            "session_id": sessionize(user, day["ts"], "ml"),
+            "video_id": day["item"],
+            "position": None,
+            "rec_version": None,
+            "clicked": 1,
+            "watch_seconds": (rating / 5.0 * MOVIE_SECONDS).round(1),
+            "liked": (rating >= 4).astype(int),
+            "shared": None,
+        }
+    )
     return conform(out.sort_values(["ts", "event_id"], kind="stable"), RAW_EVENTS, name="movielens events")
 
 

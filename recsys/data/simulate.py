@@ -145,10 +145,16 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
     cat_pop = 1.0 / np.arange(1, len(cats) + 1) ** 0.6
     vcat = rng.choice(len(cats), size=n_v, p=cat_pop / cat_pop.sum())
     author_cat = rng.choice(len(cats), size=settings.n_authors)
-    vauthor = np.array([rng.choice(np.flatnonzero(author_cat == c)) if (author_cat == c).any()
-                        else rng.integers(settings.n_authors) for c in vcat])
+    vauthor = np.array(
+        [
+            rng.choice(np.flatnonzero(author_cat == c))
+            if (author_cat == c).any()
+            else rng.integers(settings.n_authors)
+            for c in vcat
+        ]
+    )
     if kv is not None:
-        dur = (kv["video_duration"].dropna().to_numpy() / 1000.0)
+        dur = kv["video_duration"].dropna().to_numpy() / 1000.0
         duration = rng.choice(dur[(dur > 1) & (dur < 3600)], size=n_v)
     else:
         duration = np.clip(rng.lognormal(np.log(60), 0.9, size=n_v), 5, 3600)
@@ -166,8 +172,7 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
     names = cats + [new_cat + "_new"]
     words = [CATEGORY_WORDS[c.removesuffix("_new")].split() for c in names]
     titles = [
-        " ".join(list(rng.choice(words[c], size=3, replace=False)) + [str(rng.choice(FILLER))])
-        for c in vcat
+        " ".join(list(rng.choice(words[c], size=3, replace=False)) + [str(rng.choice(FILLER))]) for c in vcat
     ]
     if kv is not None:
         real_tags = kv["tag"].dropna().astype(str).to_numpy()
@@ -178,23 +183,29 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
     vvec = centroids[vcat] + 0.6 * rng.normal(size=(n_all, d))
     quality = rng.normal(0, 0.4, size=n_all)
     start_ts = pd.Timestamp(start, tz="UTC")
-    videos = pd.DataFrame({
-        "video_id": np.arange(1000, 1000 + n_all, dtype=np.int64),
-        "author_id": (vauthor + 50_000).astype(np.int64),
-        "category": [names[c] for c in vcat],
-        "tags": tags,
-        "duration_seconds": np.round(duration, 1),
-        "title": titles,
-        "upload_ts": start_ts + pd.to_timedelta(upload_day, unit="D") + pd.to_timedelta(
-            rng.integers(0, 86_400, n_all), unit="s"),
-        "visible": rng.random(n_all) > 0.03,
-    })
+    videos = pd.DataFrame(
+        {
+            "video_id": np.arange(1000, 1000 + n_all, dtype=np.int64),
+            "author_id": (vauthor + 50_000).astype(np.int64),
+            "category": [names[c] for c in vcat],
+            "tags": tags,
+            "duration_seconds": np.round(duration, 1),
+            "title": titles,
+            "upload_ts": start_ts
+            + pd.to_timedelta(upload_day, unit="D")
+            + pd.to_timedelta(rng.integers(0, 86_400, n_all), unit="s"),
+            "visible": rng.random(n_all) > 0.03,
+        }
+    )
 
     n_u = settings.n_users
     if ku is not None:
         deg = ku["user_active_degree"].astype(str).to_numpy()
-        level = np.where(np.isin(deg, ["full_active", "high_active"]), "high",
-                         np.where(deg == "middle_active", "mid", "low"))
+        level = np.where(
+            np.isin(deg, ["full_active", "high_active"]),
+            "high",
+            np.where(deg == "middle_active", "mid", "low"),
+        )
         activity = rng.choice(level, size=n_u)
     else:
         activity = rng.choice(list(ACTIVITY), size=n_u, p=[0.3, 0.45, 0.25])
@@ -205,16 +216,18 @@ def build_world(settings: SimulatorSettings, seed: int, start: date = date(2026,
         fans = rng.random(n_u) < 0.3
         uvec[fans] = 0.5 * uvec[fans] + 0.8 * centroids[len(cats)]
     ids = [f"u{seed % 1000:03d}{i:06d}" for i in range(n_u)]
-    users = pd.DataFrame({
-        "user_id": ids,
-        "email": [f"{i}.{rng.integers(1e6)}@example.org" for i in ids],
-        "age_band": rng.choice(AGE_BANDS, size=n_u),
-        "gender": rng.choice(["f", "m", "x"], size=n_u, p=[0.48, 0.48, 0.04]),
-        "region": rng.choice(REGIONS, size=n_u),
-        "device": rng.choice(DEVICES, size=n_u, p=DEVICE_SHARE),
-        "activity": activity,
-        "signup_ts": start_ts - pd.to_timedelta(rng.integers(1, 1000, n_u), unit="D"),
-    })
+    users = pd.DataFrame(
+        {
+            "user_id": ids,
+            "email": [f"{i}.{rng.integers(1e6)}@example.org" for i in ids],
+            "age_band": rng.choice(AGE_BANDS, size=n_u),
+            "gender": rng.choice(["f", "m", "x"], size=n_u, p=[0.48, 0.48, 0.04]),
+            "region": rng.choice(REGIONS, size=n_u),
+            "device": rng.choice(DEVICES, size=n_u, p=DEVICE_SHARE),
+            "activity": activity,
+            "signup_ts": start_ts - pd.to_timedelta(rng.integers(1, 1000, n_u), unit="D"),
+        }
+    )
     return World(settings, seed, start, videos, users, vvec, quality, uvec, rng.permutation(n_u))
 
 
@@ -259,8 +272,9 @@ def regret_against_oracle(world: World, day: date, lists: dict[int, list[int]], 
     }
 
 
-def distinct_draws(rng: np.random.Generator, rows: int, k: int, pool: np.ndarray,
-                   p: np.ndarray | None = None) -> np.ndarray:
+def distinct_draws(
+    rng: np.random.Generator, rows: int, k: int, pool: np.ndarray, p: np.ndarray | None = None
+) -> np.ndarray:
     """``rows`` independent draws of ``k`` distinct elements of ``pool`` (weights ``p``), as [rows, k].
 
     Each row has the distribution of ``rng.choice(pool, k, replace=False, p=p)``: sequential sampling
@@ -325,8 +339,9 @@ def _live_matrix(world: World, live_slates: dict[str, list[int]], k: int) -> tup
     return recs, has
 
 
-def _draw_slates(world: World, day: date, sess_user: np.ndarray, live_slates, rng
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def _draw_slates(
+    world: World, day: date, sess_user: np.ndarray, live_slates, rng
+) -> tuple[np.ndarray, np.ndarray]:
     """Each session's slate (catalog indices [n, k]) and whether it came from the live recommendations.
 
     Exploration sessions see k uniformly random visible videos; other sessions see the user's live list
@@ -403,25 +418,29 @@ def simulate_day(
     # one address per active user for the day
     octets = rng.integers(0, 256, size=(len(active), 3)).astype("U3")
     ip = np.empty(len(users), dtype=object)
-    ip[active] = np.strings.add(np.strings.add(np.strings.add("10.", octets[:, 0]), "."),
-                                np.strings.add(np.strings.add(octets[:, 1], "."), octets[:, 2]))
-    events = pd.DataFrame({
-        "event_id": _ids(f"e{stamp}-", np.arange(rows), 8),
-        "user_id": users["user_id"].to_numpy(object)[user_rep],
-        "email": users["email"].to_numpy(object)[user_rep],
-        "ip": ip[user_rep],
-        "device": device,
-        "region": users["region"].to_numpy(object)[user_rep],
-        "ts": pd.to_datetime(ts, utc=True),
-        "session_id": np.repeat(sess_ids, k),
-        "video_id": world.videos["video_id"].to_numpy()[vid],
-        "position": pos,
-        "rec_version": np.where(np.repeat(from_recs, k), rec_version or None, None).astype(object),
-        "clicked": clicked.astype(int),
-        "watch_seconds": watch,
-        "liked": liked.astype(int),
-        "shared": shared.astype(int),
-    })
+    ip[active] = np.strings.add(
+        np.strings.add(np.strings.add("10.", octets[:, 0]), "."),
+        np.strings.add(np.strings.add(octets[:, 1], "."), octets[:, 2]),
+    )
+    events = pd.DataFrame(
+        {
+            "event_id": _ids(f"e{stamp}-", np.arange(rows), 8),
+            "user_id": users["user_id"].to_numpy(object)[user_rep],
+            "email": users["email"].to_numpy(object)[user_rep],
+            "ip": ip[user_rep],
+            "device": device,
+            "region": users["region"].to_numpy(object)[user_rep],
+            "ts": pd.to_datetime(ts, utc=True),
+            "session_id": np.repeat(sess_ids, k),
+            "video_id": world.videos["video_id"].to_numpy()[vid],
+            "position": pos,
+            "rec_version": np.where(np.repeat(from_recs, k), rec_version or None, None).astype(object),
+            "clicked": clicked.astype(int),
+            "watch_seconds": watch,
+            "liked": liked.astype(int),
+            "shared": shared.astype(int),
+        }
+    )
     return _apply_upstream_faults(world, day, events, rng)
 
 
@@ -435,8 +454,34 @@ def _ids(prefix: str, x: np.ndarray, width: int, suffix: np.ndarray | None = Non
     return out if suffix is None else np.strings.add(np.strings.add(out, "-"), suffix)
 
 
-_HOUR_P = np.array([1, .5, .3, .2, .2, .3, .6, 1, 1.2, 1.2, 1.2, 1.4, 1.6, 1.4, 1.3, 1.4, 1.6, 2, 2.5, 3,
-                    3.2, 3, 2.4, 1.6])
+_HOUR_P = np.array(
+    [
+        1,
+        0.5,
+        0.3,
+        0.2,
+        0.2,
+        0.3,
+        0.6,
+        1,
+        1.2,
+        1.2,
+        1.2,
+        1.4,
+        1.6,
+        1.4,
+        1.3,
+        1.4,
+        1.6,
+        2,
+        2.5,
+        3,
+        3.2,
+        3,
+        2.4,
+        1.6,
+    ]
+)
 _HOUR_P = _HOUR_P / _HOUR_P.sum()
 
 
@@ -486,7 +531,7 @@ def to_jsonl(df: pd.DataFrame) -> bytes:
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     width = np.int64 if pa.types.is_large_string(lines.type) else np.int32
-    offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset: lines.offset + len(lines) + 1]
+    offsets = np.frombuffer(lines.buffers()[1], dtype=width)[lines.offset : lines.offset + len(lines) + 1]
     # every line ends with a newline, so the array's character buffer is the file
     return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
 
@@ -522,8 +567,11 @@ def _json_scalar(v) -> str:
     if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and not np.isfinite(v)):
         return "null"
     if isinstance(v, pd.Timestamp):
-        return json.dumps(v.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ") if v.tzinfo
-                          else v.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+        return json.dumps(
+            v.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+            if v.tzinfo
+            else v.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        )
     if isinstance(v, np.generic):
         v = v.item()
     return json.dumps(v, ensure_ascii=False, default=str)

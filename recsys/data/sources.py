@@ -58,7 +58,11 @@ def parse_jsonl(data: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
             bad.append({"line_no": no, "raw_line": line})
             continue
         rows.append({k: (None if v is None else str(v)) for k, v in obj.items()})
-    frame = pd.DataFrame(rows).astype("string") if rows else pd.DataFrame(columns=list(RAW_EVENTS), dtype="string")
+    frame = (
+        pd.DataFrame(rows).astype("string")
+        if rows
+        else pd.DataFrame(columns=list(RAW_EVENTS), dtype="string")
+    )
     return frame, pd.DataFrame(bad, columns=["line_no", "raw_line"])
 
 
