@@ -102,8 +102,12 @@ mlflow: venv ## MLflow UI on :5000 over the local store
 	  --backend-store-uri sqlite:///$(RECSYS_DATA_DIR)/mlflow/mlflow.db \
 	  --default-artifact-root $(RECSYS_DATA_DIR)/mlflow/artifacts
 
-bench: venv ## benchmarks; JSON results in bench/results/
-	$(BIN)/python bench/dag_parse.py
+# every bench/*.py (meta.py is their shared helper), at its defaults; `make bench BENCHES="dag_parse score"`
+# reruns a subset. Each writes its JSON to bench/results/ with the machine, load average and commit.
+BENCHES ?= $(filter-out meta,$(basename $(notdir $(wildcard bench/*.py))))
+
+bench: venv ## rerun every benchmark (or BENCHES="a b"); JSON results in bench/results/
+	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
 
 lock: ## regenerate requirements.txt from requirements.in (Python 3.11)
 	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
+from meta import run_info
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ["tensorflow", "keras", "mlflow", "pandas", "numpy", "great_expectations", "dask", "sklearn"]
 PROBE = """
-import sys, time, json, runpy
+import sys, time, json, runpy, os
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # as Airflow does: the DAG bundle's folder is importable
 import airflow.sdk
 if sys.argv[3] == "warm":  # what a DAG processor already has loaded: the authoring API itself
     from airflow.sdk import Asset, dag, task, task_group  # noqa: F401
@@ -32,9 +34,16 @@ print(json.dumps({"seconds": dt, "heavy_modules": sorted(new & set(json.loads(sy
 """
 
 
+def dag_files() -> list[Path]:
+    """The files Airflow parses as DAG files: dags/*.py minus the modules named in dags/.airflowignore."""
+    ignore = ROOT / "dags" / ".airflowignore"
+    ignored = {ln.strip() for ln in ignore.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+    return [p for p in sorted((ROOT / "dags").glob("*.py")) if p.name not in ignored]
+
+
 def main(repeats: int = 3) -> dict:
     files = []
-    for path in sorted((ROOT / "dags").glob("*.py")):
+    for path in dag_files():
         runs = {"warm": [], "cold": []}
         for mode in runs:
             for _ in range(repeats):
@@ -57,15 +66,7 @@ def main(repeats: int = 3) -> dict:
                 ),
             }
         )
-    result = {
-        "files": files,
-        "repeats": repeats,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-    }
+    result = {"files": files, "repeats": repeats, **run_info()}
     out = ROOT / "bench" / "results" / "dag_parse.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

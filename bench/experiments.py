@@ -37,6 +37,7 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from meta import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -324,6 +325,7 @@ def _write(args, settings, ds, rows_n, ref, rows, elapsed) -> None:
     summary = summarize(rows)
     out = {
         "command": "bench/experiments.py " + " ".join(sys.argv[1:]),
+        **git_commit(),
         "machine": {
             "platform": platform.platform(),
             "processor": _cpu_name(),

@@ -38,6 +38,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from meta import git_commit
+
 RESULTS = Path(__file__).parent / "results" / "pipeline.json"
 ROOT = Path(__file__).resolve().parents[1]
 DS = date(2026, 1, 5)
@@ -251,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": __doc__.split("Design", 1)[1].strip(),
         "day": str(DS),
         "machine": machine(),
+        **git_commit(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
     }

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from meta import run_info
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,6 +114,7 @@ def main() -> dict:
             "rank_pairs over all users (encoding, model, diverse top N) - the same wall time",
         },
     }
+    result.update(run_info())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

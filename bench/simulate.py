@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from meta import git_commit
 
 from recsys.config import SimulatorSettings
 from recsys.data import simulate as sim
@@ -75,6 +76,7 @@ def run(users: int, seed: int = 42) -> dict:
             "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         },
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **git_commit(),
     }
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
+from meta import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -259,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "keras": keras.__version__,
         },
         "command": "bench/train.py " + " ".join(sys.argv[1:]),
+        **git_commit(),
     }
     if args.features_dir:
         out["pipeline"] = pipeline_throughput(args.features_dir)
