@@ -412,12 +412,12 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         base = f"http://127.0.0.1:{api_port}"
         # the Alertmanager -> Airflow relay, as compose runs it, logged in as the stack's admin
         relay_env = env | {
-            "RECSYS_RELAY_AIRFLOW_URL": base,
-            "RECSYS_RELAY_USERNAME": "admin",
-            "RECSYS_RELAY_PASSWORD": password,
-            "RECSYS_RELAY_PORT": str(relay_port),
-            "RECSYS_RELAY_COOLDOWN_DAYS": "3",
-            "RECSYS_RELAY_TIMEOUT_SECONDS": "30",  # a busy 2-core host: the api-server may be slow
+            "RECSYS_RELAY__AIRFLOW_URL": base,
+            "RECSYS_RELAY__USERNAME": "admin",
+            "RECSYS_RELAY__PASSWORD": password,
+            "RECSYS_RELAY__PORT": str(relay_port),
+            "RECSYS_RELAY__COOLDOWN_DAYS": "3",
+            "RECSYS_RELAY__TIMEOUT_SECONDS": "30",  # a busy 2-core host: the api-server may be slow
         }
         stack.start("relay", [str(BIN / "recsys"), "alerts", "relay"], relay_env, tmp_path)
 
@@ -534,7 +534,8 @@ def _states(tis: list[dict]) -> dict[str, str]:
 
 def _check_alert_relay(stack: Stack, base: str, token: str, relay: str, password: str) -> None:
     """An Alertmanager v4 notification through the relay makes one recsys_retrain run, never two."""
-    from recsys.monitoring.relay import RelayConfig, serve_relay
+    from recsys.monitoring.relay import RelayConfig
+    from recsys.monitoring.relay_app import serve_relay
 
     _wait(
         f"{RETRAIN_DAG_ID} to be parsed",

@@ -576,23 +576,31 @@ def test_alertmanager_config_routes_retrain_alerts_to_a_webhook():
     assert "recsys_retrain" in ALERTMANAGER.read_text(encoding="utf-8")  # the comment says where it goes
 
 
-def test_retrain_webhook_goes_to_the_relay_and_the_relay_to_airflow(services):
+def test_retrain_webhook_goes_to_the_relay_and_the_relay_to_airflow(services, monkeypatch):
     """The webhook names the relay's service, port and path; the relay's settings (as compose resolves
-    them) parse and log in to the api-server as the admin whose password airflow-init writes."""
+    them) are real settings, parse and log in to the api-server as the admin whose password airflow-init
+    writes."""
+    from recsys.config import RelaySettings, load_settings
     from recsys.monitoring.relay import WEBHOOK_PATH, RelayConfig
 
     webhooks = [w["url"] for r in _yaml(ALERTMANAGER)["receivers"] for w in r.get("webhook_configs", [])]
     relay = services["recsys-alert-relay"]
     assert _command(relay) == ["recsys", "alerts", "relay"]
     values, _ = _env_example()
-    config = RelayConfig.from_env({k: _interpolated(v, values) for k, v in _environment(relay).items()})
+    for key in [k for k in os.environ if k.startswith("RECSYS_")]:
+        monkeypatch.delenv(key)
+    for key, value in _environment(relay).items():
+        assert key.startswith("RECSYS_RELAY__"), key
+        assert key.removeprefix("RECSYS_RELAY__").lower() in RelaySettings.model_fields, key
+        monkeypatch.setenv(key, _interpolated(value, values))
+    config = RelayConfig.from_settings(load_settings())
     assert webhooks == [f"http://recsys-alert-relay:{config.port}{WEBHOOK_PATH}"]
     assert config.host == "0.0.0.0" and str(config.port) in [str(p) for p in relay["expose"]]
     assert f"http://localhost:{config.port}/healthz" in _healthcheck_test(relay)
     assert config.airflow_url == "http://airflow-apiserver:8080" and config.dag_id == "recsys_retrain"
     assert relay["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy"
     admin = _environment(services["airflow-init"])["AIRFLOW_ADMIN_PASSWORD"]
-    assert _environment(relay)["RECSYS_RELAY_PASSWORD"] == admin
+    assert _environment(relay)["RECSYS_RELAY__PASSWORD"] == admin
     assert config.password == values["AIRFLOW_ADMIN_PASSWORD"]
     users = _environment(services["airflow-apiserver"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
     assert f"{config.username}:admin" in users.split(","), "the relay's user must be an Airflow admin"
