@@ -2,8 +2,8 @@
 
 ``MLflowRunLink`` (a global operator extra link): on any task instance whose XCom return value carries a
 ``run_id`` (``train`` and ``evaluate`` in ``recsys_daily`` and ``recsys_retrain``), a button that opens
-that MLflow run in the MLflow UI at ``RECSYS_MLFLOW_UI_URL`` (default ``http://localhost:5000``). Other
-task instances get an empty link, which the UI shows disabled.
+that MLflow run in the MLflow UI at the settings' ``mlflow_ui_url`` (``RECSYS_MLFLOW_UI_URL``, default
+``http://localhost:5000``). Other task instances get an empty link, which the UI shows disabled.
 
 Task health (successes, failures, retries, durations per DAG and task) is not exported from here: it
 comes from Airflow's own StatsD metrics through statsd-exporter (statsd/statsd_mapping.yml), which see
@@ -16,7 +16,6 @@ imported.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 from urllib.parse import quote
 
@@ -25,13 +24,13 @@ from airflow.sdk import BaseOperatorLink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MLFLOW_UI_URL = "http://localhost:5000"
-
 
 # ------------------------------------------------------------------------------------- the MLflow link
-def mlflow_ui_url(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return (env.get("RECSYS_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+def mlflow_ui_url() -> str:
+    """The MLflow UI's base URL: the settings' ``mlflow_ui_url`` (``RECSYS_MLFLOW_UI_URL``)."""
+    from recsys.config import load_settings  # pydantic only: nothing heavy
+
+    return load_settings().mlflow_ui_url.rstrip("/")
 
 
 def run_id_of(value: Any) -> str | None:
