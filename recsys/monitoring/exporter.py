@@ -1,10 +1,11 @@
 """The quality exporter: the latest quality figures as Prometheus gauges (``recsys metrics serve``, :8000).
 
 The monitor stage writes its figures (online metrics, drift, and its retrain decision) to a small JSON
-snapshot with :func:`write_quality_snapshot`. :func:`serve_metrics`
-re-reads that file on every scrape, so new figures appear without a restart and a scrape never sees a
-half-written file (writes are atomic). :func:`snapshot_families` lists the metric names. Labels carry
-feature, source and model version names only, never a user id.
+snapshot with :func:`write_quality_snapshot`. :func:`serve_metrics` re-reads that file on every scrape,
+so new figures appear without a restart and a scrape never sees a half-written file (writes are
+atomic). :func:`snapshot_families` lists the metric names; it exports only what the snapshot holds
+(:data:`SNAPSHOT_KEYS`), so no gauge waits for a figure nothing writes. Labels carry feature, source and
+model version names only, never a user id.
 """
 
 from __future__ import annotations
