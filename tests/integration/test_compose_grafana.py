@@ -144,7 +144,9 @@ def _emitted_recsys_metrics(tmp_path) -> set[str]:
     assert set(snapshot) | {"written_at"} == set(SNAPSHOT_KEYS)
     path = write_quality_snapshot(tmp_path / "quality.json", snapshot)
     out |= names(QualitySnapshotCollector(path).collect())
-    out |= names(Relay(RelayConfig(password="x")).registry.collect())
+    relay = Relay(RelayConfig(password="x"))
+    out |= names(relay.registry.collect())
+    relay.client.close()
     return out
 
 
