@@ -1,39 +1,36 @@
-"""recsys' Airflow plugin: an "MLflow run" link on task instances, and task metrics for Prometheus.
+"""recsys' Airflow plugin: an "MLflow run" link on task instances.
 
-* ``MLflowRunLink`` (a global operator extra link): on any task instance whose XCom return value carries
-  a ``run_id`` (``train`` and ``evaluate`` in ``recsys_daily`` and ``recsys_retrain``), a button that opens
-  that MLflow run in the MLflow UI at ``RECSYS_MLFLOW_UI_URL`` (default ``http://localhost:5000``). Other
-  task instances get an empty link, which the UI shows disabled.
-* ``TaskMetricsListener``: on every task instance success or failure, pushes
-  ``recsys_airflow_task_*`` metrics (duration, last outcome, failures) to the Pushgateway named by
-  ``RECSYS_MONITORING__PUSHGATEWAY_URL`` (job ``recsys_airflow``, grouping key ``dag_id``/``task_id``; no
-  user data). Without a Pushgateway it does nothing. A push never fails a task.
+``MLflowRunLink`` (a global operator extra link): on any task instance whose XCom return value carries a
+``run_id`` (``train`` and ``evaluate`` in ``recsys_daily`` and ``recsys_retrain``), a button that opens
+that MLflow run in the MLflow UI at the settings' ``mlflow_ui_url`` (``RECSYS_MLFLOW_UI_URL``, default
+``http://localhost:5000``). Other task instances get an empty link, which the UI shows disabled.
 
-The module imports fast: Airflow's plugin base, the link base and the listener marker only; pandas,
-TensorFlow, MLflow and even prometheus_client are imported only when a link or metric is built.
+Task health (successes, failures, retries, durations per DAG and task) is not exported from here: it
+comes from Airflow's own StatsD metrics through statsd-exporter (statsd/statsd_mapping.yml), which see
+every attempt, including a task killed before any listener of ours could run.
+
+The module imports fast: Airflow's plugin base and the link base only; MLflow and pandas are never
+imported.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from airflow.listeners import hookimpl
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MLFLOW_UI_URL = "http://localhost:5000"
-
 
 # ------------------------------------------------------------------------------------- the MLflow link
-def mlflow_ui_url(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return (env.get("RECSYS_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+def mlflow_ui_url() -> str:
+    """The MLflow UI's base URL: the settings' ``mlflow_ui_url`` (``RECSYS_MLFLOW_UI_URL``)."""
+    from recsys.config import load_settings  # pydantic only: nothing heavy
+
+    return load_settings().mlflow_ui_url.rstrip("/")
 
 
 def run_id_of(value: Any) -> str | None:
@@ -98,78 +95,6 @@ class MLflowRunLink(BaseOperatorLink):
             return ""
 
 
-# ------------------------------------------------------------------------------------ the task metrics
-def _seconds_between(start: Any, end: Any) -> float | None:
-    if not isinstance(start, datetime):
-        return None
-    if not isinstance(end, datetime):
-        end = datetime.now(UTC)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    if end.tzinfo is None:
-        end = end.replace(tzinfo=UTC)
-    return max(0.0, (end - start).total_seconds())
-
-
-def task_outcome(task_instance: Any, success: bool) -> dict[str, Any]:
-    """What the listener records about a task instance: ids, outcome and duration (no conf, no data)."""
-    duration = getattr(task_instance, "duration", None)
-    if not isinstance(duration, int | float):
-        duration = _seconds_between(
-            getattr(task_instance, "start_date", None), getattr(task_instance, "end_date", None)
-        )
-    return {
-        "dag_id": str(getattr(task_instance, "dag_id", "unknown")),
-        "task_id": str(getattr(task_instance, "task_id", "unknown")),
-        "success": bool(success),
-        "duration_seconds": None if duration is None else round(float(duration), 3),
-    }
-
-
-def pushgateway_url(env: dict[str, str] | None = None) -> str | None:
-    env = os.environ if env is None else env
-    return env.get("RECSYS_MONITORING__PUSHGATEWAY_URL") or None
-
-
-def record_task(
-    task_instance: Any, success: bool, env: dict[str, str] | None = None
-) -> dict[str, Any] | None:
-    """Push the task's outcome when a Pushgateway is configured; returns what was pushed (None: no-op)."""
-    url = pushgateway_url(env)
-    if not url:
-        return None
-    outcome = task_outcome(task_instance, success)
-    try:
-        from recsys.monitoring.metrics import push_task_metrics
-
-        push_task_metrics(
-            outcome["dag_id"],
-            outcome["task_id"],
-            success=success,
-            duration_seconds=outcome["duration_seconds"],
-            pushgateway_url=url,
-        )
-    except Exception as exc:  # monitoring never fails a task
-        log.warning("recsys plugin: could not push task metrics: %s", exc)
-    return outcome
-
-
-class TaskMetricsListener:
-    """Airflow listener (pluggy hooks) recording task outcomes as Prometheus metrics."""
-
-    @hookimpl
-    def on_task_instance_success(self, previous_state, task_instance):
-        record_task(task_instance, True)
-
-    @hookimpl
-    def on_task_instance_failed(self, previous_state, task_instance, error):
-        record_task(task_instance, False)
-
-
-task_metrics_listener = TaskMetricsListener()
-
-
 class RecsysPlugin(AirflowPlugin):
     name = "recsys"
     global_operator_extra_links = [MLflowRunLink()]
-    listeners = [task_metrics_listener]

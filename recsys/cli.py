@@ -189,32 +189,32 @@ def metrics_serve(
 
 @alerts_app.command("relay")
 def alerts_relay(
-    port: int = typer.Option(None, help="default: RECSYS_RELAY_PORT (8081)"),
-    host: str = typer.Option(None, help="default: RECSYS_RELAY_HOST (127.0.0.1)"),
+    port: int = typer.Option(None, help="default: RECSYS_RELAY__PORT (8081)"),
+    host: str = typer.Option(None, help="default: RECSYS_RELAY__HOST (127.0.0.1)"),
 ):
     """Relay Alertmanager's retrain webhook to Airflow: POST /alertmanager/retrain triggers recsys_retrain.
 
-    Airflow URL, user and password come from RECSYS_RELAY_AIRFLOW_URL, RECSYS_RELAY_USERNAME and
-    RECSYS_RELAY_PASSWORD (or RECSYS_RELAY_PASSWORD_FILE); see recsys/monitoring/relay.py.
+    Airflow URL, user and password come from the settings' relay section: RECSYS_RELAY__AIRFLOW_URL,
+    RECSYS_RELAY__USERNAME and RECSYS_RELAY__PASSWORD (or RECSYS_RELAY__PASSWORD_FILE); see
+    recsys/monitoring/relay.py. Stops on SIGTERM or SIGINT.
     """
     import dataclasses
-    import signal
-    import threading
 
-    from recsys.monitoring.relay import RelayConfig, serve_relay
+    from recsys.monitoring.relay import RelayConfig
+    from recsys.monitoring.relay_app import run_relay
 
     try:
-        config = RelayConfig.from_env()
-    except ValueError as exc:
+        config = RelayConfig.from_settings(_settings())
+    except ValueError as exc:  # pydantic's ValidationError too
         raise typer.BadParameter(str(exc)) from None
     overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
-    server = serve_relay(dataclasses.replace(config, **overrides))
-    typer.echo(f"relaying Alertmanager webhooks on {server.url}/alertmanager/retrain to {config.dag_id}")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.close()
+    config = dataclasses.replace(config, **overrides)
+    run_relay(
+        config,
+        on_ready=lambda url: typer.echo(
+            f"relaying Alertmanager webhooks on {url}/alertmanager/retrain to {config.dag_id}"
+        ),
+    )
 
 
 def main() -> None:

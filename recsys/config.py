@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -152,11 +152,50 @@ class MonitoringSettings(BaseModel):
     cooldown_days: int = 3
 
 
+class RelaySettings(BaseModel):
+    """The Alertmanager -> Airflow relay (``recsys alerts relay``): where Airflow is, who logs in, where
+    the webhook listens. ``RECSYS_RELAY__PASSWORD`` or ``RECSYS_RELAY__PASSWORD_FILE`` (not both) is
+    required to run it; ``cooldown_days`` defaults to ``monitoring.cooldown_days``."""
+
+    model_config = _FROZEN
+    airflow_url: str = "http://127.0.0.1:8080"
+    username: str = "admin"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    dag_id: str = "recsys_retrain"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8081, ge=0, le=65535)
+    cooldown_days: float | None = Field(default=None, ge=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @field_validator("airflow_url")
+    @classmethod
+    def _http_url_without_credentials(cls, url: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not hold credentials: use relay.username and relay.password")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"must be an http(s) URL, got {url!r}")
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> RelaySettings:
+        if self.password is not None and self.password.get_secret_value() and self.password_file:
+            raise ValueError("set RECSYS_RELAY__PASSWORD or RECSYS_RELAY__PASSWORD_FILE, not both")
+        return self
+
+
 class Settings(BaseSettings):
     """All of recsys' configuration."""
 
     model_config = SettingsConfigDict(
-        env_prefix="RECSYS_", env_nested_delimiter="__", frozen=True, extra="ignore"
+        env_prefix="RECSYS_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,  # a bad value may be a secret (a password in a URL): never echo it
     )
 
     data_dir: Path = Path("data")
@@ -167,6 +206,7 @@ class Settings(BaseSettings):
     db_url: str | None = None  # recommendations DB; default sqlite under data_dir
     mlflow_tracking_uri: str | None = None  # default sqlite under data_dir
     mlflow_artifact_root: str | None = None
+    mlflow_ui_url: str = "http://localhost:5000"  # where people open MLflow (the Airflow plugin's run link)
     experiment: str = "recsys"
     model_name: str = "recsys-ranker"
     dask_scheduler: str | None = None
@@ -179,6 +219,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = EvaluateSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    relay: RelaySettings = RelaySettings()
 
     @classmethod
     def settings_customise_sources(

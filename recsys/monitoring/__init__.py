@@ -30,7 +30,7 @@ _EXPORTS = {
     "serve_metrics": "exporter",
     "MetricsServer": "exporter",
     "RelayConfig": "relay",
-    "serve_relay": "relay",
+    "serve_relay": "relay_app",
 }
 
 __all__ = sorted(_EXPORTS)

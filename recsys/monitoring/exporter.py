@@ -1,10 +1,11 @@
 """The quality exporter: the latest quality figures as Prometheus gauges (``recsys metrics serve``, :8000).
 
-Stages that compute quality figures (evaluate: offline AUC; monitor: online metrics, drift, the retrain
-decision) write them to a small JSON snapshot with :func:`write_quality_snapshot`. :func:`serve_metrics`
-re-reads that file on every scrape, so new figures appear without a restart and a scrape never sees a
-half-written file (writes are atomic). :func:`snapshot_families` lists the metric names. Labels carry
-task, feature, source, model and list-version names only, never a user id.
+The monitor stage writes its figures (online metrics, drift, and its retrain decision) to a small JSON
+snapshot with :func:`write_quality_snapshot`. :func:`serve_metrics` re-reads that file on every scrape,
+so new figures appear without a restart and a scrape never sees a half-written file (writes are
+atomic). :func:`snapshot_families` lists the metric names; it exports only what the snapshot holds
+(:data:`SNAPSHOT_KEYS`), so no gauge waits for a figure nothing writes. Labels carry feature, source and
+model version names only, never a user id.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from recsys.monitoring.metrics import logical_date_seconds, metric_name_part
+from recsys.monitoring.metrics import logical_date_seconds
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +67,16 @@ def read_quality_snapshot(path: str | Path) -> dict[str, Any]:
 def write_quality_snapshot(path: str | Path, figures: Mapping[str, Any], *, merge: bool = True) -> Path:
     """Write the latest quality figures to ``path`` atomically (temporary file + rename).
 
-    ``figures`` uses the keys :func:`snapshot_families` understands, for example::
+    ``figures`` uses the keys :func:`snapshot_families` understands (:data:`SNAPSHOT_KEYS`), as the
+    monitor writes them::
 
         {"ds": "2024-03-01", "model_version": "7",
-         "offline": {"auc": {"click": 0.71, "like": 0.66}},
-         "online": compute_metrics(events),           # recsys.monitoring.online
-         "psi": {"watch_seconds": 0.03, "device": 0.25},
+         "online": compute_metrics(events) | online_model_figures(...),   # recsys.monitoring.online
+         "psi": {"device": 0.25, "category": 0.03, "hour": 0.01},
          "retrain_recommended": False}
 
     With ``merge`` (the default) top-level keys replace those of the existing snapshot and the rest
-    are kept, so evaluate can write ``offline`` and monitor ``online`` without erasing each other.
+    are kept, so a writer of some keys does not erase the others.
     ``written_at`` (unix seconds) is set on every write.
     """
     path = Path(path)
@@ -88,6 +89,10 @@ def write_quality_snapshot(path: str | Path, figures: Mapping[str, Any], *, merg
     os.replace(tmp, path)
     return path
 
+
+# What the snapshot holds, and so all the exporter can export: nothing reads any other key (a gauge for a
+# figure no stage writes would feed a Grafana panel that never shows data).
+SNAPSHOT_KEYS = ("written_at", "ds", "model_version", "online", "psi", "retrain_recommended")
 
 # compute_metrics key -> (metric name, help); rates over recommended impressions unless said otherwise.
 _ONLINE_GAUGES: dict[str, tuple[str, str]] = {
@@ -144,15 +149,15 @@ def snapshot_families(snapshot: Mapping[str, Any]) -> list[Metric]:
     ``recsys_quality_snapshot_timestamp_seconds``               ``written_at``
     ``recsys_quality_logical_date_timestamp_seconds``           ``ds``
     ``recsys_model_info{model_version}`` (always 1)             ``model_version``
-    ``recsys_model_<name>{task}`` e.g. ``recsys_model_auc``     ``offline[name]`` (per task or scalar)
     ``recsys_online_click_through_ratio{source}``               ``online.ctr`` / ``ctr_exploration``
     ``recsys_online_impressions{source}``                       ``online.*_impressions``
     ``recsys_online_watch_time_per_impression_seconds`` etc.    the other ``online`` figures
-    ``recsys_online_rec_version_click_through_ratio{rec_version}``  ``online.by_rec_version``
-    ``recsys_online_rec_version_impressions{rec_version}``      ``online.by_rec_version``
     ``recsys_feature_psi{feature}``                             ``psi``
-    ``recsys_retrain_recommended``                              ``retrain_recommended``
+    ``recsys_retrain_recommended``                              ``retrain_recommended`` (the monitor's
+                                                                decision: 1 = its rules ask for a retrain)
     ==========================================================  ====================================
+
+    Offline figures (AUC per task, ...) live with each run in MLflow, not here.
     """
     out: list[Metric] = []
 
@@ -189,18 +194,6 @@ def snapshot_families(snapshot: Mapping[str, Any]) -> list[Metric]:
             [(str(snapshot["model_version"]), 1)],
         )
 
-    for metric, value in sorted((snapshot.get("offline") or {}).items()):
-        name = f"recsys_model_{metric_name_part(metric)}"
-        if isinstance(value, Mapping):
-            labelled(
-                name,
-                f"Offline {metric} of the model on the test split, per task.",
-                "task",
-                sorted(value.items()),
-            )
-        else:
-            scalar(name, f"Offline {metric} of the model on the test split.", value)
-
     online = snapshot.get("online") or {}
     labelled(
         "recsys_online_click_through_ratio",
@@ -219,19 +212,6 @@ def snapshot_families(snapshot: Mapping[str, Any]) -> list[Metric]:
     )
     for key, (name, doc) in _ONLINE_GAUGES.items():
         scalar(name, doc, online.get(key))
-    by_version = sorted((online.get("by_rec_version") or {}).items())
-    labelled(
-        "recsys_online_rec_version_click_through_ratio",
-        "Clicks per impression, by list version.",
-        "rec_version",
-        [(v, figures.get("ctr")) for v, figures in by_version],
-    )
-    labelled(
-        "recsys_online_rec_version_impressions",
-        "Impressions in the day, by list version.",
-        "rec_version",
-        [(v, figures.get("impressions")) for v, figures in by_version],
-    )
 
     labelled(
         "recsys_feature_psi",
@@ -242,7 +222,7 @@ def snapshot_families(snapshot: Mapping[str, Any]) -> list[Metric]:
     if "retrain_recommended" in snapshot:
         scalar(
             "recsys_retrain_recommended",
-            "1 if the monitor's rules asked for a retrain.",
+            "The monitor's retrain decision for its last day: 1 if its rules asked for a retrain, else 0.",
             bool(snapshot["retrain_recommended"]),
         )
     return out

@@ -25,6 +25,12 @@ the relay's address and the retrain route's group_wait changed), receives two al
 one labelled ``action="retrain"`` reaches the relay and becomes a second run, the other one does not.
 ``recsys_retrain`` stays paused (as at creation), so the runs wait in ``queued`` and cost the stack nothing.
 
+The stack is a module-scoped fixture (``celery_stack``), started once; the tests over it are focused: the
+relay (one run per alert episode), Alertmanager -> relay (only retrain alerts), then one run of
+``recsys_daily`` (fixture ``daily_run``) checked for its task states, the use of both workers, the
+recommendations in PostgreSQL and the model on the MLflow server. The relay tests come first in the file
+(pytest's order): the first one checks that ``recsys_retrain`` has no run yet.
+
 "Both workers were used" is read from the workers' own logs (``Executing workload in Celery: ...
 task_id='...'``): the ``hostname`` of a task instance is the machine's name, the same for two workers on
 one host. With a prefetch multiplier of 1, late acks and concurrency 1, a busy worker holds no queued task,
@@ -51,6 +57,8 @@ import urllib.error
 import urllib.request
 import uuid
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -267,11 +275,37 @@ def _wait(what: str, probe, timeout: float, stack: Stack, every: float = 2.0):
     )
 
 
-# ------------------------------------------------------------------------------------------- the test
-def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
+# ------------------------------------------------------------------------------------------ the stack
+@dataclass
+class CeleryStack:
+    """The running stack, shared by the tests of this module (started once, torn down at the end)."""
+
+    procs: Stack
+    env: dict[str, str]
+    dbs: dict[str, str]
+    base: str  # the api-server
+    token: str
+    password: str
+    relay_port: int
+    artifacts: Path
+    tmp_path: Path
+    tag: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def relay(self) -> str:
+        return f"http://127.0.0.1:{self.relay_port}"
+
+
+@pytest.fixture(scope="module")
+def celery_stack(tmp_path_factory) -> Iterator[CeleryStack]:
+    """MLflow server, Airflow (api-server, scheduler, dag-processor, two Celery workers) and the alert
+    relay on fresh PostgreSQL databases and an empty Redis database; everything dropped, flushed and
+    stopped at the end, whatever the tests did."""
     _services_or_skip()
     from cryptography.fernet import Fernet
 
+    tmp_path = tmp_path_factory.mktemp("celery_stack")
     t_start = time.monotonic()
     tag = uuid.uuid4().hex[:8]
     dbs = {k: f"{k}_it_{tag}" for k in ("airflow", "recsys", "mlflow")}
@@ -412,12 +446,12 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         base = f"http://127.0.0.1:{api_port}"
         # the Alertmanager -> Airflow relay, as compose runs it, logged in as the stack's admin
         relay_env = env | {
-            "RECSYS_RELAY_AIRFLOW_URL": base,
-            "RECSYS_RELAY_USERNAME": "admin",
-            "RECSYS_RELAY_PASSWORD": password,
-            "RECSYS_RELAY_PORT": str(relay_port),
-            "RECSYS_RELAY_COOLDOWN_DAYS": "3",
-            "RECSYS_RELAY_TIMEOUT_SECONDS": "30",  # a busy 2-core host: the api-server may be slow
+            "RECSYS_RELAY__AIRFLOW_URL": base,
+            "RECSYS_RELAY__USERNAME": "admin",
+            "RECSYS_RELAY__PASSWORD": password,
+            "RECSYS_RELAY__PORT": str(relay_port),
+            "RECSYS_RELAY__COOLDOWN_DAYS": "3",
+            "RECSYS_RELAY__TIMEOUT_SECONDS": "30",  # a busy 2-core host: the api-server may be slow
         }
         stack.start("relay", [str(BIN / "recsys"), "alerts", "relay"], relay_env, tmp_path)
 
@@ -445,76 +479,18 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         )
         t_ready = time.monotonic()
 
-        _check_alert_relay(stack, base, token, f"http://127.0.0.1:{relay_port}", password)
-        _check_alertmanager_delivers_to_the_relay(stack, base, token, relay_port, tmp_path)
-        t_relay = time.monotonic()
-
-        status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
-        assert status == 200 and body["is_paused"] is False, f"unpause: {status} {body}"
-        status, body = _http(
-            "POST",
-            f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
-            {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}},
-            token,
-        )
-        assert status in (200, 201), f"trigger: {status} {body}"
-        run_id = body["dag_run_id"]
-        run_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
-
-        def task_instances() -> list[dict]:
-            return _http("GET", f"{run_url}/taskInstances", token=token)[1]["task_instances"]
-
-        def finished():
-            state = _http("GET", run_url, token=token)[1]["state"]
-            return state if state in ("success", "failed") else None
-
-        try:
-            state = _wait(f"dag run {run_id}", finished, RUN_TIMEOUT_S, stack, every=5)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\ntask states: {_states(task_instances())}") from None
-        t_run = time.monotonic()
-        tis = task_instances()
-        assert state == "success", (
-            f"dag run {run_id} ended {state}; task states: {_states(tis)}\n"
-            + "\n".join(stack.tail(n) for n in (*WORKERS, "scheduler"))
-        )
-        assert {ti["task_id"] for ti in tis} == EXPECTED_TASKS
-        assert all(ti["state"] == "success" for ti in tis), _states(tis)
-        retried = {ti["task_id"]: ti["try_number"] for ti in tis if ti["try_number"] > 1}
-        if retried:  # the run succeeded through the DAG's retries; say so rather than hide it
-            warnings.warn(
-                f"tasks needed retries on the Celery stack: {retried} (see the task logs)", stacklevel=1
-            )
-
-        # both workers executed tasks (their own logs name the tasks they ran)
-        ran = re.compile(r"Executing workload in Celery:.*?task_id='([^']+)'")
-        by_worker = {w: sorted(set(ran.findall(stack.log(w)))) for w in WORKERS}
-        print(f"\ntasks per Celery worker: {json.dumps(by_worker)}")
-        print(f"task instance hostnames: {sorted({ti['hostname'] for ti in tis})}")
-        assert set().union(*by_worker.values()) == EXPECTED_TASKS, by_worker
-        assert all(by_worker.values()), f"one worker ran every task: {by_worker}"
-
-        # recommendations landed in PostgreSQL
-        with contextlib.closing(_pg_connect(dbs["recsys"])) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*), count(DISTINCT user_key), min(version) FROM live_recommendations")
-            rows, users, version = cur.fetchone()
-        assert rows > 0 and users > 0, "no live recommendations in PostgreSQL"
-        assert version == "2026-01-01"
-
-        # the model is registered on the MLflow server, alias champion
-        from mlflow import MlflowClient
-
-        client = MlflowClient(
-            tracking_uri=env["RECSYS_MLFLOW_TRACKING_URI"], registry_uri=env["RECSYS_MLFLOW_TRACKING_URI"]
-        )
-        champ = client.get_model_version_by_alias("recsys-ranker", "champion")
-        assert champ.version == "1" and champ.tags.get("ds") == "2026-01-01"
-        assert any(artifacts.rglob("model.keras")), "model artifacts did not go through the server's proxy"
-        print(f"live_recommendations: {rows} rows for {users} users; champion v{champ.version}")
-        print(
-            f"timings: migrate {t_migrated - t_start:.0f}s, stack ready {t_ready - t_migrated:.0f}s, "
-            f"alert relay {t_relay - t_ready:.1f}s, dag run {t_run - t_relay:.0f}s, "
-            f"total {time.monotonic() - t_start:.0f}s"
+        yield CeleryStack(
+            procs=stack,
+            env=env,
+            dbs=dbs,
+            base=base,
+            token=token,
+            password=password,
+            relay_port=relay_port,
+            artifacts=artifacts,
+            tmp_path=tmp_path,
+            tag=tag,
+            timings={"start": t_start, "migrated": t_migrated, "ready": t_ready},
         )
     finally:
         stack.stop()
@@ -528,13 +504,62 @@ def test_recsys_daily_on_celery_postgres_redis_mlflow_server(tmp_path):
         admin.close()
 
 
+@dataclass(frozen=True)
+class DailyRun:
+    run_id: str
+    state: str
+    task_instances: list[dict]
+
+
+@pytest.fixture(scope="module")
+def daily_run(celery_stack: CeleryStack) -> DailyRun:
+    """One run of recsys_daily for LOGICAL_DATE through the REST API, waited for to its end."""
+    stack, base, token, tag = celery_stack.procs, celery_stack.base, celery_stack.token, celery_stack.tag
+    t_trigger = time.monotonic()
+    status, body = _http("PATCH", f"{base}/api/v2/dags/{DAG_ID}", {"is_paused": False}, token)
+    assert status == 200 and body["is_paused"] is False, f"unpause: {status} {body}"
+    status, body = _http(
+        "POST",
+        f"{base}/api/v2/dags/{DAG_ID}/dagRuns",
+        {"dag_run_id": f"celery_it_{tag}", "logical_date": LOGICAL_DATE, "conf": {}},
+        token,
+    )
+    assert status in (200, 201), f"trigger: {status} {body}"
+    run_id = body["dag_run_id"]
+    run_url = f"{base}/api/v2/dags/{DAG_ID}/dagRuns/{run_id}"
+
+    def task_instances() -> list[dict]:
+        return _http("GET", f"{run_url}/taskInstances", token=token)[1]["task_instances"]
+
+    def finished():
+        state = _http("GET", run_url, token=token)[1]["state"]
+        return state if state in ("success", "failed") else None
+
+    try:
+        state = _wait(f"dag run {run_id}", finished, RUN_TIMEOUT_S, stack, every=5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\ntask states: {_states(task_instances())}") from None
+    t_run = time.monotonic()
+    tis = task_instances()
+    celery_stack.timings |= {"trigger": t_trigger, "run": t_run}
+    return DailyRun(run_id, state, tis)
+
+
+# ------------------------------------------------------------------------------------------- the tests
+# In file order: the relay tests run before the daily run is triggered (the first asserts that
+# recsys_retrain has no run yet), and neither depends on the daily run.
+
+
 def _states(tis: list[dict]) -> dict[str, str]:
     return {ti["task_id"]: f"{ti['state']}@{ti.get('hostname') or '-'}" for ti in tis}
 
 
-def _check_alert_relay(stack: Stack, base: str, token: str, relay: str, password: str) -> None:
+def test_alert_relay_makes_one_retrain_run_per_alert_episode(celery_stack: CeleryStack):
     """An Alertmanager v4 notification through the relay makes one recsys_retrain run, never two."""
-    from recsys.monitoring.relay import RelayConfig, serve_relay
+    stack, base, token = celery_stack.procs, celery_stack.base, celery_stack.token
+    relay, password = celery_stack.relay, celery_stack.password
+    from recsys.monitoring.relay import RelayConfig
+    from recsys.monitoring.relay_app import serve_relay
 
     _wait(
         f"{RETRAIN_DAG_ID} to be parsed",
@@ -620,10 +645,10 @@ def _check_alert_relay(stack: Stack, base: str, token: str, relay: str, password
     print(f"alert relay: {RETRAIN_DAG_ID} run {run['dag_run_id']} ({run['state']}), conf {run['conf']}")
 
 
-def _check_alertmanager_delivers_to_the_relay(
-    stack: Stack, base: str, token: str, relay_port: int, tmp_path: Path
-) -> None:
+def test_alertmanager_delivers_only_retrain_alerts_to_the_relay(celery_stack: CeleryStack):
     """Alertmanager (the repository's routing) -> relay -> Airflow: only action="retrain" alerts retrain."""
+    stack, base, token = celery_stack.procs, celery_stack.base, celery_stack.token
+    relay_port, tmp_path = celery_stack.relay_port, celery_stack.tmp_path
     import shutil
     from datetime import UTC, datetime, timedelta
 
@@ -668,11 +693,11 @@ def _check_alertmanager_delivers_to_the_relay(
 
     before = {r["dag_run_id"] for r in runs()}
     starts = datetime.now(UTC).replace(microsecond=0)
-    summary = "recsys click-through rate has been more than 10% down for two days"
+    summary = "the recsys monitor asked for a retrain"
     alerts = [
         {
             "labels": {
-                "alertname": "RecsysClickRateSustainedDrop",
+                "alertname": "RecsysRetrainRecommended",
                 "action": "retrain",
                 "severity": "warning",
             },
@@ -680,8 +705,14 @@ def _check_alertmanager_delivers_to_the_relay(
             "startsAt": starts.isoformat().replace("+00:00", "Z"),
         },
         {  # goes to on-call only: no action="retrain"
-            "labels": {"alertname": "RecsysStageFailures", "severity": "warning", "stage": "train"},
-            "annotations": {"summary": "recsys stage train failed in the last hour"},
+            "labels": {
+                "alertname": "RecsysTaskFailed",
+                "severity": "warning",
+                "dag_id": "recsys_daily",
+                "task_id": "model__train",
+                "stage": "train",
+            },
+            "annotations": {"summary": "Airflow task recsys_daily.model__train failed in the last hour"},
             "startsAt": starts.isoformat().replace("+00:00", "Z"),
         },
     ]
@@ -694,12 +725,71 @@ def _check_alertmanager_delivers_to_the_relay(
     (run,) = _wait("Alertmanager's notification to become a recsys_retrain run", new_runs, 90, stack, every=1)
     assert run["conf"] == {
         "trigger": "alert",
-        "reasons": [f"RecsysClickRateSustainedDrop: {summary}"],
+        "reasons": [f"RecsysRetrainRecommended: {summary}"],
         "ds": (starts.date() - timedelta(days=1)).isoformat(),
     }, run
-    assert run["note"] == "Alertmanager: RecsysClickRateSustainedDrop", run
+    assert run["note"] == "Alertmanager: RecsysRetrainRecommended", run
     # the on-call alert was routed too, but to a receiver without a webhook: still only that one run
     time.sleep(3)
     assert [r["dag_run_id"] for r in new_runs()] == [run["dag_run_id"]]
-    assert "RecsysStageFailures" not in stack.log("relay")
+    assert "RecsysTaskFailed" not in stack.log("relay")
     print(f"alertmanager -> relay -> {RETRAIN_DAG_ID} run {run['dag_run_id']}, conf {run['conf']}")
+
+
+def test_recsys_daily_succeeds_with_every_task(celery_stack: CeleryStack, daily_run: DailyRun):
+    stack, state, run_id, tis = (
+        celery_stack.procs,
+        daily_run.state,
+        daily_run.run_id,
+        daily_run.task_instances,
+    )
+    assert state == "success", f"dag run {run_id} ended {state}; task states: {_states(tis)}\n" + "\n".join(
+        stack.tail(n) for n in (*WORKERS, "scheduler")
+    )
+    assert {ti["task_id"] for ti in tis} == EXPECTED_TASKS
+    assert all(ti["state"] == "success" for ti in tis), _states(tis)
+    retried = {ti["task_id"]: ti["try_number"] for ti in tis if ti["try_number"] > 1}
+    if retried:  # the run succeeded through the DAG's retries; say so rather than hide it
+        warnings.warn(
+            f"tasks needed retries on the Celery stack: {retried} (see the task logs)", stacklevel=1
+        )
+
+
+def test_both_celery_workers_ran_tasks(celery_stack: CeleryStack, daily_run: DailyRun):
+    """The workers' own logs name the tasks they ran (a task instance's hostname is the machine's)."""
+    stack, tis = celery_stack.procs, daily_run.task_instances
+    ran = re.compile(r"Executing workload in Celery:.*?task_id='([^']+)'")
+    by_worker = {w: sorted(set(ran.findall(stack.log(w)))) for w in WORKERS}
+    print(f"\ntasks per Celery worker: {json.dumps(by_worker)}")
+    print(f"task instance hostnames: {sorted({ti['hostname'] for ti in tis})}")
+    assert set().union(*by_worker.values()) == EXPECTED_TASKS, by_worker
+    assert all(by_worker.values()), f"one worker ran every task: {by_worker}"
+
+
+def test_recommendations_land_in_postgresql(celery_stack: CeleryStack, daily_run: DailyRun):
+    with contextlib.closing(_pg_connect(celery_stack.dbs["recsys"])) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), count(DISTINCT user_key), min(version) FROM live_recommendations")
+        rows, users, version = cur.fetchone()
+    assert rows > 0 and users > 0, "no live recommendations in PostgreSQL"
+    assert version == "2026-01-01"
+    print(f"live_recommendations: {rows} rows for {users} users")
+
+
+def test_the_model_is_registered_on_the_mlflow_server_as_champion(
+    celery_stack: CeleryStack, daily_run: DailyRun
+):
+    from mlflow import MlflowClient
+
+    uri = celery_stack.env["RECSYS_MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champ = client.get_model_version_by_alias("recsys-ranker", "champion")
+    assert champ.version == "1" and champ.tags.get("ds") == "2026-01-01"
+    assert any(celery_stack.artifacts.rglob("model.keras")), (
+        "model artifacts did not go through the server's proxy"
+    )
+    t = celery_stack.timings
+    print(
+        f"champion v{champ.version}; timings: migrate {t['migrated'] - t['start']:.0f}s, "
+        f"stack ready {t['ready'] - t['migrated']:.0f}s, dag run {t['run'] - t['trigger']:.0f}s, "
+        f"total {time.monotonic() - t['start']:.0f}s"
+    )

@@ -1,5 +1,6 @@
-"""A real Pushgateway and Prometheus scrape what recsys pushes and exports; the alert rules are valid;
-what fires reaches a real Alertmanager, which routes it by the shipped alertmanager.yml.
+"""A real Pushgateway and Prometheus scrape what recsys pushes and exports (and what statsd-exporter
+exports of Airflow's task metrics); the alert rules are valid and fire as intended; what fires reaches a
+real Alertmanager, which routes it by the shipped alertmanager.yml.
 
 Needs the ``prometheus``, ``promtool`` and Pushgateway binaries, and Alertmanager for the chain test
 (Debian: ``apt-get install -y prometheus prometheus-pushgateway prometheus-alertmanager``; ``make
@@ -181,27 +182,57 @@ class Stack:
         )
 
 
+class _StatsdExporterStandIn:
+    """What statsd-exporter serves after Airflow reported a task outcome: ``airflow_ti_finish_total`` with
+    the labels of statsd/statsd_mapping.yml (that mapping is tested against Airflow's own metric registry
+    in tests/integration/test_compose_statsd.py). Counters appear at their first event, as there."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+        self.registry = CollectorRegistry()
+        self.finished = Counter(
+            "airflow_ti_finish",
+            "Task instances finished, by final state.",
+            ["dag_id", "task_id", "stage", "state"],
+            registry=self.registry,
+        )
+        self.server, self.thread = start_http_server(0, addr="127.0.0.1", registry=self.registry)
+        self.port = self.server.server_port
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     pg_port, prom_port = _free_port(), _free_port()
     snapshot = tmp_path / "quality.json"
     procs: list[subprocess.Popen] = []
     exporter = serve_metrics(snapshot, port=0)
+    statsd = _StatsdExporterStandIn()
     try:
         procs.append(_start_pushgateway(tmp_path, pg_port))
-        jobs = {"recsys_exporter": f"127.0.0.1:{exporter.port}", "recsys_pushgateway": f"127.0.0.1:{pg_port}"}
+        jobs = {
+            "recsys_exporter": f"127.0.0.1:{exporter.port}",
+            "recsys_pushgateway": f"127.0.0.1:{pg_port}",
+            "airflow_statsd": f"127.0.0.1:{statsd.port}",
+        }
         procs.append(_start_prometheus(tmp_path, prom_port, _prometheus_config([ALERTS], jobs)))
         s = Stack(f"http://127.0.0.1:{pg_port}", f"http://127.0.0.1:{prom_port}", snapshot, tmp_path)
+        s.statsd = statsd
         _wait_ready([("pushgateway", s.pushgateway, procs[0]), ("prometheus", s.prometheus, procs[1])])
         yield s
     finally:
         exporter.close()
+        statsd.close()
         _stop_all(procs, tmp_path)
 
 
 @needs_binaries
 def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Stack):
-    # Batch health: a success, then (once Prometheus has seen the counter at 0) a failure.
+    # Batch health: a success, then a failure.
     assert push_stage_metrics(
         "features",
         "2024-03-01",
@@ -209,13 +240,13 @@ def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Sta
         duration_seconds=12.5,
         rows={"train": 900, "valid": 100},
         pushgateway_url=stack.pushgateway,
-        extra={"psi_max": 0.12},
     )
-    stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 0)
-    success_ts = stack.value('recsys_features_last_success_timestamp_seconds{job="recsys_batch"}')
+    stack.wait_value('recsys_stage_last_run_success{job="recsys_batch",stage="features"}', 1)
+    success_ts = stack.value(
+        'recsys_stage_last_success_timestamp_seconds{job="recsys_batch",stage="features"}'
+    )
     assert success_ts is not None and abs(success_ts - time.time()) < 60
     assert stack.value('recsys_stage_rows{stage="features",kind="train"}') == 900
-    assert stack.value('recsys_features_psi_max{stage="features"}') == pytest.approx(0.12)
 
     assert push_stage_metrics(
         "features",
@@ -224,12 +255,15 @@ def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Sta
         duration_seconds=3.0,
         rows=None,
         pushgateway_url=stack.pushgateway,
-        extra=None,
     )
-    stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 1)
     stack.wait_value('recsys_stage_last_run_success{stage="features"}', 0)
     # the failure push left the last success in place
-    assert stack.value("recsys_features_last_success_timestamp_seconds") == pytest.approx(success_ts)
+    assert stack.value('recsys_stage_last_success_timestamp_seconds{stage="features"}') == pytest.approx(
+        success_ts
+    )
+    # Airflow counted the task's failure (its first: the series appears with value 1)
+    stack.statsd.finished.labels("recsys_daily", "model__features", "features", "failed").inc()
+    stack.wait_value('airflow_ti_finish_total{job="airflow_statsd",state="failed"}', 1)
 
     # Quality figures through the exporter.
     events = pd.DataFrame(
@@ -249,15 +283,15 @@ def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Sta
         {
             "ds": "2024-03-02",
             "model_version": "3",
-            "offline": {"auc": {"click": 0.72}},
             "online": compute_metrics(events, catalog_size=30),
             "psi": {"device": 0.4, "position": 0.01},
+            "retrain_recommended": True,  # the monitor's decision
         },
     )
     stack.wait_value('recsys_online_click_through_ratio{job="recsys_exporter",source="recommended"}', 1 / 3)
     assert stack.value('recsys_online_click_through_ratio{source="exploration"}') == 1.0
     assert stack.value("recsys_online_catalog_coverage_ratio") == pytest.approx(2 / 30)
-    assert stack.value('recsys_model_auc{task="click"}') == pytest.approx(0.72)
+    assert stack.value("recsys_retrain_recommended") == 1
     assert stack.value('recsys_model_info{model_version="3"}') == 1
     assert stack.value('recsys_feature_psi{feature="device"}') == pytest.approx(0.4)
 
@@ -274,16 +308,18 @@ def test_pushed_and_exported_figures_reach_prometheus_and_alerts_fire(stack: Sta
         "alerts on the pushed and exported series",
         lambda: (
             {
-                ("RecsysStageFailures", "features"),  # failure counter increased
+                ("RecsysTaskFailed", "features"),  # Airflow's failure counter appeared
                 ("RecsysStageFailing", "features"),  # pending: `for: 30m`
                 ("RecsysFeatureDrift", "device"),  # pending: `for: 15m`
                 ("RecsysRecommendationsBelowExploration", ""),  # 1/3 < 1.0, pending
+                ("RecsysRetrainRecommended", ""),  # the monitor's decision
             }
             <= set(alert_states())
         ),
     )
     states = alert_states()
-    assert states[("RecsysStageFailures", "features")] == "firing"
+    assert states[("RecsysTaskFailed", "features")] == "firing"
+    assert states[("RecsysRetrainRecommended", "")] == "firing"
     assert states[("RecsysFeatureDrift", "device")] == "pending"
     assert ("RecsysFeatureDrift", "position") not in states
     assert not any(name == "RecsysStageStale" for name, _ in states)  # succeeded moments ago
@@ -309,9 +345,9 @@ tests:
   # Freshness: a daily stage last succeeded at t=0; train (own schedule) is not held to 26 h.
   - interval: 1m
     input_series:
-      - series: 'recsys_features_last_success_timestamp_seconds{{job="recsys_batch",stage="features"}}'
+      - series: 'recsys_stage_last_success_timestamp_seconds{{job="recsys_batch",stage="features"}}'
         values: '0x1700'
-      - series: 'recsys_train_last_success_timestamp_seconds{{job="recsys_batch",stage="train"}}'
+      - series: 'recsys_stage_last_success_timestamp_seconds{{job="recsys_batch",stage="train"}}'
         values: '0x1700'
     alert_rule_test:
       - eval_time: 25h
@@ -324,68 +360,119 @@ tests:
             exp_annotations:
               summary: "recsys stage features has not succeeded for over 26 h"
               description: "Last success 1d 3h 0m 0s ago; the data it feeds is stale."
-  # A failure bumps the counter.
+              runbook_url: docs/runbook.md#recsysstagestale
+  # Airflow counts a task's failure: a series that exists at 0 and increases, and (another task) one that
+  # appears with its first failure (statsd-exporter creates a counter at its first event). Successes
+  # and retries do not alert.
   - interval: 1m
     input_series:
-      - series: 'recsys_stage_failures_total{{job="recsys_batch",stage="train"}}'
+      - series: 'airflow_ti_finish_total{{job="airflow_statsd",dag_id="recsys_daily",
+          task_id="model__train",stage="train",state="failed"}}'
+        values: '0x5 1x10'
+      - series: 'airflow_ti_finish_total{{job="airflow_statsd",dag_id="recsys_daily",
+          task_id="ingest__collect",stage="collect",state="failed"}}'
+        values: '_x30 1x100'
+      - series: 'airflow_ti_finish_total{{job="airflow_statsd",dag_id="recsys_daily",
+          task_id="ingest__collect",stage="collect",state="up_for_retry"}}'
+        values: '0x5 1x10'
+      - series: 'airflow_ti_finish_total{{job="airflow_statsd",dag_id="recsys_daily",
+          task_id="serve__publish",stage="publish",state="success"}}'
+        values: '0+1x15'
+      - series: 'airflow_ti_finish_total{{job="airflow_statsd",dag_id="other_dag",task_id="t",
+          stage="t",state="failed"}}'
         values: '0x5 1x10'
     alert_rule_test:
       - eval_time: 5m
-        alertname: RecsysStageFailures
+        alertname: RecsysTaskFailed
         exp_alerts: []
       - eval_time: 10m
-        alertname: RecsysStageFailures
+        alertname: RecsysTaskFailed
         exp_alerts:
-          - exp_labels: {{severity: warning, job: recsys_batch, stage: train}}
+          - exp_labels: {{severity: warning, dag_id: recsys_daily, task_id: model__train, stage: train}}
             exp_annotations:
-              summary: "recsys stage train failed in the last hour"
-              description: "1 failed run(s) in 1 h (Airflow may have retried it)."
-  # CTR 0.08 for four days, then 0.05 (a 37.5% drop); drift on one feature only.
+              summary: "Airflow task recsys_daily.model__train failed in the last hour"
+              description: "1 failed run(s) of stage train in 1 h, after Airflow's retries."
+              runbook_url: docs/runbook.md#recsystaskfailed
+      - eval_time: 35m
+        alertname: RecsysTaskFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, dag_id: recsys_daily, task_id: model__train, stage: train}}
+            exp_annotations:
+              summary: "Airflow task recsys_daily.model__train failed in the last hour"
+              description: "1 failed run(s) of stage train in 1 h, after Airflow's retries."
+              runbook_url: docs/runbook.md#recsystaskfailed
+          - exp_labels: {{severity: warning, dag_id: recsys_daily, task_id: ingest__collect, stage: collect}}
+            exp_annotations:
+              summary: "Airflow task recsys_daily.ingest__collect failed in the last hour"
+              description: "1 failed run(s) of stage collect in 1 h, after Airflow's retries."
+              runbook_url: docs/runbook.md#recsystaskfailed
+      - eval_time: 100m
+        alertname: RecsysTaskFailed
+        exp_alerts: []
+  # The monitor's retrain decision (its CTR, drift and age rules) is the alert; drift names the feature.
   - interval: 1m
     input_series:
-      - series: 'recsys_online_click_through_ratio{{job="recsys_exporter",source="recommended"}}'
-        values: '0.08x5760 0.05x240'
+      - series: 'recsys_retrain_recommended{{job="recsys_exporter"}}'
+        values: '0x60 1x60 0x60'
       - series: 'recsys_feature_psi{{job="recsys_exporter",feature="device"}}'
-        values: '0.05x5760 0.3x240'
+        values: '0.05x60 0.3x120'
       - series: 'recsys_feature_psi{{job="recsys_exporter",feature="position"}}'
-        values: '0.05x6000'
+        values: '0.05x180'
     alert_rule_test:
-      - eval_time: 95h
-        alertname: RecsysClickRateDegraded
+      - eval_time: 55m
+        alertname: RecsysRetrainRecommended
         exp_alerts: []
-      - eval_time: 97h30m
-        alertname: RecsysClickRateDegraded
+      - eval_time: 65m
+        alertname: RecsysRetrainRecommended
         exp_alerts:
-          - exp_labels: {{severity: warning, job: recsys_exporter, source: recommended}}
+          - exp_labels: {{severity: warning, job: recsys_exporter}}
             exp_annotations:
-              summary: "recsys click-through rate dropped more than 20%"
-              description: "CTR of recommended impressions is 0.050, below 80% of its trailing 3-day mean."
-      - eval_time: 96h30m
+              summary: "the recsys monitor asked for a retrain"
+              description: "Its rules fired on the last monitored day; the reasons are in the
+                recsys_monitor run's log and data/reports/monitoring/retrains.jsonl."
+              runbook_url: docs/runbook.md#recsysretrainrecommended
+      - eval_time: 125m
+        alertname: RecsysRetrainRecommended
+        exp_alerts: []
+      - eval_time: 80m
         alertname: RecsysFeatureDrift
         exp_alerts:
-          - exp_labels: {{severity: warning, job: recsys_exporter, feature: device}}
+          - exp_labels: {{severity: info, job: recsys_exporter, feature: device}}
             exp_annotations:
               summary: "feature device drifted (PSI 0.300 > 0.2)"
-              description: "Its distribution moved away from the training window; a retrain may follow."
-  # CTR 0.1 for three days, then 0.088 (12% down: under the one-day 20%, over the sustained 10%).
+              description: "Its distribution moved away from the training window; the monitor's decision says
+                whether to retrain."
+              runbook_url: docs/runbook.md#recsysfeaturedrift
+  # Airflow's own liveness: the scheduler stops heartbeating; a DAG file stops importing.
   - interval: 1m
     input_series:
-      - series: 'recsys_online_click_through_ratio{{job="recsys_exporter",source="recommended"}}'
-        values: '0.1x4320 0.088x1800'
+      - series: 'airflow_scheduler_heartbeat_total{{job="airflow_statsd"}}'
+        values: '0+12x30 360x30'
+      - series: 'airflow_dag_processing_import_errors{{job="airflow_statsd"}}'
+        values: '0x10 1x30'
     alert_rule_test:
-      - eval_time: 96h
-        alertname: RecsysClickRateSustainedDrop
+      - eval_time: 30m
+        alertname: RecsysAirflowSchedulerDown
         exp_alerts: []
-      - eval_time: 97h30m
-        alertname: RecsysClickRateDegraded
-        exp_alerts: []
-      - eval_time: 97h30m
-        alertname: RecsysClickRateSustainedDrop
+      - eval_time: 45m
+        alertname: RecsysAirflowSchedulerDown
         exp_alerts:
-          - exp_labels: {{severity: warning, job: recsys_exporter, source: recommended}}
+          - exp_labels: {{severity: critical}}
             exp_annotations:
-              summary: "recsys click-through rate has been more than 10% down for two days"
-              description: "Recommended CTR is 0.088, 10%+ under the mean of the 3 days before the drop."
+              summary: "the Airflow scheduler has not sent a heartbeat for 5 minutes"
+              description: "No recsys task is being scheduled; the daily pipeline is standing still."
+              runbook_url: docs/runbook.md#recsysairflowschedulerdown
+      - eval_time: 20m
+        alertname: RecsysDagImportErrors
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: RecsysDagImportErrors
+        exp_alerts:
+          - exp_labels: {{severity: critical}}
+            exp_annotations:
+              summary: "1 DAG file(s) fail to import"
+              description: "A DAG that does not import does not run; see Airflow's Import errors page."
+              runbook_url: docs/runbook.md#recsysdagimporterrors
 """
 
 
@@ -435,18 +522,19 @@ class _Webhooks:
     reason="needs prometheus, promtool, the Pushgateway and Alertmanager (make system-deps)",
 )
 def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_webhook(tmp_path: Path):
-    """The whole alert path in one chain: the Pushgateway holds a failed stage, Prometheus evaluates the
-    shipped rules and sends what fires to an Alertmanager running the shipped routing, which hands
-    action="retrain" alerts to the relay's webhook and the rest to on-call only.
+    """The whole alert path in one chain: the exporter serves the monitor's retrain decision, Prometheus
+    evaluates the shipped rules and sends what fires to an Alertmanager running the shipped routing, which
+    hands action="retrain" alerts to the relay's webhook and the rest to on-call only.
 
     No shipped rule carries action="retrain" (see alertmanager.yml), so a second rule file labels a copy of
-    the shipped ``RecsysStageFailures`` with it: the change a team makes to have that alert retrain.
+    the shipped ``RecsysRetrainRecommended`` with it: the change a team makes to have that alert retrain.
     Timings changed for a test: the evaluation and scrape interval (1 s) and the routes' ``group_wait``.
     """
     from recsys.monitoring.relay import build_conf, parse_payload
 
     hooks = _Webhooks()
     procs: list[subprocess.Popen] = []
+    exporter = serve_metrics(tmp_path / "quality.json", port=0)
     try:
         # Alertmanager: the shipped routing, with the relay's address swapped for the stand-in
         config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
@@ -472,14 +560,14 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
         )
         procs.append(_start_pushgateway(tmp_path, pg_port))
         shipped = yaml.safe_load(ALERTS.read_text())
-        (failures,) = [
-            r for g in shipped["groups"] for r in g["rules"] if r.get("alert") == "RecsysStageFailures"
+        (decision,) = [
+            r for g in shipped["groups"] for r in g["rules"] if r.get("alert") == "RecsysRetrainRecommended"
         ]
-        labelled = dict(failures, alert="RecsysStageFailuresRetrain")
-        labelled["labels"] = {**failures.get("labels", {}), "action": "retrain"}
+        labelled = dict(decision, alert="RecsysRetrainRecommendedRetrain")
+        labelled["labels"] = {**decision.get("labels", {}), "action": "retrain"}
         extra = tmp_path / "retrain_rules.yml"
         extra.write_text(yaml.safe_dump({"groups": [{"name": "retrain_labelled", "rules": [labelled]}]}))
-        jobs = {"recsys_pushgateway": f"127.0.0.1:{pg_port}"}
+        jobs = {"recsys_pushgateway": f"127.0.0.1:{pg_port}", "recsys_exporter": f"127.0.0.1:{exporter.port}"}
         config = _prometheus_config([ALERTS, extra], jobs, alertmanager=f"127.0.0.1:{am_port}")
         procs.append(_start_prometheus(tmp_path, prom_port, config))
         am, pg, prom = (f"http://127.0.0.1:{p}" for p in (am_port, pg_port, prom_port))
@@ -488,34 +576,30 @@ def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_we
         )
         stack = Stack(pg, prom, tmp_path / "quality.json", tmp_path)
 
-        # a stage succeeds, then (once Prometheus has seen its failure counter at 0) fails
-        push = dict(duration_seconds=1.0, rows=None, pushgateway_url=pg, extra=None)
-        assert push_stage_metrics("features", "2024-03-01", success=True, **push)
-        stack.wait_value('recsys_stage_failures_total{job="recsys_batch",stage="features"}', 0)
-        assert push_stage_metrics("features", "2024-03-02", success=False, **push)
+        # the monitor decided to retrain (its snapshot, as the monitor stage writes it)
+        write_quality_snapshot(stack.snapshot, {"ds": "2024-03-02", "retrain_recommended": True})
 
         def in_alertmanager() -> dict[str, set[str]]:
             alerts = json.loads(_get(f"{am}/api/v2/alerts"))
             got = {a["labels"]["alertname"]: {r["name"] for r in a["receivers"]} for a in alerts}
-            return got if {"RecsysStageFailures", "RecsysStageFailuresRetrain"} <= set(got) else {}
+            return got if {"RecsysRetrainRecommended", "RecsysRetrainRecommendedRetrain"} <= set(got) else {}
 
-        receivers = _wait_for("both failure alerts in Alertmanager", in_alertmanager)
-        assert receivers["RecsysStageFailures"] == {"oncall"}
-        assert receivers["RecsysStageFailuresRetrain"] == {"recsys-retrain", "oncall"}
+        receivers = _wait_for("both decision alerts in Alertmanager", in_alertmanager)
+        assert receivers["RecsysRetrainRecommended"] == {"oncall"}
+        assert receivers["RecsysRetrainRecommendedRetrain"] == {"recsys-retrain", "oncall"}
 
         (hook,) = _wait_for("Alertmanager's webhook notification", lambda: list(hooks.bodies))
         assert hook["path"] == "/alertmanager/retrain"
         alerts = parse_payload(hook["body"])  # what the relay would read
-        assert [a.alertname for a in alerts] == ["RecsysStageFailuresRetrain"]
+        assert [a.alertname for a in alerts] == ["RecsysRetrainRecommendedRetrain"]
         assert alerts[0].firing and alerts[0].starts_at is not None
         conf = build_conf(alerts)
         assert conf["trigger"] == "alert"
-        assert conf["reasons"] == [
-            "RecsysStageFailuresRetrain: recsys stage features failed in the last hour"
-        ]
+        assert conf["reasons"] == ["RecsysRetrainRecommendedRetrain: the recsys monitor asked for a retrain"]
         assert hook["body"]["commonLabels"]["action"] == "retrain"
         time.sleep(3)  # the on-call alert has been routed by now too: still the one notification
         assert len(hooks.bodies) == 1, hooks.bodies
     finally:
         hooks.close()
+        exporter.close()
         _stop_all(procs, tmp_path)

@@ -26,7 +26,7 @@ from recsys.monitoring import (
     serve_metrics,
     write_quality_snapshot,
 )
-from recsys.monitoring.exporter import QualitySnapshotCollector, snapshot_families
+from recsys.monitoring.exporter import SNAPSHOT_KEYS, QualitySnapshotCollector, snapshot_families
 from recsys.monitoring.metrics import JOB, build_stage_registry
 from recsys.monitoring.online import feature_psi
 
@@ -271,30 +271,34 @@ def test_success_registry_has_every_figure_with_base_unit_names():
         success=True,
         duration_seconds=12.5,
         rows={"train": 900, "valid": 100},
-        extra={"psi_max": 0.1},
-        failures_before=2,
         now=1_700_000_000.0,
     )
     samples = _registry_samples(registry)
-    assert samples["recsys_features_last_success_timestamp_seconds"][0].value == 1_700_000_000.0
+    assert samples["recsys_stage_last_success_timestamp_seconds"][0].value == 1_700_000_000.0
     assert samples["recsys_stage_duration_seconds"][0].value == 12.5
     assert samples["recsys_stage_last_run_success"][0].value == 1.0
-    assert samples["recsys_stage_failures_total"][0].value == 2  # unchanged on success
+    assert samples["recsys_stage_last_run_timestamp_seconds"][0].value == 1_700_000_000.0
     assert samples["recsys_stage_logical_date_timestamp_seconds"][0].value == 1709251200.0  # 2024-03-01Z
     assert {s.labels["kind"]: s.value for s in samples["recsys_stage_rows"]} == {"train": 900, "valid": 100}
-    assert samples["recsys_features_psi_max"][0].value == 0.1
-    assert all(name.startswith("recsys_") for name in samples)
+    # the stage is a label (the push's grouping key), never part of a metric name; failures are counted
+    # by Airflow's StatsD metrics, not read back from the gateway
+    assert set(samples) == {
+        "recsys_stage_last_success_timestamp_seconds",
+        "recsys_stage_duration_seconds",
+        "recsys_stage_last_run_success",
+        "recsys_stage_last_run_timestamp_seconds",
+        "recsys_stage_logical_date_timestamp_seconds",
+        "recsys_stage_rows",
+    }
     assert not any(name.endswith("_created") for name in samples)
 
 
-def test_failure_registry_has_no_last_success_gauge_and_counts_the_failure():
-    registry = build_stage_registry(
-        "train", "2024-03-01", success=False, duration_seconds=3.0, rows=None, failures_before=4
-    )
+def test_failure_registry_has_no_last_success_gauge():
+    registry = build_stage_registry("train", "2024-03-01", success=False, duration_seconds=3.0, rows=None)
     samples = _registry_samples(registry)
     assert not any(name.endswith("_last_success_timestamp_seconds") for name in samples)
-    assert samples["recsys_stage_failures_total"][0].value == 5
     assert samples["recsys_stage_last_run_success"][0].value == 0.0
+    assert samples["recsys_stage_duration_seconds"][0].value == 3.0
 
 
 def test_push_without_url_is_a_noop_and_unreachable_gateway_returns_false():
@@ -306,7 +310,6 @@ def test_push_without_url_is_a_noop_and_unreachable_gateway_returns_false():
             duration_seconds=1.0,
             rows=None,
             pushgateway_url=None,
-            extra=None,
         )
         is False
     )
@@ -324,13 +327,13 @@ def test_push_without_url_is_a_noop_and_unreachable_gateway_returns_false():
 
 
 class _FakeGateway(BaseHTTPRequestHandler):
-    """Serves a fixed /metrics page and records pushes (method, path, body)."""
+    """Records every request (method, path, body); answers a GET with an empty page."""
 
-    page = ""
     pushes: list[tuple[str, str, str]] = []
 
     def do_GET(self):
-        body = self.page.encode()
+        self.pushes.append((self.command, self.path, ""))
+        body = b""
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
         self.send_header("Content-Length", str(len(body)))
@@ -353,11 +356,6 @@ class _FakeGateway(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_gateway():
     _FakeGateway.pushes = []
-    _FakeGateway.page = (
-        "# TYPE recsys_stage_failures_total counter\n"
-        'recsys_stage_failures_total{instance="",job="recsys_batch",stage="train"} 2\n'
-        'recsys_stage_failures_total{instance="",job="recsys_batch",stage="features"} 7\n'
-    )
     server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeGateway)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -366,7 +364,7 @@ def fake_gateway():
     server.server_close()
 
 
-def test_push_posts_to_the_stage_group_and_increments_the_gateway_counter(fake_gateway):
+def test_push_posts_to_the_stage_group_without_reading_the_gateway(fake_gateway):
     assert push_stage_metrics(
         "train",
         "2024-03-01",
@@ -374,14 +372,14 @@ def test_push_posts_to_the_stage_group_and_increments_the_gateway_counter(fake_g
         duration_seconds=2.0,
         rows={"rows": 10},
         pushgateway_url=fake_gateway,
-        extra=None,
     )
-    method, path, body = _FakeGateway.pushes[-1]
+    # one request: no read-back of a counter before the push
+    ((method, path, body),) = _FakeGateway.pushes
     # POST (pushadd) replaces only the names it carries, so the earlier last-success gauge survives
     assert method == "POST" and path == f"/metrics/job/{JOB}/stage/train"
     pushed = {s.name: s for fam in text_string_to_metric_families(body) for s in fam.samples}
-    assert pushed["recsys_stage_failures_total"].value == 3
-    assert "recsys_train_last_success_timestamp_seconds" not in pushed
+    assert pushed["recsys_stage_last_run_success"].value == 0
+    assert "recsys_stage_last_success_timestamp_seconds" not in pushed
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -393,7 +391,6 @@ def _figures(events) -> dict:
     return {
         "ds": "2024-03-01",
         "model_version": "7",
-        "offline": {"auc": {"click": 0.71, "like": 0.66}, "ndcg_at_10": 0.3},
         "online": compute_metrics(events, catalog_size=10, known_users={"u-alice"}),
         "psi": {"device": 0.25, "position": float("nan")},
         "retrain_recommended": True,
@@ -404,10 +401,11 @@ def test_snapshot_round_trip_merges_and_writes_nan_as_null(tmp_path, events):
     path = tmp_path / "monitoring" / "quality.json"
     assert read_quality_snapshot(path) == {}
     write_quality_snapshot(path, _figures(events))
-    write_quality_snapshot(path, {"offline": {"auc": {"click": 0.8}}})
+    assert read_quality_snapshot(path)["psi"]["position"] is None
+    write_quality_snapshot(path, {"psi": {"device": 0.3}})
     snap = read_quality_snapshot(path)
-    assert snap["offline"] == {"auc": {"click": 0.8}} and snap["online"]["ctr"] == 0.5
-    assert snap["psi"]["position"] is None and snap["written_at"] > 0
+    assert snap["psi"] == {"device": 0.3} and snap["online"]["ctr"] == 0.5
+    assert snap["written_at"] > 0
     assert [p.name for p in path.parent.iterdir()] == ["quality.json"]  # no temporary file left behind
     write_quality_snapshot(path, {"ds": "2024-03-02"}, merge=False)
     assert set(read_quality_snapshot(path)) == {"ds", "written_at"}
@@ -418,8 +416,6 @@ def test_snapshot_families_names_and_values(events):
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for s in _samples(snapshot_families(_figures(events)))
     }
-    assert samples[("recsys_model_auc", (("task", "click"),))] == 0.71
-    assert samples[("recsys_model_ndcg_at_10", ())] == 0.3
     assert samples[("recsys_model_info", (("model_version", "7"),))] == 1
     assert samples[("recsys_online_click_through_ratio", (("source", "recommended"),))] == 0.5
     assert samples[("recsys_online_click_through_ratio", (("source", "exploration"),))] == 0.0
@@ -427,11 +423,16 @@ def test_snapshot_families_names_and_values(events):
     assert samples[("recsys_online_watch_time_per_impression_seconds", ())] == pytest.approx(40 / 3)
     assert samples[("recsys_online_catalog_coverage_ratio", ())] == 0.3
     assert samples[("recsys_online_cold_start_user_ratio", ())] == pytest.approx(2 / 3)
-    assert samples[("recsys_online_rec_version_impressions", (("rec_version", "r2"),))] == 2
     assert samples[("recsys_feature_psi", (("feature", "device"),))] == 0.25
     assert ("recsys_feature_psi", (("feature", "position"),)) not in samples  # NaN left out
     assert samples[("recsys_retrain_recommended", ())] == 1
     assert samples[("recsys_quality_logical_date_timestamp_seconds", ())] == 1709251200.0
+    # only the snapshot's keys are exported: no offline or per-list-version family that nothing fills
+    figures = _figures(events) | {"offline": {"auc": {"click": 0.7}}}
+    assert set(figures) - {"offline"} <= set(SNAPSHOT_KEYS)
+    names = {s.name for s in _samples(snapshot_families(figures))}
+    assert not any(n.startswith("recsys_model_") and n != "recsys_model_info" for n in names), names
+    assert not any("rec_version" in n for n in names), names
 
 
 def test_no_user_id_in_any_label(tmp_path, events):
@@ -444,7 +445,6 @@ def test_no_user_id_in_any_label(tmp_path, events):
             success=True,
             duration_seconds=1.0,
             rows={"events": 6},
-            extra={"ctr": 0.5},
         ).collect()
     )
     assert exported and pushed

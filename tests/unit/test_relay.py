@@ -4,7 +4,7 @@ Payload parsing, the conf and the de-duplication memory are tested as functions;
 against the real relay server on a free loopback port. Where Airflow must answer something specific
 (401 then a fresh token, 5xx, 409, refused credentials), a small real HTTP server in the test stands in
 for it: only for those error paths. The relay against the real Airflow api-server is tested in
-tests/integration/test_celery_stack.py.
+tests/integration/test_celery_stack*.py.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from recsys.config import load_settings
 from recsys.monitoring.relay import (
     WEBHOOK_PATH,
     Alert,
@@ -40,8 +41,8 @@ from recsys.monitoring.relay import (
     build_conf,
     parse_payload,
     run_id_for,
-    serve_relay,
 )
+from recsys.monitoring.relay_app import serve_relay
 from recsys.monitoring.retrain import conf_reasons, trigger_label
 
 PASSWORD = "relay-test-" + os.urandom(6).hex()
@@ -224,20 +225,33 @@ def test_zero_cooldown_remembers_nothing():
 
 # ----------------------------------------------------------------------------------------- config
 def _env(**values):
-    return {f"RECSYS_RELAY_{k}": str(v) for k, v in values.items()}
+    return {f"RECSYS_RELAY__{k}": str(v) for k, v in values.items()}
 
 
-def test_config_from_env_defaults_and_values(tmp_path, monkeypatch):
+def _config(monkeypatch, env: dict[str, str]) -> RelayConfig:
+    """RelayConfig from the typed settings, read from exactly ``env`` (RECSYS_RELAY__*)."""
+    import os
+
+    for key in [k for k in os.environ if k.startswith("RECSYS_RELAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return RelayConfig.from_settings(load_settings())
+
+
+def test_config_from_settings_defaults_and_values(tmp_path, monkeypatch):
     monkeypatch.setenv("RECSYS_MONITORING__COOLDOWN_DAYS", "5")
-    config = RelayConfig.from_env(_env(PASSWORD=PASSWORD))
+    config = _config(monkeypatch, _env(PASSWORD=PASSWORD))
     assert config == RelayConfig(password=PASSWORD, cooldown_seconds=5 * 86400)
     assert (config.airflow_url, config.host, config.port) == ("http://127.0.0.1:8080", "127.0.0.1", 8081)
     assert (config.dag_id, config.username) == ("recsys_retrain", "admin")
     assert PASSWORD not in repr(config)
+    assert PASSWORD not in repr(load_settings())  # a SecretStr in the settings too
 
     secret = tmp_path / "password"
     secret.write_text(PASSWORD + "\n")
-    config = RelayConfig.from_env(
+    config = _config(
+        monkeypatch,
         _env(
             PASSWORD_FILE=secret,
             AIRFLOW_URL="http://airflow-apiserver:8080/",
@@ -247,7 +261,7 @@ def test_config_from_env_defaults_and_values(tmp_path, monkeypatch):
             PORT=9999,
             COOLDOWN_DAYS=0.5,
             TIMEOUT_SECONDS=3,
-        )
+        ),
     )
     assert config == RelayConfig(
         airflow_url="http://airflow-apiserver:8080",
@@ -268,15 +282,19 @@ def test_config_from_env_defaults_and_values(tmp_path, monkeypatch):
         (_env(PASSWORD=""), "password is missing"),
         (_env(PASSWORD="a", PASSWORD_FILE="/nonexistent"), "not both"),
         (_env(PASSWORD_FILE="/nonexistent/password"), "cannot read"),
-        (_env(PASSWORD="a", PORT="http"), "RECSYS_RELAY_PORT='http' is not a number"),
-        (_env(PASSWORD="a", COOLDOWN_DAYS="-1"), "must not be negative"),
+        (_env(PASSWORD="a", PORT="http"), "relay.port\n  Input should be a valid integer"),
+        (
+            _env(PASSWORD="a", COOLDOWN_DAYS="-1"),
+            "relay.cooldown_days\n  Input should be greater than or equal to 0",
+        ),
         (_env(PASSWORD="a", AIRFLOW_URL="airflow:8080"), "http(s) URL"),
         (_env(PASSWORD="a", AIRFLOW_URL="http://admin:pw@airflow:8080"), "must not hold credentials"),
     ],
 )
-def test_config_from_env_refuses_bad_values(env, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        RelayConfig.from_env(env)
+def test_config_from_settings_refuses_bad_values(env, message, monkeypatch):
+    with pytest.raises(ValueError, match=re.escape(message)) as exc:
+        _config(monkeypatch, env)
+    assert ":pw@" not in str(exc.value)  # a password in the URL is not echoed back
 
 
 # ------------------------------------------------------------------------------- HTTP: the server
@@ -383,7 +401,8 @@ def test_airflow_unreachable_is_a_502_with_the_reason(offline_relay, caplog):
 
 @pytest.mark.parametrize(
     "headers, status",
-    [("Content-Length: 2000000\r\n", b"413"), ("", b"411"), ("Content-Length: x\r\n", b"411")],
+    # a Content-Length that is not a number is malformed HTTP: uvicorn's parser answers 400 itself
+    [("Content-Length: 2000000\r\n", b"413"), ("", b"411"), ("Content-Length: x\r\n", b"400")],
 )
 def test_oversized_or_unsized_bodies_are_refused_unread(offline_relay, headers, status):
     # raw socket: the relay answers from the headers alone, before any body is sent
@@ -573,4 +592,4 @@ def test_cli_without_a_password_says_so():
     out = subprocess.run(
         [str(recsys), "alerts", "relay"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert out.returncode == 2 and "RECSYS_RELAY_PASSWORD" in out.stderr
+    assert out.returncode == 2 and "RECSYS_RELAY__PASSWORD" in out.stderr
