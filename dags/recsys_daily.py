@@ -15,8 +15,14 @@ due), **serve** (rank candidates for every active user and publish the top-N tab
 | model | `train` / `evaluate` / `register` | MMoE model in MLflow; gate vs champion and baselines; alias `champion` |
 | serve | `recommend` / `publish` | champion scores candidates; a new table version goes live in one transaction |
 
-Every task reads and writes the partition of its own logical date and can be rerun. Run conf:
-`{"force_train": true}` trains whatever the schedule says. Each task body is one call into `recsys`.
+Every task reads and writes the partition of its own logical date and can be rerun. Each task body is
+one call into `recsys`.
+
+**Params** (the trigger form): `force_train` (boolean, default false) trains whatever the schedule says.
+
+**Failures:** a batch that fails its data-quality checks, a failed publish check or a missing key fails
+the task at once (no retry would heal it); other errors are retried with backoff. Every task has a time
+limit, and a failure is logged in one line and recorded for the dashboards (`recsys.monitoring.failures`).
 """
 
 from __future__ import annotations
@@ -24,18 +30,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, dag, task, task_group
-
-RECOMMENDATIONS = Asset("recsys://recommendations")
-CLEAN_INTERACTIONS = Asset("recsys://clean/interactions")
-
-default_args = {
-    "owner": "recsys",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "max_retry_delay": timedelta(minutes=10),
-}
+from airflow.sdk import Param, dag, task, task_group
+from recsys_common import CLEAN_INTERACTIONS, RECOMMENDATIONS, call, default_args
 
 
 @dag(
@@ -44,7 +40,15 @@ default_args = {
     start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any logical date; datasets go back to the 1990s
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=default_args(),
+    params={
+        "force_train": Param(
+            False,
+            type="boolean",
+            title="Force training",
+            description="Train, evaluate and register today whatever the training schedule says.",
+        )
+    },
     tags=["recsys", "daily"],
     doc_md=__doc__,
 )
@@ -53,27 +57,19 @@ def recsys_daily():
     def ingest():
         @task(doc_md="Raw events of the day into landing (simulator or dataset importer).")
         def land(ds: str | None = None):
-            from recsys.stages import land
-
-            return land(ds)
+            return call("land", ds)
 
         @task(doc_md="Landing -> encrypted raw zone.")
         def collect(ds: str | None = None):
-            from recsys.stages import collect
-
-            return collect(ds)
+            return call("collect", ds)
 
         @task(doc_md="Great Expectations: quarantine bad rows, fail bad batches.")
         def validate(ds: str | None = None):
-            from recsys.stages import validate
-
-            return validate(ds)
+            return call("validate", ds)
 
         @task(outlets=[CLEAN_INTERACTIONS], doc_md="Keyed pseudonyms and minimization -> clean zone.")
         def anonymize(ds: str | None = None):
-            from recsys.stages import anonymize
-
-            return anonymize(ds)
+            return call("anonymize", ds)
 
         land() >> collect() >> validate() >> anonymize()
 
@@ -81,34 +77,31 @@ def recsys_daily():
     def model():
         @task(doc_md="Examples, time split and fitted transform for the day.")
         def features(ds: str | None = None):
-            from recsys.stages import features
-
-            return features(ds)
+            return call("features", ds)
 
         @task.short_circuit(ignore_downstream_trigger_rules=False, doc_md="Is training due today?")
-        def train_due(ds: str | None = None, dag_run=None):
-            from recsys.stages import should_train
+        def train_due(ds: str | None = None, params=None):
+            return call("should_train", ds, force=bool(params["force_train"]))["train"]
 
-            return should_train(ds, force=bool((dag_run.conf or {}).get("force_train")))["train"]
-
-        @task(doc_md="Fit the multi-task model; everything logged to MLflow.")
+        @task(
+            execution_timeout=timedelta(hours=4),
+            doc_md="Fit the multi-task model; everything logged to MLflow.",
+        )
         def train(ds: str | None = None):
-            from recsys.stages import train
-
-            return train(ds, trigger="schedule")
+            return call("train", ds, trigger="schedule")
 
         @task(doc_md="Candidate vs champion vs baselines on the held-out day; the gate's decision.")
         def evaluate(result: dict, ds: str | None = None):
-            from recsys.stages import evaluate
-
-            return evaluate(ds, run_id=result["run_id"], model_uri=result["model_uri"])
+            return call("evaluate", ds, run_id=result["run_id"], model_uri=result["model_uri"])
 
         @task(doc_md="Register the model; promote to `champion` only if blessed.")
         def register(decision: dict, ds: str | None = None):
-            from recsys.stages import register
-
-            return register(
-                ds, run_id=decision["run_id"], blessed=decision["blessed"], model_uri=decision["model_uri"]
+            return call(
+                "register",
+                ds,
+                run_id=decision["run_id"],
+                blessed=decision["blessed"],
+                model_uri=decision["model_uri"],
             )
 
         trained = train()
@@ -119,15 +112,11 @@ def recsys_daily():
     def serve():
         @task(trigger_rule="none_failed", doc_md="Rank candidates for every active user with the champion.")
         def recommend(ds: str | None = None):
-            from recsys.stages import recommend
-
-            return recommend(ds)
+            return call("recommend", ds)
 
         @task(outlets=[RECOMMENDATIONS], doc_md="Publish a new table version atomically.")
         def publish(ds: str | None = None):
-            from recsys.stages import publish
-
-            return publish(ds)
+            return call("publish", ds)
 
         recommend() >> publish()
 

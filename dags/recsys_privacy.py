@@ -22,7 +22,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import dag, task
+from airflow.sdk import Param, dag, task
+from recsys_common import default_args
 
 
 @dag(
@@ -31,7 +32,17 @@ from airflow.sdk import dag, task
     start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),  # any logical date; datasets go back to the 1990s
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=default_args(retry_delay=timedelta(minutes=1)),
+    params={
+        "user_ids": Param(
+            [],
+            type="array",
+            items={"type": "string", "minLength": 1},
+            minItems=1,
+            title="User ids",
+            description="Raw user ids to erase (one per line in the form).",
+        )
+    },
     tags=["recsys", "privacy"],
     doc_md=__doc__,
 )
@@ -40,10 +51,10 @@ def recsys_privacy():
         doc_md="Erase every user of `conf.user_ids`; returns (XCom) the audit records, pseudonyms only. "
         "Idempotent: a retry removes nothing twice."
     )
-    def erase(dag_run=None):
+    def erase(params=None):
         from recsys.privacy.erasure import erase_users
 
-        return erase_users((dag_run.conf or {}).get("user_ids"))
+        return erase_users(list(params["user_ids"]))
 
     @task(doc_md="Check that no zone or table still holds a row of the erased pseudonyms.")
     def verify(records: list[dict]):
