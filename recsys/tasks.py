@@ -98,6 +98,10 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {what} must be one of {allowed}, not {value!r}")
         if self.score_scale <= 0:
             raise ValueError(f"task {self.name!r}: score_scale must be > 0")
+        if self.threshold is not None and self.kind != "binary":
+            raise ValueError(f"task {self.name!r}: a threshold makes a binary label; kind is {self.kind!r}")
+        if self.log1p and self.kind != "regression":
+            raise ValueError(f"task {self.name!r}: log1p is for a regression target; kind is {self.kind!r}")
 
     @property
     def binary(self) -> bool:

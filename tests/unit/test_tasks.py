@@ -98,6 +98,8 @@ def test_the_settings_defaults_are_the_spec_s():
         ({"metrics": ("precision",)}, "metric"),
         ({"name": "long watch"}, "identifier"),
         ({"score_scale": 0.0}, "score_scale"),
+        ({"log1p": True}, "log1p"),
+        ({"kind": "regression", "threshold": 1.0}, "threshold"),
     ],
 )
 def test_an_inconsistent_task_is_refused(bad, match):
