@@ -178,8 +178,8 @@ def reference_ndcg(settings, ds: date, n_users: int) -> dict:
 def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_users: int) -> dict:
     import mlflow
 
+    from recsys import tasks
     from recsys.evaluate import task_metrics
-    from recsys.features.spec import LABELS
     from recsys.registry import load_ranker_dir
     from recsys.stages import features_dir
     from recsys.train import train_model
@@ -199,7 +199,7 @@ def run_variant(settings, ds: date, name: str, overrides: dict, seed: int, n_use
     ranker = load_ranker_dir(local / "artifacts")
     test = pd.read_parquet(fdir / "test.parquet")
     preds = ranker.predict_tasks(test)
-    labels = {t: test[t].to_numpy(float) for t in LABELS}
+    labels = {t: test[t].to_numpy(float) for t in tasks.names()}
     m = task_metrics(labels, preds, test["user_key"].to_numpy())
     nd = ndcg_study(ranker, s, ds, n_users)
     out = {

@@ -18,13 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from recsys import tasks as task_spec
+
 
 def _keys(s: pd.Series) -> np.ndarray:
     return s.astype(str).to_numpy()
 
 
 def _tasks(p: np.ndarray) -> dict[str, np.ndarray]:
-    return {"click": p, "like": p, "share": p, "watch": np.full(len(p), np.nan)}
+    """The score as every binary task's prediction; a baseline predicts no regression target (NaN)."""
+    out = {t.name: p for t in task_spec.binary()}
+    return out | {t.name: np.full(len(p), np.nan) for t in task_spec.regression()}
 
 
 @dataclass

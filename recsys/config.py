@@ -24,6 +24,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from recsys import tasks
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -86,12 +88,10 @@ class ModelSettings(BaseModel):
     gate_dropout: float = 0.1
     bias_tower: bool = True
     position_dropout: float = 0.1
-    loss_weights: dict[str, float] = Field(
-        default_factory=lambda: {"click": 1.0, "watch": 0.5, "like": 0.5, "share": 0.5}
-    )
-    score_weights: dict[str, float] = Field(
-        default_factory=lambda: {"click": 1.0, "watch": 0.3, "like": 0.5, "share": 0.5}
-    )
+    # by task name; the defaults and the task names are the task spec's (recsys/tasks.py), which also
+    # fills a task missing here with its default and rejects an unknown name where the weights are used
+    loss_weights: dict[str, float] = Field(default_factory=lambda: tasks.loss_weights())
+    score_weights: dict[str, float] = Field(default_factory=lambda: tasks.score_weights())
 
 
 class TrainSettings(BaseModel):

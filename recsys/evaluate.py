@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import log_loss, roc_auc_score
 
+from recsys import tasks as task_spec
 from recsys.baselines import fit_baselines, popularity_scores  # noqa: F401  (re-exported)
 from recsys.config import EvaluateSettings
-from recsys.features.spec import LABELS
 
 log = logging.getLogger(__name__)
-BINARY_TASKS = ("click", "like", "share")
 
 
 # ---------------------------------------------------------------------------------------- metrics
@@ -69,21 +68,36 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> 
     return float(err)
 
 
-def task_metrics(labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], users: np.ndarray) -> dict:
-    """Per-task offline metrics: AUC, GAUC, log loss, ECE, predicted/observed (binary tasks); watch RMSE."""
+_NAN = float("nan")
+# Offline metrics a task of the spec may name: (labels, predictions, labelled mask, users) -> value.
+OFFLINE_METRICS = {
+    "auc": lambda y, p, m, u: auc(y, p),
+    "gauc": lambda y, p, m, u: gauc(y, p, u),
+    "logloss": lambda y, p, m, u: float(log_loss(y[m], p[m], labels=[0, 1])) if m.any() else _NAN,
+    "ece": lambda y, p, m, u: expected_calibration_error(y, p),
+    "pred_obs_ratio": lambda y, p, m, u: float(p[m].mean() / max(y[m].mean(), 1e-9)) if m.any() else _NAN,
+    "rows": lambda y, p, m, u: float(m.sum()),
+    "rmse": lambda y, p, m, u: float(np.sqrt(np.mean((y[m] - p[m]) ** 2))) if m.any() else _NAN,
+}
+
+
+def task_metrics(
+    labels: dict[str, np.ndarray], preds: dict[str, np.ndarray], users: np.ndarray, tasks=None
+) -> dict:
+    """Per-task offline metrics ``{task}_{metric}``, each task's ``offline_metrics`` from the spec
+    (``tasks``, default :data:`recsys.tasks.TASKS`): AUC, GAUC, log loss, ECE, predicted/observed and
+    labelled rows for the binary tasks (probabilities clipped to [1e-7, 1 - 1e-7]), then RMSE for the
+    regression ones (watch). A task the scorer has no prediction for is left out."""
     out: dict[str, float] = {}
-    for t in BINARY_TASKS:
-        y, p = labels[t], np.clip(preds[t], 1e-7, 1 - 1e-7)
+    for t in (*task_spec.binary(tasks), *task_spec.regression(tasks)):
+        if t.name not in preds:
+            continue
+        y, p = labels[t.name], preds[t.name]
+        if t.binary:
+            p = np.clip(p, 1e-7, 1 - 1e-7)
         m = np.isfinite(y)
-        out[f"{t}_auc"] = auc(y, p)
-        out[f"{t}_gauc"] = gauc(y, p, users)
-        out[f"{t}_logloss"] = float(log_loss(y[m], p[m], labels=[0, 1])) if m.any() else float("nan")
-        out[f"{t}_ece"] = expected_calibration_error(y, p)
-        out[f"{t}_pred_obs_ratio"] = float(p[m].mean() / max(y[m].mean(), 1e-9)) if m.any() else float("nan")
-        out[f"{t}_rows"] = float(m.sum())
-    y, p = labels["watch"], preds["watch"]
-    m = np.isfinite(y)
-    out["watch_rmse"] = float(np.sqrt(np.mean((y[m] - p[m]) ** 2))) if m.any() else float("nan")
+        for name in t.offline_metrics:
+            out[f"{t.name}_{name}"] = OFFLINE_METRICS[name](y, p, m, users)
     return out
 
 
@@ -380,7 +394,7 @@ def _scored(model, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarra
     if hasattr(model, "predict_tasks") and hasattr(model, "score"):  # a baseline
         return model.predict_tasks(rows), model.score(rows)
     out = model.predict(rows)
-    return {t: out[t].to_numpy(float) for t in LABELS if t in out}, out["score"].to_numpy(float)
+    return {t: out[t].to_numpy(float) for t in task_spec.names() if t in out}, out["score"].to_numpy(float)
 
 
 def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
@@ -409,7 +423,7 @@ def evaluate_run(
     )
     ds = ds or _test_day(test, features_dir)
     k = cfg.k
-    labels = {t: test[t].to_numpy(float) for t in LABELS}
+    labels = {t: test[t].to_numpy(float) for t in task_spec.names()}
     users = test["user_key"].astype(str).to_numpy()
     items = test["video_id"].astype(str).to_numpy()
 
@@ -427,8 +441,10 @@ def evaluate_run(
         m = task_metrics(labels, p, users)
         if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
             m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
-        if name.startswith("baseline_"):
-            m.pop("watch_rmse", None)
+        if name.startswith("baseline_"):  # a baseline predicts no regression target
+            for t in task_spec.regression():
+                for metric in t.offline_metrics:
+                    m.pop(f"{t.name}_{metric}", None)
         m.update(ranking_metrics(users, items, labels["click"], score, k))
         metrics[name] = m
 
@@ -445,7 +461,11 @@ def evaluate_run(
     shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
     slices = {
         "calibration": {
-            name: {t: reliability(labels[t], np.clip(p[t], 0, 1)) for t in BINARY_TASKS}
+            name: {
+                t.name: reliability(labels[t.name], np.clip(p[t.name], 0, 1))
+                for t in task_spec.binary()
+                if t.name in p
+            }
             for name, p in preds.items()
             if name in ("candidate", "champion")
         },

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys import tasks
 from recsys.config import Settings
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,15 @@ class Ranker:
         x = self.transform.apply(rows)
         x["position"] = np.zeros(len(rows), dtype=np.int32)  # position is unknown at serving
         out = self.model.predict(x, batch_size=batch_size, verbose=0)
-        return {
-            k: np.asarray(v).reshape(-1) for k, v in out.items() if k in ("click", "watch", "like", "share")
-        }
+        names = tasks.names(tasks.of_model(self.model))
+        return {k: np.asarray(v).reshape(-1) for k, v in out.items() if k in names}
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
         from recsys.model import ranking_score
 
         preds = self.predict_tasks(rows)
         df = pd.DataFrame(preds)
-        df["score"] = ranking_score(preds, self.score_weights)
+        df["score"] = ranking_score(preds, self.score_weights, tasks.of_model(self.model))
         return df
 
 
@@ -77,7 +77,8 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         tmp = Path(tmp)
         model.save(tmp / "model.keras")
         transform.save(tmp / "transform.json")
-        (tmp / "ranker.json").write_text(json.dumps({"score_weights": settings.model.score_weights}))
+        weights = tasks.score_weights(settings.model.score_weights, tasks.of_model(model))
+        (tmp / "ranker.json").write_text(json.dumps({"score_weights": weights}))
         example = pd.read_parquet(example_path, columns=[c for c in EXAMPLE_COLUMNS if c != "event_id"]).head(
             3
         )

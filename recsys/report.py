@@ -21,7 +21,6 @@ td.l,th.l{text-align:left}.ok{color:#11772e;font-weight:600}.bad{color:#b3261e;f
 .banner{padding:10px 14px;border-radius:6px;margin:12px 0}.banner.ok{background:#e6f4ea}
 .banner.bad{background:#fce8e6}.muted{color:#777;font-size:.85em}img{max-width:100%}
 """
-TASKS = ("click", "like", "share")
 
 
 def _fmt(v) -> str:
@@ -87,8 +86,11 @@ def calibration_plots(result: dict) -> str:
     if not cal:
         return "<p class=muted>no calibration data</p>"
     plt = _plt()
-    fig, axes = plt.subplots(1, len(TASKS), figsize=(3.6 * len(TASKS), 3.3), squeeze=False)
-    for ax, task in zip(axes[0], TASKS, strict=True):
+    tasks = list(
+        dict.fromkeys(t for per_task in cal.values() for t in per_task)
+    )  # the binary tasks, in order
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
         ax.plot([0, 1], [0, 1], ls="--", c="#999", lw=1, label="perfect")
         for name, per_task in cal.items():
             bins = per_task.get(task) or []

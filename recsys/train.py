@@ -13,15 +13,18 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from recsys import tasks as task_spec
 from recsys.config import Settings
-from recsys.features.spec import LABELS, FeatureSpec
+from recsys.features.spec import FeatureSpec
 from recsys.features.transform import Transform
+from recsys.tasks import Task
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 65_536
@@ -39,15 +42,17 @@ def _columns(spec: FeatureSpec) -> list[str]:
     return [f"x_{n}" for n in spec.categorical] + ["x_title", "x_numeric", "x_position"]
 
 
-def batch_to_arrays(table, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A pyarrow table/record batch of encoded examples -> (inputs, labels) arrays."""
+def batch_to_arrays(
+    table, spec: FeatureSpec, tasks: Sequence[Task] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A pyarrow table/record batch of encoded examples -> (inputs, labels per task of ``tasks``)."""
     x = {n: table.column(f"x_{n}").to_numpy().astype(np.int32) for n in spec.categorical}
     x["title"] = table.column("x_title").flatten().to_numpy().astype(np.int32).reshape(-1, spec.title_len)
     x["numeric"] = (
         table.column("x_numeric").flatten().to_numpy().astype(np.float32).reshape(-1, spec.n_numeric)
     )
     x["position"] = table.column("x_position").to_numpy().astype(np.int32)
-    y = {t: table.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in LABELS}
+    y = {t: table.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in task_spec.names(tasks)}
     return x, y
 
 
@@ -76,8 +81,10 @@ def parquet_dataset(
     *,
     seed: int | None = None,
     epoch: ShuffleEpoch | None = None,
+    tasks: Sequence[Task] | None = None,
 ):
     """A tf.data pipeline over an encoded feature file; shuffles within chunks when ``seed`` is given.
+    The labels are those of ``tasks`` (default: the task spec, :data:`recsys.tasks.TASKS`).
 
     The shuffle of epoch ``e`` is a pure function of ``(seed, e)``. With ``epoch`` (set by its callback at
     the start of each epoch) the generator knows which epoch it serves, so a resumed fit shuffles epoch
@@ -85,7 +92,9 @@ def parquet_dataset(
     """
     import tensorflow as tf
 
-    cols = _columns(spec) + list(LABELS)
+    tasks = task_spec.current(tasks)
+    labels = task_spec.names(tasks)
+    cols = _columns(spec) + list(labels)
     counter = [0]
 
     def gen():
@@ -93,7 +102,7 @@ def parquet_dataset(
         counter[0] += 1
         rng = np.random.default_rng(None if seed is None else [seed, e])
         for rb in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=cols):
-            x, y = batch_to_arrays(rb, spec)
+            x, y = batch_to_arrays(rb, spec, tasks)
             order = rng.permutation(rb.num_rows) if seed is not None else np.arange(rb.num_rows)
             for s in range(0, rb.num_rows, batch_size):
                 idx = order[s : s + batch_size]
@@ -103,7 +112,7 @@ def parquet_dataset(
     sig_x["title"] = tf.TensorSpec([None, spec.title_len], tf.int32)
     sig_x["numeric"] = tf.TensorSpec([None, spec.n_numeric], tf.float32)
     sig_x["position"] = tf.TensorSpec([None], tf.int32)
-    sig_y = {t: tf.TensorSpec([None], tf.float32) for t in LABELS}
+    sig_y = {t: tf.TensorSpec([None], tf.float32) for t in labels}
     return tf.data.Dataset.from_generator(gen, output_signature=(sig_x, sig_y)).prefetch(2)
 
 
@@ -155,8 +164,8 @@ class TrainState:
 def _epoch_logger(state: TrainState):
     """Keras callback: per-epoch, per-task metrics into the active MLflow run (if any) and ``state``.
 
-    Names are Keras': ``loss``; ``{task}_loss`` for click, watch, like, share; ``{task}_auc`` for the binary
-    tasks; the same with ``val_``. The MLflow step is the 0-based epoch, continuous across a resume.
+    Names are Keras': ``loss``; ``{task}_loss`` per task (click, watch, like, share); ``{task}_auc`` for the
+    binary tasks; the same with ``val_``. The MLflow step is the 0-based epoch, continuous across a resume.
     """
     import keras
     import mlflow
@@ -210,8 +219,10 @@ def fit_model(
     state: TrainState | None = None,
     extra_callbacks: list | None = None,
     verbose: int = 0,
+    tasks: Sequence[Task] | None = None,
 ) -> FitResult:
-    """Build, compile and fit the model on ``features_dir`` with the resumable callbacks.
+    """Build, compile and fit the model on ``features_dir`` with the resumable callbacks, one head per task
+    of ``tasks`` (default: the task spec, whose labels the features were built with).
 
     It opens no MLflow run (the epoch logger writes into the active one, if any). ``work_dir`` holds the
     backup, the best checkpoint and the state; a call after a kill resumes from them. With the same
@@ -225,15 +236,21 @@ def fit_model(
     state = state or TrainState(work_dir)
     transform = Transform.load(features_dir / "transform.json")
     spec = transform.spec()
+    tasks = task_spec.current(tasks)
     keras.utils.set_random_seed(settings.seed)
     ts = settings.train
     shuffle_epoch = ShuffleEpoch()
     train_ds = parquet_dataset(
-        features_dir / "train.parquet", spec, ts.batch_size, seed=settings.seed, epoch=shuffle_epoch
+        features_dir / "train.parquet",
+        spec,
+        ts.batch_size,
+        seed=settings.seed,
+        epoch=shuffle_epoch,
+        tasks=tasks,
     )
-    valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size)
+    valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size, tasks=tasks)
 
-    model = build_multi_task_model(spec, settings.model, seed=settings.seed)
+    model = build_multi_task_model(spec, settings.model, seed=settings.seed, tasks=tasks)
     compile_multi_task_model(model, settings.model, ts.learning_rate)
     start = state.backed_up_epochs()
     state.history = {e: h for e, h in state.history.items() if e < start}
@@ -328,8 +345,8 @@ def train_model(
                     "gate_dropout": ms.gate_dropout,
                     "bias_tower": ms.bias_tower,
                     "position_dropout": ms.position_dropout,
-                    "loss_weights": json.dumps(ms.loss_weights),
-                    "score_weights": json.dumps(ms.score_weights),
+                    "loss_weights": json.dumps(task_spec.loss_weights(ms.loss_weights)),
+                    "score_weights": json.dumps(task_spec.score_weights(ms.score_weights)),
                     "epochs": ts.epochs,
                     "batch_size": ts.batch_size,
                     "learning_rate": ts.learning_rate,
@@ -410,10 +427,11 @@ def _gate_utilization(model, valid_path: Path, spec: FeatureSpec) -> dict[str, l
     """Mean gate weight per expert per task on (a sample of) the validation set."""
     if not hasattr(model, "gate_weights"):
         return {}
-    batches = pq.ParquetFile(valid_path).iter_batches(batch_size=4096, columns=_columns(spec) + list(LABELS))
-    rb = next(batches, None)
+    tasks = task_spec.of_model(model)
+    cols = _columns(spec) + list(task_spec.names(tasks))
+    rb = next(pq.ParquetFile(valid_path).iter_batches(batch_size=4096, columns=cols), None)
     if rb is None:
         return {}
-    x, _ = batch_to_arrays(rb, spec)
+    x, _ = batch_to_arrays(rb, spec, tasks)
     gates = model.gate_weights(x)
     return {t: [float(v) for v in np.asarray(g).mean(axis=0)] for t, g in (gates or {}).items()}

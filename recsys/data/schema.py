@@ -10,7 +10,6 @@ from __future__ import annotations
 import pandas as pd
 
 DEVICES = ("android", "ios", "web", "tv")
-TASKS = ("click", "watch", "like", "share")
 
 # One raw event: an impression of one video in one slate, with the user's responses.
 # Raw identifiers (user_id, email, ip, session_id) exist only in landing and the encrypted raw zone.

@@ -8,13 +8,14 @@ split alone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 
-import numpy as np
 import pandas as pd
 
-from recsys.features.spec import LABELS
+from recsys import tasks as task_spec
 from recsys.features.transform import Transform
+from recsys.tasks import Task
 
 EXAMPLE_COLUMNS = (
     "event_id",
@@ -35,24 +36,29 @@ EXAMPLE_COLUMNS = (
 )
 
 
-def build_examples(events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
-    """Join clean events with video metadata and user attributes; add the task labels.
+def build_examples(
+    events: pd.DataFrame,
+    videos: pd.DataFrame,
+    users: pd.DataFrame,
+    tasks: Sequence[Task] | None = None,
+) -> pd.DataFrame:
+    """Join clean events with video metadata and user attributes; add one label column per task.
 
-    Labels: ``click`` for every impression; ``watch`` (log1p seconds), ``like`` and ``share`` only for
-    clicked impressions (NaN otherwise, so those rows are masked out of the satisfaction losses).
+    The labels are the task spec's (``tasks``, default :data:`recsys.tasks.TASKS`, see
+    :meth:`recsys.tasks.Task.label`): ``click`` for every impression; ``watch`` (log1p seconds), ``like``
+    and ``share`` only for clicked impressions (NaN otherwise, so those rows are masked out of the
+    satisfaction losses).
     """
+    tasks = task_spec.current(tasks)
     v = videos.drop_duplicates("video_id", keep="last")[
         ["video_id", "author_id", "category", "title", "duration_seconds", "upload_ts"]
     ]
     u = users.drop_duplicates("user_key", keep="last")[["user_key", "age_band", "activity"]]
     df = events.merge(v, on="video_id", how="left").merge(u, on="user_key", how="left")
-    clicked = pd.to_numeric(df["clicked"]).to_numpy(float)
-    df["click"] = clicked.astype(np.float32)
-    on_click = np.where(clicked > 0, 1.0, np.nan)
-    df["watch"] = (np.log1p(pd.to_numeric(df["watch_seconds"]).to_numpy(float)) * on_click).astype(np.float32)
-    df["like"] = (pd.to_numeric(df["liked"]).to_numpy(float) * on_click).astype(np.float32)
-    df["share"] = (pd.to_numeric(df["shared"]).to_numpy(float) * on_click).astype(np.float32)
-    return df[list(EXAMPLE_COLUMNS) + list(LABELS)].sort_values(["ts", "event_id"]).reset_index(drop=True)
+    labels = {t.name: t.label(df) for t in tasks}
+    for name, y in labels.items():
+        df[name] = y
+    return df[list(EXAMPLE_COLUMNS) + list(labels)].sort_values(["ts", "event_id"]).reset_index(drop=True)
 
 
 def split_by_time(

@@ -47,8 +47,8 @@ TITLE = "title"  # int32 [batch, title_len]; 0 = padding, 1 = out of vocabulary
 POSITION = "position"  # int32 [batch]; 0 = unknown (always at serving)
 DEVICE = "device"
 
-# Labels: float32 [batch]; NaN where a row has no label for that task (masked out of the loss).
-LABELS = ("click", "watch", "like", "share")
+# Labels: one float32 [batch] per task of the task spec (recsys/tasks.py), named after the task; NaN
+# where a row has no label for that task (masked out of the loss).
 
 
 @dataclass(frozen=True)

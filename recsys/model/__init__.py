@@ -2,7 +2,8 @@
 
 Modules: ``layers`` (feature embeddings, title pooling, shallow tower), ``experts`` (experts, gates,
 MMoE / shared bottom / PLE), ``towers`` (task towers, selection-bias tower), ``losses`` (NaN-masked
-losses and AUC), ``multitask`` (the model, build, compile, load), ``scoring`` (the ranking score).
+losses and AUC), ``multitask`` (the model, build, compile, load), ``scoring`` (the ranking score). The
+heads (names, kinds, losses, metrics, weights) come from the task spec, :mod:`recsys.tasks`.
 
 Importing this package imports Keras and registers the custom layers, which ``keras.saving.load_model``
 needs; keep it out of module-level imports in DAG files.

@@ -77,3 +77,11 @@ class MaskedAUC(keras.metrics.AUC):
         if sample_weight is not None:
             weight = weight * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
         return super().update_state(ops.where(labelled, y_true, 0.0), y_pred, sample_weight=weight)
+
+
+# The task spec (recsys/tasks.py) names its loss and training metrics; these are the Keras objects.
+LOSSES = {
+    "masked_binary_crossentropy": MaskedBinaryCrossentropy,
+    "masked_mean_squared_error": MaskedMeanSquaredError,
+}
+METRICS = {"auc": MaskedAUC}

@@ -1,40 +1,50 @@
 """The multi-task ranker: features -> shallow tower -> mixture (MMoE / shared bottom / PLE) -> task towers.
 
-Outputs, a dict of ``[B, 1]`` arrays: ``click``, ``like``, ``share`` probabilities and ``watch``, the
-predicted log1p(watch seconds). In training only, the selection-bias tower's position x device scalar is
-added to the click logit; at inference (``training=False``, which ``predict`` uses) it is not, so
-predictions do not depend on ``position`` and serving may leave it out.
+Outputs, a dict of ``[B, 1]`` arrays, one per task of the task spec (:mod:`recsys.tasks`): by default
+``click``, ``like``, ``share`` probabilities and ``watch``, the predicted log1p(watch seconds); the spec
+gives each head its name, its output link (sigmoid or linear), its loss and metrics. In training only,
+the selection-bias tower's position x device scalar is added to the click logit; at inference
+(``training=False``, which ``predict`` uses) it is not, so predictions do not depend on ``position`` and
+serving may leave it out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from recsys import tasks as task_spec
 from recsys.config import ModelSettings
-from recsys.features.spec import DEVICE, LABELS, POSITION, TITLE, FeatureSpec
+from recsys.features.spec import DEVICE, POSITION, TITLE, FeatureSpec
 from recsys.model.experts import build_mixture
 from recsys.model.layers import FeatureEmbedding, ShallowTower, derived_seed, register
-from recsys.model.losses import MaskedAUC, MaskedBinaryCrossentropy, MaskedMeanSquaredError
+from recsys.model.losses import LOSSES, METRICS
 from recsys.model.towers import PositionBiasTower, TaskTower
+from recsys.tasks import Task
 
-TASKS = LABELS  # ("click", "watch", "like", "share")
-BINARY_TASKS = ("click", "like", "share")
-ENGAGEMENT_TASK = "click"  # the logit the selection-bias tower is added to
+# Names of the default spec's tasks, kept for callers of the old API (the spec is recsys.tasks.TASKS).
+TASKS = task_spec.names()
+BINARY_TASKS = tuple(t.name for t in task_spec.binary())
+ENGAGEMENT_TASK = task_spec.ENGAGEMENT  # the logit the selection-bias tower is added to
 
 
 @register
 class MultiTaskModel(keras.Model):
     """The ranker. Built from plain dicts (``FeatureSpec.to_dict()``, ``ModelSettings.model_dump()``) so
-    that its config is JSON and a saved ``.keras`` file reloads without the caller's objects."""
+    that its config is JSON and a saved ``.keras`` file reloads without the caller's objects. ``tasks``:
+    the task spec as ``Task.to_dict()`` dicts (default: :data:`recsys.tasks.TASKS`); the config keeps it."""
 
-    def __init__(self, spec: dict, settings: dict, seed: int | None = None, **kwargs):
+    def __init__(
+        self, spec: dict, settings: dict, seed: int | None = None, tasks: list[dict] | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         fs, ms = FeatureSpec.from_dict(spec), ModelSettings(**settings)
         self.feature_spec, self.model_settings, self.seed = fs, ms, seed
+        self.tasks = task_spec.current(None if tasks is None else [Task.from_dict(t) for t in tasks])
+        names = task_spec.names(self.tasks)
         self.features = FeatureEmbedding(
             fs.vocab_sizes,
             fs.title_vocab_size,
@@ -46,7 +56,7 @@ class MultiTaskModel(keras.Model):
         self.shallow = ShallowTower(ms.shallow_units, seed=derived_seed(seed, 1), name="shallow_tower")
         self.mixture = build_mixture(
             ms.variant,
-            TASKS,
+            names,
             ms.n_experts,
             ms.n_shared_experts,
             ms.expert_units,
@@ -55,7 +65,7 @@ class MultiTaskModel(keras.Model):
         )
         self.towers = [
             TaskTower(ms.tower_units, seed=derived_seed(seed, 10 + i), name=f"tower_{task}")
-            for i, task in enumerate(TASKS)
+            for i, task in enumerate(names)
         ]
         self.bias_tower = (
             PositionBiasTower(
@@ -88,12 +98,12 @@ class MultiTaskModel(keras.Model):
 
     def _forward(self, inputs, training):
         reps = self.mixture(self._shared(inputs, training), training=training)
-        logits = {task: tower(reps[task]) for task, tower in zip(TASKS, self.towers, strict=True)}
-        if training and self.bias_tower is not None and POSITION in inputs:
+        logits = {t.name: tower(reps[t.name]) for t, tower in zip(self.tasks, self.towers, strict=True)}
+        if training and self.bias_tower is not None and POSITION in inputs and ENGAGEMENT_TASK in logits:
             device = inputs[DEVICE] if DEVICE in inputs else ops.zeros_like(inputs[POSITION])
             bias = self.bias_tower(inputs[POSITION], device, training=True)
             logits[ENGAGEMENT_TASK] = logits[ENGAGEMENT_TASK] + bias
-        return {task: logits[task] if task == "watch" else ops.sigmoid(logits[task]) for task in TASKS}
+        return {t.name: _link(t, logits[t.name]) for t in self.tasks}
 
     def call(self, inputs, training=None):
         return self._forward(inputs, training=bool(training))
@@ -117,16 +127,30 @@ class MultiTaskModel(keras.Model):
             "spec": self.feature_spec.to_dict(),
             "settings": self.model_settings.model_dump(mode="json"),
             "seed": self.seed,
+            "tasks": [t.to_dict() for t in self.tasks],
         }
 
 
+def _link(task: Task, logit):
+    """The task's output activation: sigmoid (a probability) or linear (a regression)."""
+    return ops.sigmoid(logit) if task.activation == "sigmoid" else logit
+
+
 def build_multi_task_model(
-    spec: FeatureSpec, settings: ModelSettings, seed: int | None = None
+    spec: FeatureSpec,
+    settings: ModelSettings,
+    seed: int | None = None,
+    tasks: Sequence[Task] | None = None,
 ) -> MultiTaskModel:
-    """A built (weights created) but uncompiled ranker. With a ``seed``, the initial weights and the
-    training-time dropout draws are a pure function of it."""
+    """A built (weights created) but uncompiled ranker, one head per task of ``tasks`` (default: the
+    spec, :data:`recsys.tasks.TASKS`). With a ``seed``, the initial weights and the training-time dropout
+    draws are a pure function of it."""
     model = MultiTaskModel(
-        spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model"
+        spec.to_dict(),
+        settings.model_dump(mode="json"),
+        seed=seed,
+        tasks=[t.to_dict() for t in task_spec.current(tasks)],
+        name="multi_task_model",
     )
     model.build()
     return model
@@ -135,20 +159,17 @@ def build_multi_task_model(
 def compile_multi_task_model(
     model: keras.Model, settings: ModelSettings, learning_rate: float
 ) -> keras.Model:
-    """Compile with Adam, the masked losses weighted by ``settings.loss_weights`` and a masked AUC per
-    binary task (logged as ``click_auc``, ``val_click_auc``...). A task missing from ``loss_weights``
-    gets weight 0 (it is not trained). Returns the same model, compiled."""
-    unknown = set(settings.loss_weights) - set(TASKS)
-    if unknown:
-        raise ValueError(f"loss_weights names unknown tasks: {sorted(unknown)}")
+    """Compile with Adam and, per task of the model's spec, its masked loss weighted by the task's loss
+    weight (``settings.loss_weights`` overrides the spec's default by name; 0 turns a task off) and its
+    metrics (a masked AUC per binary task, logged as ``click_auc``, ``val_click_auc``...). An unknown task
+    name in ``loss_weights`` is an error. Returns the same model, compiled."""
+    tasks = task_spec.current(getattr(model, "tasks", None))
+    weights = task_spec.loss_weights(settings.loss_weights, tasks)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-        loss={
-            task: MaskedMeanSquaredError() if task == "watch" else MaskedBinaryCrossentropy()
-            for task in TASKS
-        },
-        loss_weights={task: float(settings.loss_weights.get(task, 0.0)) for task in TASKS},
-        metrics={task: [MaskedAUC(name="auc")] for task in BINARY_TASKS},
+        loss={t.name: LOSSES[t.loss]() for t in tasks},
+        loss_weights=weights,
+        metrics={t.name: [METRICS[m](name=m) for m in t.metrics] for t in tasks if t.metrics},
     )
     return model
 

@@ -27,6 +27,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from recsys import tasks
 from recsys.features.spec import AFFINITY, NUMERIC_SIDE, POSITION, TITLE
 
 USER_COLUMNS = ("user_key", "device", "region", "age_band", "activity")
@@ -36,7 +37,6 @@ USER_INPUTS = ("user", "device", "region", "age_band", "activity")
 VIDEO_INPUTS = ("video", "author", "category", TITLE)
 CONTEXT_INPUTS = ("hour", "dow")
 BATCH_SIZE = 65536
-TASK_OUTPUTS = ("click", "watch", "like", "share")
 
 
 def scoring_frame(
@@ -187,10 +187,12 @@ def _serving_function(model):
                 for k, v in dummy.items()
             }
 
+            outputs = tasks.names(tasks.of_model(model))
+
             @tf.function(input_signature=[signature], reduce_retracing=True)
             def traced(x):
                 out = model(x, training=False)
-                return {k: out[k] for k in TASK_OUTPUTS if k in out}
+                return {k: out[k] for k in outputs if k in out}
 
             keys = tuple(signature)
 
@@ -216,7 +218,7 @@ def predict_tasks(
     """
     n = len(frame)
     if n == 0:
-        return {k: np.zeros(0, dtype=np.float32) for k in TASK_OUTPUTS}
+        return {k: np.zeros(0, dtype=np.float32) for k in tasks.names(tasks.of_model(ranker.model))}
     pairs = encode_pairs(ranker.transform, frame) if encoding != "frame" else None
     if encoding == "pairs" and pairs is None:
         raise ValueError("frame is not a scoring frame (one serving time, user and video columns)")
@@ -244,7 +246,8 @@ def predict_scores(
     """The ranking score of every row (what :meth:`recsys.registry.Ranker.predict` calls ``score``)."""
     from recsys.model import ranking_score
 
-    return ranking_score(predict_tasks(ranker, frame, batch_size, encoding), ranker.score_weights)
+    preds = predict_tasks(ranker, frame, batch_size, encoding)
+    return ranking_score(preds, ranker.score_weights, tasks.of_model(ranker.model))
 
 
 # ------------------------------------------------------------------------------------------ top N
@@ -380,7 +383,7 @@ def rank_pairs(
         ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()}),
     )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
-    scores = ranking_score(preds, ranker.score_weights)
+    scores = ranking_score(preds, ranker.score_weights, tasks.of_model(ranker.model))
     by_name = np.argsort(ukeys, kind="stable")  # codes in user-key order, as top_n sorts
     sorted_code = np.empty(len(ukeys), dtype=np.int64)
     sorted_code[by_name] = np.arange(len(ukeys))

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys import tasks
+
 WORDS = (
     "live",
     "guitar",
@@ -101,7 +103,7 @@ def make_ranker(world: World, seed: int = 0, model_settings=None, version: str =
     ms = model_settings or ModelSettings()
     transform = Transform.fit(world.examples)
     model = build_multi_task_model(transform.spec(), ms, seed=seed)
-    return Ranker(model, transform, dict(ms.score_weights), version)
+    return Ranker(model, transform, tasks.score_weights(ms.score_weights, tasks.of_model(model)), version)
 
 
 def save_ranker(ranker, path: Path) -> Path:
