@@ -68,7 +68,7 @@ demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recov
 	  RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER=5 RECSYS_SIMULATOR__EXPLORE_SHARE=0.4 \
 	  RECSYS_SIMULATOR__DRIFT='[{"day": "$(DRIFT_DAY)", "kind": "preference_shift", "strength": 1.0}]' && \
 	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
-	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
+	$(BIN)/recsys demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
 
 test: venv airflow-home system-deps lint ## lint, then the whole test suite
 	$(BIN)/pytest

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys import sim
 from recsys.config import SimulatorSettings
-from recsys.data import simulate as sim
 
 RESULTS = Path(__file__).parent / "results" / "simulate.json"
 DAY = date(2026, 1, 5)

@@ -28,7 +28,6 @@ events (ids only, attributes unknown).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -48,7 +47,7 @@ SOURCES = ("kuairand", "movielens", "postgres")
 
 
 # Entry points ---------------------------------------------------------------------------------------
-def land(ds: date, settings) -> dict:
+def land(ds: date, settings, lake: Lake | None = None) -> dict:
     """Write the day's events, the catalog and the users of the configured source into landing.
 
     Returns a summary for the stage record: the source, row counts and the landing paths.
@@ -56,7 +55,7 @@ def land(ds: date, settings) -> dict:
     events, videos, users = load_day(ds, settings)
     if events.empty:
         log.warning("%s has no events on %s: landing an empty events file", settings.source, ds)
-    paths = write_landing_day(Lake(settings.data_dir), ds, events, videos, users)
+    paths = write_landing_day(lake or Lake(settings.data_dir), ds, events, videos, users)
     return {
         "source": settings.source,
         "events_rows": len(events),
@@ -117,7 +116,7 @@ def write_landing_day(
     lake: Lake, ds: date, events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame
 ) -> dict[str, Path]:
     """Write the three landing files of ``ds`` atomically (as the simulator stage does)."""
-    from recsys.data.simulate import to_jsonl, write_landing
+    from recsys.data.jsonl import to_jsonl, write_landing
 
     frames = {
         "events": conform(events, RAW_EVENTS, name="events"),
@@ -159,9 +158,14 @@ def spread_over_day(n: int) -> pd.TimedeltaIndex:
 
 # PostgreSQL -----------------------------------------------------------------------------------------
 def postgres_location(settings=None) -> tuple[str, str, str, str]:
-    """(SQLAlchemy URL, events table, videos table, users table) from :data:`URL_ENV` or source_path."""
-    raw = os.environ.get(URL_ENV)
-    if not raw and settings is not None and settings.source_path is not None:
+    """(SQLAlchemy URL, events table, videos table, users table) from :data:`URL_ENV`
+    (``settings.source_url``) or source_path."""
+    if settings is None:
+        from recsys.config import load_settings
+
+        settings = load_settings()
+    raw = settings.source_url
+    if not raw and settings.source_path is not None:
         # source_path is a Path, which folds "scheme://" into "scheme:/"
         raw = re.sub(r"^([A-Za-z][\w+.-]*):/(?!/)", r"\1://", str(settings.source_path))
     if not raw or "#" not in raw:
