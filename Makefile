@@ -82,9 +82,10 @@ test-fast: venv ## unit tests only
 system-deps: ## Debian packages some integration tests use (prometheus, pushgateway, docker-compose), if root
 	@bash scripts/system-deps.sh
 
-lint: venv ## ruff (lint + format check)
+lint: venv ## ruff (lint + format check), import-linter (the package's layers, pyproject.toml)
 	$(BIN)/ruff check recsys dags plugins tests bench
 	$(BIN)/ruff format --check recsys dags plugins tests bench
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format recsys dags plugins tests bench

@@ -147,11 +147,16 @@ def recommend(ds: date, cat: Catalog) -> dict:
 @stage("publish")
 def publish(ds: date, cat: Catalog) -> dict:
     """Load the day's lists into the recommendations DB as a new version and switch to it atomically."""
+    from recsys.privacy.access import ensure_app_role
     from recsys.serving.publish import engine_for, publish_day
 
     recs = cat.lake.read_frame("recs", "lists", ds)
     active = set(cat.lake.read_frame("clean", "interactions", ds)["user_key"].astype(str))
-    return publish_day(engine_for(cat.db_url), recs, ds, active, cat.settings.serving)
+    engine = engine_for(cat.db_url)
+    info = publish_day(engine, recs, ds, active, cat.settings.serving)
+    if engine.dialect.name == "postgresql":  # apps get SELECT on the live view, nothing else
+        ensure_app_role(engine, role="recsys_app")
+    return info
 
 
 # --------------------------------------------------------------------------------- monitoring

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.data.importers import sessionize, spread_over_day
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
+from recsys.data.sessions import sessionize, spread_over_day
 
 log = logging.getLogger(__name__)
 

@@ -273,9 +273,8 @@ def models_of_versions(engine: sa.Engine, list_versions: list[str]) -> set[str]:
 
 
 def publish_day(engine: sa.Engine, recs: pd.DataFrame, ds, active_users: set[str], cfg) -> dict:
-    """Publish the lists of ``ds`` (the recs zone's frame) with the serving settings ``cfg``; on
-    PostgreSQL, apps get SELECT on the live view and nothing else."""
-    info = publish(
+    """Publish the lists of ``ds`` (the recs zone's frame) with the serving settings ``cfg``."""
+    return publish(
         engine,
         recs[["user_key", "rank", "video_id", "score"]],
         ds=str(ds),
@@ -285,8 +284,3 @@ def publish_day(engine: sa.Engine, recs: pd.DataFrame, ds, active_users: set[str
         keep=cfg.keep_versions,
         min_row_ratio=cfg.min_row_ratio,
     )
-    if engine.dialect.name == "postgresql":
-        from recsys.privacy.access import ensure_app_role
-
-        ensure_app_role(engine, role="recsys_app")
-    return info
