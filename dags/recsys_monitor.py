@@ -20,7 +20,7 @@ Runs whenever `recsys_daily` has anonymized a new day of interactions (Asset `re
 
 Conf `ds` names the day to monitor (default: the run's logical date). Under `airflow dags test` asset
 scheduling does not fire: run `airflow dags test recsys_monitor <day>` after `recsys_daily <day>`
-(`recsys.loop` does this).
+(`recsys.sim.loop` does this).
 """
 
 from __future__ import annotations
