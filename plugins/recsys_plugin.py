@@ -16,7 +16,6 @@ TensorFlow, MLflow and even prometheus_client are imported only when a link or m
 from __future__ import annotations
 
 import logging
-import os
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -31,9 +30,15 @@ DEFAULT_MLFLOW_UI_URL = "http://localhost:5000"
 
 
 # ------------------------------------------------------------------------------------- the MLflow link
+def _settings(env: dict[str, str] | None):
+    """recsys' settings, from this process's environment or the given one (read at call time)."""
+    from recsys.config import load_settings, settings_from_env
+
+    return load_settings() if env is None else settings_from_env(env)
+
+
 def mlflow_ui_url(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return (env.get("RECSYS_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+    return (_settings(env).mlflow_ui_url or DEFAULT_MLFLOW_UI_URL).rstrip("/")
 
 
 def run_id_of(value: Any) -> str | None:
@@ -127,8 +132,7 @@ def task_outcome(task_instance: Any, success: bool) -> dict[str, Any]:
 
 
 def pushgateway_url(env: dict[str, str] | None = None) -> str | None:
-    env = os.environ if env is None else env
-    return env.get("RECSYS_MONITORING__PUSHGATEWAY_URL") or None
+    return _settings(env).monitoring.pushgateway_url or None
 
 
 def record_task(

@@ -181,6 +181,7 @@ class Settings(BaseSettings):
     db_url: str | None = None  # recommendations DB; default sqlite under data_dir
     mlflow_tracking_uri: str | None = None  # default sqlite under data_dir
     mlflow_artifact_root: str | None = None
+    mlflow_ui_url: str | None = None  # the MLflow UI the Airflow plugin links runs to (default :5000)
     experiment: str = "recsys"
     model_name: str = "recsys-ranker"
     dask_scheduler: str | None = None
