@@ -106,13 +106,12 @@ def demo(
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     if ctx.invoked_subcommand is not None:
         return
+    from recsys.data.importers import SOURCES, available_days
     from recsys.demo import run_demo
 
     settings = _settings()
     first = date.fromisoformat(start)
-    if settings.source not in ("simulator", "landing"):  # a dataset: its own days, the last consecutive ones
-        from recsys.data.importers import available_days
-
+    if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
             raise typer.BadParameter(f"no days with data under {settings.source_path}")
