@@ -10,9 +10,7 @@ their day: each replaces its own outputs.
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
-
-import pandas as pd
+from datetime import date
 
 from recsys.catalog import Catalog
 from recsys.config import Settings
@@ -165,28 +163,14 @@ def monitor(ds: date, cat: Catalog) -> dict:
     """Online metrics of ``ds`` (what users did with the published lists), drift, and the retrain decision."""
     from recsys.monitoring import assess
     from recsys.monitoring.exporter import write_quality_snapshot
-    from recsys.monitoring.model_figures import online_model_figures
+    from recsys.monitoring.observe import observe_day
     from recsys.registry import champion_trained_on, champion_version
-    from recsys.serving import BASELINE_VERSION
-    from recsys.serving.publish import engine_for, models_of_versions
 
-    events = cat.lake.read_frame("clean", "interactions", ds)
-    past = _past_window(cat.lake, ds, cat.settings.features.window_days, events)
-    day = assess.day_figures(events, cat.lake.read_frame("clean", "videos", ds), past)
-    served = assess.served_model(_models_serving(engine_for(cat.db_url), events, ds, models_of_versions))
-    day |= {"served_model": served}
-    if served is not None and served != BASELINE_VERSION:
-        day |= online_model_figures(cat.lake, cat.settings, ds, events, served)
-    if cat.world is not None:
-        day |= cat.world.regret(ds, cat.db_url)
+    day = observe_day(cat, ds)
     history = [r["metrics"] | {"ds": str(d)} for d, r in cat.runs.history("monitor", ds)]
+    last, trained = cat.retrain_log.last_before(ds), champion_trained_on(cat.settings)
     a = assess.assess_day(
-        day,
-        history,
-        cat.settings.monitoring,
-        ds,
-        last_retrain=cat.retrain_log.last_before(ds),
-        model_trained_at=champion_trained_on(cat.settings),
+        day, history, cat.settings.monitoring, ds, last_retrain=last, model_trained_at=trained
     )
     model_version = champion_version(cat.settings) or "none"
     write_quality_snapshot(cat.quality_snapshot, assess.quality_snapshot(ds, model_version, day, a))
@@ -194,23 +178,6 @@ def monitor(ds: date, cat: Catalog) -> dict:
     if a.retrain:
         cat.retrain_log.record(ds, a.reasons, a.window_days)
     return assess.record(day, a, model_version)
-
-
-def _past_window(lake: Lake, ds: date, days: int, empty_like: pd.DataFrame) -> pd.DataFrame:
-    """The clean interactions of the ``days`` days before ``ds`` (none yet: an empty frame)."""
-    try:
-        return lake.read_window("clean", "interactions", ds - timedelta(days=days), ds - timedelta(days=1))
-    except FileNotFoundError:
-        return empty_like.iloc[:0]
-
-
-def _models_serving(engine, events: pd.DataFrame, ds: date, lookup) -> set[str]:
-    """The models behind the list versions users saw on ``ds`` ({} when that cannot be read)."""
-    try:
-        return lookup(engine, sorted(set(events["rec_version"].dropna().astype(str))))
-    except Exception as exc:  # the figures still count without the model's name
-        log.warning("monitor ds=%s: cannot read the list versions' models: %s", ds, exc)
-        return set()
 
 
 __all__ = [
