@@ -68,7 +68,7 @@ demo-drift: venv ## closed loop: drift on DRIFT_DAY, monitor -> retrain -> recov
 	  RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER=5 RECSYS_SIMULATOR__EXPLORE_SHARE=0.4 \
 	  RECSYS_SIMULATOR__DRIFT='[{"day": "$(DRIFT_DAY)", "kind": "preference_shift", "strength": 1.0}]' && \
 	$(BIN)/airflow db migrate > $(DRIFT_HOME)/migrate.log 2>&1 && \
-	$(BIN)/python -m recsys.demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
+	$(BIN)/recsys demo drift --start $(DEMO_START) --days $(DRIFT_DAYS) --plot $(DRIFT_DIR)/closed_loop.png
 
 test: venv airflow-home system-deps lint ## lint, then the whole test suite
 	$(BIN)/pytest
@@ -82,9 +82,10 @@ test-fast: venv ## unit tests only
 system-deps: ## Debian packages some integration tests use (prometheus, pushgateway, docker-compose), if root
 	@bash scripts/system-deps.sh
 
-lint: venv ## ruff (lint + format check)
+lint: venv ## ruff (lint + format check), import-linter (the package's layers, pyproject.toml)
 	$(BIN)/ruff check recsys dags plugins tests bench
 	$(BIN)/ruff format --check recsys dags plugins tests bench
+	$(BIN)/lint-imports
 
 format: venv
 	$(BIN)/ruff format recsys dags plugins tests bench

@@ -122,9 +122,9 @@ def _ndcg_context(settings, ds: date, n_users: int) -> dict:
     if key in _CTX:
         return _CTX[key]
     from recsys.baselines import GlobalPopularity, RecentCategoryPopularity
-    from recsys.data.simulate import build_world
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
     from recsys.serving.rank import scoring_frame
+    from recsys.sim import build_world
     from recsys.stages import features_dir, open_lake
 
     lake = open_lake(settings)

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from meta import git_commit
 
+from recsys import sim
 from recsys.config import SimulatorSettings
-from recsys.data import simulate as sim
 
 RESULTS = Path(__file__).parent / "results" / "simulate.json"
 DAY = date(2026, 1, 5)

@@ -22,7 +22,7 @@ Runs whenever `recsys_daily` has anonymized a new day of interactions (Asset `re
 
 Under `airflow dags test` asset
 scheduling does not fire: run `airflow dags test recsys_monitor <day>` after `recsys_daily <day>`
-(`recsys.loop` does this).
+(`recsys.sim.loop` does this).
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 recsys run collect --ds 2026-01-03      one stage for one day
 recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
+recsys demo drift --days 8              the closed loop: drift -> monitor -> retrain -> recovery
 recsys summary                          what the last runs produced
 recsys recommend USER_ID                a user's live list (what an app reads)
 recsys model rollback                   champion back to previous
@@ -24,6 +25,8 @@ metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics.")
 app.add_typer(metrics_app, name="metrics")
 alerts_app = typer.Typer(no_args_is_help=True, help="Alerting: the Alertmanager -> Airflow relay.")
 app.add_typer(alerts_app, name="alerts")
+demo_app = typer.Typer(help="Demos under the embedded Airflow: the daily DAG, or the closed loop with drift.")
+app.add_typer(demo_app, name="demo")
 
 
 def _privacy_app() -> typer.Typer:
@@ -94,19 +97,21 @@ def run(
     _echo(fn(date.fromisoformat(ds), _settings(), **kwargs))
 
 
-@app.command()
+@demo_app.callback(invoke_without_command=True)
 def demo(
+    ctx: typer.Context,
     days: int = typer.Option(4, help="consecutive simulated days"),
     start: str = typer.Option("2026-01-01", help="first logical date"),
 ):
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from recsys.data.importers import SOURCES, available_days
     from recsys.demo import run_demo
 
     settings = _settings()
     first = date.fromisoformat(start)
-    if settings.source not in ("simulator", "landing"):  # a dataset: its own days, the last consecutive ones
-        from recsys.data.importers import available_days
-
+    if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
             raise typer.BadParameter(f"no days with data under {settings.source_path}")
@@ -118,6 +123,22 @@ def demo(
         first, days = run[0], len(run)
         typer.echo(f"{settings.source}: running the data's last {days} consecutive day(s) from {first}")
     raise typer.Exit(run_demo(first, days))
+
+
+@demo_app.command("drift")
+def demo_drift(
+    days: int = typer.Option(8, help="consecutive simulated days"),
+    start: str = typer.Option("2026-01-01", help="first logical date"),
+    plot: str = typer.Option(None, help="PNG path (default: <data dir>/reports/closed_loop.png)"),
+    verbose: bool = typer.Option(False, "--verbose", help="stream Airflow's output instead of capturing it"),
+):
+    """The closed loop: recsys_daily -> recsys_monitor -> recsys_retrain when it fires, day after day.
+
+    Configure the drift with RECSYS_SIMULATOR__DRIFT (``make demo-drift`` sets it).
+    """
+    from recsys.demo import run_drift_demo
+
+    raise typer.Exit(run_drift_demo(date.fromisoformat(start), days, plot, verbose))
 
 
 @app.command()
@@ -175,11 +196,12 @@ def metrics_serve(
     addr: str = typer.Option(None, help="default: 127.0.0.1"),
 ):
     """Expose the latest quality figures for Prometheus to scrape (re-read on every scrape)."""
+    from recsys.catalog import Catalog
     from recsys.monitoring import serve_metrics
 
     s = _settings()
     server = serve_metrics(
-        s.data_dir / "monitoring" / "quality.json",
+        Catalog.from_settings(s).quality_snapshot,
         port=port or s.monitoring.exporter_port,
         addr=addr or s.monitoring.exporter_addr,
     )

@@ -12,6 +12,8 @@ and is one setting away from its production form (a PostgreSQL URL, an MLflow se
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -19,10 +21,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings.sources.utils import parse_env_vars
 
 from recsys import tasks
 
@@ -61,7 +65,15 @@ class PrivacySettings(BaseModel):
     # Comma-separated Fernet keys, newest first (MultiFernet order); or a file with one key per line.
     encryption_keys: SecretStr | None = None
     encryption_key_file: Path | None = None
-    ip_prefix_v4: int = 24
+
+
+class ValidationSettings(BaseModel):
+    """Thresholds of the raw-events validation (:func:`recsys.data.validate.validate_events`)."""
+
+    model_config = _FROZEN
+    max_watch_multiple: float = 5.0  # watch_seconds above this x the video's duration: quarantined
+    min_volume_fraction: float = 0.3  # a day below this x the trailing median of rows fails the batch
+    max_quarantine_share: float = 0.5  # above this share of quarantined rows the batch fails
 
 
 class FeatureSettings(BaseModel):
@@ -137,7 +149,6 @@ class MonitoringSettings(BaseModel):
     exporter_port: int = 8000
     exporter_addr: str = "127.0.0.1"
     quality_snapshot_path: Path | None = None  # default: data_dir/monitoring/quality.json
-    psi_bins: int = 10
     ctr_drop: float = 0.2  # one day this far (relative) below the trailing baseline fires a retrain
     baseline_days: int = 3
     # a CTR drop counts only against a baseline of at least this many days with a CTR: one day is one
@@ -203,6 +214,9 @@ class Settings(BaseSettings):
     seed: int = 42
     source: Literal["simulator", "landing", "kuairand", "movielens", "postgres"] = "simulator"
     source_path: Path | None = None
+    # postgres source: "<SQLAlchemy URL>#<events table>[,<videos>[,<users>]]" (default: source_path)
+    source_url: str | None = None
+    kuairand_day: date | None = None  # the day KuaiRand's untimed logs are placed on (default 2026-01-01)
     db_url: str | None = None  # recommendations DB; default sqlite under data_dir
     mlflow_tracking_uri: str | None = None  # default sqlite under data_dir
     mlflow_artifact_root: str | None = None
@@ -213,6 +227,7 @@ class Settings(BaseSettings):
 
     simulator: SimulatorSettings = SimulatorSettings()
     privacy: PrivacySettings = PrivacySettings()
+    validation: ValidationSettings = ValidationSettings()
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
     train: TrainSettings = TrainSettings()
@@ -230,8 +245,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        environ = _ENVIRON.get()
+        if environ is not None:  # settings_from_env: another process's environment
+            env_settings = _MappingEnvSource(settings_cls)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        yaml_file = os.environ.get("RECSYS_CONFIG")
+        yaml_file = (os.environ if environ is None else environ).get("RECSYS_CONFIG")
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
         return tuple(sources)
@@ -255,3 +273,28 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and ``RECSYS_CONFIG``), with keyword overrides on top."""
     return Settings(**overrides)
+
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("recsys_environ", default=None)
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """Environment variables from the mapping :func:`settings_from_env` was given, not this process's."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(_ENVIRON.get() or {}, False, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def settings_from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
+    """The settings a process started with environment ``env`` would load (e.g. the DAG runs a driver
+    starts in a subprocess with its own ``RECSYS_*`` variables)."""
+    token = _ENVIRON.set(env)
+    try:
+        return Settings(**overrides)
+    finally:
+        _ENVIRON.reset(token)
+
+
+def environment() -> dict[str, str]:
+    """A copy of this process's environment, to hand to a subprocess (and to :func:`settings_from_env`)."""
+    return dict(os.environ)

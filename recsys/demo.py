@@ -1,20 +1,21 @@
 """The demo: ``recsys_daily`` run by Airflow itself for consecutive simulated days, then a summary.
 
 Each day is one ``airflow dags test recsys_daily <date>`` (a real DAG run in the embedded Airflow home,
-all tasks executed by Airflow in one process). The summary reads what the stages recorded under
-``reports/runs`` plus the registry and the recommendations table.
+all tasks executed by Airflow in one process). The summary reads the stages' run records (the catalog's
+``runs``) plus the registry and the recommendations table. ``recsys demo drift`` runs the closed loop
+(:mod:`recsys.sim.loop`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
+from recsys.catalog import Catalog
 from recsys.config import Settings, load_settings
 
 
@@ -27,7 +28,7 @@ def run_day(ds: date, conf: dict | None = None) -> int:
     cmd = [_airflow(), "dags", "test", "recsys_daily", ds.isoformat()]
     if conf:
         cmd += ["--conf", json.dumps(conf)]
-    return subprocess.run(cmd, env=os.environ.copy()).returncode
+    return subprocess.run(cmd).returncode
 
 
 def dag_run_state(ds: date) -> str:
@@ -36,7 +37,6 @@ def dag_run_state(ds: date) -> str:
         [_airflow(), "dags", "list-runs", "recsys_daily", "-o", "json"],
         capture_output=True,
         text=True,
-        env=os.environ.copy(),
     )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("[")]  # warnings may precede the JSON
     try:
@@ -51,6 +51,7 @@ def dag_run_state(ds: date) -> str:
 
 def run_demo(start: date, days: int) -> int:
     settings = load_settings()
+    runs = Catalog.from_settings(settings).runs
     t0 = time.monotonic()
     for i in range(days):
         ds = start + timedelta(days=i)
@@ -63,7 +64,7 @@ def run_demo(start: date, days: int) -> int:
             )
             return 1
         # a run can end "success" with nothing executed (e.g. a logical date before the DAG's start_date)
-        if not (settings.data_dir / "reports" / "runs" / f"ds={ds}" / "publish.json").exists():
+        if not runs.exists(ds, "publish"):
             print(f"recsys_daily {ds} ended without publishing anything; see the log above", flush=True)
             return 1
     print_summary(
@@ -72,18 +73,13 @@ def run_demo(start: date, days: int) -> int:
     return 0
 
 
-def _runs(settings: Settings, ds: date) -> dict[str, dict]:
-    base = settings.data_dir / "reports" / "runs" / f"ds={ds}"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(base.glob("*.json"))} if base.exists() else {}
-
-
 def print_summary(settings: Settings, elapsed: float | None = None, days: list[date] | None = None) -> None:
     from recsys.registry import champion_version
     from recsys.serving.publish import engine_for, read_live
 
-    base = settings.data_dir / "reports" / "runs"
+    catalog = Catalog.from_settings(settings)
     if days is None:
-        days = sorted(date.fromisoformat(p.name[3:]) for p in base.glob("ds=*")) if base.exists() else []
+        days = catalog.runs.days()
     print("\n" + "=" * 78)
     print("recsys demo summary" + (f" ({elapsed / 60:.1f} min)" if elapsed else ""))
     print("=" * 78)
@@ -92,7 +88,7 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
     )
     last_eval = None
     for ds in days:
-        r = _runs(settings, ds)
+        r = catalog.runs.of_day(ds)
         v = r.get("validate", {})
         ev = r.get("evaluate")
         last_eval = ev or last_eval
@@ -118,13 +114,13 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
             f"{'; '.join(last_eval['reasons'])}"
         )
     print(
-        f"\nMLflow registry: model {settings.model_name!r}, champion = version {champion_version(settings)}, "
+        f"\nMLflow registry: model {catalog.model_name!r}, champion = version {champion_version(settings)}, "
         f"previous = {champion_version(settings, 'previous')}"
     )
-    eng = engine_for(settings.resolved_db_url)
+    eng = engine_for(catalog.db_url)
     live = read_live(eng)
     print(
-        f"Recommendations table: {settings.resolved_db_url} (view live_recommendations, "
+        f"Recommendations table: {catalog.db_url} (view live_recommendations, "
         f"{len(live)} live rows, {live['user_key'].nunique() if len(live) else 0} user keys, "
         f"version {live['version'].iloc[0] if len(live) else '-'})"
     )
@@ -140,31 +136,11 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
 
 # ------------------------------------------------------------------------------------- the drift demo
 def run_drift_demo(start: date, days: int, plot: str | None = None, verbose: bool = False) -> int:
-    """The closed loop (:mod:`recsys.loop`): daily -> monitor -> retrain when fired, then the timeline.
+    """The closed loop (:mod:`recsys.sim.loop`): daily -> monitor -> retrain when fired, then the timeline.
 
     Configure the drift with ``RECSYS_SIMULATOR__DRIFT`` and set ``RECSYS_TRAIN__TRAIN_EVERY_DAYS`` large,
     so only the first day and the monitor's retrain train (``make demo-drift`` does both).
     """
-    from recsys.loop import main
+    from recsys.sim.loop import run_closed_loop
 
-    args = ["--start", start.isoformat(), "--days", str(days)]
-    if plot:
-        args += ["--plot", str(plot)]
-    if verbose:
-        args.append("--verbose")
-    return main(args)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m recsys.demo")
-    parser.add_argument("mode", choices=["daily", "drift"])
-    parser.add_argument("--start", type=date.fromisoformat, default=date(2026, 1, 1))
-    parser.add_argument("--days", type=int, default=None)
-    parser.add_argument("--plot", default=None)
-    parser.add_argument("--verbose", action="store_true")
-    ns = parser.parse_args()
-    if ns.mode == "drift":
-        sys.exit(run_drift_demo(ns.start, ns.days or 8, ns.plot, ns.verbose))
-    sys.exit(run_demo(ns.start, ns.days or 4))
+    return run_closed_loop(start, days, plot, verbose)

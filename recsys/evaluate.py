@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from recsys import tasks as task_spec
 from recsys.baselines import fit_baselines, popularity_scores  # noqa: F401  (re-exported)
 from recsys.config import EvaluateSettings
+from recsys.gate import GateDecision, gate  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -180,168 +181,6 @@ def ranking_metrics(
     }
 
 
-# ---------------------------------------------------------------------------------------- simulator truth
-@dataclass
-class TruthSample:
-    """A bounded evaluation sample of the simulated world: users, their candidate rows, true utilities."""
-
-    rows: pd.DataFrame  # user_key, video_id, ... the scoring frame (one row per user x candidate)
-    utility: np.ndarray  # true utility of each row
-    ideal_dcg: dict[str, float]  # user_key -> DCG@k of the oracle's top k
-    catalog_size: int
-
-
-def truth_sample(
-    settings, ds: date, test: pd.DataFrame, k: int, max_users: int = 200, max_candidates: int = 500
-) -> TruthSample | None:
-    """The simulator's ground truth for up to ``max_users`` test users over the visible catalog of ``ds``.
-
-    Users are matched to the world through the keyed pseudonym; each is scored over the visible catalog
-    (a fixed sample of ``max_candidates`` when the catalog is larger, the ideal then taken over that sample).
-    """
-    from recsys.data.simulate import build_world
-    from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
-    from recsys.serving.rank import scoring_frame
-
-    world = build_world(settings.simulator, settings.seed)
-    key = load_pseudonym_key(settings)
-    index = {pseudonym(str(u), key): i for i, u in enumerate(world.users["user_id"])}
-    keys = sorted(k_ for k_ in test["user_key"].astype(str).unique() if k_ in index)
-    if not keys:
-        return None
-    rng = np.random.default_rng(settings.seed)
-    if len(keys) > max_users:
-        keys = sorted(rng.choice(keys, size=max_users, replace=False).tolist())
-    visible = np.flatnonzero(world.visible_mask(ds))
-    full = len(visible) <= max_candidates
-    cand = visible if full else np.sort(rng.choice(visible, size=max_candidates, replace=False))
-    vids = world.videos["video_id"].to_numpy()[cand].astype(int).tolist()
-    users = test.sort_values("ts").drop_duplicates("user_key", keep="last")
-    users = users[["user_key", "device", "region", "age_band", "activity"]]
-    frame = scoring_frame(
-        keys,
-        dict.fromkeys(keys, vids),
-        users,
-        world.videos,
-        pd.Timestamp(ds, tz="UTC") + pd.Timedelta(hours=12),
-    )
-    uidx = frame["user_key"].map(index).to_numpy(int)
-    vindex = world.video_index()
-    vidx = frame["video_id"].map(vindex).to_numpy(int)
-    util = world.true_utility(uidx, vidx, ds)
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    ideal = {}
-    for u in keys:  # with the full visible catalog these top k are exactly ``world.oracle(user, k, ds)``
-        best = np.sort(util[uidx == index[u]])[::-1][:k]
-        ideal[u] = float((best * disc[: len(best)]).sum())
-    return TruthSample(frame, util, ideal, len(cand))
-
-
-def true_ndcg(sample: TruthSample, scores: np.ndarray, k: int) -> dict[str, float]:
-    """DCG@k of the true utilities of each user's top k by ``scores``, over the oracle's DCG@k (mean)."""
-    disc = 1.0 / np.log2(np.arange(2, k + 2))
-    df = pd.DataFrame(
-        {
-            "u": sample.rows["user_key"].to_numpy(),
-            "v": sample.rows["video_id"].to_numpy(),
-            "s": np.asarray(scores, float),
-            "t": sample.utility,
-        }
-    )
-    df = df.sort_values(["u", "s", "v"], ascending=[True, False, True], kind="stable")
-    df["r"] = df.groupby("u").cumcount()
-    top = df[df["r"] < k]
-    dcg = (top["t"] * disc[top["r"].to_numpy()]).groupby(top["u"]).sum()
-    ratio = dcg / pd.Series(sample.ideal_dcg)
-    return {
-        f"true_ndcg_{k}": float(ratio.mean()),
-        f"true_coverage_{k}": top["v"].nunique() / sample.catalog_size,
-        "true_users": float(len(ratio)),
-    }
-
-
-# ---------------------------------------------------------------------------------------- the gate
-@dataclass
-class GateDecision:
-    blessed: bool
-    reasons: list[str] = field(default_factory=list)
-    checks: list[dict] = field(default_factory=list)
-
-    def summary(self) -> str:
-        head = "BLESSED" if self.blessed else "NOT BLESSED"
-        return f"{head}: " + "; ".join(self.reasons)
-
-
-def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: EvaluateSettings) -> GateDecision:
-    """Bless the candidate only if every configured threshold holds; say which failed and by how much.
-
-    Each check records its value, the threshold it had to reach and the shortfall (threshold - value, > 0
-    when it failed), so the task log, the MLflow tags and the report can all say "by how much".
-    """
-    d = GateDecision(blessed=True)
-
-    def check(name: str, value: float, threshold: float, detail: str) -> None:
-        ok = bool(np.isfinite(value) and value >= threshold)
-        d.checks.append(
-            {
-                "check": name,
-                "passed": ok,
-                "value": float(value),
-                "threshold": float(threshold),
-                "shortfall": float(threshold - value) if np.isfinite(value) else float("inf"),
-                "detail": detail,
-            }
-        )
-        if not ok:
-            d.blessed = False
-            d.reasons.append(f"{name} failed: {detail}")
-
-    for task, floor in cfg.floor_auc.items():
-        v = candidate.get(f"{task}_auc", float("nan"))
-        check(
-            f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})"
-        )
-    for task, margin in cfg.max_regression.items():
-        if champion is None:
-            continue
-        c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
-        if np.isfinite(ch):
-            check(
-                f"regression_{task}_auc",
-                c,
-                ch - margin,
-                f"{task} AUC {c:.4f} vs champion {ch:.4f} "
-                f"(allowed regression {margin:.4f}, delta {c - ch:+.4f})",
-            )
-    pop = popularity.get("click_auc", float("nan"))
-    c = candidate.get("click_auc", float("nan"))
-    if np.isfinite(pop):
-        need = pop + cfg.min_margin_over_popularity
-        ch = champion.get("click_auc", float("nan")) if champion else float("nan")
-        gain = cfg.min_gain_over_weak_champion
-        if gain is not None and np.isfinite(ch) and ch < need and np.isfinite(c) and c < need:
-            # both below popularity: the question is whether the candidate improves on what is served
-            check(
-                "margin_over_popularity",
-                c,
-                ch + gain,
-                f"click AUC {c:.4f} below popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f},"
-                f" but the champion is further below ({ch:.4f}): the candidate must beat it by {gain:.4f}"
-                f" (delta {c - ch - gain:+.4f})",
-            )
-        else:
-            check(
-                "margin_over_popularity",
-                c,
-                need,
-                f"click AUC {c:.4f} vs popularity {pop:.4f} + margin {cfg.min_margin_over_popularity:.4f}"
-                f" (delta {c - need:+.4f})",
-            )
-    if d.blessed:
-        d.reasons.append("all checks passed" + ("" if champion else " (no champion yet)"))
-    return d
-
-
 # ---------------------------------------------------------------------------------------- slices
 def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
     """Reliability-diagram bins: mean prediction, observed rate and count per equal-width bin."""
@@ -405,14 +244,14 @@ def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
 
 
 def evaluate_run(
-    ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, settings=None, ds: date | None = None
+    ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, world=None, ds: date | None = None
 ) -> dict:
     """Score candidate, champion and baselines on the same test split; metrics, slices and the gate.
 
     Per scorer: the per-task classification metrics of the test impressions, and ranking metrics of the
     lists they produce (each test user's impressions of the day ordered by the scorer, against clicks). With
-    ``settings`` of a simulated source, also the true-utility NDCG of each scorer's top k over the visible
-    catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
+    a simulated ``world`` (the catalog's world adapter), also the true-utility NDCG of each scorer's top k
+    over the visible catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
     """
     features_dir = Path(features_dir)
     test = pd.read_parquet(features_dir / "test.parquet")
@@ -449,12 +288,12 @@ def evaluate_run(
         metrics[name] = m
 
     truth = None
-    if settings is not None and settings.source == "simulator" and cfg.truth_users > 0:
-        truth = truth_sample(settings, ds, test, k, cfg.truth_users, cfg.truth_candidates)
+    if world is not None and cfg.truth_users > 0:
+        truth = world.truth_sample(ds, test, k, cfg.truth_users, cfg.truth_candidates)
         if truth is not None:
             for name, model in scorers.items():
                 _, score = _scored(model, truth.rows)
-                metrics[name].update(true_ndcg(truth, score, k))
+                metrics[name].update(truth.ndcg(score, k))
 
     pop = metrics["baseline_popularity"]
     decision = gate(metrics["candidate"], metrics.get("champion"), pop, cfg)

@@ -10,6 +10,7 @@ import json
 import logging
 import tempfile
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,12 @@ def champion_version(settings: Settings, alias: str = CHAMPION) -> str | None:
         return str(mlflow.MlflowClient().get_model_version_by_alias(settings.model_name, alias).version)
     except MlflowException:
         return None
+
+
+def champion_trained_on(settings: Settings) -> date | None:
+    """The day (registry tag ``ds``) the champion was trained on; None without a champion."""
+    ds = champion_tags(settings).get("ds")
+    return date.fromisoformat(ds) if ds else None
 
 
 def champion_tags(settings: Settings, alias: str = CHAMPION) -> dict[str, str]:

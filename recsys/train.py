@@ -3,8 +3,9 @@
 Memory stays flat as data grows: examples are read from Parquet in chunks, shuffled within a chunk, and
 batched. EarlyStopping restores the best weights by validation loss; ModelCheckpoint keeps the best model;
 BackupAndRestore lets a killed training resume at the epoch after the last one it finished, and
-``work_dir/state.json`` (:class:`TrainState`) makes that resume continue the same MLflow run, with the
-epochs before the kill still counted for early stopping and for the best weights.
+``work_dir/state.json`` (:class:`~recsys.train_state.TrainState`) makes that resume continue the same
+MLflow run, with the epochs before the kill still counted for early stopping and for the best weights.
+The input pipeline is :mod:`recsys.features.dataset`. :func:`should_train` is the training schedule.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +24,19 @@ import pyarrow.parquet as pq
 
 from recsys import tasks as task_spec
 from recsys.config import Settings
+from recsys.features.dataset import (  # noqa: F401  (re-exported)
+    CHUNK_ROWS,
+    ShuffleEpoch,
+    _columns,
+    batch_to_arrays,
+    parquet_dataset,
+)
 from recsys.features.spec import FeatureSpec
 from recsys.features.transform import Transform
 from recsys.tasks import Task
+from recsys.train_state import TrainState, _epoch_logger, _resume_callback
 
 log = logging.getLogger(__name__)
-CHUNK_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -36,170 +45,6 @@ class TrainResult:
     model_uri: str
     epochs_run: int  # epochs of the whole run, including those before a resume
     best_val_loss: float
-
-
-def _columns(spec: FeatureSpec) -> list[str]:
-    return [f"x_{n}" for n in spec.categorical] + ["x_title", "x_numeric", "x_position"]
-
-
-def batch_to_arrays(
-    table, spec: FeatureSpec, tasks: Sequence[Task] | None = None
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """A pyarrow table/record batch of encoded examples -> (inputs, labels per task of ``tasks``)."""
-    x = {n: table.column(f"x_{n}").to_numpy().astype(np.int32) for n in spec.categorical}
-    x["title"] = table.column("x_title").flatten().to_numpy().astype(np.int32).reshape(-1, spec.title_len)
-    x["numeric"] = (
-        table.column("x_numeric").flatten().to_numpy().astype(np.float32).reshape(-1, spec.n_numeric)
-    )
-    x["position"] = table.column("x_position").to_numpy().astype(np.int32)
-    y = {t: table.column(t).to_numpy(zero_copy_only=False).astype(np.float32) for t in task_spec.names(tasks)}
-    return x, y
-
-
-class ShuffleEpoch:
-    """The epoch a training dataset is serving; :meth:`callback` keeps it in step with ``fit``."""
-
-    def __init__(self) -> None:
-        self.value = 0
-
-    def callback(self):
-        import keras
-
-        holder = self
-
-        class Cb(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                holder.value = int(epoch)
-
-        return Cb()
-
-
-def parquet_dataset(
-    path: Path,
-    spec: FeatureSpec,
-    batch_size: int,
-    *,
-    seed: int | None = None,
-    epoch: ShuffleEpoch | None = None,
-    tasks: Sequence[Task] | None = None,
-):
-    """A tf.data pipeline over an encoded feature file; shuffles within chunks when ``seed`` is given.
-    The labels are those of ``tasks`` (default: the task spec, :data:`recsys.tasks.TASKS`).
-
-    The shuffle of epoch ``e`` is a pure function of ``(seed, e)``. With ``epoch`` (set by its callback at
-    the start of each epoch) the generator knows which epoch it serves, so a resumed fit shuffles epoch
-    ``k+1`` as an uninterrupted one would; without it, epochs are counted from 0 per dataset object.
-    """
-    import tensorflow as tf
-
-    tasks = task_spec.current(tasks)
-    labels = task_spec.names(tasks)
-    cols = _columns(spec) + list(labels)
-    counter = [0]
-
-    def gen():
-        e = epoch.value if epoch is not None else counter[0]
-        counter[0] += 1
-        rng = np.random.default_rng(None if seed is None else [seed, e])
-        for rb in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=cols):
-            x, y = batch_to_arrays(rb, spec, tasks)
-            order = rng.permutation(rb.num_rows) if seed is not None else np.arange(rb.num_rows)
-            for s in range(0, rb.num_rows, batch_size):
-                idx = order[s : s + batch_size]
-                yield {k: v[idx] for k, v in x.items()}, {k: v[idx] for k, v in y.items()}
-
-    sig_x = {n: tf.TensorSpec([None], tf.int32) for n in spec.categorical}
-    sig_x["title"] = tf.TensorSpec([None, spec.title_len], tf.int32)
-    sig_x["numeric"] = tf.TensorSpec([None, spec.n_numeric], tf.float32)
-    sig_x["position"] = tf.TensorSpec([None], tf.int32)
-    sig_y = {t: tf.TensorSpec([None], tf.float32) for t in labels}
-    return tf.data.Dataset.from_generator(gen, output_signature=(sig_x, sig_y)).prefetch(2)
-
-
-class TrainState:
-    """What a killed training needs to resume *as one run*, kept in ``work_dir/state.json``.
-
-    Keras' BackupAndRestore restores the weights, the optimizer and the epoch, but not the MLflow run,
-    the per-epoch history, nor EarlyStopping's / ModelCheckpoint's "best so far". Without those a resumed
-    fit opens a second MLflow run (the killed one stays RUNNING forever), forgets the epochs before the
-    kill, and may keep a worse epoch than one it had already seen. This file carries them across the kill.
-    """
-
-    def __init__(self, work_dir: Path):
-        self.path = work_dir / "state.json"
-        self.backup_dir = work_dir / "backup"
-        d = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.run_id: str | None = d.get("run_id")
-        self.history: dict[int, dict[str, float]] = {int(k): v for k, v in d.get("history", {}).items()}
-
-    def backed_up_epochs(self) -> int:
-        """Epochs completed and backed up by BackupAndRestore (0: nothing to resume from)."""
-        try:
-            return int(json.loads((self.backup_dir / "training_metadata.json").read_text())["epoch"])
-        except (OSError, ValueError, KeyError):
-            return 0
-
-    def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {"run_id": self.run_id, "history": {str(k): v for k, v in sorted(self.history.items())}}
-            )
-        )
-        tmp.replace(self.path)
-
-    def best(self, monitor: str = "val_loss") -> tuple[int, float] | None:
-        """(epoch, value) of the lowest ``monitor`` so far, the earliest on ties."""
-        vals = [(e, h[monitor]) for e, h in self.history.items() if np.isfinite(h.get(monitor, np.nan))]
-        return min(vals, key=lambda t: (t[1], t[0])) if vals else None
-
-    def merged_history(self) -> dict[str, list[float]]:
-        """Keras-style ``{metric: [per epoch]}`` over every epoch of the run, before and after a resume."""
-        epochs = sorted(self.history)
-        keys = sorted({k for e in epochs for k in self.history[e]})
-        return {k: [self.history[e].get(k, float("nan")) for e in epochs] for k in keys}
-
-
-def _epoch_logger(state: TrainState):
-    """Keras callback: per-epoch, per-task metrics into the active MLflow run (if any) and ``state``.
-
-    Names are Keras': ``loss``; ``{task}_loss`` per task (click, watch, like, share); ``{task}_auc`` for the
-    binary tasks; the same with ``val_``. The MLflow step is the 0-based epoch, continuous across a resume.
-    """
-    import keras
-    import mlflow
-
-    class Cb(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            clean = {k: float(v) for k, v in (logs or {}).items() if np.isfinite(v)}
-            if mlflow.active_run() is not None:
-                mlflow.log_metrics(clean, step=epoch)
-            state.history[int(epoch)] = clean
-            state.save()
-
-    return Cb()
-
-
-def _resume_callback(state: TrainState, start: int, early_stopping, checkpoint):
-    """Re-seed EarlyStopping/ModelCheckpoint with the best epoch seen before a kill (after they reset)."""
-    import keras
-
-    class Cb(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            best = state.best()
-            if start == 0 or best is None:
-                return
-            best_epoch, best_val = best
-            early_stopping.best = best_val
-            early_stopping.best_epoch = best_epoch
-            early_stopping.wait = start - 1 - best_epoch
-            checkpoint.best = best_val
-            log.info(
-                "resuming at epoch %d; best so far: epoch %d, val_loss %.5f", start, best_epoch, best_val
-            )
-
-    return Cb()
 
 
 @dataclass
@@ -236,10 +81,10 @@ def fit_model(
     state = state or TrainState(work_dir)
     transform = Transform.load(features_dir / "transform.json")
     spec = transform.spec()
-    tasks = task_spec.current(tasks)
     keras.utils.set_random_seed(settings.seed)
     ts = settings.train
     shuffle_epoch = ShuffleEpoch()
+    tasks = task_spec.current(tasks)
     train_ds = parquet_dataset(
         features_dir / "train.parquet",
         spec,
@@ -435,3 +280,38 @@ def _gate_utilization(model, valid_path: Path, spec: FeatureSpec) -> dict[str, l
     x, _ = batch_to_arrays(rb, spec, tasks)
     gates = model.gate_weights(x)
     return {t: [float(v) for v in np.asarray(g).mean(axis=0)] for t, g in (gates or {}).items()}
+
+
+def should_train(
+    ds: date, *, force: bool, has_champion: bool, last_trained: date | None, every_days: int
+) -> dict:
+    """The training schedule: train when forced, when there is no champion yet, or every ``every_days``
+    days after ``last_trained`` (the latest earlier day a training ran). Returns ``{"train", "why"}``."""
+    if force:
+        return {"train": True, "why": "forced by trigger"}
+    if not has_champion:
+        return {"train": True, "why": "no champion yet"}
+    due = last_trained is None or (ds - last_trained).days >= every_days
+    return {"train": due, "why": f"last trained {last_trained}, every {every_days} day(s)"}
+
+
+def train_day(settings: Settings, ds: date, features_dir: Path, work_dir: Path, trigger: str) -> dict:
+    """Train on the features of ``ds`` into an MLflow run named after the variant and the day."""
+    res = train_model(
+        features_dir,
+        settings,
+        run_name=f"{settings.model.variant}-{ds}",
+        work_dir=work_dir,
+        tags={
+            "ds": str(ds),
+            "trigger": trigger,
+            "variant": settings.model.variant,
+            "window_days": str(settings.features.window_days),
+        },
+    )
+    return {
+        "run_id": res.run_id,
+        "model_uri": res.model_uri,
+        "epochs": res.epochs_run,
+        "best_val_loss": res.best_val_loss,
+    }

@@ -28,27 +28,25 @@ events (ids only, attributes unknown).
 from __future__ import annotations
 
 import logging
-import os
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from recsys.data.lake import Lake, atomic_write_bytes
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
+from recsys.data.sessions import SESSION_GAP_S, sessionize, spread_over_day  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 URL_ENV = "RECSYS_SOURCE_URL"
-SESSION_GAP_S = 30 * 60
 LANDING_FILE = "part-0.jsonl"
 SOURCES = ("kuairand", "movielens", "postgres")
 
 
 # Entry points ---------------------------------------------------------------------------------------
-def land(ds: date, settings) -> dict:
+def land(ds: date, settings, lake: Lake | None = None) -> dict:
     """Write the day's events, the catalog and the users of the configured source into landing.
 
     Returns a summary for the stage record: the source, row counts and the landing paths.
@@ -56,7 +54,7 @@ def land(ds: date, settings) -> dict:
     events, videos, users = load_day(ds, settings)
     if events.empty:
         log.warning("%s has no events on %s: landing an empty events file", settings.source, ds)
-    paths = write_landing_day(Lake(settings.data_dir), ds, events, videos, users)
+    paths = write_landing_day(lake or Lake(settings.data_dir), ds, events, videos, users)
     return {
         "source": settings.source,
         "events_rows": len(events),
@@ -117,7 +115,7 @@ def write_landing_day(
     lake: Lake, ds: date, events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame
 ) -> dict[str, Path]:
     """Write the three landing files of ``ds`` atomically (as the simulator stage does)."""
-    from recsys.data.simulate import to_jsonl, write_landing
+    from recsys.data.jsonl import to_jsonl, write_landing
 
     frames = {
         "events": conform(events, RAW_EVENTS, name="events"),
@@ -135,33 +133,16 @@ def write_landing_day(
     return paths
 
 
-# Shared helpers for the dataset readers ----------------------------------------------------------------
-def sessionize(user: pd.Series, ts: pd.Series, prefix: str, gap_s: int = SESSION_GAP_S) -> pd.Series:
-    """Session ids: a user's run of events with gaps under ``gap_s`` seconds is one session, named
-    ``<prefix>-<user>-<epoch second of its first event>``."""
-    secs = (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    t_all = secs.to_numpy("int64")
-    u_all = user.astype(str).to_numpy(object)
-    order = np.lexsort((t_all, u_all))
-    u, t = u_all[order], t_all[order]
-    new = np.ones(len(u), dtype=bool)
-    new[1:] = (u[1:] != u[:-1]) | (t[1:] - t[:-1] >= gap_s)
-    first = t[np.maximum.accumulate(np.where(new, np.arange(len(u)), 0))] if len(u) else t
-    ids = np.empty(len(u), dtype=object)
-    ids[order] = [f"{prefix}-{a}-{b}" for a, b in zip(u, first, strict=True)]
-    return pd.Series(ids, index=user.index, dtype="string")
-
-
-def spread_over_day(n: int) -> pd.TimedeltaIndex:
-    """Offsets that place ``n`` untimed rows evenly over one day, keeping their order."""
-    return pd.to_timedelta(np.arange(n) * (86_400 // max(n, 1)), unit="s")
-
-
 # PostgreSQL -----------------------------------------------------------------------------------------
 def postgres_location(settings=None) -> tuple[str, str, str, str]:
-    """(SQLAlchemy URL, events table, videos table, users table) from :data:`URL_ENV` or source_path."""
-    raw = os.environ.get(URL_ENV)
-    if not raw and settings is not None and settings.source_path is not None:
+    """(SQLAlchemy URL, events table, videos table, users table) from :data:`URL_ENV`
+    (``settings.source_url``) or source_path."""
+    if settings is None:
+        from recsys.config import load_settings
+
+        settings = load_settings()
+    raw = settings.source_url
+    if not raw and settings.source_path is not None:
         # source_path is a Path, which folds "scheme://" into "scheme:/"
         raw = re.sub(r"^([A-Za-z][\w+.-]*):/(?!/)", r"\1://", str(settings.source_path))
     if not raw or "#" not in raw:

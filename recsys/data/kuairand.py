@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from recsys.data.importers import sessionize, spread_over_day
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
+from recsys.data.sessions import sessionize, spread_over_day
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +72,11 @@ def _table(path: Path, pattern: str) -> Path | None:
 
 
 def default_day() -> date:
-    value = os.environ.get(DAY_ENV)
-    return date.fromisoformat(value) if value else DEFAULT_DAY
+    """The day untimed logs are placed on: ``settings.kuairand_day`` (:data:`DAY_ENV`), else
+    :data:`DEFAULT_DAY`."""
+    from recsys.config import load_settings
+
+    return load_settings().kuairand_day or DEFAULT_DAY
 
 
 # Logs ----------------------------------------------------------------------------------------------

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.data.importers import sessionize
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
+from recsys.data.sessions import sessionize
 
 MOVIE_SECONDS = 6000.0  # a nominal 100-minute film
 GENRES_100K = (

@@ -1,7 +1,8 @@
 """Monitoring: Prometheus metrics for batch health and quality, online metrics, drift, retrain rules.
 
 ``metrics`` pushes stage health to the Pushgateway and serves the latest quality figures;
-``online`` computes what users did with the published lists and decides whether to retrain; ``relay``
+``online`` computes what users did with the published lists, ``drift`` the PSI of the day's traffic,
+``rules`` whether to retrain, ``assess`` strings them into the monitor's day; ``relay``
 turns Alertmanager's retrain webhook into ``recsys_retrain`` runs. The seed's names are re-exported
 here. Imports are lazy, so ``import recsys.monitoring.metrics`` (e.g. from the Airflow plugin) never
 pulls in pandas.
@@ -15,12 +16,14 @@ from typing import Any
 _EXPORTS = {
     "log_user_interaction": "online",
     "compute_metrics": "online",
-    "check_retraining_needed": "online",
-    "population_stability_index": "online",
-    "feature_psi": "online",
-    "RetrainDecision": "online",
-    "degraded_streak_days": "online",
-    "ctr_baseline_rows": "online",
+    "check_retraining_needed": "rules",
+    "population_stability_index": "drift",
+    "feature_psi": "drift",
+    "RetrainDecision": "rules",
+    "degraded_streak_days": "rules",
+    "ctr_baseline_rows": "rules",
+    "assess_day": "assess",
+    "online_model_figures": "model_figures",
     "retrain_settings": "retrain",
     "tag_retrain_run": "retrain",
     "retrain_conf": "retrain",

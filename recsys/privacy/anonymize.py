@@ -106,3 +106,17 @@ def anonymize_data(events: pd.DataFrame, key: bytes) -> pd.DataFrame:
 
 def anonymize_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:
     return apply_policy(users, USER_POLICY, key)
+
+
+def anonymize_day(lake, ds, key: bytes, erased: set[str] | frozenset[str] = frozenset()) -> dict:
+    """Valid raw rows of ``ds`` -> clean zone: keyed pseudonyms, PII dropped or generalized; users in
+    ``erased`` (pseudonyms of erasure requests) are left out, so they never come back through a new day."""
+    events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key)
+    users = anonymize_users(lake.read_frame("raw", "users", ds), key)
+    if erased:
+        events = events[~events["user_key"].isin(erased)].reset_index(drop=True)
+        users = users[~users["user_key"].isin(erased)].reset_index(drop=True)
+    lake.write_frame("clean", "interactions", ds, events)
+    lake.write_frame("clean", "users", ds, users)
+    lake.write_frame("clean", "videos", ds, lake.read_frame("raw", "videos", ds))
+    return {"interactions_rows": len(events), "users_rows": len(users)}

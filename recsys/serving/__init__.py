@@ -184,11 +184,11 @@ def recommend_videos(
     Uses the saved transform of the champion, so the scores equal the batch path's for the same inputs.
     Returns the top ``n`` as (video_id, score, rank).
     """
+    from recsys.catalog import Catalog
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
-    from recsys.stages import open_lake
 
     settings = settings or load_settings()
-    lake = open_lake(settings)
+    lake = Catalog.from_settings(settings).lake
     ds = ds or lake.list_ds("clean", "users")[-1]
     key = pseudonym(str(user_id), load_pseudonym_key(settings))
     users, videos = lake.read_frame("clean", "users", ds), lake.read_frame("clean", "videos", ds)
@@ -211,11 +211,11 @@ def parallel_recommendations(
 ) -> pd.DataFrame:
     """Lists for many users at once, scored in user shards on Dask (``client``, or
     :func:`recsys.scale.dask_client`); the rows of :func:`batch_recommendations`."""
+    from recsys.catalog import Catalog
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
-    from recsys.stages import open_lake
 
     settings = settings or load_settings()
-    lake = open_lake(settings)
+    lake = Catalog.from_settings(settings).lake
     ds = ds or lake.list_ds("clean", "users")[-1]
     key = load_pseudonym_key(settings)
     recs, _ = batch_recommendations(

@@ -261,3 +261,26 @@ def read_for_ds(engine: sa.Engine, ds: str) -> pd.DataFrame:
             recommendations.c.model_version,
         ).where(recommendations.c.version == v)
         return pd.read_sql(q.order_by(recommendations.c.user_key, recommendations.c.rank), conn)
+
+
+def models_of_versions(engine: sa.Engine, list_versions: list[str]) -> set[str]:
+    """The model versions that produced the given list versions (what served a day's lists)."""
+    if not list_versions:
+        return set()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(versions.c.model_version).where(versions.c.version.in_(list_versions)))
+        return {str(m) for (m,) in rows}
+
+
+def publish_day(engine: sa.Engine, recs: pd.DataFrame, ds, active_users: set[str], cfg) -> dict:
+    """Publish the lists of ``ds`` (the recs zone's frame) with the serving settings ``cfg``."""
+    return publish(
+        engine,
+        recs[["user_key", "rank", "video_id", "score"]],
+        ds=str(ds),
+        model_version=str(recs["model_version"].iloc[0]),
+        active_users=active_users,
+        top_n=cfg.top_n,
+        keep=cfg.keep_versions,
+        min_row_ratio=cfg.min_row_ratio,
+    )

@@ -2,12 +2,14 @@
 
 Seven simulated days; a preference shift on day 4 (users take on other users' tastes). Per day
 ``recsys_daily`` then ``recsys_monitor`` run with ``airflow dags test``; the monitor's
-``TriggerDagRunOperator`` queues a ``recsys_retrain`` run, which the driver (``recsys.loop``) executes with
+``TriggerDagRunOperator`` queues a ``recsys_retrain`` run, which the driver (``recsys.sim.loop``)
+executes with
 ``airflow dags test recsys_retrain <day> --conf <its conf>``. The daily DAG trains only until a model is
 blessed (``train_every_days`` 100), so any later model comes from the retrain.
 
 Recovery: on every day after the retrain the online CTR is above what the demoted (degraded) model earns
-on the same day, replayed in the simulator with its lists (``recsys.loop.replay_ctr``: same users, sessions
+on the same day, replayed in the simulator with its lists (``recsys.sim.replay.replay_ctr``: same users,
+sessions
 and random draws), and on the first day it is above the degraded CTR of the day the retrain fired. The
 paired comparison is the fair one for the later days: any model left in place loses CTR day by day in this
 simulator (users click its best picks, and watched videos are not recommended again), the new one
@@ -74,7 +76,7 @@ DRIFT = START + timedelta(days=3)  # the model trained on day 2 serves day 3: on
 
 @pytest.fixture(scope="module")
 def closed_loop(tmp_path_factory):
-    from recsys.loop import AirflowLoop, format_timeline
+    from recsys.sim.loop import AirflowLoop, format_timeline
 
     root = tmp_path_factory.mktemp("closed-loop")
     env = _pipeline_env(root)
@@ -121,7 +123,7 @@ def test_retrain_fired_exactly_once_after_the_drift_with_the_reason(closed_loop)
     assert conf["trigger"] == "monitor" and conf["ds"] == fired[0]
     assert isinstance(conf["reasons"], list) and any("ctr dropped" in r for r in conf["reasons"])
     # the fresh window is the monitor's count of degraded days
-    monitor = json.loads((loop.data_dir / "reports" / "runs" / f"ds={fired[0]}" / "monitor.json").read_text())
+    monitor = loop.catalog.runs.read(fired[0], "monitor")
     assert conf["window_days"] == monitor["window_days"] >= 1
     # the run Airflow executed for the retrain is the one the monitor queued: nothing is left queued
     retrains = loop.runs("recsys_retrain")
@@ -146,7 +148,7 @@ def test_retrain_run_carries_trigger_and_reasons_in_mlflow(closed_loop):
 
     loop, days, _ = closed_loop
     (fired,) = _fired(days)
-    train = json.loads((loop.data_dir / "reports" / "runs" / f"ds={fired}" / "train.json").read_text())
+    train = loop.catalog.runs.read(fired, "train")
     old = dict(os.environ)
     try:
         os.environ.update(loop.env)

@@ -95,9 +95,10 @@ def test_monitor_figures_of_the_serving_model_match_scoring_each_slice_alone(pip
     the recommended impressions and its AUC on the exploration ones equal scoring each slice on its own."""
     from recsys.evaluate import auc, gauc
     from recsys.features.build import build_examples
+    from recsys.monitoring.model_figures import online_model_figures
     from recsys.registry import champion_version, load_ranker
     from recsys.serving.rank import predict_tasks
-    from recsys.stages import online_model_figures, open_lake
+    from recsys.stages import open_lake
 
     s = pipeline_run.settings()
     ds = pipeline_run.days[-1]

@@ -119,11 +119,12 @@ def test_features_stage_leaks_nothing_of_the_test_day(trained):
 
 def test_gate_refuses_a_shuffled_label_model_and_blesses_the_real_one(trained):
     from recsys.evaluate import evaluate_run
+    from recsys.sim import world_for
 
     s = trained.settings
     good, bad = trained.ranker("good"), trained.ranker("shuffled")
-    refused = evaluate_run(bad, good, trained.fdir, s.evaluate, settings=s)
-    blessed = evaluate_run(good, bad, trained.fdir, s.evaluate, settings=s)
+    refused = evaluate_run(bad, good, trained.fdir, s.evaluate, world=world_for(s))
+    blessed = evaluate_run(good, bad, trained.fdir, s.evaluate, world=world_for(s))
     k = s.evaluate.k
     shown = ("click_auc", f"ndcg_{k}", f"recall_{k}", f"map_{k}", f"true_ndcg_{k}")
     print("good", {m: round(blessed["candidate"][m], 4) for m in shown})

@@ -48,9 +48,9 @@ class Identifiers:
 @pytest.fixture(scope="module")
 def identifiers(pipeline_run) -> Identifiers:
     from recsys.data.lake import Lake
-    from recsys.data.simulate import build_world
     from recsys.data.sources import parse_jsonl, read_landing_bytes
     from recsys.privacy.crypto import Cipher
+    from recsys.sim import build_world
 
     settings = pipeline_run.settings()
     world = build_world(settings.simulator, settings.seed)
@@ -231,11 +231,11 @@ def test_erasure_removes_a_recommended_user_everywhere(pipeline_run, lake_copy, 
     import sqlalchemy as sa
 
     from recsys.data.lake import Lake
-    from recsys.data.simulate import build_world
     from recsys.privacy.crypto import Cipher
     from recsys.privacy.erasure import erase_user, erased_keys, find_user
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
     from recsys.serving import publish as pub
+    from recsys.sim import build_world
 
     settings = lake_copy
     last = pipeline_run.days[-1]

@@ -134,7 +134,7 @@ def test_gauc_handles_ties_like_sklearn():
 def test_true_ndcg_is_one_for_the_true_order_and_lower_otherwise():
     import pandas as pd
 
-    from recsys.evaluate import TruthSample, true_ndcg
+    from recsys.sim.truth import TruthSample, true_ndcg
 
     rows = pd.DataFrame({"user_key": ["u"] * 4 + ["w"] * 4, "video_id": [1, 2, 3, 4] * 2})
     util = np.array([0.1, 0.4, 0.3, 0.2, 0.5, 0.1, 0.2, 0.3])
@@ -155,9 +155,9 @@ def test_truth_sample_ideal_is_the_simulator_oracle(settings):
     import pandas as pd
 
     from recsys.config import SimulatorSettings
-    from recsys.data.simulate import build_world
-    from recsys.evaluate import true_ndcg, truth_sample
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+    from recsys.sim import build_world, world_for
+    from recsys.sim.truth import true_ndcg
 
     s = settings.model_copy(update={"simulator": SimulatorSettings(n_users=30, n_videos=40, n_authors=10)})
     world = build_world(s.simulator, s.seed)
@@ -173,7 +173,7 @@ def test_truth_sample_ideal_is_the_simulator_oracle(settings):
             "ts": pd.Timestamp(ds, tz="UTC"),
         }
     )
-    sample = truth_sample(s, ds, test, k=5, max_users=10)
+    sample = world_for(s).truth_sample(ds, test, k=5, max_users=10, max_candidates=500)
     assert len(sample.ideal_dcg) == 10 and "stranger" not in sample.ideal_dcg
     assert sample.catalog_size == int(world.visible_mask(ds).sum())
     index = {pseudonym(u, key): i for i, u in enumerate(world.users["user_id"])}

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys import sim
 from recsys.config import DriftEvent, SimulatorSettings
-from recsys.data import simulate as sim
 from recsys.data.schema import RAW_EVENTS, conform
 
 DAY = date(2026, 1, 5)
