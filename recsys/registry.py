@@ -106,9 +106,10 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     """Load a ranker from a folder holding model.keras, transform.json and ranker.json."""
     import keras
 
-    import recsys.model  # noqa: F401  registers the custom layers
     from recsys.features.transform import Transform
+    from recsys.model import register_layers
 
+    register_layers()  # the custom layers, before load_model
     meta = json.loads((path / "ranker.json").read_text())
     return Ranker(
         keras.saving.load_model(path / "model.keras", compile=False),

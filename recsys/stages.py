@@ -168,9 +168,9 @@ def collect(ds: date, settings: Settings) -> dict:
     from recsys.data import sources
 
     lake = open_lake(settings)
-    events, malformed = sources.collect_user_interactions(lake, ds)
-    videos = sources.collect_content_metadata(lake, ds)
-    users = sources.collect_contextual_info(lake, ds)
+    events, malformed = sources.landing_interactions(lake, ds)
+    videos = sources.landing_content_metadata(lake, ds)
+    users = sources.landing_contextual_info(lake, ds)
     lake.write_frame("raw", "events", ds, events)
     lake.write_frame("raw", "events_malformed", ds, malformed)
     lake.write_frame("raw", "videos", ds, videos)
@@ -246,7 +246,7 @@ def anonymize(ds: date, settings: Settings) -> dict:
 
     lake = open_lake(settings)
     key = load_pseudonym_key(settings)
-    events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key)
+    events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key=key)
     users = anonymize_users(lake.read_frame("raw", "users", ds), key)
     gone = erased_keys(settings)  # users who asked to be erased never come back through a new day
     if gone:
@@ -262,10 +262,10 @@ def anonymize(ds: date, settings: Settings) -> dict:
 @stage("features")
 def features(ds: date, settings: Settings) -> dict:
     """Examples over the trailing window, split by time, transform fitted on the train split only."""
-    from recsys.features import feature_engineering
+    from recsys.features.partition import build_feature_partition
 
     lake = open_lake(settings)
-    return feature_engineering(lake, ds, settings.features)
+    return build_feature_partition(lake, ds, settings.features)
 
 
 @stage("should_train")

@@ -26,6 +26,17 @@ BINARY_TASKS = ("click", "like", "share")
 ENGAGEMENT_TASK = "click"  # the logit the selection-bias tower is added to
 
 
+def task_logits(mixture, towers, shared, training) -> dict:
+    """The mixture's per-task representations of ``shared`` ``[B, D]`` through each task's tower."""
+    reps = mixture(shared, training=training)
+    return {task: tower(reps[task]) for task, tower in zip(TASKS, towers, strict=True)}
+
+
+def task_outputs(logits: dict) -> dict:
+    """Probabilities for the binary tasks (sigmoid of the logit); ``watch`` stays log1p(seconds)."""
+    return {task: logits[task] if task == "watch" else ops.sigmoid(logits[task]) for task in TASKS}
+
+
 @register
 class MultiTaskModel(keras.Model):
     """The ranker. Built from plain dicts (``FeatureSpec.to_dict()``, ``ModelSettings.model_dump()``) so
@@ -87,13 +98,12 @@ class MultiTaskModel(keras.Model):
         return self.shallow(self.features(inputs), training=training)
 
     def _forward(self, inputs, training):
-        reps = self.mixture(self._shared(inputs, training), training=training)
-        logits = {task: tower(reps[task]) for task, tower in zip(TASKS, self.towers, strict=True)}
+        logits = task_logits(self.mixture, self.towers, self._shared(inputs, training), training)
         if training and self.bias_tower is not None and POSITION in inputs:
             device = inputs[DEVICE] if DEVICE in inputs else ops.zeros_like(inputs[POSITION])
             bias = self.bias_tower(inputs[POSITION], device, training=True)
             logits[ENGAGEMENT_TASK] = logits[ENGAGEMENT_TASK] + bias
-        return {task: logits[task] if task == "watch" else ops.sigmoid(logits[task]) for task in TASKS}
+        return task_outputs(logits)
 
     def call(self, inputs, training=None):
         return self._forward(inputs, training=bool(training))
@@ -120,24 +130,97 @@ class MultiTaskModel(keras.Model):
         }
 
 
+@register
+class MultiTaskHead(keras.Model):
+    """The ranker above its shallow tower: the same mixture and task towers as :class:`MultiTaskModel`,
+    over a dense input vector ``[B, input_dim]`` instead of the feature dict. What the seed's
+    ``build_multi_task_model(input_shape)`` builds, to try the architecture on any dense features."""
+
+    def __init__(self, input_dim: int, settings: dict, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        ms = ModelSettings(**settings)
+        self.input_dim, self.model_settings, self.seed = int(input_dim), ms, seed
+        self.mixture = build_mixture(
+            ms.variant,
+            TASKS,
+            ms.n_experts,
+            ms.n_shared_experts,
+            ms.expert_units,
+            ms.gate_dropout,
+            seed=derived_seed(seed, 2),
+        )
+        self.towers = [
+            TaskTower(ms.tower_units, seed=derived_seed(seed, 10 + i), name=f"tower_{task}")
+            for i, task in enumerate(TASKS)
+        ]
+
+    def build(self, input_shape=None):
+        self.call(np.zeros((1, self.input_dim), np.float32), training=False)
+
+    def call(self, inputs, training=None):
+        return task_outputs(task_logits(self.mixture, self.towers, inputs, bool(training)))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "settings": self.model_settings.model_dump(mode="json"),
+            "seed": self.seed,
+        }
+
+
 def build_multi_task_model(
-    spec: FeatureSpec, settings: ModelSettings, seed: int | None = None
-) -> MultiTaskModel:
+    spec: FeatureSpec | int | None = None, settings: ModelSettings | None = None, seed: int | None = None
+) -> MultiTaskModel | MultiTaskHead:
     """A built (weights created) but uncompiled ranker. With a ``seed``, the initial weights and the
-    training-time dropout draws are a pure function of it."""
-    model = MultiTaskModel(
-        spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model"
-    )
+    training-time dropout draws are a pure function of it.
+
+    Args:
+        spec: the feature spec of a fitted transform (what training passes): the full ranker, which
+            takes the transform's input dict. An ``int`` (the seed's ``build_multi_task_model(input_shape)``)
+            builds :class:`MultiTaskHead` over a dense input of that width instead. Default: the spec of
+            the champion's fitted transform.
+        settings: default ``settings.model`` of the configured settings.
+        seed: default ``settings.seed`` when ``spec`` is not a ``FeatureSpec``, else None.
+
+    Returns:
+        A ``keras.Model`` with outputs ``{click, watch, like, share}``, each ``[B, 1]``.
+    """
+    if spec is None or settings is None:
+        from recsys.defaults import champion_ranker, settings_or_default
+
+        s = settings_or_default()
+        settings = settings or s.model
+        if spec is None:
+            spec = champion_ranker(s).transform.spec()
+        if not isinstance(spec, FeatureSpec):
+            seed = s.seed if seed is None else seed
+    if isinstance(spec, int):
+        model = MultiTaskHead(spec, settings.model_dump(mode="json"), seed=seed, name="multi_task_head")
+    else:
+        model = MultiTaskModel(
+            spec.to_dict(), settings.model_dump(mode="json"), seed=seed, name="multi_task_model"
+        )
     model.build()
     return model
 
 
 def compile_multi_task_model(
-    model: keras.Model, settings: ModelSettings, learning_rate: float
+    model: keras.Model, settings: ModelSettings | None = None, learning_rate: float | None = None
 ) -> keras.Model:
     """Compile with Adam, the masked losses weighted by ``settings.loss_weights`` and a masked AUC per
     binary task (logged as ``click_auc``, ``val_click_auc``...). A task missing from ``loss_weights``
-    gets weight 0 (it is not trained). Returns the same model, compiled."""
+    gets weight 0 (it is not trained). Returns the same model, compiled.
+
+    Defaults: ``settings`` = the configured ``settings.model``; ``learning_rate`` =
+    ``settings.train.learning_rate`` (3e-3).
+    """
+    if settings is None or learning_rate is None:
+        from recsys.defaults import settings_or_default
+
+        s = settings_or_default()
+        settings = settings or s.model
+        learning_rate = s.train.learning_rate if learning_rate is None else learning_rate
     unknown = set(settings.loss_weights) - set(TASKS)
     if unknown:
         raise ValueError(f"loss_weights names unknown tasks: {sorted(unknown)}")

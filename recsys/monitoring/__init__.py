@@ -14,6 +14,8 @@ from typing import Any
 
 _EXPORTS = {
     "log_user_interaction": "online",
+    "read_interaction_log": "online",
+    "interaction_log_path": "online",
     "compute_metrics": "online",
     "check_retraining_needed": "online",
     "population_stability_index": "online",

@@ -28,38 +28,75 @@ from recsys.config import MonitoringSettings
 # --------------------------------------------------------------------------------------------------
 
 
+ACTIONS = {  # action -> the responses it implies (a like or a share happens on a clicked video)
+    "impression": {},
+    "click": {"clicked": 1},
+    "watch": {"clicked": 1},
+    "like": {"clicked": 1, "liked": 1},
+    "share": {"clicked": 1, "shared": 1},
+}
+
+
+def interaction_log_path(settings, day: date | str) -> Path:
+    """Where :func:`log_user_interaction` appends by default: ``data_dir/monitoring/interactions/ds=D``."""
+    return Path(settings.data_dir) / "monitoring" / "interactions" / f"ds={_as_date(day)}" / "log.jsonl"
+
+
 def log_user_interaction(
-    sink: list[dict[str, Any]] | str | Path,
+    user_id: str | int | None = None,
+    video_id: int | None = None,
+    action: str = "impression",
     *,
-    user_key: str,
-    video_id: int,
-    rec_version: str | None,
-    position: int | None,
-    clicked: int = 0,
+    user_key: str | None = None,
+    sink: list[dict[str, Any]] | str | Path | None = None,
+    rec_version: str | None = None,
+    position: int | None = None,
+    clicked: int | None = None,
     watch_seconds: float = 0.0,
-    liked: int = 0,
-    shared: int = 0,
+    liked: int | None = None,
+    shared: int | None = None,
     device: str | None = None,
     region: str | None = None,
     session_key: str | None = None,
     ts: datetime | str | None = None,
     event_id: str | None = None,
+    settings=None,
 ) -> dict[str, Any]:
     """Record one impression and the user's response, linked to the list version and slate position.
 
-    The record has the columns of ``recsys.data.schema.CLEAN_EVENTS``, so
-    ``conform(pd.DataFrame(records), CLEAN_EVENTS)`` reads a batch of them. ``user_key`` is the keyed
-    pseudonym (``recsys.privacy``), never a raw user id. ``rec_version=None`` marks an exploration
-    impression (not from a published list).
+    A raw ``user_id`` is pseudonymized (keyed HMAC, the pipeline's key and domain, so it gives the
+    ``user_key`` of the recommendation tables) before anything is stored or returned; a caller that
+    already holds the pseudonym passes ``user_key`` instead. The record has the columns of
+    ``recsys.data.schema.CLEAN_EVENTS``; :func:`read_interaction_log` reads a day of them back.
+    ``rec_version=None`` marks an exploration impression (not from a published list).
 
     Args:
-        sink: a list (the record is appended) or a path (the record is appended as one JSON line).
-        ts: when it happened (default: now, UTC).
-        event_id: default a random UUID; pass one to make reruns idempotent.
+        action: ``impression`` (shown, no response), ``click``, ``watch`` (a click, with
+            ``watch_seconds``), ``like`` or ``share`` (each implies the click); ``clicked``, ``liked``,
+            ``shared`` override what the action implies.
+        sink: a list (the record is appended) or a path (appended as one JSON line); default the day's
+            log under the data folder (:func:`interaction_log_path`).
+        ts: when it happened (default: now, UTC). event_id: default a random UUID; pass one to make
+            reruns idempotent. settings: default the configured settings (key, data folder).
 
     Returns:
-        The record that was logged.
+        The record that was logged (a dict; ``user_key``, never the raw id).
     """
+    if (user_id is None) == (user_key is None):
+        raise ValueError("pass exactly one of user_id (raw, pseudonymized here) or user_key")
+    if video_id is None:
+        raise ValueError("video_id is required")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}; one of {sorted(ACTIONS)}")
+    if user_id is not None or sink is None:
+        from recsys.defaults import settings_or_default
+
+        settings = settings_or_default(settings)
+    if user_id is not None:
+        from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
+
+        user_key = pseudonym(str(user_id), load_pseudonym_key(settings))
+    implied = ACTIONS[action]
     when = ts if ts is not None else datetime.now(UTC)
     record = {
         "event_id": event_id or uuid.uuid4().hex,
@@ -71,11 +108,13 @@ def log_user_interaction(
         "video_id": int(video_id),
         "position": None if position is None else int(position),
         "rec_version": rec_version,
-        "clicked": int(clicked),
+        "clicked": int(implied.get("clicked", 0) if clicked is None else clicked),
         "watch_seconds": float(watch_seconds),
-        "liked": int(liked),
-        "shared": int(shared),
+        "liked": int(implied.get("liked", 0) if liked is None else liked),
+        "shared": int(implied.get("shared", 0) if shared is None else shared),
     }
+    if sink is None:
+        sink = interaction_log_path(settings, record["ts"])
     if isinstance(sink, list):
         sink.append(record)
     else:
@@ -84,6 +123,35 @@ def log_user_interaction(
         with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
     return record
+
+
+def read_interaction_log(
+    source: list[dict[str, Any]] | str | Path | date | None = None, *, settings=None
+) -> pd.DataFrame:
+    """What :func:`log_user_interaction` recorded, as a frame with the ``CLEAN_EVENTS`` schema.
+
+    Args:
+        source: a list of records, a JSON-lines file, or a day (default: today, UTC) whose default log
+            (:func:`interaction_log_path`) is read. A day with no log gives an empty frame.
+
+    Returns:
+        A DataFrame, one row per logged impression (``user_key``, never a raw id).
+    """
+    from recsys.data.schema import CLEAN_EVENTS, conform
+
+    if isinstance(source, list):
+        records = source
+    else:
+        if source is None or isinstance(source, date):
+            from recsys.defaults import settings_or_default
+
+            day = source or datetime.now(UTC).date()
+            source = interaction_log_path(settings_or_default(settings), day)
+        path = Path(source)
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        records = [json.loads(line) for line in lines if line.strip()]
+    frame = pd.DataFrame(records, columns=list(CLEAN_EVENTS))
+    return conform(frame, CLEAN_EVENTS, name="interaction log")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -98,7 +166,7 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def compute_metrics(
-    events: pd.DataFrame,
+    events: pd.DataFrame | list[dict[str, Any]] | str | Path | None = None,
     *,
     catalog_size: int | None = None,
     known_users: Collection[str] | None = None,
@@ -110,6 +178,9 @@ def compute_metrics(
     exploration CTR is the yardstick next to it. Missing labels are left out of a rate.
 
     Args:
+        events: the day's impressions: a frame (the clean zone's, or :func:`read_interaction_log`'s),
+            a list of :func:`log_user_interaction` records or their JSON-lines file; default today's
+            interaction log.
         catalog_size: number of recommendable videos; ``coverage`` is None without it.
         known_users: user keys with history before this day; ``cold_start_share`` is None without it.
 
@@ -119,8 +190,11 @@ def compute_metrics(
         ``share_rate``, ``coverage`` (distinct recommended videos / catalog size),
         ``cold_start_share`` (share of the day's users not in ``known_users``), and
         ``by_rec_version``: ``{version: {impressions, ctr, watch_seconds_per_impression, like_rate}}``.
-        Rates are None when there is nothing to divide.
+        Rates are None when there is nothing to divide. ``ds``: the latest day of the impressions (ISO
+        date; None without any), so a list of these dicts is a history for :func:`check_retraining_needed`.
     """
+    if not isinstance(events, pd.DataFrame):
+        events = read_interaction_log(events)
     recommended_mask = events["rec_version"].notna()
     rec = events[recommended_mask]
     explore = events[~recommended_mask]
@@ -153,7 +227,15 @@ def compute_metrics(
         "coverage": coverage,
         "cold_start_share": cold_start,
         "by_rec_version": by_version,
+        "ds": _latest_day(events),
     }
+
+
+def _latest_day(events: pd.DataFrame) -> str | None:
+    if "ts" not in events.columns or not len(events):
+        return None
+    ts = pd.to_datetime(events["ts"], utc=True, errors="coerce").max()
+    return None if pd.isna(ts) else ts.date().isoformat()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,6 +340,7 @@ def _as_date(value: Any) -> date:
 
 def _history_rows(history: list[Mapping[str, Any]] | pd.DataFrame) -> list[dict[str, Any]]:
     rows = history.to_dict("records") if isinstance(history, pd.DataFrame) else [dict(r) for r in history]
+    rows = [r for r in rows if _known(r.get("ds"))]
     return sorted(({**r, "ds": _as_date(r["ds"])} for r in rows), key=lambda r: r["ds"])
 
 
@@ -277,9 +360,9 @@ def _known(value: Any) -> bool:
 
 def check_retraining_needed(
     metrics_history: list[dict[str, Any]] | pd.DataFrame,
-    settings: MonitoringSettings,
+    settings: MonitoringSettings | None = None,
     *,
-    today: date | str,
+    today: date | str | None = None,
     last_retrain: date | None = None,
     model_trained_at: date | None = None,
 ) -> RetrainDecision:
@@ -299,9 +382,21 @@ def check_retraining_needed(
     A CTR rule needs a baseline of at least ``min_baseline_days`` days with a CTR. A retrain less than
     ``cooldown_days`` before ``today`` holds back a new one; the reasons then say so. Rules that cannot
     be evaluated (too short a baseline, unknown model date) do not fire.
+
+    Defaults: ``settings`` = the configured ``settings.monitoring``; ``today`` = the latest ``ds`` of the
+    history (today, UTC, for an empty one). Rows without a ``ds`` are left out.
+
+    Returns:
+        :class:`RetrainDecision` (``retrain``: bool, ``reasons``: list of str); truthy when retraining.
     """
-    today = _as_date(today)
-    rows = [r for r in _history_rows(metrics_history) if r["ds"] <= today]
+    if settings is None:
+        from recsys.defaults import settings_or_default
+
+        settings = settings_or_default().monitoring
+    history = _history_rows(metrics_history)
+    today = _as_date(today) if today is not None else max((r["ds"] for r in history), default=None)
+    today = today or datetime.now(UTC).date()
+    rows = [r for r in history if r["ds"] <= today]
     reasons: list[str] = []
 
     if rows:
