@@ -174,8 +174,8 @@ def build_gating_network(
         gate_dropout = s.model.gate_dropout if gate_dropout is None else gate_dropout
         seed = s.seed + 1 if seed is None else seed
     layer = SoftmaxGate(n_experts, gate_dropout, seed=seed)
-    if input_shape is not None:
-        layer.build((None, int(input_shape)))
+    if input_shape is not None:  # create the weights: one call on a zero row
+        layer(ops.zeros((1, int(input_shape))))
     return layer
 
 
