@@ -220,3 +220,31 @@ def test_model_blocks_from_an_input_width(settings):
     }
     hist = head.fit(keras.ops.convert_to_numpy(inputs), y, epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
+
+
+# ------------------------------------------------------------------------------------ app contract
+USER_KEY_VECTORS = [  # (key as configured, user id, user_key): README's "Reading recommendations"
+    ("recsys-example-key-0123456789abcdef", "u042000001", "7ca3cc5b17580f682430e4545b124d32"),
+    ("recsys-example-key-0123456789abcdef", "1", "2772b315f79cf6da864de8d1cb4e1528"),
+]
+
+
+@pytest.mark.parametrize(("key", "user_id", "expected"), USER_KEY_VECTORS)
+def test_user_key_test_vector(key, user_id, expected, monkeypatch, tmp_path):
+    """The vector an app developer checks an implementation in another language against; the key is the
+    UTF-8 bytes of the configured secret, as written (independently: openssl dgst -sha256 -hmac KEY)."""
+    import hashlib
+    import hmac
+    from pathlib import Path
+
+    from recsys.config import load_settings
+    from recsys.privacy.pseudonymize import user_key
+
+    monkeypatch.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", key)
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path))
+    assert user_key(user_id, load_settings()) == expected
+    assert user_key(int(user_id) if user_id.isdigit() else user_id, load_settings()) == expected
+    spelled_out = hmac.new(key.encode("utf-8"), f"user:{user_id}".encode(), hashlib.sha256).hexdigest()[:32]
+    assert spelled_out == expected
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"`{key}` | `{user_id}` | `{expected}`" in readme
