@@ -346,7 +346,6 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
             "ds": str(ds),
             "trigger": trigger,
             "variant": variant,
-            "model_variant": variant,
             "window_days": str(settings.features.window_days),
             "data_window": f"{window_start(ds, settings.features.window_days)}..{ds}",
             "source": settings.source,

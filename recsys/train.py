@@ -368,6 +368,9 @@ def train_model(
                     "valid_rows": n_valid,
                 }
             )
+            from recsys.lineage import log_feature_datasets
+
+            log_feature_datasets(features_dir)  # the run's inputs: source, digest, rows of each split
         fit = fit_model(features_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks)
         model, hist = fit.model, fit.history
         with tempfile.TemporaryDirectory() as tmp:
