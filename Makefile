@@ -105,8 +105,8 @@ mlflow: venv ## MLflow UI on :5000 over the local store
 bench: venv ## benchmarks; JSON results in bench/results/
 	$(BIN)/python bench/dag_parse.py
 
-lock: ## regenerate requirements.txt from requirements.in (Python 3.11)
-	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
+lock: ## regenerate requirements.txt from requirements.in (Python 3.11; one lock for every platform, with markers)
+	$(BIN)/uv pip compile --universal --python-version 3.11 requirements.in -o requirements.txt
 
 up: ## the production-like stack (needs a Docker engine)
 	docker compose up -d
