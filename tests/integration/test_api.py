@@ -15,7 +15,10 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(2700),
+]  # the session pipeline run counts in the first test
 
 
 def walkthrough_code() -> str:

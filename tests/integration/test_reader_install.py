@@ -1,8 +1,9 @@
 """The app contract's light install: ``pip install '.[reader]'`` in a fresh virtualenv reads the lists.
 
 A fresh ``python -m venv`` gets the package with only its ``reader`` extra (uv from the project's venv,
-offline from the warm uv cache, pinned by requirements.txt), then reads a recommendations table the pipeline's publish code wrote,
-through ``recsys.serving.get_recommendations``; TensorFlow, Keras, MLflow and Airflow are not installed.
+offline from the warm uv cache, pinned by requirements.txt), then reads a recommendations table that the
+pipeline's publish code wrote, through ``recsys.serving.get_recommendations``; TensorFlow, Keras, MLflow
+and Airflow are not installed.
 """
 
 from __future__ import annotations
