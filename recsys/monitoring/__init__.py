@@ -13,9 +13,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "log_user_interaction": "online",
-    "read_interaction_log": "online",
-    "interaction_log_path": "online",
+    "log_user_interaction": "interactions",
+    "read_interaction_log": "interactions",
+    "interaction_log_path": "interactions",
     "compute_metrics": "online",
     "check_retraining_needed": "online",
     "population_stability_index": "online",

@@ -146,7 +146,7 @@ def test_secure_storage_round_trip_is_encrypted_at_rest(settings, monkeypatch):
 # ------------------------------------------------------------------------------------------ monitoring
 def test_log_user_interaction_pseudonymizes_before_storing(settings):
     from recsys.monitoring import compute_metrics, log_user_interaction, read_interaction_log
-    from recsys.monitoring.online import interaction_log_path
+    from recsys.monitoring.interactions import interaction_log_path
     from recsys.privacy.pseudonymize import user_key
 
     ts = "2026-01-05T10:00:00+00:00"
