@@ -110,8 +110,8 @@ BENCHES ?= $(filter-out meta,$(basename $(notdir $(wildcard bench/*.py))))
 bench: venv ## rerun every benchmark (or BENCHES="a b"); JSON results in bench/results/
 	@set -e; for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py; done
 
-lock: ## regenerate requirements.txt from requirements.in (Python 3.11)
-	$(BIN)/uv pip compile --python-version 3.11 requirements.in -o requirements.txt
+lock: ## regenerate requirements.txt from requirements.in (Python 3.11; one lock for every platform, with markers)
+	$(BIN)/uv pip compile --universal --python-version 3.11 requirements.in -o requirements.txt
 
 up: ## the production-like stack (needs a Docker engine)
 	docker compose up -d

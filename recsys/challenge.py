@@ -53,7 +53,6 @@ def challenge(
             "ds": str(ds),
             "trigger": trigger,
             "variant": variant,
-            "model_variant": variant,
             "window_days": str(settings.features.window_days),
             "data_window": f"{window_start(ds, settings.features.window_days)}..{ds}",
             "source": settings.source,

@@ -18,7 +18,8 @@ from datetime import date
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+API_DOC = "The Python API (the seed's functions, as one runnable walk-through): docs/api.md"
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, epilog=API_DOC)
 model_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 publish_app = typer.Typer(no_args_is_help=True, help="The recommendations tables.")
 metrics_app = typer.Typer(no_args_is_help=True, help="Prometheus metrics.")

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,7 @@ from recsys.config import Settings
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
+CHALLENGER = "challenger"  # the latest version the gate evaluated and did not promote
 
 
 class NoChampionError(LookupError):
@@ -61,7 +63,10 @@ def _pyfunc_class():
         def load_context(self, context):
             self.ranker = load_ranker_dir(Path(context.artifacts["model"]).parent)
 
-        def predict(self, context, model_input, params=None):
+        def predict(
+            self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+        ) -> pd.DataFrame:
+            """Per-task predictions (click, watch, like, share) and ``score`` for each input row."""
             return self.ranker.predict(model_input)
 
     return RankerPyfunc
@@ -108,9 +113,10 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     """Load a ranker from a folder holding model.keras, transform.json and ranker.json."""
     import keras
 
-    import recsys.model  # noqa: F401  registers the custom layers
     from recsys.features.transform import Transform
+    from recsys.model import register_layers
 
+    register_layers()  # the custom layers, before load_model
     meta = json.loads((path / "ranker.json").read_text())
     return Ranker(
         keras.saving.load_model(path / "model.keras", compile=False),
@@ -177,7 +183,8 @@ def champion_tags(settings: Settings, alias: str = CHAMPION) -> dict[str, str]:
 
 
 def register(settings: Settings, model_uri: str, *, promote: bool, tags: dict[str, str]) -> dict:
-    """Register ``model_uri``; if ``promote``, it becomes ``champion`` and the old one ``previous``."""
+    """Register ``model_uri``; if ``promote``, it becomes ``champion`` and the old one ``previous``;
+    else it becomes ``challenger`` (gated, not promoted)."""
     import mlflow
 
     from recsys.tracking import configure
@@ -190,11 +197,14 @@ def register(settings: Settings, model_uri: str, *, promote: bool, tags: dict[st
         if old is not None and old != str(mv.version):
             client.set_registered_model_alias(settings.model_name, PREVIOUS, old)
         client.set_registered_model_alias(settings.model_name, CHAMPION, mv.version)
+    else:  # gated but not promoted: findable by alias for comparison, never served
+        client.set_registered_model_alias(settings.model_name, CHALLENGER, mv.version)
     return {
         "version": str(mv.version),
         "promoted": promote,
         "champion": champion_version(settings),
         "previous": champion_version(settings, PREVIOUS),
+        "challenger": champion_version(settings, CHALLENGER),
     }
 
 

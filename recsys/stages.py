@@ -83,9 +83,9 @@ def anonymize(ds: date, cat: Catalog) -> dict:
 @stage("features")
 def features(ds: date, cat: Catalog) -> dict:
     """Examples over the trailing window, split by time, transform fitted on the train split only."""
-    from recsys.features import feature_engineering
+    from recsys.features.partition import build_feature_partition
 
-    return feature_engineering(cat.lake, ds, cat.settings.features)
+    return build_feature_partition(cat.lake, ds, cat.settings.features)
 
 
 @stage("should_train")

@@ -11,7 +11,12 @@ import os
 from recsys.config import Settings
 
 # What a logged model needs at load time; listing it avoids MLflow re-importing TensorFlow to infer it.
-PIP_REQUIREMENTS_PACKAGES = ("tensorflow-cpu", "keras", "mlflow", "pandas", "numpy", "pyarrow")
+PIP_REQUIREMENTS_PACKAGES = ("keras", "mlflow", "pandas", "numpy", "pyarrow")
+# tensorflow-cpu has wheels for x86_64 only; elsewhere the tensorflow wheels are the CPU build
+TENSORFLOW_MARKERS = (
+    ("tensorflow-cpu", "platform_machine == 'x86_64'"),
+    ("tensorflow", "platform_machine != 'x86_64'"),
+)
 
 
 def configure(settings: Settings) -> str:
@@ -41,7 +46,8 @@ def configure(settings: Settings) -> str:
 
 
 def pip_requirements() -> list[str]:
-    """Pinned requirements for logged models, read from the installed versions."""
+    """Pinned requirements for logged models, read from the installed versions; TensorFlow as
+    ``tensorflow-cpu`` on x86_64 and ``tensorflow`` elsewhere (environment markers)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = []
@@ -50,4 +56,12 @@ def pip_requirements() -> list[str]:
             out.append(f"{pkg}=={version(pkg)}")
         except PackageNotFoundError:
             continue
+    tf = None
+    for pkg, _ in TENSORFLOW_MARKERS:  # whichever is installed here: both builds share version numbers
+        try:
+            tf = tf or version(pkg)
+        except PackageNotFoundError:
+            continue
+    if tf is not None:
+        out += [f"{pkg}=={tf}; {marker}" for pkg, marker in TENSORFLOW_MARKERS]
     return out

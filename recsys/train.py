@@ -132,20 +132,49 @@ def fit_model(
 
 
 def train_model(
-    features_dir: Path,
-    settings: Settings,
+    features,
+    labels=None,
+    settings: Settings | None = None,
     *,
-    run_name: str,
-    tags: dict[str, str],
-    work_dir: Path,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    work_dir: Path | None = None,
     extra_callbacks: list | None = None,
 ) -> TrainResult:
-    """Train on ``features_dir`` (train/valid parquet + transform.json) and log everything to MLflow.
+    """Train the ranker and log everything to MLflow (params, per-epoch metrics, curves, the model).
 
-    ``work_dir`` holds the checkpoints, the backup and the run state; it is stable for a given day so a
-    rerun after a kill resumes (the same MLflow run, from the epoch after the last backed-up one), and it
-    is removed after a successful run.
+    Args:
+        features: a features folder (``train/valid/test.parquet`` + ``transform.json``: what the
+            ``train`` task passes), or a frame of examples (the seed's ``train_model(features, labels)``,
+            e.g. :func:`recsys.features.feature_engineering`'s output). A frame is split by time (test =
+            its latest day), the transform fitted on its train split, exactly as the features stage does,
+            and written under ``settings.data_dir/api/features``.
+        labels: with a frame only: the task labels per row (``click``, ``watch`` = log1p watch seconds,
+            ``like``, ``share``; NaN = unknown), default the frame's own label columns.
+        settings: default the configured settings (the pipeline's form ``train_model(dir, settings)``
+            is accepted too).
+        run_name: default ``<variant>-<features folder name>``. tags: MLflow run tags (a frame adds
+            ``trigger=api``). work_dir: checkpoints, backup and run state; stable for a given day so a
+            rerun after a kill resumes, removed after a successful run (default under ``data_dir``).
+
+    Returns:
+        :class:`TrainResult`: the MLflow ``run_id``, the logged ``model_uri`` (``runs:/<id>/ranker``),
+        epochs run and the best validation loss.
     """
+    if isinstance(labels, Settings):  # the pipeline's positional form: train_model(features_dir, settings)
+        labels, settings = None, labels
+    from recsys.defaults import settings_or_default
+
+    settings = settings_or_default(settings)
+    if not isinstance(features, str | Path):
+        from recsys.features.partition import features_dir_from_frame
+
+        features = features_dir_from_frame(features, labels, settings, settings.data_dir / "api" / "features")
+        tags = {"trigger": "api", **(tags or {})}
+    features_dir = Path(features)
+    run_name = run_name or f"{settings.model.variant}-{features_dir.name}"
+    tags = dict(tags or {})
+    work_dir = Path(work_dir or settings.data_dir / "checkpoints" / features_dir.name)
     import mlflow
 
     from recsys.registry import log_ranker
@@ -201,6 +230,9 @@ def train_model(
                     "valid_rows": n_valid,
                 }
             )
+            from recsys.lineage import log_feature_datasets
+
+            log_feature_datasets(features_dir)  # the run's inputs: source, digest, rows of each split
         fit = fit_model(features_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks)
         model, hist = fit.model, fit.history
         with tempfile.TemporaryDirectory() as tmp:

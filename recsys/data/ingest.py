@@ -32,9 +32,9 @@ def check_delivered(lake: Lake, ds: date) -> dict:
 
 def collect_day(lake: Lake, ds: date) -> dict:
     """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
-    events, malformed = sources.collect_user_interactions(lake, ds)
-    videos = sources.collect_content_metadata(lake, ds)
-    users = sources.collect_contextual_info(lake, ds)
+    events, malformed = sources.landing_interactions(lake, ds)
+    videos = sources.landing_content_metadata(lake, ds)
+    users = sources.landing_contextual_info(lake, ds)
     lake.write_frame("raw", "events", ds, events)
     lake.write_frame("raw", "events_malformed", ds, malformed)
     lake.write_frame("raw", "videos", ds, videos)

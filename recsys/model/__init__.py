@@ -5,37 +5,47 @@ MMoE / shared bottom / PLE), ``towers`` (task towers, selection-bias tower), ``l
 losses and AUC), ``multitask`` (the model, build, compile, load), ``scoring`` (the ranking score). The
 heads (names, kinds, losses, metrics, weights) come from the task spec, :mod:`recsys.tasks`.
 
-Importing this package imports Keras and registers the custom layers, which ``keras.saving.load_model``
-needs; keep it out of module-level imports in DAG files.
+The seed's names are re-exported here: :func:`build_shallow_tower`, :func:`build_multi_task_model`,
+:func:`compile_multi_task_model`, :func:`build_expert_models`, :func:`build_gating_network`,
+:func:`mixture_of_experts` (see docs/api.md). Imports are lazy: ``import recsys.model`` stays cheap (no
+Keras) until a name is used; using any model name imports Keras and registers the custom layers, which
+``keras.saving.load_model`` needs (:func:`register_layers` does only that).
 """
 
-from recsys.model.experts import build_expert_models, build_gating_network, mixture_of_experts
-from recsys.model.layers import build_shallow_tower
-from recsys.model.losses import MaskedAUC, MaskedBinaryCrossentropy, MaskedMeanSquaredError
-from recsys.model.multitask import (
-    BINARY_TASKS,
-    TASKS,
-    MultiTaskModel,
-    build_multi_task_model,
-    compile_multi_task_model,
-    load_multi_task_model,
-)
-from recsys.model.scoring import WATCH_SCALE, ranking_score
+from __future__ import annotations
 
-__all__ = [
-    "BINARY_TASKS",
-    "TASKS",
-    "WATCH_SCALE",
-    "MaskedAUC",
-    "MaskedBinaryCrossentropy",
-    "MaskedMeanSquaredError",
-    "MultiTaskModel",
-    "build_expert_models",
-    "build_gating_network",
-    "build_multi_task_model",
-    "build_shallow_tower",
-    "compile_multi_task_model",
-    "load_multi_task_model",
-    "mixture_of_experts",
-    "ranking_score",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "build_expert_models": "experts",
+    "build_gating_network": "experts",
+    "mixture_of_experts": "experts",
+    "combine_experts": "experts",
+    "build_shallow_tower": "layers",
+    "MaskedAUC": "losses",
+    "MaskedBinaryCrossentropy": "losses",
+    "MaskedMeanSquaredError": "losses",
+    "BINARY_TASKS": "multitask",
+    "TASKS": "multitask",
+    "MultiTaskHead": "multitask",
+    "MultiTaskModel": "multitask",
+    "build_multi_task_model": "multitask",
+    "compile_multi_task_model": "multitask",
+    "load_multi_task_model": "multitask",
+    "WATCH_SCALE": "scoring",
+    "ranking_score": "scoring",
+}
+
+__all__ = sorted([*_EXPORTS, "register_layers"])
+
+
+def register_layers() -> None:
+    """Import every module that registers a custom Keras layer (before ``keras.saving.load_model``)."""
+    importlib.import_module(f"{__name__}.multitask")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -88,19 +88,95 @@ class SoftmaxGate(keras.layers.Layer):
         }
 
 
-def mixture_of_experts(expert_outputs, gate_weights):
+def combine_experts(expert_outputs, gate_weights):
     """Gate-weighted sum of expert outputs: ``[B, E, U]`` and ``[B, E]`` -> ``[B, U]``."""
     return ops.einsum("beu,be->bu", expert_outputs, gate_weights)
 
 
-def build_expert_models(n_experts: int, units: int, seed: int | None = None) -> Experts:
-    """The seed API's name for a bank of experts (see :class:`Experts`)."""
-    return Experts(n_experts, units, seed=seed, name="experts")
+def mixture_of_experts(inputs, experts, gating_weights):
+    """The seed's mixture of experts: one gate's mixture of the experts' outputs, ``[B, expert_units]``.
+
+    This is the computation inside every MMoE / PLE layer of the ranker (:func:`combine_experts`).
+
+    Args:
+        inputs: ``[B, D]``, the shared representation the experts read: the shallow tower's output
+            (e.g. ``shallow_tower_model(x)``); used when ``experts`` or ``gating_weights`` is a layer.
+        experts: a bank of experts from :func:`build_expert_models` (called on ``inputs``), or its output
+            ``[B, E, U]``.
+        gating_weights: one task's gate weights ``[B, E]`` (rows sum to 1), e.g.
+            ``build_gating_network(D)(inputs)``; or the gate layer itself (called on ``inputs``).
+
+    Returns:
+        ``[B, U]``: for each row, the sum over experts of gate weight x expert output.
+    """
+    expert_outputs = experts(inputs) if callable(experts) else experts
+    weights = gating_weights(inputs) if callable(gating_weights) else gating_weights
+    return combine_experts(expert_outputs, weights)
 
 
-def build_gating_network(n_experts: int, gate_dropout: float = 0.0, seed: int | None = None) -> SoftmaxGate:
-    """The seed API's name for one task's gate (see :class:`SoftmaxGate`)."""
-    return SoftmaxGate(n_experts, gate_dropout, seed=seed)
+def _model_settings():
+    from recsys.defaults import settings_or_default
+
+    return settings_or_default()
+
+
+def build_expert_models(
+    input_shape: int | None = None,
+    n_experts: int | None = None,
+    units: int | None = None,
+    *,
+    seed: int | None = None,
+) -> Experts:
+    """The seed's bank of experts: the :class:`Experts` layer the ranker's MMoE/PLE use.
+
+    Args:
+        input_shape: width ``D`` of the input (the shallow tower's output); the layer is built for it
+            when given, else on its first call.
+        n_experts: default ``settings.model.n_experts`` (4).
+        units: each expert's output width, default ``settings.model.expert_units`` (32).
+        seed: default ``settings.seed``.
+
+    Returns:
+        An ``Experts`` layer, ``[B, D] -> [B, n_experts, units]``.
+    """
+    if n_experts is None or units is None or seed is None:
+        s = _model_settings()
+        n_experts = s.model.n_experts if n_experts is None else n_experts
+        units = s.model.expert_units if units is None else units
+        seed = s.seed if seed is None else seed
+    layer = Experts(n_experts, units, seed=seed, name="experts")
+    if input_shape is not None:
+        layer.build((None, int(input_shape)))
+    return layer
+
+
+def build_gating_network(
+    input_shape: int | None = None,
+    n_experts: int | None = None,
+    gate_dropout: float | None = None,
+    *,
+    seed: int | None = None,
+) -> SoftmaxGate:
+    """The seed's gating network: one task's :class:`SoftmaxGate`, as in the ranker's MMoE/PLE.
+
+    Args:
+        input_shape: width ``D`` of the input; the layer is built for it when given.
+        n_experts: default ``settings.model.n_experts`` (4).
+        gate_dropout: gate dropout in training, default ``settings.model.gate_dropout`` (0.1).
+        seed: default ``settings.seed`` + 1 (not the experts' seed).
+
+    Returns:
+        A ``SoftmaxGate`` layer, ``[B, D] -> [B, n_experts]`` softmax weights.
+    """
+    if n_experts is None or gate_dropout is None or seed is None:
+        s = _model_settings()
+        n_experts = s.model.n_experts if n_experts is None else n_experts
+        gate_dropout = s.model.gate_dropout if gate_dropout is None else gate_dropout
+        seed = s.seed + 1 if seed is None else seed
+    layer = SoftmaxGate(n_experts, gate_dropout, seed=seed)
+    if input_shape is not None:  # create the weights: one call on a zero row
+        layer(ops.zeros((1, int(input_shape))))
+    return layer
 
 
 @register
@@ -131,7 +207,7 @@ class MMoE(keras.layers.Layer):
     def call(self, x, training=None):
         experts = self.experts(x)
         return {
-            task: mixture_of_experts(experts, gate(x, training=training))
+            task: combine_experts(experts, gate(x, training=training))
             for task, gate in zip(self.tasks, self.gates, strict=True)
         }
 
@@ -228,7 +304,7 @@ class PLE(keras.layers.Layer):
         for task, experts, gate in zip(self.tasks, self.task_experts, self.gates, strict=True):
             own = experts(x)
             pool = own if shared is None else ops.concatenate([own, shared], axis=1)
-            out[task] = mixture_of_experts(pool, gate(x, training=training))
+            out[task] = combine_experts(pool, gate(x, training=training))
         return out
 
     def gate_weights(self, x):

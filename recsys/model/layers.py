@@ -88,13 +88,19 @@ class FeatureEmbedding(keras.layers.Layer):
         )
         self.pooling = MaskedMeanPooling(name="title_pooling")
 
+    def embed_categorical(self, name: str, ids):
+        """``[B]`` vocabulary indices of input ``name`` -> ``[B, embedding_dim]`` (unknown -> index 0)."""
+        layer = self.embeddings[self.categorical.index(name)]
+        return layer(safe_index(ids, self.vocab_sizes[name]))
+
+    def embed_title(self, token_ids):
+        """``[B, title_len]`` token ids -> the masked mean of their embeddings, ``[B, embedding_dim]``."""
+        title = safe_index(token_ids, self.title_vocab_size)
+        return self.pooling(self.title_embedding(title), title)
+
     def call(self, inputs):
-        parts = [
-            layer(safe_index(inputs[name], self.vocab_sizes[name]))
-            for name, layer in zip(self.categorical, self.embeddings, strict=True)
-        ]
-        title = safe_index(inputs["title"], self.title_vocab_size)
-        parts.append(self.pooling(self.title_embedding(title), title))
+        parts = [self.embed_categorical(name, inputs[name]) for name in self.categorical]
+        parts.append(self.embed_title(inputs["title"]))
         parts.append(ops.cast(inputs["numeric"], self.compute_dtype))
         return ops.concatenate(parts, axis=-1)
 
@@ -131,6 +137,26 @@ class ShallowTower(keras.layers.Layer):
         return {**super().get_config(), "units": list(self.units), "seed": self.seed}
 
 
-def build_shallow_tower(units: Sequence[int], seed: int | None = None) -> ShallowTower:
-    """The seed API's name for the shared input tower (see :class:`ShallowTower`)."""
-    return ShallowTower(units, seed=seed, name="shallow_tower")
+def build_shallow_tower(
+    input_shape: int, units: Sequence[int] | None = None, *, seed: int | None = None
+) -> keras.Model:
+    """The seed's shallow tower: the ranker's shared input tower (:class:`ShallowTower`, the layer the
+    multi-task model uses) over a dense input vector of ``input_shape`` features.
+
+    Args:
+        input_shape: width of the input vector, e.g. text embeddings + scaled numeric features.
+        units: the dense layers' widths (default ``settings.model.shallow_units``, (64,)).
+        seed: initial weights as a pure function of it (default ``settings.seed``).
+
+    Returns:
+        A built ``keras.Model`` ``[B, input_shape] -> [B, units[-1]]`` (``output_shape[1] == units[-1]``).
+    """
+    from recsys.defaults import settings_or_default
+
+    if units is None or seed is None:
+        s = settings_or_default()
+        units = s.model.shallow_units if units is None else units
+        seed = s.seed if seed is None else seed
+    inputs = keras.Input((int(input_shape),), name="shallow_input")
+    tower = ShallowTower(units, seed=seed, name="shallow_tower")
+    return keras.Model(inputs, tower(inputs), name="shallow_tower_model")

@@ -31,6 +31,17 @@ BINARY_TASKS = tuple(t.name for t in task_spec.binary())
 ENGAGEMENT_TASK = task_spec.ENGAGEMENT  # the logit the selection-bias tower is added to
 
 
+def task_logits(mixture, towers, shared, training, tasks: Sequence[Task]) -> dict:
+    """The mixture's per-task representations of ``shared`` ``[B, D]`` through each task's tower."""
+    reps = mixture(shared, training=training)
+    return {t.name: tower(reps[t.name]) for t, tower in zip(tasks, towers, strict=True)}
+
+
+def task_outputs(logits: dict, tasks: Sequence[Task]) -> dict:
+    """Each task's output activation on its logit: a probability (sigmoid) or a regression (linear)."""
+    return {t.name: _link(t, logits[t.name]) for t in tasks}
+
+
 @register
 class MultiTaskModel(keras.Model):
     """The ranker. Built from plain dicts (``FeatureSpec.to_dict()``, ``ModelSettings.model_dump()``) so
@@ -97,13 +108,12 @@ class MultiTaskModel(keras.Model):
         return self.shallow(self.features(inputs), training=training)
 
     def _forward(self, inputs, training):
-        reps = self.mixture(self._shared(inputs, training), training=training)
-        logits = {t.name: tower(reps[t.name]) for t, tower in zip(self.tasks, self.towers, strict=True)}
+        logits = task_logits(self.mixture, self.towers, self._shared(inputs, training), training, self.tasks)
         if training and self.bias_tower is not None and POSITION in inputs and ENGAGEMENT_TASK in logits:
             device = inputs[DEVICE] if DEVICE in inputs else ops.zeros_like(inputs[POSITION])
             bias = self.bias_tower(inputs[POSITION], device, training=True)
             logits[ENGAGEMENT_TASK] = logits[ENGAGEMENT_TASK] + bias
-        return {t.name: _link(t, logits[t.name]) for t in self.tasks}
+        return task_outputs(logits, self.tasks)
 
     def call(self, inputs, training=None):
         return self._forward(inputs, training=bool(training))
@@ -136,33 +146,121 @@ def _link(task: Task, logit):
     return ops.sigmoid(logit) if task.activation == "sigmoid" else logit
 
 
+@register
+class MultiTaskHead(keras.Model):
+    """The ranker above its shallow tower: the same mixture and task towers as :class:`MultiTaskModel`,
+    over a dense input vector ``[B, input_dim]`` instead of the feature dict. What the seed's
+    ``build_multi_task_model(input_shape)`` builds, to try the architecture on any dense features."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        settings: dict,
+        seed: int | None = None,
+        tasks: list[dict] | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        ms = ModelSettings(**settings)
+        self.input_dim, self.model_settings, self.seed = int(input_dim), ms, seed
+        self.tasks = task_spec.current(None if tasks is None else [Task.from_dict(t) for t in tasks])
+        names = task_spec.names(self.tasks)
+        self.mixture = build_mixture(
+            ms.variant,
+            names,
+            ms.n_experts,
+            ms.n_shared_experts,
+            ms.expert_units,
+            ms.gate_dropout,
+            seed=derived_seed(seed, 2),
+        )
+        self.towers = [
+            TaskTower(ms.tower_units, seed=derived_seed(seed, 10 + i), name=f"tower_{task}")
+            for i, task in enumerate(names)
+        ]
+
+    def build(self, input_shape=None):
+        self.call(np.zeros((1, self.input_dim), np.float32), training=False)
+
+    def call(self, inputs, training=None):
+        logits = task_logits(self.mixture, self.towers, inputs, bool(training), self.tasks)
+        return task_outputs(logits, self.tasks)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_dim": self.input_dim,
+            "settings": self.model_settings.model_dump(mode="json"),
+            "seed": self.seed,
+            "tasks": [t.to_dict() for t in self.tasks],
+        }
+
+
 def build_multi_task_model(
-    spec: FeatureSpec,
-    settings: ModelSettings,
+    spec: FeatureSpec | int | None = None,
+    settings: ModelSettings | None = None,
     seed: int | None = None,
     tasks: Sequence[Task] | None = None,
-) -> MultiTaskModel:
+) -> MultiTaskModel | MultiTaskHead:
     """A built (weights created) but uncompiled ranker, one head per task of ``tasks`` (default: the
     spec, :data:`recsys.tasks.TASKS`). With a ``seed``, the initial weights and the training-time dropout
-    draws are a pure function of it."""
-    model = MultiTaskModel(
-        spec.to_dict(),
-        settings.model_dump(mode="json"),
-        seed=seed,
-        tasks=[t.to_dict() for t in task_spec.current(tasks)],
-        name="multi_task_model",
-    )
+    draws are a pure function of it.
+
+    Args:
+        spec: the feature spec of a fitted transform (what training passes): the full ranker, which
+            takes the transform's input dict. An ``int`` (the seed's ``build_multi_task_model(input_shape)``)
+            builds :class:`MultiTaskHead` over a dense input of that width instead. Default: the spec of
+            the champion's fitted transform.
+        settings: default ``settings.model`` of the configured settings.
+        seed: default ``settings.seed`` when ``spec`` is not a ``FeatureSpec``, else None.
+        tasks: the heads; default the task spec.
+
+    Returns:
+        A ``keras.Model`` with one output per task (``{click, watch, like, share}``), each ``[B, 1]``.
+    """
+    if spec is None or settings is None:
+        from recsys.defaults import champion_ranker, settings_or_default
+
+        s = settings_or_default()
+        settings = settings or s.model
+        if spec is None:
+            spec = champion_ranker(s).transform.spec()
+        if not isinstance(spec, FeatureSpec):
+            seed = s.seed if seed is None else seed
+    task_dicts = [t.to_dict() for t in task_spec.current(tasks)]
+    if isinstance(spec, int):
+        model = MultiTaskHead(
+            spec, settings.model_dump(mode="json"), seed=seed, tasks=task_dicts, name="multi_task_head"
+        )
+    else:
+        model = MultiTaskModel(
+            spec.to_dict(),
+            settings.model_dump(mode="json"),
+            seed=seed,
+            tasks=task_dicts,
+            name="multi_task_model",
+        )
     model.build()
     return model
 
 
 def compile_multi_task_model(
-    model: keras.Model, settings: ModelSettings, learning_rate: float
+    model: keras.Model, settings: ModelSettings | None = None, learning_rate: float | None = None
 ) -> keras.Model:
     """Compile with Adam and, per task of the model's spec, its masked loss weighted by the task's loss
     weight (``settings.loss_weights`` overrides the spec's default by name; 0 turns a task off) and its
     metrics (a masked AUC per binary task, logged as ``click_auc``, ``val_click_auc``...). An unknown task
-    name in ``loss_weights`` is an error. Returns the same model, compiled."""
+    name in ``loss_weights`` is an error. Returns the same model, compiled.
+
+    Defaults: ``settings`` = the configured ``settings.model``; ``learning_rate`` =
+    ``settings.train.learning_rate`` (3e-3).
+    """
+    if settings is None or learning_rate is None:
+        from recsys.defaults import settings_or_default
+
+        s = settings_or_default()
+        settings = settings or s.model
+        learning_rate = s.train.learning_rate if learning_rate is None else learning_rate
     tasks = task_spec.current(getattr(model, "tasks", None))
     weights = task_spec.loss_weights(settings.loss_weights, tasks)
     model.compile(

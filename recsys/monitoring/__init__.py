@@ -14,7 +14,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "log_user_interaction": "online",
+    "log_user_interaction": "interactions",
+    "read_interaction_log": "interactions",
+    "interaction_log_path": "interactions",
     "compute_metrics": "online",
     "check_retraining_needed": "rules",
     "population_stability_index": "drift",

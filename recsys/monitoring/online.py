@@ -1,8 +1,8 @@
 """Online quality: what users did with the published lists.
 
-Everything here is pure (frames and dicts in, dicts out) except :func:`log_user_interaction`, which
-appends to the sink it is given. Drift lives in :mod:`recsys.monitoring.drift`, the retrain rules in
-:mod:`recsys.monitoring.rules` (both re-exported here); :func:`recsys.monitoring.assess.assess_day`
+Everything here is pure (frames and dicts in, dicts out). Logging interactions lives in
+:mod:`recsys.monitoring.interactions`, drift in :mod:`recsys.monitoring.drift`, the retrain rules in
+:mod:`recsys.monitoring.rules` (all re-exported here); :func:`recsys.monitoring.assess.assess_day`
 strings them together::
 
     day = compute_metrics(events, catalog_size=n_videos, known_users=seen_before)
@@ -12,16 +12,14 @@ strings them together::
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Collection
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from recsys.monitoring.drift import feature_psi, population_stability_index  # noqa: F401  (re-exported)
+from recsys.monitoring.interactions import log_user_interaction, read_interaction_log  # noqa: F401
 from recsys.monitoring.rules import (  # noqa: F401  (re-exported)
     FALLBACK_MODEL,
     RetrainDecision,
@@ -29,69 +27,6 @@ from recsys.monitoring.rules import (  # noqa: F401  (re-exported)
     ctr_baseline_rows,
     degraded_streak_days,
 )
-
-# --------------------------------------------------------------------------------------------------
-# Logging interactions
-# --------------------------------------------------------------------------------------------------
-
-
-def log_user_interaction(
-    sink: list[dict[str, Any]] | str | Path,
-    *,
-    user_key: str,
-    video_id: int,
-    rec_version: str | None,
-    position: int | None,
-    clicked: int = 0,
-    watch_seconds: float = 0.0,
-    liked: int = 0,
-    shared: int = 0,
-    device: str | None = None,
-    region: str | None = None,
-    session_key: str | None = None,
-    ts: datetime | str | None = None,
-    event_id: str | None = None,
-) -> dict[str, Any]:
-    """Record one impression and the user's response, linked to the list version and slate position.
-
-    The record has the columns of ``recsys.data.schema.CLEAN_EVENTS``, so
-    ``conform(pd.DataFrame(records), CLEAN_EVENTS)`` reads a batch of them. ``user_key`` is the keyed
-    pseudonym (``recsys.privacy``), never a raw user id. ``rec_version=None`` marks an exploration
-    impression (not from a published list).
-
-    Args:
-        sink: a list (the record is appended) or a path (the record is appended as one JSON line).
-        ts: when it happened (default: now, UTC).
-        event_id: default a random UUID; pass one to make reruns idempotent.
-
-    Returns:
-        The record that was logged.
-    """
-    when = ts if ts is not None else datetime.now(UTC)
-    record = {
-        "event_id": event_id or uuid.uuid4().hex,
-        "user_key": user_key,
-        "session_key": session_key,
-        "device": device,
-        "region": region,
-        "ts": when.isoformat() if isinstance(when, datetime) else str(when),
-        "video_id": int(video_id),
-        "position": None if position is None else int(position),
-        "rec_version": rec_version,
-        "clicked": int(clicked),
-        "watch_seconds": float(watch_seconds),
-        "liked": int(liked),
-        "shared": int(shared),
-    }
-    if isinstance(sink, list):
-        sink.append(record)
-    else:
-        path = Path(sink)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-    return record
-
 
 # --------------------------------------------------------------------------------------------------
 # Online metrics of one day
@@ -105,7 +40,7 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def compute_metrics(
-    events: pd.DataFrame,
+    events: pd.DataFrame | list[dict[str, Any]] | str | Path | None = None,
     *,
     catalog_size: int | None = None,
     known_users: Collection[str] | None = None,
@@ -117,6 +52,9 @@ def compute_metrics(
     exploration CTR is the yardstick next to it. Missing labels are left out of a rate.
 
     Args:
+        events: the day's impressions: a frame (the clean zone's, or :func:`read_interaction_log`'s),
+            a list of :func:`log_user_interaction` records or their JSON-lines file; default today's
+            interaction log.
         catalog_size: number of recommendable videos; ``coverage`` is None without it.
         known_users: user keys with history before this day; ``cold_start_share`` is None without it.
 
@@ -126,8 +64,11 @@ def compute_metrics(
         ``share_rate``, ``coverage`` (distinct recommended videos / catalog size),
         ``cold_start_share`` (share of the day's users not in ``known_users``), and
         ``by_rec_version``: ``{version: {impressions, ctr, watch_seconds_per_impression, like_rate}}``.
-        Rates are None when there is nothing to divide.
+        Rates are None when there is nothing to divide. ``ds``: the latest day of the impressions (ISO
+        date; None without any), so a list of these dicts is a history for :func:`check_retraining_needed`.
     """
+    if not isinstance(events, pd.DataFrame):
+        events = read_interaction_log(events)
     recommended_mask = events["rec_version"].notna()
     rec = events[recommended_mask]
     explore = events[~recommended_mask]
@@ -160,4 +101,12 @@ def compute_metrics(
         "coverage": coverage,
         "cold_start_share": cold_start,
         "by_rec_version": by_version,
+        "ds": _latest_day(events),
     }
+
+
+def _latest_day(events: pd.DataFrame) -> str | None:
+    if "ts" not in events.columns or not len(events):
+        return None
+    ts = pd.to_datetime(events["ts"], utc=True, errors="coerce").max()
+    return None if pd.isna(ts) else ts.date().isoformat()

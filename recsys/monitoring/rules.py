@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ def _as_date(value: Any) -> date:
 
 def _history_rows(history: list[Mapping[str, Any]] | pd.DataFrame) -> list[dict[str, Any]]:
     rows = history.to_dict("records") if isinstance(history, pd.DataFrame) else [dict(r) for r in history]
+    rows = [r for r in rows if _known(r.get("ds"))]
     return sorted(({**r, "ds": _as_date(r["ds"])} for r in rows), key=lambda r: r["ds"])
 
 
@@ -58,9 +59,9 @@ def _known(value: Any) -> bool:
 
 def check_retraining_needed(
     metrics_history: list[dict[str, Any]] | pd.DataFrame,
-    settings: MonitoringSettings,
+    settings: MonitoringSettings | None = None,
     *,
-    today: date | str,
+    today: date | str | None = None,
     last_retrain: date | None = None,
     model_trained_at: date | None = None,
 ) -> RetrainDecision:
@@ -80,9 +81,21 @@ def check_retraining_needed(
     A CTR rule needs a baseline of at least ``min_baseline_days`` days with a CTR. A retrain less than
     ``cooldown_days`` before ``today`` holds back a new one; the reasons then say so. Rules that cannot
     be evaluated (too short a baseline, unknown model date) do not fire.
+
+    Defaults: ``settings`` = the configured ``settings.monitoring``; ``today`` = the latest ``ds`` of the
+    history (today, UTC, for an empty one). Rows without a ``ds`` are left out.
+
+    Returns:
+        :class:`RetrainDecision` (``retrain``: bool, ``reasons``: list of str); truthy when retraining.
     """
-    today = _as_date(today)
-    rows = [r for r in _history_rows(metrics_history) if r["ds"] <= today]
+    if settings is None:
+        from recsys.defaults import settings_or_default
+
+        settings = settings_or_default().monitoring
+    history = _history_rows(metrics_history)
+    today = _as_date(today) if today is not None else max((r["ds"] for r in history), default=None)
+    today = today or datetime.now(UTC).date()
+    rows = [r for r in history if r["ds"] <= today]
     reasons: list[str] = []
 
     if rows:

@@ -7,6 +7,7 @@ name is refused (deny by default): a new upstream field cannot slip personal dat
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from typing import Literal
 
 import pandas as pd
@@ -99,9 +100,45 @@ def apply_policy(df: pd.DataFrame, policy: dict[str, tuple[Action, str | None]],
     return pd.DataFrame(out, index=df.index).reset_index(drop=True)
 
 
-def anonymize_data(events: pd.DataFrame, key: bytes) -> pd.DataFrame:
-    """The seed's name: minimize raw events under :data:`EVENT_POLICY`."""
-    return apply_policy(events, EVENT_POLICY, key)
+def anonymize_data(
+    data: pd.DataFrame,
+    columns: Sequence[str] | None = None,
+    *,
+    key: bytes | None = None,
+    settings=None,
+) -> pd.DataFrame:
+    """Pseudonymize identifiers with the pipeline's keyed HMAC (the seed's ``anonymize_data``).
+
+    Args:
+        data: a frame holding raw identifiers. It is not modified.
+        columns: the identifier columns to pseudonymize; each is replaced by its pseudonym column as
+            the policy names it (``user_id`` -> ``user_key``, ``session_id`` -> ``session_key``, any other
+            column keeps its name), with the pipeline's domains, so ``user_id`` gives the ``user_key`` of
+            the recommendation tables. The other columns are returned as they are. Default (None): the
+            anonymize stage's full minimization of raw events under :data:`EVENT_POLICY` (deny by
+            default: a column without a declared policy raises :class:`PolicyError`).
+        key: the HMAC key, default the configured one (``RECSYS_PRIVACY__PSEUDONYM_KEY``).
+
+    Returns:
+        A new DataFrame with the same rows, identifiers replaced by 32-hex-character pseudonyms.
+    """
+    if isinstance(columns, bytes):  # the earlier form anonymize_data(events, key)
+        columns, key = None, columns
+    if key is None:
+        from recsys.defaults import settings_or_default
+        from recsys.privacy.pseudonymize import load_pseudonym_key
+
+        key = load_pseudonym_key(settings_or_default(settings))
+    if columns is None:
+        return apply_policy(data, EVENT_POLICY, key)
+    missing = [c for c in columns if c not in data.columns]
+    if missing:
+        raise KeyError(f"no column(s) {missing} to pseudonymize; have {list(data.columns)}")
+    out = data.copy()
+    for col in columns:
+        out[col] = pd.array(pseudonymize_many(out[col], key, domain=DOMAIN.get(col, col)), dtype="string")
+    targets = {c: EVENT_POLICY[c][1] for c in columns if c in EVENT_POLICY and EVENT_POLICY[c][1]}
+    return out.rename(columns=targets).reset_index(drop=True)
 
 
 def anonymize_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:

@@ -182,7 +182,15 @@ def recommend_videos(
     """Real-time scoring: rank ``candidate_videos`` for ``user_id`` with the champion in one batch.
 
     Uses the saved transform of the champion, so the scores equal the batch path's for the same inputs.
-    Returns the top ``n`` as (video_id, score, rank).
+    ``user_id`` is the raw id (an int or a str): it is pseudonymized here with the pipeline's key.
+
+    Args:
+        n: how many to return (default 10).
+        ds: the day whose user and video attributes are used (default: the latest day of the clean zone).
+        settings: default the configured settings (lake, registry, key).
+
+    Returns:
+        DataFrame ``video_id``, ``score``, ``rank``: the top ``n`` candidates, best first.
     """
     from recsys.catalog import Catalog
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
@@ -209,8 +217,20 @@ def get_recommendations(user_id: str, n: int = 10, settings: Settings | None = N
 def parallel_recommendations(
     user_ids: list[str], settings: Settings | None = None, *, client=None, ds: date | None = None
 ) -> pd.DataFrame:
-    """Lists for many users at once, scored in user shards on Dask (``client``, or
-    :func:`recsys.scale.dask_client`); the rows of :func:`batch_recommendations`."""
+    """Lists for many users at once, scored in user shards on Dask: the publish path's code.
+
+    ``user_ids`` are raw ids (ints or strs), pseudonymized here with the pipeline's key.
+
+    Args:
+        settings: default the configured settings (lake, registry, key, Dask scheduler).
+        client: a ``distributed.Client``; default :func:`recsys.scale.dask_client` (the configured
+            scheduler, or a LocalCluster for the call).
+        ds: the day whose history and candidates are used (default: the latest day of the clean zone).
+
+    Returns:
+        DataFrame ``user_key``, ``rank``, ``video_id``, ``score``, ``model_version`` (the rows of
+        :func:`batch_recommendations`), with the fallback list under ``user_key == "__fallback__"``.
+    """
     from recsys.catalog import Catalog
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
 

@@ -46,7 +46,7 @@ def test_pseudonym_is_hmac_sha256_not_plain_hash():
 
 
 def test_policy_drops_pii_and_generalizes():
-    out = anonymize_data(raw(), KEY)
+    out = anonymize_data(raw(), key=KEY)
     assert "email" not in out and "ip" not in out and "user_id" not in out and "session_id" not in out
     assert out["user_key"].tolist() == [pseudonym("u1", KEY), pseudonym("u2", KEY)]
     assert out["region"].tolist() == ["EU-DE", "NA-US"]
@@ -57,7 +57,7 @@ def test_policy_drops_pii_and_generalizes():
 
 def test_unknown_column_is_refused_by_name():
     with pytest.raises(PolicyError, match="phone"):
-        anonymize_data(raw(phone=["+49", "+1"]), KEY)
+        anonymize_data(raw(phone=["+49", "+1"]), key=KEY)
 
 
 def test_generalizers():

@@ -60,21 +60,24 @@ def test_feature_embedding_concatenates_lookups_pooled_title_and_numeric():
 
 
 def test_shallow_tower_is_a_relu_dense_stack(x):
-    tower = build_shallow_tower((4, 3), seed=0)
-    out = keras.ops.convert_to_numpy(tower(x))
+    model = build_shallow_tower(x.shape[1], (4, 3), seed=0)
+    assert model.output_shape == (None, 3)
+    tower = model.get_layer("shallow_tower")
+    out = keras.ops.convert_to_numpy(model(x))
     expected = relu(dense(tower.dense_layers[1], relu(dense(tower.dense_layers[0], x))))
     np.testing.assert_allclose(out, expected, atol=ATOL)
 
 
 def test_experts_gate_and_mixture_match_numpy(x):
-    experts, gate = build_expert_models(3, 4, seed=0), build_gating_network(3, seed=1)
+    experts = build_expert_models(n_experts=3, units=4, seed=0)
+    gate = build_gating_network(n_experts=3, seed=1)
     e_out, g_out = experts(x), gate(x)
     kernel, bias = experts.kernel.numpy(), experts.bias.numpy()
     e_np = relu(np.einsum("bd,kdu->bku", x, kernel) + bias)
     g_np = softmax(dense(gate.logits, x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(e_out), e_np, atol=ATOL)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(g_out), g_np, atol=ATOL)
-    mixed = keras.ops.convert_to_numpy(mixture_of_experts(e_out, g_out))
+    mixed = keras.ops.convert_to_numpy(mixture_of_experts(x, experts, gate))
     np.testing.assert_allclose(mixed, (g_np[:, :, None] * e_np).sum(axis=1), atol=ATOL)
 
 
@@ -105,7 +108,7 @@ def test_ple_gates_span_own_then_shared_experts(x):
 
 def test_gate_dropout_zeroes_experts_renormalizes_and_never_drops_all():
     x = np.random.default_rng(1).normal(size=(2000, 6)).astype("float32")
-    gate = build_gating_network(4, gate_dropout=0.5, seed=0)
+    gate = build_gating_network(n_experts=4, gate_dropout=0.5, seed=0)
     full = keras.ops.convert_to_numpy(gate(x, training=False))
     dropped = keras.ops.convert_to_numpy(gate(x, training=True))
     kept = dropped > 0
@@ -121,7 +124,7 @@ def test_gate_dropout_zeroes_experts_renormalizes_and_never_drops_all():
 
 def test_gate_dropout_near_one_still_keeps_a_full_row():
     x = np.random.default_rng(2).normal(size=(50, 6)).astype("float32")
-    gate = build_gating_network(3, gate_dropout=0.999, seed=0)
+    gate = build_gating_network(n_experts=3, gate_dropout=0.999, seed=0)
     dropped = keras.ops.convert_to_numpy(gate(x, training=True))
     np.testing.assert_allclose(dropped.sum(axis=1), 1.0, atol=ATOL)
     assert (dropped > 0).any(axis=1).all()

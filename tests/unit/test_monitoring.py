@@ -105,6 +105,7 @@ def _registry_samples(registry) -> dict[str, list]:
 
 def test_compute_metrics_exact_figures(events):
     m = compute_metrics(events, catalog_size=10, known_users={"u-alice"})
+    assert m.pop("ds") == pd.to_datetime(events["ts"], utc=True).max().date().isoformat()
     assert m == {
         "impressions": 6,
         "recommended_impressions": 4,
@@ -140,7 +141,7 @@ def test_compute_metrics_does_not_mutate_input(events):
 def test_log_user_interaction_to_list_and_file(tmp_path):
     sink: list[dict] = []
     log_user_interaction(
-        sink,
+        sink=sink,
         user_key="u-alice",
         video_id=7,
         rec_version="2024-03-01",
@@ -150,10 +151,12 @@ def test_log_user_interaction_to_list_and_file(tmp_path):
         ts="2024-03-01T10:00:00+00:00",
         event_id="e1",
     )
-    log_user_interaction(sink, user_key="u-bob", video_id=8, rec_version=None, position=None, event_id="e2")
+    log_user_interaction(
+        sink=sink, user_key="u-bob", video_id=8, rec_version=None, position=None, event_id="e2"
+    )
     path = tmp_path / "log" / "interactions.jsonl"
     for record in sink:
-        log_user_interaction(path, **{k: v for k, v in record.items() if k != "shared"})
+        log_user_interaction(sink=path, **{k: v for k, v in record.items() if k != "shared"})
     frame = conform(pd.DataFrame(sink), CLEAN_EVENTS)
     assert frame["rec_version"].tolist()[0] == "2024-03-01" and pd.isna(frame["rec_version"].iloc[1])
     assert frame["position"].iloc[0] == 3 and frame["clicked"].tolist() == [1, 0]

@@ -1,0 +1,102 @@
+"""The features stage: a day's examples over the trailing window, split by time, the transform fitted.
+
+:func:`build_feature_partition` is what the ``features`` task runs; :func:`split_and_fit` and
+:func:`write_split` are its two halves, shared with :func:`recsys.train.train_model` when it is given a
+frame of examples instead of a features folder (the seed's ``train_model(features, labels)``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from recsys.config import FeatureSettings
+from recsys.features.build import build_examples, encode, split_by_time, window_start
+from recsys.features.transform import Transform
+
+SPLITS = ("train", "valid", "test")
+
+
+def split_and_fit(
+    examples: pd.DataFrame, ds: date, settings: FeatureSettings
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Transform]:
+    """(train, valid, test, transform): the time split of ``examples`` (test = ``ds``) and the transform
+    fitted on the train split alone. ValueError when a split would be empty."""
+    train, valid, test = split_by_time(examples, ds, settings.valid_fraction)
+    if train.empty or valid.empty or test.empty:
+        raise ValueError(
+            f"not enough data to split ds={ds}: train={len(train)} valid={len(valid)} test={len(test)}"
+        )
+    transform = Transform.fit(
+        train,
+        title_len=settings.title_max_tokens,
+        title_vocab_size=settings.title_vocab_size,
+        min_count=settings.min_count,
+        affinity_strength=settings.affinity_strength,
+    )
+    return train, valid, test, transform
+
+
+def write_split(
+    folder: Path, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, transform: Transform
+) -> Path:
+    """``folder/{train,valid,test}.parquet`` (examples + encoded ``x_*`` inputs) and ``transform.json``:
+    the layout :func:`recsys.train.train_model` reads."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in zip(SPLITS, (train, valid, test), strict=True):
+        encode(part, transform, ordered=name == "train").to_parquet(folder / f"{name}.parquet", index=False)
+    transform.save(folder / "transform.json")
+    return folder
+
+
+def build_feature_partition(lake, ds: date, settings: FeatureSettings) -> dict:
+    """Build ``features/ds=D/{train,valid,test}.parquet`` and ``transform.json`` from the clean zone."""
+    events = lake.read_window("clean", "interactions", window_start(ds, settings.window_days), ds)
+    videos = lake.read_frame("clean", "videos", ds)
+    users = lake.read_frame("clean", "users", ds)
+    train, valid, test, transform = split_and_fit(build_examples(events, videos, users), ds, settings)
+    path = lake.replace_partition(
+        "features", "examples", ds, lambda tmp: write_split(tmp, train, valid, test, transform)
+    )
+    return {
+        "path": str(path),
+        "train_rows": len(train),
+        "valid_rows": len(valid),
+        "test_rows": len(test),
+        "window_start": str(window_start(ds, settings.window_days)),
+        "vocab_users": len(transform.vocabs["user"]),
+        "vocab_videos": len(transform.vocabs["video"]),
+    }
+
+
+def features_dir_from_frame(examples: pd.DataFrame, labels, settings, root: Path) -> Path:
+    """Write examples given as a frame (the seed's ``train_model(features, labels)``) as a features folder
+    under ``root``: the same split and transform as the features stage, test = the latest day.
+
+    ``labels``: None (use the label columns ``click``, ``watch``, ``like``, ``share`` of ``examples``), a
+    frame or mapping with some of those columns, or a Series named after one; aligned with the rows.
+    """
+    import hashlib
+
+    from recsys.features.spec import LABELS
+
+    examples = examples.reset_index(drop=True)
+    if labels is not None:
+        given = labels.to_frame() if isinstance(labels, pd.Series) else pd.DataFrame(labels)
+        unknown = sorted(set(given.columns) - set(LABELS))
+        if unknown or len(given) != len(examples):
+            raise ValueError(
+                f"labels must be {len(examples)} rows with columns among {list(LABELS)}; "
+                f"got {len(given)} rows, unknown columns {unknown}"
+            )
+        examples = examples.assign(**{c: given[c].to_numpy() for c in given.columns})
+    missing = [c for c in LABELS if c not in examples.columns]
+    if missing:
+        raise ValueError(f"no labels for {missing}: pass labels= or use feature_engineering's frame")
+    ds = pd.to_datetime(examples["ts"], utc=True).max().date()
+    train, valid, test, transform = split_and_fit(examples, ds, settings.features)
+    digest = hashlib.sha256(pd.util.hash_pandas_object(examples, index=False).to_numpy().tobytes())
+    return write_split(Path(root) / f"ds={ds}-{digest.hexdigest()[:12]}", train, valid, test, transform)
