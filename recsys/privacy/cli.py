@@ -65,18 +65,16 @@ def erase(user: list[str] = typer.Option(..., "--user", help="raw user id (repea
 @app.command("app-role")
 def app_role(
     role: str = typer.Option("recsys_app", help="role name"),
-    password_env: str = typer.Option(
-        "RECSYS_APP_PASSWORD", help="environment variable holding the role's password"
+    password: str = typer.Option(
+        None, envvar="RECSYS_APP_PASSWORD", show_default=False, help="the role's password (login role)"
     ),
 ):
     """PostgreSQL (RECSYS_DB_URL): the role applications use, SELECT on live_recommendations only."""
-    import os
-
     from recsys.privacy.access import ensure_app_role
     from recsys.serving.publish import engine_for
 
     eng = engine_for(_settings().resolved_db_url)
     try:
-        _echo(ensure_app_role(eng, role=role, password=os.environ.get(password_env) or None))
+        _echo(ensure_app_role(eng, role=role, password=password or None))
     finally:
         eng.dispose()
