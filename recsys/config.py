@@ -24,6 +24,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from recsys.retrieval.settings import RetrievalSettings
+
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -179,6 +181,7 @@ class Settings(BaseSettings):
     evaluate: EvaluateSettings = EvaluateSettings()
     serving: ServingSettings = ServingSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
 
     @classmethod
     def settings_customise_sources(
