@@ -138,16 +138,18 @@ def generate_candidates(
     clicks = h[h["clicked"] == 1]
     cat = _Catalog(videos, clicks, ds, fresh_days)
     keys = pd.Index(list(users), dtype=object)
-    fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
-    popular = cat.by_score[:n_candidates] if "popular" in pools else np.zeros(0, np.int64)
-    shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
-    personal_cap = max(0, n_candidates - len(fresh))
-
     # the user's clicks as codes (seen videos), in history order
     c = clicks[clicks["user_key"].isin(keys)]
     cu = keys.get_indexer(c["user_key"])
     cv = c["video_id"].to_numpy(np.int64)
     ccode = cat.codes(cv)
+    seen_max = int(np.bincount(cu[ccode >= 0]).max()) if (ccode >= 0).any() else 0
+
+    fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
+    # long enough to fill a list after removing what its most active user has seen
+    popular = cat.by_score[: n_candidates + seen_max] if "popular" in pools else np.zeros(0, np.int64)
+    shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
+    personal_cap = max(0, n_candidates - len(fresh))
     tables = _user_tables(cat, c, cu, cv, ccode, pools, h)
     tt = _two_tower_matrix(cat, keys, retrieved) if "two_tower" in pools and retrieved is not None else None
 
