@@ -392,13 +392,22 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
 @stage("register")
 def register(ds: date, settings: Settings, run_id: str, blessed: bool, model_uri: str | None = None) -> dict:
     from recsys.registry import register as reg
+    from recsys.retrieval.registry import pairing_tags  # the retrieval champion this ranker goes out with
 
     return reg(
         settings,
         model_uri or f"runs:/{run_id}/ranker",
         promote=blessed,
-        tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id},
+        tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id, **pairing_tags(settings)},
     )
+
+
+@stage("train_retrieval")
+def train_retrieval(ds: date, settings: Settings, trigger: str = "schedule") -> dict:
+    """Two-tower candidate model: fit on the training split, recall gate, own registry entry (issue 14)."""
+    from recsys.retrieval.pipeline import train_retrieval as run
+
+    return run(ds, settings, trigger=trigger)
 
 
 # --------------------------------------------------------------------------------- serving
