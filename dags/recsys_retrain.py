@@ -106,10 +106,21 @@ def recsys_retrain():
 
         return publish(_ds(ds, dag_run))
 
+    @task(
+        doc_md="Two-tower candidate model on the fresh window; recall gate; paired with the ranker on register."
+    )
+    def train_retrieval(ds: str | None = None, dag_run=None):
+        from recsys.monitoring.retrain import trigger_label
+        from recsys.stages import train_retrieval
+
+        return train_retrieval(
+            _ds(ds, dag_run), settings=_settings(dag_run), trigger=trigger_label(dag_run.conf)
+        )
+
     f = features()
-    trained = train()
-    f >> trained
-    register(evaluate(trained)) >> recommend() >> publish()
+    trained, retrieval = train(), train_retrieval()
+    f >> [retrieval, trained]
+    retrieval >> register(evaluate(trained)) >> recommend() >> publish()
 
 
 recsys_retrain()
