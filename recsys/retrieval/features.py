@@ -38,20 +38,22 @@ def _age_days(ts, upload_ts) -> np.ndarray:
     return np.log1p(np.clip(np.nan_to_num(age, nan=0.0), 0.0, None))
 
 
-def last_n(codes: np.ndarray, group: np.ndarray, n: int, *, include_self: bool) -> np.ndarray:
+def last_n(
+    codes: np.ndarray, group: np.ndarray, n: int, *, include_self: bool, rows: np.ndarray | None = None
+) -> np.ndarray:
     """For rows sorted by group (then time): the ``n`` most recent codes of the same group, newest first.
 
     ``include_self=False``: the rows strictly before each row (training: the history before an
     engagement, never the engagement itself); True: up to and including it (serving: the whole history,
-    read at each user's last row). Padding is 0.
+    read at each user's last row). ``rows``: compute only for these rows (default all). Padding is 0.
     """
     m = len(codes)
-    out = np.zeros((m, n), dtype=np.int32)
-    if m == 0:
+    pos = np.arange(m) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(pos), n), dtype=np.int32)
+    if m == 0 or not len(pos):
         return out
     start = np.r_[0, np.flatnonzero(group[1:] != group[:-1]) + 1]
-    first = np.repeat(start, np.diff(np.r_[start, m]))
-    pos = np.arange(m)
+    first = np.repeat(start, np.diff(np.r_[start, m]))[pos]
     shift = 0 if include_self else 1
     for t in range(n):  # n is small (the history length): a loop over columns, not users
         src = pos - shift - t
@@ -163,14 +165,12 @@ class RetrievalFeatures:
         c = clicks[clicks["user_key"].isin(keys)].sort_values(["user_key", "ts"], kind="stable")
         c = c.reset_index(drop=True)
         group = pd.factorize(c["user_key"])[0]
-        hist = {
-            k: last_n(v, group, self.history_len, include_self=True) for k, v in self.history_codes(c).items()
-        }
         last_row = np.r_[np.flatnonzero(group[1:] != group[:-1]), len(c) - 1] if len(c) else np.zeros(0, int)
         pos = keys.get_indexer(c["user_key"].iloc[last_row]) if len(c) else np.zeros(0, int)
-        x = {k: np.zeros((len(keys), self.history_len), dtype=np.int32) for k in hist}
-        for k, v in hist.items():
-            x[k][pos] = v[last_row]
+        x = {}
+        for k, v in self.history_codes(c).items():
+            x[k] = np.zeros((len(keys), self.history_len), dtype=np.int32)
+            x[k][pos] = last_n(v, group, self.history_len, include_self=True, rows=last_row)
         has_history = np.zeros(len(keys), dtype=bool)
         has_history[pos] = True
         dev = users.drop_duplicates("user_key", keep="last").set_index("user_key")["device"]

@@ -70,6 +70,7 @@ class TwoTowerModel(keras.Model):
         output_dim: int = 32,
         units: tuple[int, ...] | list[int] = (64,),
         temperature: float = 0.1,
+        logq_correction: bool = True,
         seed: int | None = None,
         **kwargs,
     ):
@@ -86,6 +87,7 @@ class TwoTowerModel(keras.Model):
         self.history_len, self.tags_len, self.title_len = history_len, tags_len, title_len
         self.embedding_dim, self.output_dim = embedding_dim, output_dim
         self.units, self.temperature, self.seed = tuple(units), float(temperature), seed
+        self.logq_correction = bool(logq_correction)
         d = embedding_dim
         # shared by the towers: a video, category or author means the same in a history and as a candidate
         self.video_emb = _embedding(n_videos, d, seed, 1, "video_embedding")
@@ -138,8 +140,11 @@ class TwoTowerModel(keras.Model):
 
         q, c = y_pred["query"], y_pred["candidate"]
         logits = ops.matmul(q, ops.transpose(c)) / self.temperature
-        prob = ops.broadcast_to(ops.reshape(ops.cast(x["item_prob"], "float32"), (1, -1)), ops.shape(logits))
-        logits = keras_rs.layers.SamplingProbabilityCorrection()(logits, prob)
+        if self.logq_correction:
+            prob = ops.broadcast_to(
+                ops.reshape(ops.cast(x["item_prob"], "float32"), (1, -1)), ops.shape(logits)
+            )
+            logits = keras_rs.layers.SamplingProbabilityCorrection()(logits, prob)
         n = ops.shape(logits)[0]
         labels = ops.eye(n, dtype="float32")
         logits = keras_rs.layers.RemoveAccidentalHits()(logits, labels, ops.cast(x["video"], "int32"))
@@ -159,6 +164,7 @@ class TwoTowerModel(keras.Model):
                 "output_dim": self.output_dim,
                 "units": list(self.units),
                 "temperature": self.temperature,
+                "logq_correction": self.logq_correction,
                 "seed": self.seed,
             }
         )

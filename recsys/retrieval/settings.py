@@ -13,6 +13,7 @@ class RetrievalSettings(BaseModel):
     output_dim: int = 32
     units: tuple[int, ...] = (64,)
     temperature: float = 0.1
+    logq_correction: bool = True  # subtract log(sampling probability) from the in-batch logits
     epochs: int = 8
     batch_size: int = 256
     learning_rate: float = 3e-3

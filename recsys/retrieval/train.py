@@ -96,6 +96,7 @@ def fit_retrieval(
         output_dim=settings.output_dim,
         units=settings.units,
         temperature=settings.temperature,
+        logq_correction=settings.logq_correction,
         seed=seed,
     )
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
@@ -163,7 +164,7 @@ def retrieve(
     q = _batched(lambda b: bundle.model.query(b), xq, len(keys)).reshape(len(keys), -1)
     seen_max = int(c.groupby("user_key").size().max()) if len(c) else 0
     ids, _ = bundle.index.search(q, k + min(seen_max, k))
-    return Retrieved(keys, ids)
+    return Retrieved(keys, ids, k)
 
 
 def recall_at_k(candidates, held_out: pd.DataFrame) -> float:

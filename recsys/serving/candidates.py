@@ -36,6 +36,7 @@ class Retrieved:
 
     user_keys: np.ndarray
     video_ids: np.ndarray
+    k: int | None = None  # at most this many of them enter a list (None: all); the rest cover seen videos
 
 
 class CandidateLists(Mapping):
@@ -107,12 +108,34 @@ class _Catalog:
         pos = np.minimum(np.searchsorted(self.ids, v), len(self.ids) - 1)
         return np.where(self.ids[pos] == v, pos, -1)
 
-    def top_per(self, group: np.ndarray, per: int) -> pd.DataFrame:
-        """(group, rank, code): the ``per`` most clicked videos of each group (category or author)."""
+    def top_per(self, group: np.ndarray, per: int) -> _Ragged:
+        """group code -> its ``per`` most clicked videos (codes), best first."""
         g = group[self.by_score]
-        rank = pd.Series(g).groupby(g).cumcount().to_numpy()
-        keep = rank < per
-        return pd.DataFrame({"group": g[keep], "rank": rank[keep], "code": self.by_score[keep]})
+        order = np.argsort(g, kind="stable")  # by group, by score within
+        rank = _rank_within(g[order])
+        keep = order[rank < per]
+        return _Ragged.from_sorted(g[keep], self.by_score[keep], int(group.max()) + 1 if len(group) else 0)
+
+
+@dataclass(frozen=True)
+class _Ragged:
+    """key k -> values[offsets[k]:offsets[k+1]] (a compressed table: covisitation, top videos per group)."""
+
+    offsets: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_sorted(cls, keys: np.ndarray, values: np.ndarray, n_keys: int) -> _Ragged:
+        counts = np.bincount(keys, minlength=n_keys) if len(keys) else np.zeros(n_keys, np.int64)
+        return cls(np.r_[0, np.cumsum(counts)].astype(np.int64), np.asarray(values, np.int64))
+
+    def expand(self, owner: np.ndarray, rank: np.ndarray, key: np.ndarray, width: int):
+        """For owner rows (user, rank, key), sorted by (user, rank): rows (user, rank * width + j, value j
+        of key), sorted by (user, priority). A ragged gather, no loop."""
+        starts, lens = self.offsets[key], self.offsets[key + 1] - self.offsets[key]
+        rep = np.repeat(np.arange(len(key)), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        return owner[rep], rank[rep] * width + within, self.values[starts[rep] + within]
 
 
 def generate_candidates(
@@ -138,26 +161,21 @@ def generate_candidates(
     clicks = h[h["clicked"] == 1]
     cat = _Catalog(videos, clicks, ds, fresh_days)
     keys = pd.Index(list(users), dtype=object)
-    # the user's clicks as codes (seen videos), in history order
-    c = clicks[clicks["user_key"].isin(keys)]
-    cu = keys.get_indexer(c["user_key"])
-    cv = c["video_id"].to_numpy(np.int64)
-    ccode = cat.codes(cv)
-    seen_max = int(np.bincount(cu[ccode >= 0]).max()) if (ccode >= 0).any() else 0
-
+    ctx = _UserContext(cat, keys, clicks, h, pools)
     fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
     # long enough to fill a list after removing what its most active user has seen
-    popular = cat.by_score[: n_candidates + seen_max] if "popular" in pools else np.zeros(0, np.int64)
+    popular = cat.by_score[: n_candidates + ctx.seen_max] if "popular" in pools else np.zeros(0, np.int64)
     shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
     personal_cap = max(0, n_candidates - len(fresh))
-    tables = _user_tables(cat, c, cu, cv, ccode, pools, h)
-    tt = _two_tower_matrix(cat, keys, retrieved) if "two_tower" in pools and retrieved is not None else None
-
-    offsets, out_codes = [np.zeros(1, np.int64)], []
-    base = 0
-    for lo in range(0, len(keys), max(1, chunk_users)):
-        hi = min(len(keys), lo + max(1, chunk_users))
-        u, code = _chunk(cat, lo, hi, tables, tt, ccode, cu, shared, personal_cap, n_candidates)
+    tt_rows = None
+    if "two_tower" in pools and retrieved is not None and np.ndim(retrieved.video_ids) == 2:
+        tt_rows = pd.Index(np.asarray(retrieved.user_keys, dtype=object)).get_indexer(keys)
+    # the dense "taken" matrix of a chunk stays under ~64 MB whatever the catalog size
+    step = max(1, min(chunk_users, int(64e6 // max(len(cat.ids), 1))))
+    offsets, out_codes, base = [np.zeros(1, np.int64)], [], 0
+    for lo in range(0, len(keys), step):
+        hi = min(len(keys), lo + step)
+        u, code = _chunk(cat, ctx, lo, hi, retrieved, tt_rows, shared, personal_cap, n_candidates)
         sizes = np.bincount(u - lo, minlength=hi - lo)
         offsets.append(base + np.cumsum(sizes))
         base += int(sizes.sum())
@@ -166,99 +184,107 @@ def generate_candidates(
     return CandidateLists(np.asarray(keys, dtype=object), np.concatenate(offsets), cat.ids[flat])
 
 
-def _user_tables(cat: _Catalog, c, cu, cv, ccode, pools, h) -> dict[str, pd.DataFrame]:
-    """Per-user pool rows (user, priority, code) of the rule pools, for all users at once."""
-    out: dict[str, pd.DataFrame] = {}
-    if "covisitation" in pools and len(c):
-        cov = covisitation(h)
-        cov["code"] = cat.codes(cov["other"].to_numpy())
-        last = pd.DataFrame({"user": cu, "video_id": cv})
-        last["from_end"] = last.groupby("user").cumcount(ascending=False)
-        last = last[last["from_end"] < LAST_CLICKS]
-        last["pos"] = last.groupby("user").cumcount()
-        m = last.merge(cov, on="video_id")
-        out["covisitation"] = pd.DataFrame(
-            {"user": m["user"], "prio": m["pos"] * PER_VIDEO_COVIS + m["rank"], "code": m["code"]}
-        )
-    for pool, group_of, per in (("category", cat.category, PER_CATEGORY), ("author", cat.author, PER_AUTHOR)):
-        if pool not in pools or not len(c):
-            continue
-        ok = ccode >= 0  # affinities count the clicks on visible videos
-        f = pd.DataFrame({"user": cu[ok], "group": group_of[ccode[ok]]})
-        top = f.groupby(["user", "group"]).size().rename("n").reset_index()
-        top = top.sort_values(["user", "n", "group"], ascending=[True, False, True])
-        top["grank"] = top.groupby("user").cumcount()
-        m = top[top["grank"] < TOP_GROUPS].merge(cat.top_per(group_of, per), on="group")
-        out[pool] = pd.DataFrame({"user": m["user"], "prio": m["grank"] * per + m["rank"], "code": m["code"]})
-    return out
+class _UserContext:
+    """The users' clicks and the rule pools' per-user keys, sorted by user so a chunk is a slice."""
+
+    def __init__(self, cat: _Catalog, keys: pd.Index, clicks: pd.DataFrame, h: pd.DataFrame, pools):
+        c = clicks[clicks["user_key"].isin(keys)]
+        cu = keys.get_indexer(c["user_key"]).astype(np.int64)
+        order = np.argsort(cu, kind="stable")  # by user, history order within
+        self.cu, self.cv = cu[order], c["video_id"].to_numpy(np.int64)[order]
+        self.ccode = cat.codes(self.cv)
+        vis = self.ccode >= 0
+        self.seen_max = int(np.bincount(self.cu[vis]).max()) if vis.any() else 0
+        self.tables: dict[str, tuple] = {}  # pool -> (user, rank, key, ragged table, width), sorted by user
+        if "covisitation" in pools and len(self.cu):
+            cov = covisitation(h)
+            src, src_code = np.unique(cov["video_id"].to_numpy(np.int64), return_inverse=True)
+            table = _Ragged.from_sorted(src_code, cat.codes(cov["other"].to_numpy()), len(src))
+            from_end = _rank_within(self.cu[::-1])[::-1]
+            last = from_end < LAST_CLICKS
+            u, v = self.cu[last], self.cv[last]
+            pos = np.minimum(np.searchsorted(src, v), max(len(src) - 1, 0))
+            known = (src[pos] == v) if len(src) else np.zeros(len(v), bool)
+            u, pos = u[known], pos[known]
+            self.tables["covisitation"] = (u, _rank_within(u), pos, table, PER_VIDEO_COVIS)
+        for pool, group, per in (
+            ("category", cat.category, PER_CATEGORY),
+            ("author", cat.author, PER_AUTHOR),
+        ):
+            if pool not in pools or not vis.any():
+                continue
+            n_groups = int(group.max()) + 1
+            pair = self.cu[vis] * n_groups + group[self.ccode[vis]]
+            uniq, count = np.unique(pair, return_counts=True)
+            u, g = uniq // n_groups, uniq % n_groups
+            o = np.lexsort((g, -count, u))  # by user, most clicked first, ties: smaller group code
+            u, g = u[o], g[o]
+            rank = _rank_within(u)
+            top = rank < TOP_GROUPS
+            self.tables[pool] = (u[top], rank[top], g[top], cat.top_per(group, per), per)
+
+    def slice(self, pool: str, lo: int, hi: int):
+        u, rank, key, table, width = self.tables[pool]
+        a, b = np.searchsorted(u, [lo, hi])
+        return table.expand(u[a:b], rank[a:b], key[a:b], width)
 
 
-def _two_tower_matrix(cat: _Catalog, keys: pd.Index, retrieved: Retrieved) -> np.ndarray:
-    """[n users, K] codes of the two-tower pool aligned with ``keys`` (-1: none)."""
-    ids = np.asarray(retrieved.video_ids, dtype=np.int64)
-    k = ids.shape[1] if ids.ndim == 2 else 0
-    mat = np.full((len(keys), k), -1, dtype=np.int64)
-    pos = keys.get_indexer(pd.Index(np.asarray(retrieved.user_keys, dtype=object)))
-    ok = pos >= 0
-    if k and ok.any():
-        codes = np.where(ids[ok] >= 0, cat.codes(ids[ok].reshape(-1)).reshape(-1, k), -1)
-        mat[pos[ok]] = codes
-    return mat
-
-
-def _chunk(cat, lo, hi, tables, tt, ccode, cu, shared, personal_cap, n):
-    """(user, code) rows of users ``lo..hi-1`` in list order."""
+def _chunk(cat, ctx: _UserContext, lo, hi, retrieved, tt_rows, shared, personal_cap, n):
+    """(user, code) rows of users ``lo..hi-1`` in list order: each pool in turn takes what is not yet
+    taken (seen, or from an earlier pool) up to the user's remaining places; then the shared fill."""
     n_codes = max(len(cat.ids), 1)
-    parts_u, parts_pool, parts_prio, parts_code = [], [], [], []
-    if tt is not None and tt.shape[1]:
-        sub = tt[lo:hi]
-        r, col = np.nonzero(sub >= 0)
-        parts_u.append(r + lo)
-        parts_pool.append(np.zeros(len(r), np.int64))
-        parts_prio.append(col)
-        parts_code.append(sub[r, col])
-    for i, pool in enumerate(("covisitation", "category", "author"), start=1):
-        t = tables.get(pool)
-        if t is None:
-            continue
-        t = t[(t["user"] >= lo) & (t["user"] < hi)]
-        parts_u.append(t["user"].to_numpy(np.int64))
-        parts_pool.append(np.full(len(t), i, np.int64))
-        parts_prio.append(t["prio"].to_numpy(np.int64))
-        parts_code.append(t["code"].to_numpy(np.int64))
-    in_chunk = (cu >= lo) & (cu < hi) & (ccode >= 0)
-    seen = np.unique(cu[in_chunk].astype(np.int64) * n_codes + ccode[in_chunk])
-    if parts_u:
-        u, pool, prio, code = (np.concatenate(p) for p in (parts_u, parts_pool, parts_prio, parts_code))
-        ok = code >= 0
-        u, pool, prio, code = u[ok], pool[ok], prio[ok], code[ok]
-        key = u * n_codes + code
-        ok = ~np.isin(key, seen)
-        u, pool, prio, code, key = u[ok], pool[ok], prio[ok], code[ok], key[ok]
-        order = np.lexsort((prio, pool, u))
-        _, first = np.unique(key[order], return_index=True)
-        keep = order[np.sort(first)]  # first place of each (user, video), in (user, pool, priority) order
-        u, code = u[keep], code[keep]
-        rank = _rank_within(u)
-        u, code = u[rank < personal_cap], code[rank < personal_cap]
-    else:
-        u = code = np.zeros(0, np.int64)
-    # the shared pools (fresh, popular) fill what is left, minus what the user has seen or already got
-    if len(shared):
-        slot = np.full(n_codes, -1, np.int64)
-        slot[shared] = np.arange(len(shared))
-        taken = np.zeros((hi - lo, len(shared)), dtype=bool)
-        for uu, cc in ((u, code), (np.asarray(seen // n_codes), np.asarray(seen % n_codes))):
-            s = slot[cc] if len(cc) else np.zeros(0, np.int64)
-            taken[uu[s >= 0] - lo, s[s >= 0]] = True
-        need = n - np.bincount(u - lo, minlength=hi - lo)
-        free = ~taken
-        fill = free & (np.cumsum(free, axis=1) <= need[:, None])
+    taken = np.zeros((hi - lo, n_codes), dtype=bool)
+    a, b = np.searchsorted(ctx.cu, [lo, hi])
+    cu, cc = ctx.cu[a:b], ctx.ccode[a:b]
+    taken[cu[cc >= 0] - lo, cc[cc >= 0]] = True  # seen
+    count = np.zeros(hi - lo, np.int64)
+    parts_u, parts_c = [], []
+    if tt_rows is not None:
+        rows = tt_rows[lo:hi]
+        mine = np.flatnonzero(rows >= 0)
+        ids = np.asarray(retrieved.video_ids, dtype=np.int64)[rows[mine]]
+        k = ids.shape[1]
+        u = np.repeat(mine + lo, k)
+        cap = personal_cap if retrieved.k is None else min(personal_cap, retrieved.k)
+        got = _take(u, cat.codes(ids.reshape(-1)), lo, taken, count, cap)
+        parts_u.append(got[0])
+        parts_c.append(got[1])
+    for pool in ("covisitation", "category", "author"):
+        if pool in ctx.tables:
+            u, _, code = ctx.slice(pool, lo, hi)
+            # one category (author) per video: only co-visitation lists can repeat a video
+            got = _take(u, code, lo, taken, count, personal_cap, distinct=pool != "covisitation")
+            parts_u.append(got[0])
+            parts_c.append(got[1])
+    if len(shared):  # the shared pools (fresh, popular) fill what is left
+        free = ~taken[:, shared]
+        fill = free & (np.cumsum(free, axis=1) <= (n - count)[:, None])
         r, col = np.nonzero(fill)
-        u = np.concatenate([u, r + lo])
-        code = np.concatenate([code, shared[col]])
-    order = np.argsort(u, kind="stable")  # personal pools first, then the shared fill
+        parts_u.append(r + lo)
+        parts_c.append(shared[col])
+    if not parts_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    u, code = np.concatenate(parts_u), np.concatenate(parts_c)
+    order = np.argsort(u, kind="stable")  # pools in priority order within each user
     return u[order], code[order]
+
+
+def _take(u, code, lo, taken, count, cap, distinct=False):
+    """The rows (sorted by user, then priority) a pool adds: visible, not taken, first of duplicates
+    (``distinct``: the pool has none per user), within the user's remaining places (``cap`` in all);
+    marks them taken."""
+    ok = code >= 0
+    u, code = u[ok], code[ok]
+    ok = ~taken[u - lo, code]
+    u, code = u[ok], code[ok]
+    if not distinct:
+        dup = pd.Series(u * taken.shape[1] + code).duplicated().to_numpy()
+        u, code = u[~dup], code[~dup]
+    ok = _rank_within(u) < cap - count[u - lo]
+    u, code = u[ok], code[ok]
+    taken[u - lo, code] = True
+    count += np.bincount(u - lo, minlength=len(count))
+    return u, code
 
 
 def _rank_within(u: np.ndarray) -> np.ndarray:
