@@ -8,7 +8,8 @@ id means the same thing to both stages. What only retrieval needs is fitted here
 User side (the query): the user id, the last ``history_len`` engaged videos with their categories and
 authors (pooled in the model: YouTube's "watch history" input, and with it the user's category and author
 affinities), and the context (hour, device). Item side (the candidate): video id, category, author, tags,
-title tokens and the upload age. Every function is vectorized over rows; none loops over users.
+title tokens, the upload age and the training-window popularity. Every function is vectorized over
+rows; none loops over users.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pandas as pd
 from recsys.features.transform import Transform, _lookup
 
 USER_INPUTS = ("user", "hist_video", "hist_category", "hist_author", "hour", "device")
-ITEM_INPUTS = ("video", "category", "author", "tags", "title", "age")
+ITEM_INPUTS = ("video", "category", "author", "tags", "title", "age", "popularity")
 
 
 def _tags(col: pd.Series) -> list[list[str]]:
@@ -119,7 +120,18 @@ class RetrievalFeatures:
             "age": ((_age_days(at_col, v["upload_ts"]) - self.age_mean) / self.age_std)
             .astype(np.float32)
             .reshape(-1, 1),
+            "popularity": self.popularity(v["video_id"]).reshape(-1, 1),
         }
+
+    def popularity(self, video_ids: pd.Series) -> np.ndarray:
+        """The ranker's normalized ``video_popularity`` (log clicks in the training split; 0 clicks for a
+        video it never saw): with the logQ correction taking popularity out of the softmax, the item
+        tower still knows what most users click."""
+        t = self.transform
+        raw = video_ids.astype("int64").astype(str).map(t.video_clicks).fillna(0.0).to_numpy(float)
+        if "video_popularity" in t.numeric_mean:
+            return t.normalize("video_popularity", raw)
+        return raw.astype(np.float32)
 
     # ------------------------------------------------------------------ user side
     def history_codes(self, clicks: pd.DataFrame) -> dict[str, np.ndarray]:

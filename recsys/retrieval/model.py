@@ -50,7 +50,8 @@ class TwoTowerModel(keras.Model):
 
     Inputs (see :mod:`recsys.retrieval.features`): user side ``user``, ``hist_video``/``hist_category``/
     ``hist_author`` [B, history_len] (0 = padding), ``hour``, ``device``; item side ``video``,
-    ``category``, ``author``, ``tags`` [B, tags_len], ``title`` [B, title_len], ``age`` [B, 1]; training
+    ``category``, ``author``, ``tags`` [B, tags_len], ``title`` [B, title_len], ``age`` and
+    ``popularity`` [B, 1]; training
     only ``item_prob`` (the in-batch sampling probability of the row's video).
     """
 
@@ -128,6 +129,7 @@ class TwoTowerModel(keras.Model):
             self._pooled(self.tag_emb, x["tags"], s["n_tags"]),
             self._pooled(self.title_emb, x["title"], s["n_title_tokens"]),
             ops.cast(ops.reshape(x["age"], (-1, 1)), "float32"),
+            ops.cast(ops.reshape(x["popularity"], (-1, 1)), "float32"),
         ]
         return ops.normalize(self.item_mlp(ops.concatenate(parts, axis=-1)), axis=-1)
 
@@ -195,4 +197,5 @@ class TwoTowerModel(keras.Model):
             "tags": np.zeros((n, self.tags_len), np.int32),
             "title": np.zeros((n, self.title_len), np.int32),
             "age": np.zeros((n, 1), np.float32),
+            "popularity": np.zeros((n, 1), np.float32),
         }

@@ -200,3 +200,21 @@ def test_gate_blocks_a_recall_regression():
     assert gate(0.295, 0.30, s)["passed"]
     assert not gate(0.28, 0.30, s)["passed"]
     assert not gate(float("nan"), 0.3, s)["passed"]
+
+
+def test_an_empty_index_gives_no_pool_and_the_rule_pools_serve(trained):
+    from dataclasses import replace
+
+    from recsys.retrieval.train import retrieve
+    from recsys.serving.candidates import generate_candidates
+
+    ex, videos, bundle, *_ = trained
+    empty = replace(
+        bundle, index=ItemIndex(np.zeros(0, np.int64), np.zeros((0, bundle.index.dim), np.float32))
+    )
+    users = pd.DataFrame({"user_key": ["u000", "u001"], "device": "ios"})
+    pool = retrieve(empty, users["user_key"], ex, videos, users, AT, k=5)
+    assert pool is None
+    hist = ex.assign(clicked=1, session_key=ex["user_key"])
+    c = generate_candidates(hist, videos, ["u000", "u001"], AT.date(), 10, retrieved=pool)
+    assert all(len(v) == 10 for v in c.values())
