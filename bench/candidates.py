@@ -75,11 +75,13 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         }
     )
     users = pd.DataFrame({"user_key": keys, "device": rng.choice(["ios", "android", "web"], n_users)})
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     pool = retrieve(bundle, keys, hist, videos, users, AT, rs.k)
     t1 = time.perf_counter()
     cands = generate_candidates(hist, videos, list(keys), AT.date(), n, retrieved=pool)
     t2 = time.perf_counter()
+    cpu = time.process_time() - cpu0
     generate_candidates(hist, videos, list(keys), AT.date(), n)  # the rule pools alone, for comparison
     t3 = time.perf_counter()
     sizes = cands.sizes()
@@ -92,6 +94,8 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         "two_tower_seconds": round(t1 - t0, 2),
         "union_seconds": round(t2 - t1, 2),
         "total_seconds": round(t2 - t0, 2),
+        "total_cpu_seconds": round(cpu, 2),  # user + system CPU of the process (both cores count)
+        "load_average": os.getloadavg(),
         "rules_only_seconds": round(t3 - t2, 2),
         "user_candidates_per_second": round(float(sizes.sum()) / (t2 - t0)),
         "mean_list_length": float(sizes.mean()),
@@ -200,6 +204,67 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
     return out
 
 
+def movielens_recall(folder: Path, seed: int, test_days: int = 7, window_days: int = 60) -> dict:
+    """Recall@K per pool on a MovieLens-format history (positive-only: every rating is an engagement).
+
+    The last ``test_days`` days are held out; the ``window_days`` before them are the training window
+    (the two-tower model's examples, and the rule pools' history: MovieLens days are sparse, so the rule
+    pools read the whole window rather than serving's 7 days); sessions are (user, day).
+    """
+    from recsys.data.movielens import load
+    from recsys.features.transform import Transform
+    from recsys.retrieval.settings import RetrievalSettings
+    from recsys.retrieval.train import fit_retrieval, held_out_engagements, recall_at_k, retrieve
+    from recsys.serving.candidates import generate_candidates
+
+    ml = load(Path(folder))
+    r = ml.ratings.rename(columns={"item": "video_id"}).assign(
+        user_key=lambda d: "m" + d["user_id"].astype(str)
+    )
+    test_start = r["day"].max() - pd.Timedelta(days=test_days - 1)
+    window = r[(r["day"] >= test_start - pd.Timedelta(days=window_days)) & (r["day"] < test_start)]
+    test = r[r["day"] >= test_start]
+    videos = ml.videos.assign(video_id=ml.videos["video_id"].astype("int64"))
+    users = ml.users.assign(user_key="m" + ml.users["user_id"].astype(str), device="web")
+    v = videos.drop(columns=["visible", "tags"])
+    ex = window.merge(v, on="video_id", how="left").merge(
+        users[["user_key", "region", "age_band", "activity"]], on="user_key", how="left"
+    )
+    ex = ex.assign(event_id=np.arange(len(ex)).astype(str), device="web", click=1.0).sort_values(
+        ["ts", "event_id"]
+    )
+    hist = window.assign(clicked=1, session_key=window["user_key"] + window["day"].astype(str))
+    held = held_out_engagements(hist, test)
+    keys = sorted(held["user_key"].unique())
+    at = pd.Timestamp(test_start, tz="UTC")
+    rs = RetrievalSettings()
+    bundle, h = fit_retrieval(ex, videos, Transform.fit(ex), rs, seed=seed, index_at=at)
+    ulist = users[["user_key", "device"]]
+    prev = (test_start - pd.Timedelta(days=1)).date()
+    recall: dict = {}
+    for k in KS:
+        pool = retrieve(bundle, keys, hist, videos, ulist, at, k)
+        for name in SINGLE_POOLS:
+            c = generate_candidates(hist, videos, keys, prev, k, retrieved=pool, pools=(name,))
+            recall.setdefault(name, {})[k] = recall_at_k(c, held)
+        rules = generate_candidates(hist, videos, keys, prev, k, pools=RULES)
+        recall.setdefault("rules_union", {})[k] = recall_at_k(rules, held)
+        tt = retrieve(bundle, keys, hist, videos, ulist, at, rs.k * k // 200)
+        union = generate_candidates(hist, videos, keys, prev, k, retrieved=tt, fresh_quota=rs.fresh_quota)
+        recall.setdefault("two_tower_plus_rules", {})[k] = recall_at_k(union, held)
+    return {
+        "folder": str(folder),
+        "seed": seed,
+        "ratings": len(r),
+        "window_ratings": len(window),
+        "held_out": len(held),
+        "eval_users": len(keys),
+        "catalog": len(videos),
+        "recall": recall,
+        "retrieval_loss": [round(x, 4) for x in h["loss"]],
+    }
+
+
 def true_ndcg(world, uidx: dict, day: date, lists: pd.DataFrame, k: int = 10) -> float:
     """Mean over users of DCG(true utility of the list) / DCG(the oracle's top k), 0 for an empty list."""
     vidx = world.video_index()
@@ -216,15 +281,20 @@ def true_ndcg(world, uidx: dict, day: date, lists: pd.DataFrame, k: int = 10) ->
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def summarize(rows: list[dict]) -> dict:
-    def stat(vals):
-        v = np.asarray(vals, float)
-        return {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v)), "values": v.tolist()}
+def stat(vals) -> dict:
+    v = np.asarray(vals, float)
+    return {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v)), "values": v.tolist()}
 
-    recall = {
+
+def summarize_recall(rows: list[dict]) -> dict:
+    return {
         pool: {k: stat([r["recall"][pool][k] for r in rows]) for k in rows[0]["recall"][pool]}
         for pool in rows[0]["recall"]
     }
+
+
+def summarize(rows: list[dict]) -> dict:
+    recall = summarize_recall(rows)
     ndcg = {name: stat([r["ndcg10"][name] for r in rows]) for name in rows[0]["ndcg10"]}
     gain = stat([r["ndcg10"]["two_tower_plus_rules"] - r["ndcg10"]["rules"] for r in rows])
     return {"recall": recall, "ndcg10": ndcg, "ndcg10_gain": gain}
@@ -268,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=Path("/tmp/recsys-bench-candidates"))
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument(
+        "--movielens",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="MovieLens-format folders (e.g. written by recsys.data.movielens_gen)",
+    )
+    ap.add_argument("--skip-simulator", action="store_true", help="only the MovieLens recall")
     ap.add_argument("--throughput-one", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "candidates.json")
     args = ap.parse_args(argv)
@@ -290,7 +368,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(row), flush=True)
             result["throughput"].append(row)
             _write(args.out, result)
-    if not args.skip_quality:
+    if args.movielens:
+        result["movielens"] = {"runs": [movielens_recall(f, i + 1) for i, f in enumerate(args.movielens)]}
+        result["movielens"]["summary"] = summarize_recall(result["movielens"]["runs"])
+        print(json.dumps(result["movielens"]["summary"]), flush=True)
+        _write(args.out, result)
+    if not args.skip_quality and not args.skip_simulator:
         from experiments import ensure_keys
 
         from recsys.config import load_settings

@@ -63,21 +63,40 @@ class CandidateLists(Mapping):
 
 
 def covisitation(history: pd.DataFrame, per_video: int = PER_VIDEO_COVIS) -> pd.DataFrame:
-    """(video_id, rank, other): the videos most often clicked in the same session as ``video_id``."""
+    """(video_id, rank, other): the videos most often clicked in the same session as ``video_id``, most
+    co-clicked first (ties: smaller id). Pairs come from a ragged expansion of each session's clicks."""
     clicks = history.loc[history["clicked"] == 1, ["session_key", "video_id"]].drop_duplicates()
-    pairs = clicks.merge(clicks, on="session_key")
-    pairs = pairs[pairs["video_id_x"] != pairs["video_id_y"]]
-    counts = pairs.groupby(["video_id_x", "video_id_y"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["video_id_x", "n", "video_id_y"], ascending=[True, False, True])
-    counts["rank"] = counts.groupby("video_id_x").cumcount()
-    top = counts[counts["rank"] < per_video]
-    return pd.DataFrame(
-        {
-            "video_id": top["video_id_x"].to_numpy(np.int64),
-            "rank": top["rank"].to_numpy(np.int64),
-            "other": top["video_id_y"].to_numpy(np.int64),
-        }
+    s_code = pd.factorize(clicks["session_key"])[0]
+    v_code, v_ids = pd.factorize(clicks["video_id"].astype("int64"), sort=True)
+    order = np.argsort(s_code, kind="stable")
+    s_code, v_code = s_code[order], v_code[order].astype(np.int64)
+    n = len(s_code)
+    empty = pd.DataFrame(
+        {"video_id": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64), "other": np.zeros(0, np.int64)}
     )
+    if n == 0:
+        return empty
+    start = np.r_[0, np.flatnonzero(s_code[1:] != s_code[:-1]) + 1]
+    lens = np.diff(np.r_[start, n])
+    row_start, row_len = np.repeat(start, lens), np.repeat(lens, lens)
+    rep = np.repeat(np.arange(n), row_len)  # row i paired with every row of its session
+    partner = row_start[rep] + (
+        np.arange(int(row_len.sum())) - np.repeat(np.cumsum(row_len) - row_len, row_len)
+    )
+    x, y = v_code[rep], v_code[partner]
+    keep = x != y
+    n_v = len(v_ids)
+    counts = pd.Series(x[keep] * n_v + y[keep]).value_counts(sort=False)
+    pair, cnt = counts.index.to_numpy(np.int64), counts.to_numpy(np.int64)
+    px, py = pair // n_v, pair % n_v
+    o = np.lexsort((py, -cnt, px))  # ids are sorted, so code order is id order
+    px, py = px[o], py[o]
+    rank = _rank_within(px)
+    top = rank < per_video
+    if not top.any():
+        return empty
+    v_ids = np.asarray(v_ids, dtype=np.int64)
+    return pd.DataFrame({"video_id": v_ids[px[top]], "rank": rank[top], "other": v_ids[py[top]]})
 
 
 class _Catalog:

@@ -98,3 +98,19 @@ def test_candidate_lists_is_a_mapping():
     c = CandidateLists(["a", "b"], np.array([0, 2, 2]), np.array([5, 6]))
     assert c["a"] == [5, 6] and c["b"] == [] and c.get("z", []) == [] and len(c) == 2
     assert c.sizes().tolist() == [2, 0]
+
+
+def test_covisitation_counts_sessions_and_ranks_by_count_then_id():
+    from recsys.serving.candidates import covisitation
+
+    h = pd.DataFrame(
+        {
+            "session_key": ["a", "a", "a", "b", "b", "c", "c", "c"],
+            "video_id": [1, 2, 3, 1, 3, 2, 2, 9],
+            "clicked": [1, 1, 1, 1, 1, 1, 1, 0],
+        }
+    )
+    got = covisitation(h, per_video=2)
+    rows = list(zip(got["video_id"], got["rank"], got["other"], strict=True))
+    # 1: with 3 twice, with 2 once; 2: with 1 and 3 once (a repeated click and an unclicked 9 don't count)
+    assert rows == [(1, 0, 3), (1, 1, 2), (2, 0, 1), (2, 1, 3), (3, 0, 1), (3, 1, 2)]
