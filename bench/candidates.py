@@ -14,10 +14,14 @@ Writes ``bench/results/candidates.json`` with:
   - true-utility NDCG@10 of the final lists: the ranker (trained on the same features) ranks each
     candidate set and keeps the diverse top 10 as serving does; gains are the simulator's true utility,
     the ideal is the oracle's top 10 over the visible catalog;
-  then the mean and the standard deviation over seeds.
+  then the mean and the standard deviation over seeds;
+* ``movielens`` (with ``--movielens FOLDER ...``): the same Recall@K table on MovieLens-format histories,
+  e.g. the ones ``recsys.data.movielens_gen`` writes (the realdata branch's generator), one per seed:
+  the last 7 days held out, the 60 days before them the training window.
 
 Usage: ``python bench/candidates.py [--seeds 1 2 3] [--days 6] [--users 1500] [--videos 3000]``
-(``--skip-quality`` / ``--skip-throughput`` to run one half). Machine, load average and commit recorded.
+(``--skip-quality`` / ``--skip-throughput`` / ``--skip-simulator`` to run a part; an earlier run's other
+parts are kept, each with its own machine, load average and commit).
 """
 
 from __future__ import annotations
@@ -354,9 +358,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     result["command"] = "bench/candidates.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    for part in ("quality", "movielens"):  # a section kept from an earlier run keeps its own machine/commit
+        if part in result and "machine" not in result[part]:
+            result[part]["machine"] = result.get("machine_at_start")
     result["machine_at_start"] = machine()
     if not args.skip_throughput:
-        result["throughput"] = []
+        result["throughput"] = []  # each row: its own load average; the commit is machine_at_start's
         for n in args.sizes:
             p = subprocess.run(
                 [sys.executable, __file__, "--throughput-one", str(n)],
@@ -369,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             result["throughput"].append(row)
             _write(args.out, result)
     if args.movielens:
-        result["movielens"] = {"runs": [movielens_recall(f, i + 1) for i, f in enumerate(args.movielens)]}
+        runs = [movielens_recall(f, i + 1) for i, f in enumerate(args.movielens)]
+        result["movielens"] = {"runs": runs, "machine": result["machine_at_start"]}
         result["movielens"]["summary"] = summarize_recall(result["movielens"]["runs"])
         print(json.dumps(result["movielens"]["summary"]), flush=True)
         _write(args.out, result)
