@@ -404,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 "runs": rows,
                 "summary": summarize(rows),
                 "days": args.days,
+                "machine": result["machine_at_start"],
                 "simulator": s.simulator.model_dump(mode="json"),
                 "retrieval": s.retrieval.model_dump(mode="json"),
             }
