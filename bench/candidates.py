@@ -79,6 +79,7 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         }
     )
     users = pd.DataFrame({"user_key": keys, "device": rng.choice(["ios", "android", "web"], n_users)})
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # TF, the model, the inputs
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     pool = retrieve(bundle, keys, hist, videos, users, AT, rs.k)
@@ -104,6 +105,7 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         "user_candidates_per_second": round(float(sizes.sum()) / (t2 - t0)),
         "mean_list_length": float(sizes.mean()),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_before_candidates_bytes": rss_before,
     }
 
 
