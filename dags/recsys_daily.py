@@ -13,6 +13,7 @@ due), **serve** (rank candidates for every active user and publish the top-N tab
 | model | `features` | examples over the trailing window, time split, transform fitted on train only |
 | model | `train_due` | skips training unless due (schedule), forced (`{"force_train": true}`) or no champion |
 | model | `train` / `evaluate` / `register` | MMoE model in MLflow; gate vs champion and baselines; alias `champion` |
+| model | `train_retrieval` | two-tower candidate model + item index; recall gate; registered before the ranker it pairs with |
 | serve | `recommend` / `publish` | champion scores candidates; a new table version goes live in one transaction |
 
 Every task reads and writes the partition of its own logical date and can be rerun. Each task body is
@@ -104,9 +105,15 @@ def recsys_daily():
                 model_uri=decision["model_uri"],
             )
 
-        trained = train()
-        features() >> train_due() >> trained
-        register(evaluate(trained))
+        @task(
+            doc_md="Two-tower candidate model: fit, recall gate, its own registry entry (paired on register)."
+        )
+        def train_retrieval(ds: str | None = None):
+            return call("train_retrieval", ds, trigger="schedule")
+
+        trained, retrieval = train(), train_retrieval()
+        features() >> train_due() >> [retrieval, trained]
+        retrieval >> register(evaluate(trained))
 
     @task_group(group_id="serve")
     def serve():

@@ -129,10 +129,20 @@ def recsys_retrain():
     def publish(ds: str | None = None, params=None):
         return call("publish", _ds(ds, params))
 
+    @task(
+        doc_md="Two-tower candidate model on the fresh window; recall gate; paired with the ranker on register."
+    )
+    def train_retrieval(ds: str | None = None, params=None):
+        from recsys.monitoring.retrain import trigger_label
+
+        return call(
+            "train_retrieval", _ds(ds, params), settings=_settings(params), trigger=trigger_label(params)
+        )
+
     f = features()
-    trained = train()
-    f >> trained
-    register(evaluate(trained)) >> recommend() >> publish()
+    trained, retrieval = train(), train_retrieval()
+    f >> [retrieval, trained]
+    retrieval >> register(evaluate(trained)) >> recommend() >> publish()
 
 
 recsys_retrain()

@@ -122,13 +122,22 @@ def evaluate(ds: date, cat: Catalog, run_id: str, model_uri: str | None = None) 
 @stage("register")
 def register(ds: date, cat: Catalog, run_id: str, blessed: bool, model_uri: str | None = None) -> dict:
     from recsys.registry import register as reg
+    from recsys.retrieval.registry import pairing_tags  # the retrieval champion this ranker goes out with
 
     return reg(
         cat.settings,
         model_uri or f"runs:/{run_id}/ranker",
         promote=blessed,
-        tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id},
+        tags={"ds": str(ds), "blessed": str(blessed).lower(), "run_id": run_id, **pairing_tags(cat.settings)},
     )
+
+
+@stage("train_retrieval")
+def train_retrieval(ds: date, cat: Catalog, trigger: str = "schedule") -> dict:
+    """Two-tower candidate model: fit on the training split, recall gate, own registry entry."""
+    from recsys.retrieval.pipeline import train_retrieval as run
+
+    return run(ds, cat.settings, trigger=trigger)
 
 
 # --------------------------------------------------------------------------------- serving

@@ -70,8 +70,19 @@ def batch_recommendations(
     if user_keys is None:
         today = history[pd.to_datetime(history["ts"], utc=True) >= pd.Timestamp(ds, tz="UTC")]
         user_keys = sorted(today["user_key"].astype(str).unique())
-    cands = generate_candidates(history, videos, user_keys, ds, sv.n_candidates)
     at = serving_time(ds)
+    from recsys.retrieval.pipeline import two_tower_pool  # the pool of the retrieval paired with the ranker
+
+    pool = two_tower_pool(settings, getattr(ranker, "version", None), user_keys, history, videos, users, at)
+    cands = generate_candidates(
+        history,
+        videos,
+        user_keys,
+        ds,
+        sv.n_candidates,
+        retrieved=pool,
+        fresh_quota=settings.retrieval.fresh_quota,
+    )
     if ranker is not None and parallel:
         from recsys.scale import RankerRef, dask_client, rank_on_dask
 
@@ -111,6 +122,7 @@ def batch_recommendations(
         "users": len(user_keys),
         "mean_candidates": float(sum(sizes) / len(sizes)) if sizes else 0.0,
         "parallel": bool(parallel and ranker is not None),
+        "two_tower_users": 0 if pool is None else len(pool.user_keys),
     }
 
 

@@ -1,31 +1,160 @@
 """Candidate generation, the first of the two stages: a few hundred plausible videos per user.
 
-The union of recent popularity, item-item co-visitation from recent sessions, the user's category and
-author affinity, and fresh uploads; videos the user already watched and invisible videos are removed.
+Pools, in priority order:
+
+* ``two_tower``: the learned retrieval model's top K (:mod:`recsys.retrieval`), passed in as
+  :class:`Retrieved` (absent for a user with no history, when no retrieval model is paired with the
+  ranker, or when its index is empty);
+* ``covisitation``: videos clicked in the same recent sessions as the user's last 10 clicks;
+* ``category`` / ``author``: the most clicked videos of the user's 3 most clicked categories (authors);
+* ``fresh``: the newest uploads (up to ``fresh_quota`` places are kept for them, since no index built
+  before an upload knows it);
+* ``popular``: the most clicked visible videos (and the fallback of a user with no history).
+
+The union is deduplicated (a video keeps its first pool's place), videos the user clicked and invisible
+videos are removed, and each list is cut at ``n_candidates``. Everything is array work over a chunk of
+users at a time (``chunk_users``, which bounds memory); nothing loops over users in Python.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
+POOLS = ("two_tower", "covisitation", "category", "author", "fresh", "popular")
+PER_VIDEO_COVIS, LAST_CLICKS, TOP_GROUPS, PER_CATEGORY, PER_AUTHOR, FRESH_MAX = 20, 10, 3, 40, 20, 30
+CHUNK_USERS = 20_000
 
-def _top(series: pd.Series, k: int) -> list[int]:
-    return [int(v) for v in series.sort_values(ascending=False, kind="stable").index[:k]]
+
+@dataclass(frozen=True)
+class Retrieved:
+    """The two-tower pool: for ``user_keys[i]`` the video ids ``video_ids[i]`` best first, -1 padding."""
+
+    user_keys: np.ndarray
+    video_ids: np.ndarray
+    k: int | None = None  # at most this many of them enter a list (None: all); the rest cover seen videos
 
 
-def covisitation(history: pd.DataFrame, per_video: int = 20) -> dict[int, list[int]]:
-    """video -> videos most often clicked in the same session (recent sessions only)."""
+class CandidateLists(Mapping):
+    """user key -> candidate video ids (a list), stored flat: ``video_ids[offsets[i]:offsets[i+1]]``."""
+
+    def __init__(self, user_keys, offsets: np.ndarray, video_ids: np.ndarray):
+        self.user_keys = np.asarray(user_keys, dtype=object)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.video_ids = np.asarray(video_ids, dtype=np.int64)
+        self._pos = dict(zip(self.user_keys.tolist(), range(len(self.user_keys)), strict=True))
+
+    def __getitem__(self, user: str) -> list[int]:
+        i = self._pos[user]
+        return self.video_ids[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.user_keys.tolist())
+
+    def __len__(self) -> int:
+        return len(self.user_keys)
+
+    def sizes(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+def covisitation(history: pd.DataFrame, per_video: int = PER_VIDEO_COVIS) -> pd.DataFrame:
+    """(video_id, rank, other): the videos most often clicked in the same session as ``video_id``, most
+    co-clicked first (ties: smaller id). Pairs come from a ragged expansion of each session's clicks."""
     clicks = history.loc[history["clicked"] == 1, ["session_key", "video_id"]].drop_duplicates()
-    pairs = clicks.merge(clicks, on="session_key")
-    pairs = pairs[pairs["video_id_x"] != pairs["video_id_y"]]
-    counts = pairs.groupby(["video_id_x", "video_id_y"]).size().rename("n").reset_index()
-    counts = counts.sort_values(["video_id_x", "n", "video_id_y"], ascending=[True, False, True])
-    top = counts.groupby("video_id_x").head(per_video)
-    return {int(k): g["video_id_y"].astype(int).tolist() for k, g in top.groupby("video_id_x")}
+    s_code = pd.factorize(clicks["session_key"])[0]
+    v_code, v_ids = pd.factorize(clicks["video_id"].astype("int64"), sort=True)
+    order = np.argsort(s_code, kind="stable")
+    s_code, v_code = s_code[order], v_code[order].astype(np.int64)
+    n = len(s_code)
+    empty = pd.DataFrame(
+        {"video_id": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64), "other": np.zeros(0, np.int64)}
+    )
+    if n == 0:
+        return empty
+    start = np.r_[0, np.flatnonzero(s_code[1:] != s_code[:-1]) + 1]
+    lens = np.diff(np.r_[start, n])
+    row_start, row_len = np.repeat(start, lens), np.repeat(lens, lens)
+    rep = np.repeat(np.arange(n), row_len)  # row i paired with every row of its session
+    partner = row_start[rep] + (
+        np.arange(int(row_len.sum())) - np.repeat(np.cumsum(row_len) - row_len, row_len)
+    )
+    x, y = v_code[rep], v_code[partner]
+    keep = x != y
+    n_v = len(v_ids)
+    counts = pd.Series(x[keep] * n_v + y[keep]).value_counts(sort=False)
+    pair, cnt = counts.index.to_numpy(np.int64), counts.to_numpy(np.int64)
+    px, py = pair // n_v, pair % n_v
+    o = np.lexsort((py, -cnt, px))  # ids are sorted, so code order is id order
+    px, py = px[o], py[o]
+    rank = _rank_within(px)
+    top = rank < per_video
+    if not top.any():
+        return empty
+    v_ids = np.asarray(v_ids, dtype=np.int64)
+    return pd.DataFrame({"video_id": v_ids[px[top]], "rank": rank[top], "other": v_ids[py[top]]})
+
+
+class _Catalog:
+    """Visible videos as codes 0..n-1 (sorted by id), with popularity, category and author codes."""
+
+    def __init__(self, videos: pd.DataFrame, clicks: pd.DataFrame, ds: date, fresh_days: int):
+        vis = videos[videos["visible"].astype(bool)].drop_duplicates("video_id", keep="last")
+        vis = vis.assign(video_id=vis["video_id"].astype("int64")).sort_values("video_id")
+        self.ids = vis["video_id"].to_numpy(np.int64)
+        n = len(self.ids)
+        counts = clicks.groupby("video_id").size()
+        score = counts.reindex(self.ids, fill_value=0).to_numpy(float)
+        score = score + 1e-3 * np.arange(n)[::-1] / max(n, 1)  # ties: the smaller id first
+        self.by_score = np.argsort(-score, kind="stable")
+        self.category = pd.factorize(vis["category"].astype(str))[0]
+        self.author = pd.factorize(vis["author_id"].fillna(-1).astype("int64"))[0]
+        upload = pd.to_datetime(vis["upload_ts"], utc=True).reset_index(drop=True)
+        fresh_from = pd.Timestamp(ds, tz="UTC") - pd.Timedelta(days=fresh_days - 1)
+        fresh = np.flatnonzero((upload >= fresh_from).to_numpy())
+        newest_first = np.lexsort((self.ids[fresh], -upload.iloc[fresh].astype("int64").to_numpy()))
+        self.fresh = fresh[newest_first]
+
+    def codes(self, video_ids: np.ndarray) -> np.ndarray:
+        """Code of each video id, -1 where it is not a visible video of the catalog."""
+        v = np.asarray(video_ids, dtype=np.int64)
+        if not len(self.ids):
+            return np.full(len(v), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, v), len(self.ids) - 1)
+        return np.where(self.ids[pos] == v, pos, -1)
+
+    def top_per(self, group: np.ndarray, per: int) -> _Ragged:
+        """group code -> its ``per`` most clicked videos (codes), best first."""
+        g = group[self.by_score]
+        order = np.argsort(g, kind="stable")  # by group, by score within
+        rank = _rank_within(g[order])
+        keep = order[rank < per]
+        return _Ragged.from_sorted(g[keep], self.by_score[keep], int(group.max()) + 1 if len(group) else 0)
+
+
+@dataclass(frozen=True)
+class _Ragged:
+    """key k -> values[offsets[k]:offsets[k+1]] (a compressed table: covisitation, top videos per group)."""
+
+    offsets: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def from_sorted(cls, keys: np.ndarray, values: np.ndarray, n_keys: int) -> _Ragged:
+        counts = np.bincount(keys, minlength=n_keys) if len(keys) else np.zeros(n_keys, np.int64)
+        return cls(np.r_[0, np.cumsum(counts)].astype(np.int64), np.asarray(values, np.int64))
+
+    def expand(self, owner: np.ndarray, rank: np.ndarray, key: np.ndarray, width: int):
+        """For owner rows (user, rank, key), sorted by (user, rank): rows (user, rank * width + j, value j
+        of key), sorted by (user, priority). A ragged gather, no loop."""
+        starts, lens = self.offsets[key], self.offsets[key + 1] - self.offsets[key]
+        rep = np.repeat(np.arange(len(key)), lens)
+        within = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        return owner[rep], rank[rep] * width + within, self.values[starts[rep] + within]
 
 
 def generate_candidates(
@@ -35,58 +164,151 @@ def generate_candidates(
     ds: date,
     n_candidates: int = 200,
     fresh_days: int = 3,
-) -> dict[str, list[int]]:
+    *,
+    retrieved: Retrieved | None = None,
+    pools: tuple[str, ...] = POOLS,
+    fresh_quota: int = FRESH_MAX,
+    chunk_users: int = CHUNK_USERS,
+) -> CandidateLists:
     """Candidates per user key from the recent clean history (user_key, session_key, video_id, clicked,
-    ts)."""
-    vis = videos[videos["visible"].astype(bool)]
-    visible = set(vis["video_id"].astype(int))
-    cat_of = dict(zip(vis["video_id"].astype(int), vis["category"].astype(str), strict=True))
-    author_of = dict(zip(vis["video_id"].astype(int), vis["author_id"].fillna(-1).astype(int), strict=True))
-    h = history[history["video_id"].notna()].copy()
-    h["video_id"] = h["video_id"].astype(int)
+    ts), the catalog (video_id, visible, category, author_id, upload_ts) and the two-tower pool."""
+    unknown = set(pools) - set(POOLS)
+    if unknown:
+        raise ValueError(f"unknown candidate pools {sorted(unknown)}; known: {POOLS}")
+    h = history[history["video_id"].notna()]
+    h = h.assign(video_id=h["video_id"].astype("int64"))
     clicks = h[h["clicked"] == 1]
-    score = clicks.groupby("video_id").size().reindex(list(visible), fill_value=0)
-    score = score + 1e-3 * np.arange(len(score))[::-1] / max(len(score), 1)  # deterministic tie-break
-    popular = _top(score, n_candidates)
-    by_cat: dict[str, list[int]] = defaultdict(list)
-    by_author: dict[int, list[int]] = defaultdict(list)
-    for v in _top(score, len(score)):
-        by_cat[cat_of[v]].append(v)
-        by_author[author_of[v]].append(v)
-    upload = pd.to_datetime(vis["upload_ts"], utc=True)
-    fresh_from = pd.Timestamp(ds, tz="UTC") - pd.Timedelta(days=fresh_days - 1)
-    recent = pd.DataFrame({"video_id": vis["video_id"].astype(int), "upload": upload})[upload >= fresh_from]
-    recent = recent.sort_values(["upload", "video_id"], ascending=[False, True])
-    fresh = recent["video_id"].tolist()  # newest first
-    covis = covisitation(h)
-    watched = clicks.groupby("user_key")["video_id"].apply(set).to_dict()
-    user_clicks = clicks.groupby("user_key")["video_id"].apply(list).to_dict()
+    cat = _Catalog(videos, clicks, ds, fresh_days)
+    keys = pd.Index(list(users), dtype=object)
+    ctx = _UserContext(cat, keys, clicks, h, pools)
+    fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
+    # long enough to fill a list after removing what its most active user has seen
+    popular = cat.by_score[: n_candidates + ctx.seen_max] if "popular" in pools else np.zeros(0, np.int64)
+    shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
+    personal_cap = max(0, n_candidates - len(fresh))
+    tt_rows = None
+    if "two_tower" in pools and retrieved is not None and np.ndim(retrieved.video_ids) == 2:
+        tt_rows = pd.Index(np.asarray(retrieved.user_keys, dtype=object)).get_indexer(keys)
+    # the dense "taken" matrix of a chunk stays under ~64 MB whatever the catalog size
+    step = max(1, min(chunk_users, int(64e6 // max(len(cat.ids), 1))))
+    offsets, out_codes, base = [np.zeros(1, np.int64)], [], 0
+    for lo in range(0, len(keys), step):
+        hi = min(len(keys), lo + step)
+        u, code = _chunk(cat, ctx, lo, hi, retrieved, tt_rows, shared, personal_cap, n_candidates)
+        sizes = np.bincount(u - lo, minlength=hi - lo)
+        offsets.append(base + np.cumsum(sizes))
+        base += int(sizes.sum())
+        out_codes.append(code)
+    flat = np.concatenate(out_codes) if out_codes else np.zeros(0, np.int64)
+    return CandidateLists(np.asarray(keys, dtype=object), np.concatenate(offsets), cat.ids[flat])
 
-    out: dict[str, list[int]] = {}
-    for u in users:
-        seen = watched.get(u, set())
-        mine = user_clicks.get(u, [])
-        cats = pd.Series([cat_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
-        authors = (
-            pd.Series([author_of.get(v) for v in mine]).value_counts().index[:3].tolist() if mine else []
-        )
-        pools = [
-            [w for v in mine[-10:] for w in covis.get(v, [])],
-            [v for c in cats for v in by_cat.get(c, [])[:40]],
-            [v for a in authors for v in by_author.get(a, [])[:20]],
-            fresh[:30],
-            popular,
-        ]
-        chosen: list[int] = []
-        taken = set()
-        for pool in pools:
-            for v in pool:
-                if v in visible and v not in seen and v not in taken:
-                    chosen.append(v)
-                    taken.add(v)
-                if len(chosen) >= n_candidates:
-                    break
-            if len(chosen) >= n_candidates:
-                break
-        out[u] = chosen
-    return out
+
+class _UserContext:
+    """The users' clicks and the rule pools' per-user keys, sorted by user so a chunk is a slice."""
+
+    def __init__(self, cat: _Catalog, keys: pd.Index, clicks: pd.DataFrame, h: pd.DataFrame, pools):
+        c = clicks[clicks["user_key"].isin(keys)]
+        cu = keys.get_indexer(c["user_key"]).astype(np.int64)
+        order = np.argsort(cu, kind="stable")  # by user, history order within
+        self.cu, self.cv = cu[order], c["video_id"].to_numpy(np.int64)[order]
+        self.ccode = cat.codes(self.cv)
+        vis = self.ccode >= 0
+        self.seen_max = int(np.bincount(self.cu[vis]).max()) if vis.any() else 0
+        self.tables: dict[str, tuple] = {}  # pool -> (user, rank, key, ragged table, width), sorted by user
+        if "covisitation" in pools and len(self.cu):
+            cov = covisitation(h)
+            src, src_code = np.unique(cov["video_id"].to_numpy(np.int64), return_inverse=True)
+            table = _Ragged.from_sorted(src_code, cat.codes(cov["other"].to_numpy()), len(src))
+            from_end = _rank_within(self.cu[::-1])[::-1]
+            last = from_end < LAST_CLICKS
+            u, v = self.cu[last], self.cv[last]
+            pos = np.minimum(np.searchsorted(src, v), max(len(src) - 1, 0))
+            known = (src[pos] == v) if len(src) else np.zeros(len(v), bool)
+            u, pos = u[known], pos[known]
+            self.tables["covisitation"] = (u, _rank_within(u), pos, table, PER_VIDEO_COVIS)
+        for pool, group, per in (
+            ("category", cat.category, PER_CATEGORY),
+            ("author", cat.author, PER_AUTHOR),
+        ):
+            if pool not in pools or not vis.any():
+                continue
+            n_groups = int(group.max()) + 1
+            pair = self.cu[vis] * n_groups + group[self.ccode[vis]]
+            uniq, count = np.unique(pair, return_counts=True)
+            u, g = uniq // n_groups, uniq % n_groups
+            o = np.lexsort((g, -count, u))  # by user, most clicked first, ties: smaller group code
+            u, g = u[o], g[o]
+            rank = _rank_within(u)
+            top = rank < TOP_GROUPS
+            self.tables[pool] = (u[top], rank[top], g[top], cat.top_per(group, per), per)
+
+    def slice(self, pool: str, lo: int, hi: int):
+        u, rank, key, table, width = self.tables[pool]
+        a, b = np.searchsorted(u, [lo, hi])
+        return table.expand(u[a:b], rank[a:b], key[a:b], width)
+
+
+def _chunk(cat, ctx: _UserContext, lo, hi, retrieved, tt_rows, shared, personal_cap, n):
+    """(user, code) rows of users ``lo..hi-1`` in list order: each pool in turn takes what is not yet
+    taken (seen, or from an earlier pool) up to the user's remaining places; then the shared fill."""
+    n_codes = max(len(cat.ids), 1)
+    taken = np.zeros((hi - lo, n_codes), dtype=bool)
+    a, b = np.searchsorted(ctx.cu, [lo, hi])
+    cu, cc = ctx.cu[a:b], ctx.ccode[a:b]
+    taken[cu[cc >= 0] - lo, cc[cc >= 0]] = True  # seen
+    count = np.zeros(hi - lo, np.int64)
+    parts_u, parts_c = [], []
+    if tt_rows is not None:
+        rows = tt_rows[lo:hi]
+        mine = np.flatnonzero(rows >= 0)
+        ids = np.asarray(retrieved.video_ids, dtype=np.int64)[rows[mine]]
+        k = ids.shape[1]
+        u = np.repeat(mine + lo, k)
+        cap = personal_cap if retrieved.k is None else min(personal_cap, retrieved.k)
+        got = _take(u, cat.codes(ids.reshape(-1)), lo, taken, count, cap)
+        parts_u.append(got[0])
+        parts_c.append(got[1])
+    for pool in ("covisitation", "category", "author"):
+        if pool in ctx.tables:
+            u, _, code = ctx.slice(pool, lo, hi)
+            # one category (author) per video: only co-visitation lists can repeat a video
+            got = _take(u, code, lo, taken, count, personal_cap, distinct=pool != "covisitation")
+            parts_u.append(got[0])
+            parts_c.append(got[1])
+    if len(shared):  # the shared pools (fresh, popular) fill what is left
+        free = ~taken[:, shared]
+        fill = free & (np.cumsum(free, axis=1) <= (n - count)[:, None])
+        r, col = np.nonzero(fill)
+        parts_u.append(r + lo)
+        parts_c.append(shared[col])
+    if not parts_u:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    u, code = np.concatenate(parts_u), np.concatenate(parts_c)
+    order = np.argsort(u, kind="stable")  # pools in priority order within each user
+    return u[order], code[order]
+
+
+def _take(u, code, lo, taken, count, cap, distinct=False):
+    """The rows (sorted by user, then priority) a pool adds: visible, not taken, first of duplicates
+    (``distinct``: the pool has none per user), within the user's remaining places (``cap`` in all);
+    marks them taken."""
+    ok = code >= 0
+    u, code = u[ok], code[ok]
+    ok = ~taken[u - lo, code]
+    u, code = u[ok], code[ok]
+    if not distinct:
+        dup = pd.Series(u * taken.shape[1] + code).duplicated().to_numpy()
+        u, code = u[~dup], code[~dup]
+    ok = _rank_within(u) < cap - count[u - lo]
+    u, code = u[ok], code[ok]
+    taken[u - lo, code] = True
+    count += np.bincount(u - lo, minlength=len(count))
+    return u, code
+
+
+def _rank_within(u: np.ndarray) -> np.ndarray:
+    """0, 1, 2, ... within runs of equal ``u`` (``u`` sorted)."""
+    if not len(u):
+        return np.zeros(0, np.int64)
+    start = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
+    return np.arange(len(u)) - np.repeat(start, np.diff(np.r_[start, len(u)]))

@@ -1,0 +1,204 @@
+"""Fitting the two-tower model, exporting its index, and the candidate-recall gate.
+
+Pure functions over frames: the stage (:mod:`recsys.retrieval.pipeline`) reads the lake and writes MLflow.
+The model learns from the *engagements* (clicked impressions) of the training split only; validation and
+test days never reach it. Its gate is candidate Recall@K of the test day's engagements: a new model may
+not recall fewer of them than the champion does (``max_recall_regression``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys.retrieval.features import ITEM_INPUTS, USER_INPUTS, RetrievalFeatures
+from recsys.retrieval.index import ItemIndex, choose_backend
+from recsys.retrieval.settings import RetrievalSettings
+
+log = logging.getLogger(__name__)
+BATCH = 65_536
+
+
+@dataclass
+class RetrievalBundle:
+    """A trained two-tower model, its feature vocabularies and its exported item index."""
+
+    model: object
+    features: RetrievalFeatures
+    index: ItemIndex
+    version: str = "unregistered"
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.model.save(path / "model.keras")
+        self.features.transform.save(path / "transform.json")
+        self.features.save(path / "retrieval_features.json")
+        self.index.save(path / "index.npz")
+        (path / "retrieval.json").write_text(json.dumps({"format": 1}))
+        return path
+
+    @classmethod
+    def load(cls, path: Path, settings: RetrievalSettings, version: str = "local") -> RetrievalBundle:
+        import keras
+
+        import recsys.retrieval.model  # noqa: F401  registers TwoTowerModel
+        from recsys.features.transform import Transform
+
+        path = Path(path)
+        transform = Transform.load(path / "transform.json")
+        index = ItemIndex.load(path / "index.npz", hnsw_m=settings.hnsw_m, ef_search=settings.ef_search)
+        index.backend = choose_backend(len(index), settings.exact_max_items)
+        return cls(
+            keras.saving.load_model(path / "model.keras", compile=False),
+            RetrievalFeatures.load(path / "retrieval_features.json", transform),
+            index,
+            version,
+        )
+
+
+def _batched(fn, x: dict[str, np.ndarray], n: int) -> np.ndarray:
+    parts = [np.asarray(fn({k: v[s : s + BATCH] for k, v in x.items()})) for s in range(0, n, BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+def fit_retrieval(
+    train: pd.DataFrame,
+    videos: pd.DataFrame,
+    transform,
+    settings: RetrievalSettings,
+    *,
+    seed: int,
+    index_at,
+) -> tuple[RetrievalBundle, dict[str, list[float]]]:
+    """Train on the clicked rows of ``train`` and export the index of the catalog visible at ``index_at``.
+
+    Returns the bundle and the per-epoch loss history.
+    """
+    import keras
+
+    from recsys.retrieval.model import TwoTowerModel
+
+    engagements = train[pd.to_numeric(train["click"], errors="coerce").fillna(0) > 0]
+    if engagements.empty:
+        raise ValueError("no engagements in the training split: nothing to train the retrieval model on")
+    features = RetrievalFeatures.fit(transform, videos, engagements, settings.history_len)
+    x = features.training_inputs(engagements, videos)
+    keras.utils.set_random_seed(seed)
+    model = TwoTowerModel(
+        **features.sizes(),
+        embedding_dim=settings.embedding_dim,
+        output_dim=settings.output_dim,
+        units=settings.units,
+        temperature=settings.temperature,
+        logq_correction=settings.logq_correction,
+        seed=seed,
+    )
+    model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
+    batch = min(settings.batch_size, len(engagements))
+    hist = model.fit(x, epochs=settings.epochs, batch_size=batch, shuffle=True, verbose=0)
+    index = export_index(model, features, videos, index_at, settings)
+    return RetrievalBundle(model, features, index), {
+        k: [float(v) for v in vs] for k, vs in hist.history.items()
+    }
+
+
+def export_index(model, features: RetrievalFeatures, videos: pd.DataFrame, at, settings: RetrievalSettings):
+    """Item embeddings of the visible videos uploaded before ``at``: the index of this model version."""
+    at = pd.Timestamp(at)
+    at = at.tz_localize("UTC") if at.tzinfo is None else at
+    v = videos[videos["visible"].astype(bool)].drop_duplicates("video_id", keep="last")
+    v = v[pd.to_datetime(v["upload_ts"], utc=True) < at].sort_values("video_id")
+    x = features.items(v, at)
+    emb = _batched(lambda b: model.candidate({k: b[k] for k in ITEM_INPUTS}), x, len(v))
+    emb = emb.reshape(len(v), -1) if len(v) else np.zeros((0, model.output_dim), np.float32)
+    return ItemIndex(
+        v["video_id"].to_numpy(np.int64),
+        emb,
+        built_at=at.isoformat(),
+        backend=choose_backend(len(v), settings.exact_max_items),
+        hnsw_m=settings.hnsw_m,
+        ef_search=settings.ef_search,
+    )
+
+
+def with_video_columns(clicks: pd.DataFrame, videos: pd.DataFrame) -> pd.DataFrame:
+    """Clicks with the clicked video's category and author (what the history inputs need)."""
+    v = videos.drop_duplicates("video_id", keep="last")[["video_id", "category", "author_id"]]
+    c = clicks.drop(columns=[col for col in ("category", "author_id") if col in clicks.columns])
+    c = c.assign(video_id=c["video_id"].astype("int64"))
+    return c.merge(v.assign(video_id=v["video_id"].astype("int64")), on="video_id", how="left")
+
+
+def retrieve(
+    bundle: RetrievalBundle | None,
+    user_keys,
+    clicks: pd.DataFrame,
+    videos: pd.DataFrame,
+    users: pd.DataFrame,
+    at,
+    k: int,
+):
+    """The two-tower pool (:class:`recsys.serving.candidates.Retrieved`) for the users with history.
+
+    ``clicks``: the recent engagements (user_key, video_id, ts). Users without any get no two-tower pool
+    (their tower has nothing of theirs to go on; the fallback pools serve them). None when there is no
+    model or its index is empty. The search asks for ``k`` plus the longest history so that removing
+    seen videos still leaves ``k``.
+    """
+    from recsys.serving.candidates import Retrieved
+
+    if bundle is None or len(bundle.index) == 0 or k <= 0:
+        return None
+    c = with_video_columns(clicks, videos)
+    x, has = bundle.features.serving_queries(user_keys, c, users, at)
+    keys = np.asarray(list(user_keys), dtype=object)[has]
+    if not len(keys):
+        return None
+    xq = {name: x[name][has] for name in USER_INPUTS}
+    q = _batched(lambda b: bundle.model.query(b), xq, len(keys)).reshape(len(keys), -1)
+    seen_max = int(c.groupby("user_key").size().max()) if len(c) else 0
+    ids, _ = bundle.index.search(q, k + min(seen_max, k))
+    return Retrieved(keys, ids, k)
+
+
+def recall_at_k(candidates, held_out: pd.DataFrame) -> float:
+    """Share of the held-out (user_key, video_id) engagements found in the users' candidate lists."""
+    if held_out.empty:
+        return float("nan")
+    sizes = candidates.sizes()
+    users = np.repeat(np.asarray(candidates.user_keys, dtype=object), sizes)
+    have = pd.MultiIndex.from_arrays([users, candidates.video_ids])
+    want = pd.MultiIndex.from_arrays(
+        [held_out["user_key"].astype(object).to_numpy(), held_out["video_id"].astype("int64").to_numpy()]
+    )
+    return float(want.isin(have).mean())
+
+
+def held_out_engagements(history_clicks: pd.DataFrame, test_clicks: pd.DataFrame) -> pd.DataFrame:
+    """Distinct (user, video) engagements of the test day on videos the user had not clicked before."""
+    t = test_clicks[["user_key", "video_id"]].astype({"video_id": "int64"}).drop_duplicates()
+    h = history_clicks[["user_key", "video_id"]].astype({"video_id": "int64"}).drop_duplicates()
+    m = t.merge(h, on=["user_key", "video_id"], how="left", indicator=True)
+    return m[m["_merge"] == "left_only"][["user_key", "video_id"]].reset_index(drop=True)
+
+
+def gate(candidate: float, champion: float | None, settings: RetrievalSettings) -> dict:
+    """Promote unless candidate recall falls more than ``max_recall_regression`` below the champion's."""
+    if not np.isfinite(candidate):
+        return {"passed": False, "reason": "candidate recall undefined (no held-out engagements)"}
+    if champion is None or not np.isfinite(champion):
+        return {"passed": True, "reason": f"no champion to compare with; recall {candidate:.4f}"}
+    floor = champion - settings.max_recall_regression
+    ok = candidate >= floor
+    verb = "holds" if ok else "regresses"
+    return {
+        "passed": bool(ok),
+        "reason": f"recall@{settings.eval_k} {candidate:.4f} {verb} against the champion's {champion:.4f}"
+        f" (floor {floor:.4f})",
+    }

@@ -1,0 +1,125 @@
+"""Retrieval in the real MLflow registry (SQLite in a temporary folder): its own model and aliases, and
+its pairing with the ranker, so that no rollback serves a ranker with an index it did not go out with."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
+from test_retrieval import AT, toy  # noqa: E402
+
+from recsys.retrieval.settings import RetrievalSettings  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundles():
+    """Two retrieval bundles of different seeds (1 epoch each: the registry is under test, not quality)."""
+    from recsys.features.transform import Transform
+    from recsys.retrieval.train import fit_retrieval
+
+    ex, videos = toy()
+    s = RetrievalSettings(epochs=1, history_len=5)
+    return [fit_retrieval(ex, videos, Transform.fit(ex), s, seed=i, index_at=AT)[0] for i in (1, 2)]
+
+
+def _register_retrieval(settings, bundle, promote=True) -> str:
+    import mlflow
+
+    from recsys.retrieval.registry import log_retrieval, register_retrieval
+    from recsys.tracking import configure
+
+    configure(settings)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run():
+        uri = log_retrieval(bundle, settings)
+    return register_retrieval(settings, uri, promote=promote, tags={})["version"]
+
+
+def _register_ranker(settings, tmp_path: Path, promote=True) -> str:
+    """A real (untrained) ranker logged and registered the way the register stage does, with the pair tag."""
+    import mlflow
+
+    from recsys.registry import log_ranker, register
+    from recsys.retrieval.registry import pairing_tags
+    from recsys.serving.synthetic import make_ranker, make_world
+    from recsys.tracking import configure
+
+    world = make_world(n_users=20, n_videos=30, n_examples=200)
+    ex = world.examples.assign(event_id="e", position=1, rec_version="v")
+    ex.to_parquet(tmp_path / "ex.parquet")
+    configure(settings)
+    mlflow.set_experiment(settings.experiment)
+    with mlflow.start_run():
+        uri = log_ranker(
+            make_ranker(world).model, make_ranker(world).transform, settings, tmp_path / "ex.parquet"
+        )
+    return register(settings, uri, promote=promote, tags=pairing_tags(settings))["version"]
+
+
+def test_pairs_follow_the_ranker_and_roll_back_together(settings, bundles, tmp_path):
+    from recsys.retrieval.registry import (
+        load_retrieval,
+        retrieval_model_name,
+        retrieval_version,
+        rollback_pair,
+        serving_pair,
+    )
+
+    legacy = _register_ranker(settings, tmp_path)  # before any retrieval model: served with rule pools
+    assert serving_pair(settings) == (legacy, None)
+
+    r1 = _register_retrieval(settings, bundles[0])
+    k1 = _register_ranker(settings, tmp_path)
+    r2 = _register_retrieval(settings, bundles[1])
+    # a new retrieval champion alone does not change what is served: the ranker was not registered with it
+    assert serving_pair(settings) == (k1, r1)
+    k2 = _register_ranker(settings, tmp_path)
+    assert serving_pair(settings) == (k2, r2)
+    assert retrieval_model_name(settings) == f"{settings.model_name}-retrieval"
+
+    out = rollback_pair(settings)
+    assert serving_pair(settings) == (k1, r1) == tuple(out["serving"])
+    assert retrieval_version(settings) == r1 and retrieval_version(settings, "previous") == r2
+
+    out = rollback_pair(settings)  # and forward again: the pair swaps back as a unit
+    assert serving_pair(settings) == (k2, r2)
+
+    back = load_retrieval(settings, r1)
+    assert back.version == r1
+    np.testing.assert_allclose(back.index.embeddings, bundles[0].index.embeddings, atol=1e-6)
+
+
+def test_rolling_back_to_a_ranker_without_retrieval_serves_rule_pools(settings, bundles, tmp_path):
+    from recsys.retrieval.registry import retrieval_version, rollback_pair, serving_pair
+
+    legacy = _register_ranker(settings, tmp_path)
+    r1 = _register_retrieval(settings, bundles[0])
+    k1 = _register_ranker(settings, tmp_path)
+    assert serving_pair(settings) == (k1, r1)
+    rollback_pair(settings)
+    assert serving_pair(settings) == (legacy, None)
+    assert retrieval_version(settings) is None  # no retrieval champion paired with the legacy ranker
+    assert retrieval_version(settings, "previous") == r1
+
+
+def test_two_tower_pool_of_the_served_pair_and_its_fallbacks(settings, bundles, tmp_path):
+    from recsys.retrieval.pipeline import two_tower_pool
+
+    ex, videos = toy()
+    users = pd.DataFrame({"user_key": ex["user_key"].unique(), "device": "ios"})
+    hist = ex.assign(clicked=1)
+    s = settings.model_copy(update={"retrieval": RetrievalSettings(k=5, history_len=5)})
+    assert two_tower_pool(s, None, users["user_key"], hist, videos, users, AT) is None
+    legacy = _register_ranker(s, tmp_path)
+    assert two_tower_pool(s, legacy, users["user_key"], hist, videos, users, AT) is None
+    _register_retrieval(s, bundles[0])
+    k1 = _register_ranker(s, tmp_path)
+    pool = two_tower_pool(s, k1, list(users["user_key"]) + ["cold"], hist, videos, users, AT)
+    assert "cold" not in set(pool.user_keys) and len(pool.user_keys) == len(users)
+    off = s.model_copy(update={"retrieval": RetrievalSettings(enabled=False)})
+    assert two_tower_pool(off, k1, users["user_key"], hist, videos, users, AT) is None
