@@ -72,6 +72,8 @@ class FeatureSettings(BaseModel):
     # weight of the category's (author's) own rate in a user's smoothed affinity rate, in impressions:
     # small, so that a day or two of a user's evidence counts (a retrain after a drift has no more)
     affinity_strength: float = 3.0
+    # positive-only sources (no non-engaged impressions): sampled negatives per positive (issue 13)
+    negatives_per_positive: int = 4
 
 
 class ModelSettings(BaseModel):
@@ -116,6 +118,8 @@ class EvaluateSettings(BaseModel):
     # simulated sources: true-utility NDCG@k over the visible catalog for at most this many test users
     truth_users: int = 200
     truth_candidates: int = 500
+    # catalog ranking check: the candidate's Recall@10 must beat the best baseline's by this relative margin
+    ranking_margin: float = 0.05
 
 
 class ServingSettings(BaseModel):
