@@ -128,6 +128,8 @@ class ServingSettings(BaseModel):
     n_candidates: int = 200
     max_per_author: int = 3
     max_per_category: int | None = 4  # None: no cap per category in a list
+    # publish model lists for every user with an engagement in the last N days of the data (issue 13)
+    active_window_days: int = 30
     parallel_scoring: bool = False  # score user shards on Dask (settings.dask_scheduler or a LocalCluster)
     users_per_shard: int = 2000
     dask_workers: int = 2  # LocalCluster size when no scheduler is set

@@ -258,8 +258,19 @@ class GateDecision:
         return f"{head}: " + "; ".join(self.reasons)
 
 
-def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: EvaluateSettings) -> GateDecision:
+def gate(
+    candidate: dict,
+    champion: dict | None,
+    popularity: dict,
+    cfg: EvaluateSettings,
+    ranking: dict | None = None,
+    logged_exposures: bool = True,
+) -> GateDecision:
     """Bless the candidate only if every configured threshold holds; say which failed and by how much.
+
+    ``ranking``: the catalog ranking check (:func:`recsys.catalog_eval.ranking_check`), added as is.
+    ``logged_exposures`` False (a positive-only source): the AUC checks are skipped, an AUC on sampled
+    negatives being no evidence of ranking quality; the ranking check decides.
 
     Each check records its value, the threshold it had to reach and the shortfall (threshold - value, > 0
     when it failed), so the task log, the MLflow tags and the report can all say "by how much".
@@ -282,12 +293,17 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
             d.blessed = False
             d.reasons.append(f"{name} failed: {detail}")
 
-    for task, floor in cfg.floor_auc.items():
+    if ranking is not None:
+        d.checks.append(dict(ranking))
+        if not ranking["passed"]:
+            d.blessed = False
+            d.reasons.append(f"{ranking['check']} failed: {ranking['detail']}")
+    for task, floor in cfg.floor_auc.items() if logged_exposures else ():
         v = candidate.get(f"{task}_auc", float("nan"))
         check(
             f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})"
         )
-    for task, margin in cfg.max_regression.items():
+    for task, margin in cfg.max_regression.items() if logged_exposures else ():
         if champion is None:
             continue
         c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
@@ -301,7 +317,7 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
             )
     pop = popularity.get("click_auc", float("nan"))
     c = candidate.get("click_auc", float("nan"))
-    if np.isfinite(pop):
+    if np.isfinite(pop) and logged_exposures:
         need = pop + cfg.min_margin_over_popularity
         ch = champion.get("click_auc", float("nan")) if champion else float("nan")
         gain = cfg.min_gain_over_weak_champion
@@ -440,8 +456,18 @@ def evaluate_run(
                 _, score = _scored(model, truth.rows)
                 metrics[name].update(true_ndcg(truth, score, k))
 
+    from recsys.catalog_eval import pipeline_ranking_of_run
+
+    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, settings)
+    if not logged:  # AUCs on sampled negatives: kept, but named for what they are
+        metrics = {
+            n: {(f"sampled_{m}" if "_auc" in m or "_gauc" in m else m): v for m, v in x.items()}
+            for n, x in metrics.items()
+        }
     pop = metrics["baseline_popularity"]
-    decision = gate(metrics["candidate"], metrics.get("champion"), pop, cfg)
+    decision = gate(
+        metrics["candidate"], metrics.get("champion"), pop, cfg, (ranking or {}).get("check"), logged
+    )
     shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
     slices = {
         "calibration": {
@@ -465,6 +491,8 @@ def evaluate_run(
         "truth": None if truth is None else {"users": len(truth.ideal_dcg), "catalog": truth.catalog_size},
         "decision": asdict(decision),
         "slices": slices,
+        "logged_exposures": logged,
+        "ranking": ranking,
     }
 
 

@@ -142,6 +142,10 @@ def run_quality(
     baselines = fit_catalog_baselines(window, seed=settings.seed)
     fallback = baselines["popularity"]
     scorers = {"model": model_scorer(ranker, users, history.videos, at), **baselines}
+    if positive_only:
+        from recsys.features.negatives import POWER
+
+        scorers["model_logq"] = model_scorer(ranker, users, history.videos, at, "model_logq", POWER)
     figures = {name: evaluate_scorer(s, holdout, fallback) for name, s in scorers.items()}
     if history.world is not None:
         from recsys.offline_truth import true_ndcg_of_scorers
@@ -162,6 +166,7 @@ def run_quality(
         "best_val_loss": fit.best_val_loss,
         "figures": figures,
         "best_baseline": max(
-            (n for n in figures if n != "model"), key=lambda n: np.nan_to_num(figures[n]["recall_10"])
+            (n for n in figures if not n.startswith("model")),
+            key=lambda n: np.nan_to_num(figures[n]["recall_10"]),
         ),
     }

@@ -265,7 +265,7 @@ def features(ds: date, settings: Settings) -> dict:
     from recsys.features import feature_engineering
 
     lake = open_lake(settings)
-    return feature_engineering(lake, ds, settings.features)
+    return feature_engineering(lake, ds, settings.features, settings.seed)
 
 
 @stage("should_train")

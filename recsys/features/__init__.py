@@ -14,6 +14,7 @@ import pandas as pd
 
 from recsys.config import FeatureSettings
 from recsys.features.build import build_examples, encode, split_by_time, window_start
+from recsys.features.negatives import is_positive_only, sample_negatives
 from recsys.features.spec import CATEGORICAL, NUMERIC, FeatureSpec
 from recsys.features.transform import Transform
 
@@ -47,13 +48,20 @@ def scale_numerical_features(rows: pd.DataFrame, transform: Transform) -> np.nda
     return transform.apply(rows)["numeric"]
 
 
-def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
-    """Build ``features/ds=D/{train,valid,test}.parquet`` and ``transform.json`` from the clean zone."""
+def feature_engineering(lake, ds: date, settings: FeatureSettings, seed: int = 0) -> dict:
+    """Build ``features/ds=D/{train,valid,test}.parquet``, ``catalog.parquet`` (the day's videos, for the
+    catalog ranking evaluation) and ``transform.json`` from the clean zone."""
     events = lake.read_window("clean", "interactions", window_start(ds, settings.window_days), ds)
     videos = lake.read_frame("clean", "videos", ds)
     users = lake.read_frame("clean", "users", ds)
     examples = build_examples(events, videos, users)
     train, valid, test = split_by_time(examples, ds, settings.valid_fraction)
+    positive_only = is_positive_only(examples)
+    if positive_only:  # no non-engaged impressions: K sampled negatives per positive, flagged (issue 13)
+        train, valid, test = (
+            sample_negatives(part, videos, settings.negatives_per_positive, seed + i)
+            for i, part in enumerate((train, valid, test))
+        )
     if train.empty or valid.empty or test.empty:
         raise ValueError(
             f"not enough data to split ds={ds}: train={len(train)} valid={len(valid)} test={len(test)}"
@@ -70,6 +78,7 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
         for name, part in (("train", train), ("valid", valid), ("test", test)):
             encode(part, transform, ordered=name == "train").to_parquet(tmp / f"{name}.parquet", index=False)
         transform.save(tmp / "transform.json")
+        videos.to_parquet(tmp / "catalog.parquet", index=False)
 
     path = lake.replace_partition("features", "examples", ds, build)
     return {
@@ -77,6 +86,7 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings) -> dict:
         "train_rows": len(train),
         "valid_rows": len(valid),
         "test_rows": len(test),
+        "positive_only": positive_only,
         "window_start": str(window_start(ds, settings.window_days)),
         "vocab_users": len(transform.vocabs["user"]),
         "vocab_videos": len(transform.vocabs["video"]),
