@@ -138,29 +138,28 @@ def list_metrics(lists: np.ndarray, truth: list[np.ndarray], catalog_size: int) 
     return out
 
 
-def evaluate_scorer(scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int = 256) -> dict[str, float]:
-    """The figures of one scorer on ``holdout``; users it does not serve get ``fallback``'s lists."""
+def scorer_lists(
+    scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """([users, 50] lists, bool served per user) of one scorer; users it does not serve get ``fallback``'s."""
     k = max(KS)
     lists = np.full((holdout.n_users, k), -1, dtype=np.int64)
     served = np.asarray(scorer.serves(holdout.users), dtype=bool)
+    width = min(k, len(holdout.catalog))
     for start in range(0, holdout.n_users, chunk):
         stop = min(start + chunk, holdout.n_users)
         users, seen = holdout.users[start:stop], holdout.seen[start:stop]
         mine = served[start:stop]
-        part = np.full((stop - start, k), -1, dtype=np.int64)
-        if mine.any():
-            idx = np.flatnonzero(mine)
-            scores = scorer.score([users[i] for i in idx], holdout.catalog)
-            part[idx, : min(k, len(holdout.catalog))] = top_lists(
-                scores, holdout.catalog, [seen[i] for i in idx], k
-            )
-        if (~mine).any():
-            idx = np.flatnonzero(~mine)
-            scores = fallback.score([users[i] for i in idx], holdout.catalog)
-            part[idx, : min(k, len(holdout.catalog))] = top_lists(
-                scores, holdout.catalog, [seen[i] for i in idx], k
-            )
-        lists[start:stop] = part
+        for who, idx in ((scorer, np.flatnonzero(mine)), (fallback, np.flatnonzero(~mine))):
+            if len(idx):
+                scores = who.score([users[i] for i in idx], holdout.catalog)
+                lists[start + idx, :width] = top_lists(scores, holdout.catalog, [seen[i] for i in idx], k)
+    return lists, served
+
+
+def evaluate_scorer(scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int = 256) -> dict[str, float]:
+    """The figures of one scorer on ``holdout``; users it does not serve get ``fallback``'s lists."""
+    lists, served = scorer_lists(scorer, holdout, fallback, chunk)
     out = list_metrics(lists, holdout.truth, len(holdout.catalog))
     out["model_share"] = float(served.mean()) if len(served) else float("nan")
     out["users"] = float(holdout.n_users)

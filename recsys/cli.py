@@ -2,6 +2,7 @@
 
 recsys run collect --ds 2026-01-03      one stage for one day
 recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
+recsys backfill [--from D1] [--to D2]   import a source's history day by day (resumable)
 recsys summary                          what the last runs produced
 recsys recommend USER_ID                a user's live list (what an app reads)
 recsys model rollback                   champion back to previous
@@ -118,6 +119,17 @@ def demo(
         first, days = run[0], len(run)
         typer.echo(f"{settings.source}: running the data's last {days} consecutive day(s) from {first}")
     raise typer.Exit(run_demo(first, days))
+
+
+@app.command()
+def backfill(
+    from_: str = typer.Option(None, "--from", help="first day (default: the source's first)"),
+    to: str = typer.Option(None, "--to", help="last day (default: the source's last)"),
+):
+    """Import a source's history day by day (land -> collect -> validate -> anonymize); resumable."""
+    from recsys.backfill import backfill_range
+
+    _echo(backfill_range(from_, to, _settings()))
 
 
 @app.command()
