@@ -190,34 +190,22 @@ def ranking_check(candidate: dict, baselines: dict[str, dict], margin: float) ->
 
 # ------------------------------------------------------------------------------- the model as a scorer
 def model_scorer(
-    ranker,
-    users: pd.DataFrame,
-    videos: pd.DataFrame,
-    at: pd.Timestamp,
-    name: str = "model",
-    sampling_power: float = 0.0,
+    ranker, users: pd.DataFrame, videos: pd.DataFrame, at: pd.Timestamp, name: str = "model"
 ) -> Scorer:
-    """The ranker as a :class:`Scorer`: every (user, catalog video) pair scored at serving time ``at``.
+    """The ranker as a :class:`Scorer`: every (user, catalog video) pair scored at serving time ``at`` with
+    the serving score (:func:`recsys.serving.rank.predict_scores`, logQ-corrected for a model trained on
+    sampled negatives).
 
     It serves the users in its user vocabulary (an engagement in its training window); others would get the
-    fallback in production, and get it here. ``sampling_power`` > 0: the model learnt from negatives drawn
-    with probability q(v) proportional to (engagements + 1) ** power, so its click logit estimates
-    log p(v | u) - log q(v) + const; the score adds log q(v) back (the "logQ correction" of sampled
-    softmax, Bengio and Senecal 2008; Yi et al. 2019) and ranks by the engagement probability itself.
+    fallback in production, and get it here.
     """
-    from recsys.serving.rank import predict_scores, predict_tasks, scoring_frame
+    from recsys.serving.rank import predict_scores, scoring_frame
 
     known = set(getattr(ranker.transform, "vocabs", {}).get("user", {}))
-    log_count = getattr(ranker.transform, "video_clicks", {})  # video -> log1p(engagements)
 
     def score(user_keys: list[str], catalog: np.ndarray) -> np.ndarray:
         vids = catalog.astype(int).tolist()
         frame = scoring_frame(list(user_keys), dict.fromkeys(user_keys, vids), users, videos, at)
-        if sampling_power > 0:
-            p = np.clip(predict_tasks(ranker, frame)["click"].astype(np.float64), 1e-7, 1 - 1e-7)
-            log_q = sampling_power * pd.Series(catalog.astype(str)).map(log_count).fillna(0.0).to_numpy(float)
-            s = np.log(p / (1 - p)).reshape(len(user_keys), len(vids)) + log_q[None, :]
-            return s
         s = predict_scores(ranker, frame)
         # scoring_frame keeps user order then candidate order: reshape to [users, catalog]
         return np.asarray(s, dtype=np.float64).reshape(len(user_keys), len(vids))
@@ -233,7 +221,6 @@ def pipeline_ranking(
     videos: pd.DataFrame,
     margin: float,
     seed: int = 0,
-    sampling_power: float = 0.0,
 ) -> dict:
     """Catalog ranking figures of ``rankers`` (name -> ranker: candidate, champion) and of every baseline
     on the held-out rows ``test``, baselines fitted on ``history`` (the training window); the gate's check.
@@ -251,9 +238,7 @@ def pipeline_ranking(
     at = pd.to_datetime(test["ts"], utc=True).min().normalize()
     baselines = fit_catalog_baselines(history, seed=seed)
     figures = {
-        name: evaluate_scorer(
-            model_scorer(r, users, videos, at, name, sampling_power), holdout, baselines["popularity"]
-        )
+        name: evaluate_scorer(model_scorer(r, users, videos, at, name), holdout, baselines["popularity"])
         for name, r in rankers.items()
         if r is not None
     }
@@ -274,8 +259,6 @@ def pipeline_ranking_of_run(
     evaluate stage: reads the partition's train/valid rows and ``catalog.parquet`` (absent in partitions
     built before it existed: no ranking figures then)."""
     from pathlib import Path
-
-    from recsys.features.negatives import POWER
 
     features_dir = Path(features_dir)
     sampled = "sampled" in test.columns and bool(test["sampled"].fillna(False).astype(bool).any())
@@ -299,6 +282,5 @@ def pipeline_ranking_of_run(
         videos,
         cfg.ranking_margin,
         seed=getattr(settings, "seed", 0) if settings is not None else 0,
-        sampling_power=POWER if sampled else 0.0,
     )
     return result, logged

@@ -128,6 +128,10 @@ def run_quality(
         min_count=fs.min_count,
         affinity_strength=fs.affinity_strength,
     )
+    if positive_only:
+        from recsys.features.negatives import POWER
+
+        transform.sampled_negatives_power = POWER
     feats = work_dir / "features"
     feats.mkdir(exist_ok=True)
     encode(train, transform, ordered=True).to_parquet(feats / "train.parquet", index=False)
@@ -142,10 +146,9 @@ def run_quality(
     baselines = fit_catalog_baselines(window, seed=settings.seed)
     fallback = baselines["popularity"]
     scorers = {"model": model_scorer(ranker, users, history.videos, at), **baselines}
-    if positive_only:
-        from recsys.features.negatives import POWER
-
-        scorers["model_logq"] = model_scorer(ranker, users, history.videos, at, "model_logq", POWER)
+    if positive_only:  # the same model ranked without the logQ correction: what the correction is worth
+        plain = Ranker(fit.model, _without_correction(transform), settings.model.score_weights, "offline")
+        scorers["model_uncorrected"] = model_scorer(plain, users, history.videos, at, "model_uncorrected")
     figures = {name: evaluate_scorer(s, holdout, fallback) for name, s in scorers.items()}
     if history.world is not None:
         from recsys.offline_truth import true_ndcg_of_scorers
@@ -170,3 +173,9 @@ def run_quality(
             key=lambda n: np.nan_to_num(figures[n]["recall_10"]),
         ),
     }
+
+
+def _without_correction(transform):
+    import dataclasses
+
+    return dataclasses.replace(transform, sampled_negatives_power=0.0)

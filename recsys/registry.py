@@ -43,11 +43,11 @@ class Ranker:
         }
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        from recsys.model import ranking_score
+        from recsys.features.negatives import ranking_scores
 
         preds = self.predict_tasks(rows)
         df = pd.DataFrame(preds)
-        df["score"] = ranking_score(preds, self.score_weights)
+        df["score"] = ranking_scores(self, preds, rows["video_id"])
         return df
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from recsys.config import FeatureSettings
 from recsys.features.build import build_examples, encode, split_by_time, window_start
-from recsys.features.negatives import is_positive_only, sample_negatives
+from recsys.features.negatives import POWER, is_positive_only, sample_negatives
 from recsys.features.spec import CATEGORICAL, NUMERIC, FeatureSpec
 from recsys.features.transform import Transform
 
@@ -73,6 +73,10 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings, seed: int = 0
         min_count=settings.min_count,
         affinity_strength=settings.affinity_strength,
     )
+    if (
+        positive_only
+    ):  # serving adds the sampling distribution back (recsys.features.negatives.ranking_scores)
+        transform.sampled_negatives_power = POWER
 
     def build(tmp):
         for name, part in (("train", train), ("valid", valid), ("test", test)):

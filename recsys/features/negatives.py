@@ -104,3 +104,26 @@ def sample_negatives(examples: pd.DataFrame, videos: pd.DataFrame, k: int, seed:
     neg["sampled"] = True
     both = pd.concat([out, neg], ignore_index=True)
     return both.sort_values(["ts", "event_id"], kind="stable").reset_index(drop=True)
+
+
+def ranking_scores(ranker, preds: dict[str, np.ndarray], video_ids) -> np.ndarray:
+    """The ranking score of rows with task predictions ``preds``.
+
+    A model trained on logged exposures: the configured weighted sum (:func:`recsys.model.ranking_score`).
+    A model trained on sampled negatives (``transform.sampled_negatives_power`` > 0): its click logit
+    estimates log p(v | u) - log q(v) + const, q being the sampling distribution, so the score adds
+    log q(v) = power x log(engagements + 1) back (the logQ correction of sampled softmax: Bengio and
+    Senecal 2008; Yi et al. 2019) and ranks by the engagement probability itself. The satisfaction tasks
+    are left out there: they are conditional on an engagement, and a positive-only source's like and
+    watch labels are the rating itself.
+    """
+    from recsys.model import ranking_score
+
+    power = float(getattr(ranker.transform, "sampled_negatives_power", 0.0) or 0.0)
+    if power <= 0:
+        return ranking_score(preds, ranker.score_weights)
+    p = np.clip(np.asarray(preds["click"], dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
+    log_count = ranker.transform.video_clicks  # video key -> log1p(engagements) over the training window
+    keys = pd.Series(np.asarray(video_ids)).astype("int64").astype(str)
+    log_q = power * keys.map(log_count).fillna(0.0).to_numpy(float)
+    return np.log(p / (1 - p)) + log_q
