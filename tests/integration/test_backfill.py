@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -71,3 +72,29 @@ def test_killed_backfill_resumes_and_imports_each_day_once(history):
 
     again = subprocess.run([RECSYS, "backfill"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads(again.stdout[again.stdout.index("{") :])["imported_days"] == 0
+
+
+def test_unknown_item_is_quarantined_and_a_gap_is_reported(tmp_path, keys, monkeypatch):
+    """An item missing from u.item is quarantined with its rule; days without ratings are listed as
+    empty, never invented; every source row is accepted or quarantined."""
+    import shutil
+
+    from recsys import stages
+    from recsys.backfill import backfill
+    from recsys.config import load_settings
+
+    folder = tmp_path / "ml-100k"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "fixtures" / "movielens" / "ml-100k", folder)
+    with (folder / "u.data").open("a") as f:
+        f.write("2\t999\t4\t874958470\n")  # 1997-09-22, item 999 is not in u.item
+        f.write("4\t1\t5\t875318400\n")  # 1997-09-27: 25 and 26 have no ratings
+    monkeypatch.setenv("RECSYS_SOURCE", "movielens")
+    monkeypatch.setenv("RECSYS_SOURCE_PATH", str(folder))
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings()
+    out = backfill(settings)
+    assert out["empty_days"] == ["1997-09-25", "1997-09-26"]
+    assert out["imported_days"] == 4 and out["input_rows"] == 11
+    assert out["accepted_rows"] + out["quarantined_rows"] == 11 and out["quarantined_rows"] == 1
+    q = stages.open_lake(settings).read_frame("quarantine", "events", date(1997, 9, 22))
+    assert q["reason"].tolist() == ["unknown_video_id"]
