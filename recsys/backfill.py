@@ -120,3 +120,18 @@ def backfill_range(start: str | None = None, end: str | None = None, settings=No
         return date.fromisoformat(str(s)) if s else None
 
     return backfill(settings or load_settings(), parse(start), parse(end))
+
+
+HISTORY_SOURCES = ("movielens", "kuairand", "postgres")
+
+
+def training_window_days(settings, ds: date) -> int:
+    """The features window: ``features.window_days`` when set explicitly (or for a live feed); for a
+    history source, by default every day the lake holds up to ``ds`` (issue 13, point 2)."""
+    fs = settings.features
+    if settings.source not in HISTORY_SOURCES or "window_days" in fs.model_fields_set:
+        return fs.window_days
+    from recsys.data.lake import Lake
+
+    days = [d for d in Lake(settings.data_dir).list_ds("clean", "interactions") if d <= ds]
+    return max(fs.window_days, (ds - days[0]).days + 1) if days else fs.window_days

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 import typer
 
@@ -117,6 +117,11 @@ def demo(
                 break
             run.insert(0, d)
         first, days = run[0], len(run)
+        if have[0] < first:  # the history before them is imported first (issue 13): resumable, per day
+            from recsys.backfill import backfill as import_history
+
+            typer.echo(f"{settings.source}: backfilling {have[0]}..{first - timedelta(days=1)} first")
+            _echo(import_history(settings, have[0], first - timedelta(days=1)))
         typer.echo(f"{settings.source}: running the data's last {days} consecutive day(s) from {first}")
     raise typer.Exit(run_demo(first, days))
 

@@ -527,6 +527,9 @@ def flat_metrics(result: dict) -> dict[str, float]:
     out = {**finite("test_", result["candidate"]), **finite("champion_test_", result["champion"])}
     for name, m in (result.get("baselines") or {"popularity": result["popularity"]}).items():
         out.update(finite(f"baseline_{name}_", m))
+    from recsys.catalog_report import ranking_metrics
+
+    out.update(ranking_metrics(result.get("ranking")))
     return out
 
 

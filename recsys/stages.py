@@ -269,7 +269,9 @@ def features(ds: date, settings: Settings) -> dict:
     from recsys.features import feature_engineering
 
     lake = open_lake(settings)
-    return feature_engineering(lake, ds, settings.features, settings.seed)
+    from recsys.backfill import training_window_days
+
+    return feature_engineering(lake, ds, settings.features, settings.seed, training_window_days(settings, ds))
 
 
 @stage("should_train")
@@ -390,6 +392,7 @@ def evaluate(ds: date, settings: Settings, run_id: str, model_uri: str | None = 
         "failed_checks": tags["gate.failed_checks"],
         "report": "evaluation/report.html",
         "metrics": {k_: v for k_, v in result["candidate"].items() if not k_.endswith("_rows")},
+        "ranking": result.get("ranking"),
     }
 
 

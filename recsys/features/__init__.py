@@ -48,10 +48,13 @@ def scale_numerical_features(rows: pd.DataFrame, transform: Transform) -> np.nda
     return transform.apply(rows)["numeric"]
 
 
-def feature_engineering(lake, ds: date, settings: FeatureSettings, seed: int = 0) -> dict:
+def feature_engineering(
+    lake, ds: date, settings: FeatureSettings, seed: int = 0, window_days: int | None = None
+) -> dict:
     """Build ``features/ds=D/{train,valid,test}.parquet``, ``catalog.parquet`` (the day's videos, for the
     catalog ranking evaluation) and ``transform.json`` from the clean zone."""
-    events = lake.read_window("clean", "interactions", window_start(ds, settings.window_days), ds)
+    window_days = window_days or settings.window_days
+    events = lake.read_window("clean", "interactions", window_start(ds, window_days), ds)
     videos = lake.read_frame("clean", "videos", ds)
     users = lake.read_frame("clean", "users", ds)
     examples = build_examples(events, videos, users)
@@ -91,7 +94,7 @@ def feature_engineering(lake, ds: date, settings: FeatureSettings, seed: int = 0
         "valid_rows": len(valid),
         "test_rows": len(test),
         "positive_only": positive_only,
-        "window_start": str(window_start(ds, settings.window_days)),
+        "window_start": str(window_start(ds, window_days)),
         "vocab_users": len(transform.vocabs["user"]),
         "vocab_videos": len(transform.vocabs["video"]),
     }
