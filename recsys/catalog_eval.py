@@ -70,7 +70,11 @@ def make_holdout(
     """
     test_pos = engagements(test)
     until = pd.to_datetime(test["ts"], utc=True).max().normalize() + pd.Timedelta(days=1)
-    catalog = visible_catalog(videos, until)
+    # a video some row logged was visible then, whatever its recorded upload time (KuaiRand's sample
+    # records uploads after its log day)
+    logged = pd.concat([train["video_id"], test["video_id"]]).dropna().astype("int64").unique()
+    hidden = videos.loc[~videos["visible"].fillna(True).astype(bool), "video_id"].astype("int64")
+    catalog = np.union1d(visible_catalog(videos, until), np.setdiff1d(logged, hidden.to_numpy()))
     truth = test_pos.groupby(test_pos["user_key"].astype(str))["video_id"].agg(
         lambda s: np.unique(s.astype("int64"))
     )
@@ -99,6 +103,8 @@ class Scorer:
 def top_lists(scores: np.ndarray, catalog: np.ndarray, seen: list[np.ndarray], k: int) -> np.ndarray:
     """[users, k] video ids of each user's top k by score (ties: smaller video id first), seen removed."""
     s = np.array(scores, dtype=np.float64, copy=True)
+    if len(catalog) == 0:
+        return np.zeros((s.shape[0], 0), dtype=np.int64)
     for j, vids in enumerate(seen):
         if len(vids):
             pos = np.searchsorted(catalog, vids)
@@ -230,8 +236,8 @@ def pipeline_ranking(
     from recsys.catalog_baselines import fit_catalog_baselines
 
     holdout = make_holdout(history, test, videos)
-    if holdout.n_users == 0:
-        return {"figures": {}, "check": None, "users": 0}
+    if holdout.n_users == 0 or len(holdout.catalog) == 0:  # nothing to rank for, or nothing to rank
+        return {"figures": {}, "check": None, "users": holdout.n_users, "catalog": len(holdout.catalog)}
     cols = ["user_key", "device", "region", "age_band", "activity"]
     rows = pd.concat([history, test], ignore_index=True)
     users = rows.sort_values("ts").drop_duplicates("user_key", keep="last")[[c for c in cols if c in rows]]
