@@ -39,6 +39,8 @@ FIGURES = ("recall_10", "recall_50", "ndcg_10", "map_10", "coverage_10", "model_
 
 
 def _commit() -> str:
+    if os.environ.get("BENCH_COMMIT"):  # run from a copy of the tree (so edits cannot leak into a long run)
+        return os.environ["BENCH_COMMIT"]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
