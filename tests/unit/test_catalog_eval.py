@@ -101,3 +101,23 @@ def test_baselines_on_a_tiny_history():
     assert top_lists(b["als"].score(["me"], catalog), catalog, seen, 1).tolist() == [[3]]
     assert top_lists(b["popularity"].score(["me"], catalog), catalog, [np.array([])], 1).tolist() == [[4]]
     assert not b["als"].serves(["stranger"])[0] and b["popularity"].serves(["stranger"])[0]
+
+
+def test_gate_without_logged_exposures_is_decided_by_the_ranking_check():
+    from recsys.config import EvaluateSettings
+    from recsys.evaluate import gate
+
+    cfg = EvaluateSettings()
+    base = {"als": {"recall_10": 0.20}}
+    cand = {"sampled_click_auc": 0.99, "recall_10": 0.25}  # no logged click AUC: the floor cannot apply
+    ok = gate(cand, None, {}, cfg, ranking_check(cand, base, cfg.ranking_margin), logged_exposures=False)
+    assert ok.blessed and [c["check"] for c in ok.checks] == ["ranking_over_best_baseline"]
+    low = {"sampled_click_auc": 0.99, "recall_10": 0.205}
+    no = gate(low, None, {}, cfg, ranking_check(low, base, cfg.ranking_margin), logged_exposures=False)
+    assert not no.blessed and "ranking_over_best_baseline failed" in no.reasons[0]
+    # with logged exposures the AUC floor still applies, next to the ranking check
+    both = gate({"click_auc": 0.5, "recall_10": 0.25}, None, {}, cfg, ranking_check(cand, base, 0.05))
+    assert not both.blessed and {c["check"] for c in both.checks} >= {
+        "floor_click_auc",
+        "ranking_over_best_baseline",
+    }
