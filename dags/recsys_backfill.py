@@ -9,6 +9,8 @@ triggered again. One call into `recsys.backfill`.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Param, dag, task
 
@@ -19,6 +21,8 @@ from airflow.sdk import Param, dag, task
     start_date=pendulum.datetime(1990, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # a retry resumes: days already imported are skipped
+    default_args={"owner": "recsys", "retries": 2, "retry_delay": timedelta(seconds=30)},
     tags=["recsys", "backfill"],
     doc_md=__doc__,
     params={
