@@ -151,15 +151,15 @@ class ALS:
         from threadpoolctl import threadpool_limits
 
         self.data = _Interactions.of(train)
-        self.model = AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=self.iterations,
-            random_state=self.seed,
-            num_threads=1,
-        )
-        with threadpool_limits(1):
+        with threadpool_limits(1, "blas"):  # implicit checks (and warns about) BLAS threads as it starts
+            self.model = AlternatingLeastSquares(
+                factors=self.factors,
+                regularization=self.regularization,
+                alpha=self.alpha,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=1,
+            )
             self.model.fit(self.data.matrix, show_progress=False)
         return self
 

@@ -294,8 +294,9 @@ def gate(
             d.reasons.append(f"{name} failed: {detail}")
 
     if ranking is not None:
-        d.checks.append(dict(ranking))
-        if not ranking["passed"]:
+        blocks = not logged_exposures or cfg.ranking_check_blocks_with_logged_exposures
+        d.checks.append({**ranking, "advisory": not blocks})
+        if not ranking["passed"] and blocks:
             d.blessed = False
             d.reasons.append(f"{ranking['check']} failed: {ranking['detail']}")
     for task, floor in cfg.floor_auc.items() if logged_exposures else ():

@@ -117,6 +117,10 @@ def test_gate_without_logged_exposures_is_decided_by_the_ranking_check():
     assert not no.blessed and "ranking_over_best_baseline failed" in no.reasons[0]
     # with logged exposures the AUC floor still applies, next to the ranking check
     both = gate({"click_auc": 0.5, "recall_10": 0.25}, None, {}, cfg, ranking_check(cand, base, 0.05))
+    advisory = gate({"click_auc": 0.9}, None, {}, cfg, ranking_check(low, base, 0.05))
+    assert advisory.blessed and advisory.checks[0]["advisory"] and not advisory.checks[0]["passed"]
+    strict = cfg.model_copy(update={"ranking_check_blocks_with_logged_exposures": True})
+    assert not gate({"click_auc": 0.9}, None, {}, strict, ranking_check(low, base, 0.05)).blessed
     assert not both.blessed and {c["check"] for c in both.checks} >= {
         "floor_click_auc",
         "ranking_over_best_baseline",
