@@ -16,7 +16,7 @@ Writes ``bench/results/candidates.json`` with:
     the ideal is the oracle's top 10 over the visible catalog;
   then the mean and the standard deviation over seeds;
 * ``movielens`` (with ``--movielens FOLDER ...``): the same Recall@K table on MovieLens-format histories,
-  e.g. the ones ``recsys.data.movielens_gen`` writes (the realdata branch's generator), one per seed:
+  e.g. the ones ``recsys.sim.movielens_gen`` writes (the realdata branch's generator), one per seed:
   the last 7 days held out, the 60 days before them the training window.
 
 Usage: ``python bench/candidates.py [--seeds 1 2 3] [--days 6] [--users 1500] [--videos 3000]``
@@ -115,7 +115,6 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
     import mlflow
     from experiments import build_dataset
 
-    from recsys.data.simulate import build_world
     from recsys.features.transform import Transform
     from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
     from recsys.registry import load_ranker_dir
@@ -124,6 +123,7 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
     from recsys.serving import HISTORY_DAYS
     from recsys.serving.candidates import generate_candidates
     from recsys.serving.rank import rank_pairs, serving_time
+    from recsys.sim.world import build_world
     from recsys.stages import features_dir, open_lake
     from recsys.train import train_model
 
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="*",
         default=[],
-        help="MovieLens-format folders (e.g. written by recsys.data.movielens_gen)",
+        help="MovieLens-format folders (e.g. written by recsys.sim.movielens_gen)",
     )
     ap.add_argument("--skip-simulator", action="store_true", help="only the MovieLens recall")
     ap.add_argument("--throughput-one", type=int, help=argparse.SUPPRESS)

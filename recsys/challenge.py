@@ -41,7 +41,9 @@ def challenge(
         champion = load_ranker(settings)
     except NoChampionError:
         champion = None
-    result = evaluate_run(candidate, champion, features_dir, settings.evaluate, world=world, ds=ds)
+    result = evaluate_run(
+        candidate, champion, features_dir, settings.evaluate, world=world, ds=ds, seed=settings.seed
+    )
     client = mlflow.MlflowClient()
     run = client.get_run(run_id)
     trigger = run.data.tags.get("trigger", "unknown")
@@ -70,4 +72,5 @@ def challenge(
         "failed_checks": tags["gate.failed_checks"],
         "report": "evaluation/report.html",
         "metrics": {k_: v for k_, v in result["candidate"].items() if not k_.endswith("_rows")},
+        "ranking": result.get("ranking"),
     }

@@ -3,6 +3,7 @@
 recsys run collect --ds 2026-01-03      one stage for one day
 recsys demo --days 4                    the daily DAG under Airflow for several days, then a summary
 recsys demo drift --days 8              the closed loop: drift -> monitor -> retrain -> recovery
+recsys backfill [--from D1] [--to D2]   import a source's history day by day (resumable)
 recsys summary                          what the last runs produced
 recsys recommend USER_ID                a user's live list (what an app reads)
 recsys model rollback                   champion back to previous
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 import typer
 
@@ -122,6 +123,11 @@ def demo(
                 break
             run.insert(0, d)
         first, days = run[0], len(run)
+        if have[0] < first:  # the history before them is imported first (issue 13): resumable, per day
+            from recsys.backfill import backfill as import_history
+
+            typer.echo(f"{settings.source}: backfilling {have[0]}..{first - timedelta(days=1)} first")
+            _echo(import_history(settings, have[0], first - timedelta(days=1)))
         typer.echo(f"{settings.source}: running the data's last {days} consecutive day(s) from {first}")
     raise typer.Exit(run_demo(first, days))
 
@@ -140,6 +146,17 @@ def demo_drift(
     from recsys.demo import run_drift_demo
 
     raise typer.Exit(run_drift_demo(date.fromisoformat(start), days, plot, verbose))
+
+
+@app.command()
+def backfill(
+    from_: str = typer.Option(None, "--from", help="first day (default: the source's first)"),
+    to: str = typer.Option(None, "--to", help="last day (default: the source's last)"),
+):
+    """Import a source's history day by day (land -> collect -> validate -> anonymize); resumable."""
+    from recsys.backfill import backfill_range
+
+    _echo(backfill_range(from_, to, _settings()))
 
 
 @app.command()

@@ -109,6 +109,9 @@ def print_summary(settings: Settings, elapsed: float | None = None, days: list[d
         for t in ("click", "like", "share"):
             print(f"  {t:<6} AUC {f(f'{t}_auc')}   GAUC {f(f'{t}_gauc')}   logloss {f(f'{t}_logloss')}")
         print(f"  watch  RMSE(log1p s) {f('watch_rmse')}")
+        from recsys.catalog_report import summary_lines
+
+        print("\n".join(summary_lines(last_eval.get("ranking"))))
         print(
             f"  gate: {'BLESSED' if last_eval['blessed'] else 'NOT BLESSED'}: "
             f"{'; '.join(last_eval['reasons'])}"

@@ -244,7 +244,14 @@ def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
 
 
 def evaluate_run(
-    ranker, champion, features_dir: Path, cfg: EvaluateSettings, *, world=None, ds: date | None = None
+    ranker,
+    champion,
+    features_dir: Path,
+    cfg: EvaluateSettings,
+    *,
+    world=None,
+    ds: date | None = None,
+    seed: int = 0,
 ) -> dict:
     """Score candidate, champion and baselines on the same test split; metrics, slices and the gate.
 
@@ -295,8 +302,18 @@ def evaluate_run(
                 _, score = _scored(model, truth.rows)
                 metrics[name].update(truth.ndcg(score, k))
 
+    from recsys.catalog_eval import pipeline_ranking_of_run
+
+    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, seed)
+    if not logged:  # AUCs on sampled negatives: kept, but named for what they are
+        metrics = {
+            n: {(f"sampled_{m}" if "_auc" in m or "_gauc" in m else m): v for m, v in x.items()}
+            for n, x in metrics.items()
+        }
     pop = metrics["baseline_popularity"]
-    decision = gate(metrics["candidate"], metrics.get("champion"), pop, cfg)
+    decision = gate(
+        metrics["candidate"], metrics.get("champion"), pop, cfg, (ranking or {}).get("check"), logged
+    )
     shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
     slices = {
         "calibration": {
@@ -324,6 +341,8 @@ def evaluate_run(
         "truth": None if truth is None else {"users": len(truth.ideal_dcg), "catalog": truth.catalog_size},
         "decision": asdict(decision),
         "slices": slices,
+        "logged_exposures": logged,
+        "ranking": ranking,
     }
 
 
@@ -358,6 +377,9 @@ def flat_metrics(result: dict) -> dict[str, float]:
     out = {**finite("test_", result["candidate"]), **finite("champion_test_", result["champion"])}
     for name, m in (result.get("baselines") or {"popularity": result["popularity"]}).items():
         out.update(finite(f"baseline_{name}_", m))
+    from recsys.catalog_report import ranking_metrics
+
+    out.update(ranking_metrics(result.get("ranking")))
     return out
 
 

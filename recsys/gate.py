@@ -30,8 +30,19 @@ class GateDecision:
         return f"{head}: " + "; ".join(self.reasons)
 
 
-def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: EvaluateSettings) -> GateDecision:
+def gate(
+    candidate: dict,
+    champion: dict | None,
+    popularity: dict,
+    cfg: EvaluateSettings,
+    ranking: dict | None = None,
+    logged_exposures: bool = True,
+) -> GateDecision:
     """Bless the candidate only if every configured threshold holds; say which failed and by how much.
+
+    ``ranking``: the catalog ranking check (:func:`recsys.catalog_eval.ranking_check`), added as is.
+    ``logged_exposures`` False (a positive-only source): the AUC checks are skipped, an AUC on sampled
+    negatives being no evidence of ranking quality; the ranking check decides.
 
     Each check records its value, the threshold it had to reach and the shortfall (threshold - value, > 0
     when it failed), so the task log, the MLflow tags and the report can all say "by how much".
@@ -54,12 +65,18 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
             d.blessed = False
             d.reasons.append(f"{name} failed: {detail}")
 
-    for task, floor in cfg.floor_auc.items():
+    if ranking is not None:
+        blocks = not logged_exposures or cfg.ranking_check_blocks_with_logged_exposures
+        d.checks.append({**ranking, "advisory": not blocks})
+        if not ranking["passed"] and blocks:
+            d.blessed = False
+            d.reasons.append(f"{ranking['check']} failed: {ranking['detail']}")
+    for task, floor in cfg.floor_auc.items() if logged_exposures else ():
         v = candidate.get(f"{task}_auc", float("nan"))
         check(
             f"floor_{task}_auc", v, floor, f"{task} AUC {v:.4f} vs floor {floor:.4f} (delta {v - floor:+.4f})"
         )
-    for task, margin in cfg.max_regression.items():
+    for task, margin in cfg.max_regression.items() if logged_exposures else ():
         if champion is None:
             continue
         c, ch = candidate.get(f"{task}_auc", float("nan")), champion.get(f"{task}_auc", float("nan"))
@@ -73,7 +90,7 @@ def gate(candidate: dict, champion: dict | None, popularity: dict, cfg: Evaluate
             )
     pop = popularity.get("click_auc", float("nan"))
     c = candidate.get("click_auc", float("nan"))
-    if np.isfinite(pop):
+    if np.isfinite(pop) and logged_exposures:
         need = pop + cfg.min_margin_over_popularity
         ch = champion.get("click_auc", float("nan")) if champion else float("nan")
         gain = cfg.min_gain_over_weak_champion

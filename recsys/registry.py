@@ -46,11 +46,11 @@ class Ranker:
         return {k: np.asarray(v).reshape(-1) for k, v in out.items() if k in names}
 
     def predict(self, rows: pd.DataFrame) -> pd.DataFrame:
-        from recsys.model import ranking_score
+        from recsys.features.negatives import ranking_scores
 
         preds = self.predict_tasks(rows)
         df = pd.DataFrame(preds)
-        df["score"] = ranking_score(preds, self.score_weights, tasks.of_model(self.model))
+        df["score"] = ranking_scores(self, preds, rows["video_id"])
         return df
 
 

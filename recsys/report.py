@@ -150,6 +150,12 @@ def gate_section(result: dict) -> str:
     return f'<div class="banner {cls}"><b>{head}</b><ul>{reasons}</ul></div>{table}'
 
 
+def _ranking_html(ranking: dict | None) -> str:
+    from recsys.catalog_report import ranking_html
+
+    return ranking_html(ranking)
+
+
 def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
     """The whole page as one string (no external resources)."""
     tags = tags or {}
@@ -186,6 +192,8 @@ def render_report(result: dict, tags: dict[str, str] | None = None) -> str:
         "videos in some top-k list.</p>",
         truth_note,
         metrics_table(result),
+        "<h2>Catalog ranking: candidate vs champion vs baselines</h2>",
+        _ranking_html(result.get("ranking")),
         "<h2>Calibration (reliability diagrams)</h2>",
         calibration_plots(result),
         "<h2>By slate position</h2>",

@@ -62,9 +62,14 @@ def collect(ds: date, cat: Catalog) -> dict:
 def validate(ds: date, cat: Catalog) -> dict:
     """Great Expectations on the raw day: bad rows to quarantine (with the rule), bad batches fail."""
     from recsys.data.ingest import validate_day
+    from recsys.features.partition import HISTORY_SOURCES
 
     week = [r for d, r in cat.runs.history("validate", ds) if (ds - d).days <= 7]
     volumes = [int(r["input_rows"]) for r in reversed(week)]  # newest first
+    if cat.settings.source in HISTORY_SOURCES:
+        # a recorded history's daily volume is what its users did that day (MovieLens: 5 to 800 ratings),
+        # not a feed's health: no volume-collapse check against it
+        volumes = []
     return validate_day(cat.lake, ds, volumes, cat.validation_reports(ds), cat.settings.validation)
 
 
@@ -83,9 +88,10 @@ def anonymize(ds: date, cat: Catalog) -> dict:
 @stage("features")
 def features(ds: date, cat: Catalog) -> dict:
     """Examples over the trailing window, split by time, transform fitted on the train split only."""
-    from recsys.features.partition import build_feature_partition
+    from recsys.features.partition import build_feature_partition, training_window_days
 
-    return build_feature_partition(cat.lake, ds, cat.settings.features)
+    s = cat.settings
+    return build_feature_partition(cat.lake, ds, s.features, s.seed, training_window_days(s, ds, cat.lake))
 
 
 @stage("should_train")

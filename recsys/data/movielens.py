@@ -113,6 +113,8 @@ def _load(folder: Path, _stamp: tuple) -> MovieLens:
         movies = pd.read_csv(folder / "movies.csv").rename(columns={"movieId": "item"})
         videos = _videos_genre_list(movies)
         users = None
+    marker = folder / FORMATS[fmt]
+    ratings = check_ratings(ratings, marker, header_lines=1 if fmt == "ml-latest" else 0)
     ratings["ts"] = pd.to_datetime(ratings["timestamp"].astype("int64"), unit="s", utc=True)
     ratings["day"] = ratings["ts"].dt.tz_localize(None).dt.normalize()
     if users is None:
@@ -125,14 +127,47 @@ def _read(path: Path, sep: str, names: list[str]) -> pd.DataFrame:
     if len(sep) > 1:  # the C parser takes one-character separators only
         text = text.replace(sep, "\t")
         sep = "\t"
-    return pd.read_csv(
-        io.StringIO(text),
-        sep=sep,
-        names=names,
-        header=None,
-        quoting=csv.QUOTE_NONE,
-        keep_default_na=False,
-        na_values=[""],
+    try:
+        return pd.read_csv(
+            io.StringIO(text),
+            sep=sep,
+            names=names,
+            header=None,
+            quoting=csv.QUOTE_NONE,
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except pd.errors.ParserError as e:  # e.g. "Expected 4 fields in line 12, saw 5": name the file too
+        raise ValueError(f"{path}: unparsable MovieLens file: {e}") from e
+
+
+def check_ratings(ratings: pd.DataFrame, path: Path, header_lines: int = 0) -> pd.DataFrame:
+    """Stop with the file and line of the first bad rating line, or return the ratings typed.
+
+    A line that does not parse into (user, item, rating, timestamp) numbers, or a rating outside
+    MovieLens' scale (0.5 to 5), cannot be imported as anything faithful: no day can be told for the
+    first, and no label for the second. Unknown items are not checked here: validation quarantines them
+    with the ``unknown_video_id`` rule.
+    """
+    cols = ["user_id", "item", "rating", "timestamp"]
+    num = ratings[cols].apply(pd.to_numeric, errors="coerce")
+    bad = np.array(num.isna().any(axis=1), dtype=bool)
+    bad |= ~np.isclose(num["timestamp"].fillna(0) % 1, 0) | ~np.isclose(num["item"].fillna(0) % 1, 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{path}:{i + 1 + header_lines}: unparsable rating line (user, item, rating, timestamp "
+            f"expected): {' '.join(str(v) for v in ratings[cols].iloc[i].tolist())!r}"
+        )
+    out_of_range = np.array((num["rating"] < 0.5) | (num["rating"] > 5), dtype=bool)
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(
+            f"{path}:{i + 1 + header_lines}: rating {num['rating'].iloc[i]:g} outside MovieLens' scale "
+            f"0.5..5 ({int(out_of_range.sum())} such line(s))"
+        )
+    return ratings.assign(**{c: num[c] for c in cols if c != "user_id"}).assign(
+        item=num["item"].astype("int64"), timestamp=num["timestamp"].astype("int64")
     )
 
 

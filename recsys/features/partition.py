@@ -17,14 +17,47 @@ from recsys.features.build import build_examples, encode, split_by_time, window_
 from recsys.features.transform import Transform
 
 SPLITS = ("train", "valid", "test")
+# Sources that are a recorded history (not a live feed): the whole history is the default training window.
+HISTORY_SOURCES = ("movielens", "kuairand", "postgres")
+
+
+def training_window_days(settings, ds: date, lake=None) -> int:
+    """The features window: ``features.window_days`` when set explicitly (or for a live feed); for a
+    history source, by default every day the lake holds up to ``ds``."""
+    fs = settings.features
+    if settings.source not in HISTORY_SOURCES or "window_days" in fs.model_fields_set:
+        return fs.window_days
+    if lake is None:
+        from recsys.data.lake import Lake
+
+        lake = Lake(settings.data_dir)
+    days = [d for d in lake.list_ds("clean", "interactions") if d <= ds]
+    return max(fs.window_days, (ds - days[0]).days + 1) if days else fs.window_days
 
 
 def split_and_fit(
-    examples: pd.DataFrame, ds: date, settings: FeatureSettings
+    examples: pd.DataFrame,
+    ds: date,
+    settings: FeatureSettings,
+    videos: pd.DataFrame | None = None,
+    seed: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Transform]:
     """(train, valid, test, transform): the time split of ``examples`` (test = ``ds``) and the transform
-    fitted on the train split alone. ValueError when a split would be empty."""
+    fitted on the train split alone. ValueError when a split would be empty.
+
+    A positive-only log (no non-engaged impressions, :func:`recsys.features.negatives.is_positive_only`)
+    with the day's ``videos`` given gets ``negatives_per_positive`` sampled negatives per positive in each
+    split, flagged ``sampled``; the transform then records the sampling power, which serving adds back.
+    """
+    from recsys.features.negatives import POWER, is_positive_only, sample_negatives
+
     train, valid, test = split_by_time(examples, ds, settings.valid_fraction)
+    positive_only = videos is not None and is_positive_only(examples)
+    if positive_only:
+        train, valid, test = (
+            sample_negatives(part, videos, settings.negatives_per_positive, seed + i)
+            for i, part in enumerate((train, valid, test))
+        )
     if train.empty or valid.empty or test.empty:
         raise ValueError(
             f"not enough data to split ds={ds}: train={len(train)} valid={len(valid)} test={len(test)}"
@@ -36,11 +69,20 @@ def split_and_fit(
         min_count=settings.min_count,
         affinity_strength=settings.affinity_strength,
     )
+    if (
+        positive_only
+    ):  # serving adds the sampling distribution back (recsys.features.negatives.ranking_scores)
+        transform.sampled_negatives_power = POWER
     return train, valid, test, transform
 
 
 def write_split(
-    folder: Path, train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, transform: Transform
+    folder: Path,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    test: pd.DataFrame,
+    transform: Transform,
+    videos: pd.DataFrame | None = None,
 ) -> Path:
     """``folder/{train,valid,test}.parquet`` (examples + encoded ``x_*`` inputs) and ``transform.json``:
     the layout :func:`recsys.train.train_model` reads."""
@@ -49,24 +91,33 @@ def write_split(
     for name, part in zip(SPLITS, (train, valid, test), strict=True):
         encode(part, transform, ordered=name == "train").to_parquet(folder / f"{name}.parquet", index=False)
     transform.save(folder / "transform.json")
+    if videos is not None:  # the day's catalog, for the catalog ranking evaluation
+        videos.to_parquet(folder / "catalog.parquet", index=False)
     return folder
 
 
-def build_feature_partition(lake, ds: date, settings: FeatureSettings) -> dict:
-    """Build ``features/ds=D/{train,valid,test}.parquet`` and ``transform.json`` from the clean zone."""
-    events = lake.read_window("clean", "interactions", window_start(ds, settings.window_days), ds)
+def build_feature_partition(
+    lake, ds: date, settings: FeatureSettings, seed: int = 0, window_days: int | None = None
+) -> dict:
+    """Build ``features/ds=D/{train,valid,test}.parquet``, ``catalog.parquet`` (the day's videos, for the
+    catalog ranking evaluation) and ``transform.json`` from the clean zone, over ``window_days`` (default
+    ``settings.window_days``)."""
+    window_days = window_days or settings.window_days
+    events = lake.read_window("clean", "interactions", window_start(ds, window_days), ds)
     videos = lake.read_frame("clean", "videos", ds)
     users = lake.read_frame("clean", "users", ds)
-    train, valid, test, transform = split_and_fit(build_examples(events, videos, users), ds, settings)
+    examples = build_examples(events, videos, users)
+    train, valid, test, transform = split_and_fit(examples, ds, settings, videos=videos, seed=seed)
     path = lake.replace_partition(
-        "features", "examples", ds, lambda tmp: write_split(tmp, train, valid, test, transform)
+        "features", "examples", ds, lambda tmp: write_split(tmp, train, valid, test, transform, videos)
     )
     return {
         "path": str(path),
         "train_rows": len(train),
         "valid_rows": len(valid),
         "test_rows": len(test),
-        "window_start": str(window_start(ds, settings.window_days)),
+        "positive_only": bool(transform.sampled_negatives_power),
+        "window_start": str(window_start(ds, window_days)),
         "vocab_users": len(transform.vocabs["user"]),
         "vocab_videos": len(transform.vocabs["video"]),
     }
@@ -81,8 +132,9 @@ def features_dir_from_frame(examples: pd.DataFrame, labels, settings, root: Path
     """
     import hashlib
 
-    from recsys.features.spec import LABELS
+    from recsys import tasks
 
+    LABELS = tasks.names()  # noqa: N806
     examples = examples.reset_index(drop=True)
     if labels is not None:
         given = labels.to_frame() if isinstance(labels, pd.Series) else pd.DataFrame(labels)

@@ -119,6 +119,8 @@ class Transform:
     affinity_strength: float = AFFINITY_STRENGTH
     numeric: list[str] = field(default_factory=lambda: list(V1_NUMERIC))
     version: int = 1
+    # > 0: trained on sampled negatives drawn with p ~ (engagements + 1) ** power (recsys.features.negatives)
+    sampled_negatives_power: float = 0.0
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ fitting
@@ -310,6 +312,7 @@ class Transform:
             "affinity_prior": self.affinity_prior,
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
+            "sampled_negatives_power": self.sampled_negatives_power,
         }
 
     def save(self, path: Path) -> Path:

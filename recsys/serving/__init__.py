@@ -67,9 +67,10 @@ def batch_recommendations(
         log.warning("no champion model yet; publishing candidate-order (popularity) lists")
         ranker = None
     history, videos, users = _context(lake, ds, settings)
-    if user_keys is None:
-        today = history[pd.to_datetime(history["ts"], utc=True) >= pd.Timestamp(ds, tz="UTC")]
-        user_keys = sorted(today["user_key"].astype(str).unique())
+    if user_keys is None:  # every user engaged in the active window, and the day's actives
+        from recsys.serving.active import active_user_keys
+
+        user_keys = active_user_keys(lake, ds, sv.active_window_days)
     at = serving_time(ds)
     from recsys.retrieval.pipeline import two_tower_pool  # the pool of the retrieval paired with the ranker
 

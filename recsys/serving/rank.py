@@ -244,10 +244,9 @@ def predict_scores(
     ranker, frame: pd.DataFrame, batch_size: int = BATCH_SIZE, encoding: str = "auto"
 ) -> np.ndarray:
     """The ranking score of every row (what :meth:`recsys.registry.Ranker.predict` calls ``score``)."""
-    from recsys.model import ranking_score
+    from recsys.features.negatives import ranking_scores
 
-    preds = predict_tasks(ranker, frame, batch_size, encoding)
-    return ranking_score(preds, ranker.score_weights, tasks.of_model(ranker.model))
+    return ranking_scores(ranker, predict_tasks(ranker, frame, batch_size, encoding), frame["video_id"])
 
 
 # ------------------------------------------------------------------------------------------ top N
@@ -362,7 +361,7 @@ def rank_pairs(
     """``rank_candidates(ranker, scoring_frame(user_keys, candidates, users, videos, at), ...)`` without
     building the pair frame: the transform runs on one row per user and one per video, and top N works
     on integer codes. The batch path; the same lists and scores (a test checks it)."""
-    from recsys.model import ranking_score
+    from recsys.features.negatives import ranking_scores
 
     lists = [candidates.get(u, []) for u in user_keys]
     lens = np.fromiter((len(c) for c in lists), dtype=np.int64, count=len(lists))
@@ -383,7 +382,7 @@ def rank_pairs(
         ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()}),
     )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
-    scores = ranking_score(preds, ranker.score_weights, tasks.of_model(ranker.model))
+    scores = ranking_scores(ranker, preds, vids)
     by_name = np.argsort(ukeys, kind="stable")  # codes in user-key order, as top_n sorts
     sorted_code = np.empty(len(ukeys), dtype=np.int64)
     sorted_code[by_name] = np.arange(len(ukeys))

@@ -168,7 +168,7 @@ def test_privacy_anonymize_and_secure_storage(walk):
 
 
 def test_no_raw_user_id_in_any_returned_frame(walk):
-    from recsys.data import simulate as sim
+    from recsys.sim import world as sim
 
     ns, settings = walk
     raw = set(sim.build_world(settings.simulator, settings.seed).users["user_id"].astype(str))

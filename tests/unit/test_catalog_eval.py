@@ -1,0 +1,127 @@
+"""Catalog ranking evaluation: hand-checked metrics, the exclusion of what a user saw, the fallback for
+users a scorer does not know, the gate's ranking check, and the baselines on a tiny history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recsys.catalog_baselines import fit_catalog_baselines
+from recsys.catalog_eval import (
+    Holdout,
+    Scorer,
+    evaluate_scorer,
+    list_metrics,
+    make_holdout,
+    ranking_check,
+    top_lists,
+)
+
+
+def test_list_metrics_by_hand():
+    lists = np.array([[5, 1, 2] + [-1] * 47, [3, 4, 9] + [-1] * 47])
+    truth = [np.array([1, 7]), np.array([3])]
+    m = list_metrics(lists, truth, catalog_size=10)
+    assert m["recall_10"] == pytest.approx((0.5 + 1.0) / 2)
+    # user 1: hit at rank 2 of 2 relevant; user 2: hit at rank 1
+    ndcg1 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert m["ndcg_10"] == pytest.approx((ndcg1 + 1.0) / 2)
+    assert m["map_10"] == pytest.approx(((1 / 2) / 2 + 1.0) / 2)
+    assert m["coverage_10"] == pytest.approx(6 / 10)
+
+
+def test_top_lists_remove_seen_and_break_ties_by_id():
+    catalog = np.array([10, 20, 30, 40])
+    scores = np.array([[1.0, 5.0, 5.0, 0.0]])
+    out = top_lists(scores, catalog, [np.array([20])], 3)
+    assert out.tolist() == [[30, 10, 40]]
+
+
+def _rows(user, video, day, click=1.0):
+    return {
+        "user_key": user,
+        "video_id": video,
+        "ts": pd.Timestamp("2026-01-01", tz="UTC") + pd.Timedelta(days=day),
+        "click": click,
+    }
+
+
+def _videos(ids):
+    return pd.DataFrame({"video_id": ids, "visible": True, "upload_ts": pd.Timestamp("2025-01-01", tz="UTC")})
+
+
+def test_holdout_excludes_sampled_negatives_and_keeps_history():
+    train = pd.DataFrame([_rows("a", 1, 0), _rows("a", 2, 1), _rows("b", 1, 1)])
+    test = pd.DataFrame([_rows("a", 3, 5), _rows("c", 2, 5), {**_rows("b", 4, 5, 0.0)}])
+    test["sampled"] = [False, False, True]
+    h = make_holdout(train, test, _videos([1, 2, 3, 4]))
+    assert h.users == ["a", "c"]  # b's only held-out row is a sampled negative
+    assert [t.tolist() for t in h.truth] == [[3], [2]]
+    assert [s.tolist() for s in h.seen] == [[1, 2], []]
+
+
+def test_unknown_users_get_the_fallback_and_count_against_model_share():
+    catalog = np.array([1, 2, 3])
+    h = Holdout(["a", "z"], [np.array([3]), np.array([3])], [np.array([]), np.array([])], catalog)
+    perfect = Scorer(
+        "p", lambda u, c: np.tile([0.0, 0.0, 1.0], (len(u), 1)), lambda k: np.array([x == "a" for x in k])
+    )
+    worst = Scorer("w", lambda u, c: np.tile([1.0, 0.5, 0.0], (len(u), 1)), lambda k: np.ones(len(k), bool))
+    m = evaluate_scorer(perfect, h, worst)
+    assert m["model_share"] == 0.5
+    # a gets 3 first (NDCG 1); z gets the fallback's list with 3 last (rank 3)
+    assert m["ndcg_10"] == pytest.approx((1.0 + 1 / np.log2(4)) / 2)
+
+
+def test_ranking_check_needs_the_margin_over_the_best_baseline():
+    base = {"popularity": {"recall_10": 0.10}, "als": {"recall_10": 0.20}}
+    assert ranking_check({"recall_10": 0.211}, base, 0.05)["passed"]
+    failed = ranking_check({"recall_10": 0.205}, base, 0.05)
+    assert not failed["passed"] and failed["threshold"] == pytest.approx(0.21)
+    assert "als" in failed["detail"]
+
+
+def test_baselines_on_a_tiny_history():
+    """Two taste groups: {1,2,3} and {4,5,6}. A user of group one who engaged with 1 and 2 should get 3
+    from the personal baselines, and the most engaged video from popularity."""
+    rows = []
+    for u in range(6):
+        for v in (1, 2, 3):
+            rows.append(_rows(f"g1-{u}", v, u % 3))
+    for u in range(9):
+        for v in (4, 5, 6):
+            rows.append(_rows(f"g2-{u}", v, 8))
+    rows += [_rows("me", 1, 0), _rows("me", 2, 0)]
+    train = pd.DataFrame(rows)
+    b = fit_catalog_baselines(train, seed=0, recent_days=1)
+    catalog = np.array([1, 2, 3, 4, 5, 6])
+    seen = [np.array([1, 2])]
+    assert top_lists(b["item_knn"].score(["me"], catalog), catalog, seen, 1).tolist() == [[3]]
+    assert top_lists(b["als"].score(["me"], catalog), catalog, seen, 1).tolist() == [[3]]
+    assert top_lists(b["popularity"].score(["me"], catalog), catalog, [np.array([])], 1).tolist() == [[4]]
+    assert not b["als"].serves(["stranger"])[0] and b["popularity"].serves(["stranger"])[0]
+
+
+def test_gate_without_logged_exposures_is_decided_by_the_ranking_check():
+    from recsys.config import EvaluateSettings
+    from recsys.evaluate import gate
+
+    cfg = EvaluateSettings()
+    base = {"als": {"recall_10": 0.20}}
+    cand = {"sampled_click_auc": 0.99, "recall_10": 0.25}  # no logged click AUC: the floor cannot apply
+    ok = gate(cand, None, {}, cfg, ranking_check(cand, base, cfg.ranking_margin), logged_exposures=False)
+    assert ok.blessed and [c["check"] for c in ok.checks] == ["ranking_over_best_baseline"]
+    low = {"sampled_click_auc": 0.99, "recall_10": 0.205}
+    no = gate(low, None, {}, cfg, ranking_check(low, base, cfg.ranking_margin), logged_exposures=False)
+    assert not no.blessed and "ranking_over_best_baseline failed" in no.reasons[0]
+    # with logged exposures the AUC floor still applies, next to the ranking check
+    both = gate({"click_auc": 0.5, "recall_10": 0.25}, None, {}, cfg, ranking_check(cand, base, 0.05))
+    advisory = gate({"click_auc": 0.9}, None, {}, cfg, ranking_check(low, base, 0.05))
+    assert advisory.blessed and advisory.checks[0]["advisory"] and not advisory.checks[0]["passed"]
+    strict = cfg.model_copy(update={"ranking_check_blocks_with_logged_exposures": True})
+    assert not gate({"click_auc": 0.9}, None, {}, strict, ranking_check(low, base, 0.05)).blessed
+    assert not both.blessed and {c["check"] for c in both.checks} >= {
+        "floor_click_auc",
+        "ranking_over_best_baseline",
+    }
