@@ -218,8 +218,9 @@ def rollback(settings: Settings) -> dict:
 
 
 # ------------------------------------------------------------------------------------ erasure support
-def _ranker_pyfunc_args(folder: Path, example: pd.DataFrame) -> dict:
-    """What ``mlflow.pyfunc.log_model``/``save_model`` take for a ranker saved as files in ``folder``."""
+def _ranker_pyfunc_args(folder: Path, example: pd.DataFrame | None, signature) -> dict:
+    """What ``mlflow.pyfunc.log_model``/``save_model`` take for a ranker saved as files in ``folder``
+    (a known ``signature`` spares MLflow loading the model to infer it from the example)."""
     from recsys.tracking import pip_requirements
 
     names = {"model": "model.keras", "transform": "transform.json", "ranker": "ranker.json"}
@@ -227,22 +228,23 @@ def _ranker_pyfunc_args(folder: Path, example: pd.DataFrame) -> dict:
         "python_model": _pyfunc_class()(),
         "artifacts": {k: str(Path(folder) / f) for k, f in names.items()},
         "input_example": example,
+        "signature": signature,
         "pip_requirements": pip_requirements(),
     }
 
 
-def log_ranker_dir(folder: Path, example: pd.DataFrame) -> str:
+def log_ranker_dir(folder: Path, example: pd.DataFrame | None, signature=None) -> str:
     """Log a ranker saved as files (model.keras, transform.json, ranker.json) in the active run."""
     import mlflow
 
-    return mlflow.pyfunc.log_model(name="ranker", **_ranker_pyfunc_args(folder, example)).model_uri
+    return mlflow.pyfunc.log_model(name="ranker", **_ranker_pyfunc_args(folder, example, signature)).model_uri
 
 
-def save_ranker_dir(folder: Path, example: pd.DataFrame, path: Path) -> Path:
+def save_ranker_dir(folder: Path, example: pd.DataFrame | None, path: Path, signature=None) -> Path:
     """The same model as :func:`log_ranker_dir`, written as a complete MLflow model folder at ``path``."""
     import mlflow
 
-    mlflow.pyfunc.save_model(path=str(path), **_ranker_pyfunc_args(folder, example))
+    mlflow.pyfunc.save_model(path=str(path), **_ranker_pyfunc_args(folder, example, signature))
     return Path(path)
 
 
@@ -260,6 +262,23 @@ def model_versions(settings: Settings) -> list:
         for mv in client.search_model_versions(f"name='{rm.name}'"):
             out.append(client.get_model_version(rm.name, mv.version))
     return out
+
+
+def logged_model_id(mv) -> str | None:
+    """The logged model behind a model version (MLflow 3 leaves ``model_id`` empty on fetched versions;
+    the source then reads ``models:/<model id>``)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = str(mv.source or "")
+    rest = source.removeprefix("models:/")
+    return rest if source.startswith("models:/m-") and "/" not in rest else None
+
+
+def version_location(mv) -> str:
+    """Where the artifacts of a model version are stored (an artifact URI)."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_model_version_download_uri(mv.name, str(mv.version))
 
 
 def register_version(name: str, model_uri: str, tags: dict[str, str]) -> str:
@@ -325,7 +344,8 @@ def delete_version(name: str, version: str, *, files: bool = True) -> str:
     client.delete_model_version(name, version)
     if files:
         delete_artifacts(location)
-    if mv.model_id and files:
-        with contextlib.suppress(MlflowException):  # already deleted, or registered from a run path
-            client.delete_logged_model(mv.model_id)
+    model_id = logged_model_id(mv)
+    if model_id and files:
+        with contextlib.suppress(MlflowException):  # already deleted
+            client.delete_logged_model(model_id)
     return location

@@ -128,13 +128,16 @@ def scrub_example(example: pd.DataFrame | None, keys: Iterable[str], column: str
     return out
 
 
-def _input_example(model_dir: Path) -> pd.DataFrame | None:
+def _example_and_signature(model_dir: Path) -> tuple[pd.DataFrame | None, object]:
+    """The input example and signature saved with a logged model (None where it has none)."""
     from mlflow.models import Model
 
+    meta = Model.load(str(model_dir))
     try:
-        return Model.load(str(model_dir)).load_input_example(str(model_dir))
+        example = meta.load_input_example(str(model_dir))
     except Exception:  # no example saved with this model
-        return None
+        example = None
+    return example, meta.signature
 
 
 # ------------------------------------------------------------------------------------ the ranker
@@ -157,11 +160,12 @@ def _ranker_repair(model_dir: Path, keys: frozenset[str], work: Path) -> Repaire
     model = keras.saving.load_model(src / "model.keras", compile=False)
     zeroed = zero_embedding_rows(model, "embedding_user", rows)
     model.save(work / "model.keras")
-    example = scrub_example(_input_example(Path(model_dir)), keys)
+    example, signature = _example_and_signature(Path(model_dir))
+    example = scrub_example(example, keys)
     return RepairedModel(
         {"vocabulary_entries_removed": len(rows), "embedding_rows_zeroed": zeroed},
-        log=lambda: log_ranker_dir(work, example),
-        save=lambda path: save_ranker_dir(work, example, path),
+        log=lambda: log_ranker_dir(work, example, signature),
+        save=lambda path: save_ranker_dir(work, example, path, signature),
     )
 
 
@@ -197,20 +201,22 @@ def _holds(store: _Store, uri: str, keys: frozenset[str]) -> Path | None:
     return local if local is not None and files_holding(local, keys) else None
 
 
-def _repair_checked(local: Path, keys: frozenset[str], work: Path, what: str) -> RepairedModel:
+def _repair(local: Path, keys: frozenset[str], work: Path, what: str) -> RepairedModel:
     flavour = flavour_of(local)
     if flavour is None:
         raise ModelRepairError(f"{what} holds an erased user and no repair knows its kind of model")
-    repaired = flavour.repair(local, keys, work)
-    check = repaired.save(work.parent / f"{work.name}-check")
-    left = files_holding(check, keys)
+    return flavour.repair(local, keys, work)
+
+
+def _check(folder: Path, keys: frozenset[str], what: str) -> None:
+    left = files_holding(folder, keys)
     if left:
         raise ModelRepairError(f"repairing {what} left erased users in {sorted(p.name for p in left)}")
-    return repaired
 
 
-def _repair_aliased(settings, versions, keys, store, request_id, tmp) -> tuple[list, dict]:
-    """Repair every aliased version holding a key; returns the report rows and the alias moves."""
+def _repair_aliased(settings, keys, store: _Store, request_id: str) -> tuple[list, dict]:
+    """Repair every aliased version holding a key into a new, checked version; the report rows and the
+    alias moves (not made yet)."""
     import mlflow
 
     from recsys import registry as reg
@@ -218,48 +224,90 @@ def _repair_aliased(settings, versions, keys, store, request_id, tmp) -> tuple[l
 
     client = mlflow.MlflowClient()
     todo = []
-    for mv in versions:
-        if not mv.aliases:
-            continue
-        local = _holds(store, client.get_model_version_download_uri(mv.name, mv.version), keys)
+    for mv in reg.model_versions(settings):
+        local = _holds(store, reg.version_location(mv), keys) if mv.aliases else None
         if local is not None:
             what = f"{mv.name} version {mv.version} ({', '.join(sorted(mv.aliases))})"
-            todo.append((mv, _repair_checked(local, keys, tmp / f"fix-{len(todo)}", what)))
+            todo.append((mv, what, _repair(local, keys, store.root / f"fix-{len(todo)}", what)))
     if not todo:
         return [], {}
     rows, moves = [], {}
-    run_tags = {"erasure": request_id, "purpose": "erasure repair"}
-    with mlflow.start_run(
-        experiment_id=configure(settings), run_name=f"erasure-{request_id[:8]}", tags=run_tags
-    ):
-        for mv, repaired in todo:
+    run = {"run_name": f"erasure-{request_id[:8]}", "tags": {"erasure": request_id, "purpose": "erasure"}}
+    with mlflow.start_run(experiment_id=configure(settings), **run):
+        for mv, what, repaired in todo:
             tags = {**mv.tags, "erasure": request_id, "repaired_from": str(mv.version)}
             new = reg.register_version(mv.name, repaired.log(), tags)
+            try:  # what was stored, not what we meant to store
+                stored = store.get(reg.version_location(client.get_model_version(mv.name, new)))
+                if stored is None:
+                    raise ModelRepairError(f"the repaired {what} cannot be read back from the store")
+                _check(stored, keys, what)
+            except ModelRepairError:
+                reg.delete_version(mv.name, new)
+                raise
             moves.update({(mv.name, alias): new for alias in mv.aliases})
-            rows.append(
-                {
-                    "model": mv.name,
-                    "version": str(mv.version),
-                    "new_version": new,
-                    "aliases": sorted(mv.aliases),
-                    **repaired.changes,
-                }
-            )
+            row = {"model": mv.name, "version": str(mv.version), "new_version": new}
+            rows.append({**row, "aliases": sorted(mv.aliases), **repaired.changes})
     return rows, moves
 
 
-def _retire(store, uri: str, keys, mode: str, tmp: Path, what: str) -> str:
-    """Rewrite the model at ``uri`` without the keys (``rewrite`` mode, when its kind is known);
-    otherwise say it must be deleted. Returns what was done: "rewritten" or "delete"."""
+def _rewrite(store: _Store, uri: str, keys: frozenset[str], what: str) -> bool:
+    """Rewrite the model stored at ``uri`` without the keys; False if no repair knows its kind."""
     from recsys import registry as reg
 
     local = store.get(uri)
-    if mode == "rewrite" and local is not None and flavour_of(local) is not None:
-        work = tmp / f"old-{uuid.uuid4().hex[:12]}"
-        folder = _repair_checked(local, keys, work, what).save(work.parent / f"{work.name}-model")
-        reg.replace_artifacts(uri, folder)
-        return "rewritten"
-    return "delete"
+    if local is None or flavour_of(local) is None:
+        return False
+    work = store.root / f"old-{uuid.uuid4().hex[:12]}"
+    folder = _repair(local, keys, work, what).save(work.with_name(work.name + "-model"))
+    _check(folder, keys, what)
+    reg.replace_artifacts(uri, folder)
+    return True
+
+
+def _retire_versions(settings, keys, store: _Store, mode: str, request_id: str, report: dict) -> set:
+    """Delete (or rewrite) every version no alias points to that holds a key; the logged model ids of
+    all versions (those are handled here, not as unregistered models)."""
+    import mlflow
+
+    from recsys import registry as reg
+
+    client = mlflow.MlflowClient()
+    versions = reg.model_versions(settings)
+    kept = {reg.version_location(mv) for mv in versions if mv.aliases}  # versions may share a logged model
+    for mv in versions:
+        uri = reg.version_location(mv)
+        if mv.aliases or _holds(store, uri, keys) is None:
+            continue
+        row = {"model": mv.name, "version": str(mv.version)}
+        if mode == "rewrite" and _rewrite(store, uri, keys, f"{mv.name} version {mv.version}"):
+            client.set_model_version_tag(mv.name, mv.version, "erasure_rewritten", request_id)
+            report["rewritten"].append(row)
+        else:  # delete mode, or a kind of model nothing can rewrite
+            reg.delete_version(mv.name, mv.version, files=uri not in kept)
+            report["deleted"].append(row)
+    return {reg.logged_model_id(mv) for mv in versions}
+
+
+def _retire_logged_models(keys, store: _Store, mode: str, registered: set, report: dict) -> None:
+    """Logged models no version refers to (a candidate the gate refused, a run never registered)."""
+    import mlflow
+    from mlflow.entities import ViewType
+
+    from recsys import registry as reg
+
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    for lm in client.search_logged_models(experiment_ids=experiments):
+        uri = lm.artifact_location
+        if lm.model_id in registered or _holds(store, uri, keys) is None:
+            continue
+        if mode == "rewrite" and _rewrite(store, uri, keys, f"logged model {lm.model_id}"):
+            report["logged_models_rewritten"].append(lm.model_id)
+        else:
+            client.delete_logged_model(lm.model_id)
+            reg.delete_artifacts(uri)
+            report["logged_models_deleted"].append(lm.model_id)
 
 
 def repair_models(settings: Settings, keys: Iterable[str], request_id: str) -> dict:
@@ -268,56 +316,20 @@ def repair_models(settings: Settings, keys: Iterable[str], request_id: str) -> d
     Returns the audit section: ``repaired`` (old version -> new version, aliases moved), ``deleted`` and
     ``rewritten`` versions, ``logged_models_deleted``/``_rewritten`` (unregistered), ``files_left``.
     """
-    import mlflow
-    from mlflow.entities import ViewType
-
     from recsys import registry as reg
     from recsys.tracking import configure
 
     keys = frozenset(k.lower() for k in keys)
     mode = settings.privacy.erasure_old_versions
     configure(settings)
-    client = mlflow.MlflowClient()
     report: dict = {"mode": mode, "repaired": [], "deleted": [], "rewritten": []}
     report |= {"logged_models_deleted": [], "logged_models_rewritten": []}
     with tempfile.TemporaryDirectory(prefix="recsys-erasure-") as tmp:
-        tmp = Path(tmp)
-        store = _Store(tmp)
-        report["repaired"], moves = _repair_aliased(
-            settings, reg.model_versions(settings), keys, store, request_id, tmp
-        )
+        store = _Store(Path(tmp))
+        report["repaired"], moves = _repair_aliased(settings, keys, store, request_id)
         reg.move_aliases(moves)
-        # every version no alias points to now (the repaired originals among them)
-        versions = reg.model_versions(settings)
-        kept = {mv.model_id for mv in versions if mv.aliases}
-        for mv in versions:
-            if mv.aliases:
-                continue
-            uri = client.get_model_version_download_uri(mv.name, mv.version)
-            if _holds(store, uri, keys) is None:
-                continue
-            what = f"{mv.name} version {mv.version}"
-            if _retire(store, uri, keys, mode, tmp, what) == "rewritten":
-                client.set_model_version_tag(mv.name, mv.version, "erasure_rewritten", request_id)
-                report["rewritten"].append({"model": mv.name, "version": str(mv.version)})
-            else:
-                reg.delete_version(mv.name, mv.version, files=mv.model_id not in kept)
-                report["deleted"].append({"model": mv.name, "version": str(mv.version)})
-        # logged models no version refers to (refused candidates); the deleted versions' are gone already
-        registered = {mv.model_id for mv in versions}
-        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
-        for lm in client.search_logged_models(experiment_ids=experiments):
-            if lm.model_id in registered or _holds(store, lm.artifact_location, keys) is None:
-                continue
-            if (
-                _retire(store, lm.artifact_location, keys, mode, tmp, f"logged model {lm.model_id}")
-                == "rewritten"
-            ):
-                report["logged_models_rewritten"].append(lm.model_id)
-            else:
-                client.delete_logged_model(lm.model_id)
-                reg.delete_artifacts(lm.artifact_location)
-                report["logged_models_deleted"].append(lm.model_id)
+        registered = _retire_versions(settings, keys, store, mode, request_id, report)
+        _retire_logged_models(keys, store, mode, registered, report)
     report["files_left"] = model_files_holding(settings, keys)
     if report["files_left"]:
         log.error("erasure %s: model files still hold an erased user: %s", request_id, report["files_left"])
