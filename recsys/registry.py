@@ -135,7 +135,8 @@ def load_ranker(settings: Settings, alias: str = CHAMPION, version: str | None =
     client = mlflow.MlflowClient()
     try:
         if version is not None:
-            mv = client.get_model_version(settings.model_name, str(version))
+            version = repaired_successor(settings.model_name, str(version))
+            mv = client.get_model_version(settings.model_name, version)
         else:
             mv = client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException as exc:
@@ -279,6 +280,25 @@ def version_location(mv) -> str:
     import mlflow
 
     return mlflow.MlflowClient().get_model_version_download_uri(mv.name, str(mv.version))
+
+
+def repaired_successor(name: str, version: str) -> str:
+    """``version``, or, if an erasure deleted it, the version repaired from it (followed through later
+    erasures): lists published by a version can still be scored by what it became."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    for _ in range(100):
+        try:
+            client.get_model_version(name, version)
+            return version
+        except MlflowException:
+            found = client.search_model_versions(f"name='{name}' and tag.repaired_from='{version}'")
+            if not found:
+                return version
+            version = str(max(int(mv.version) for mv in found))
+    return version
 
 
 def register_version(name: str, model_uri: str, tags: dict[str, str]) -> str:

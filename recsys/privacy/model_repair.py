@@ -184,7 +184,7 @@ class _Store:
         import mlflow
 
         if uri not in self.seen:
-            dst = self.root / f"dl-{len(self.seen)}"
+            dst = self.root / f"dl-{uuid.uuid4().hex[:12]}"
             dst.mkdir()
             try:
                 self.seen[uri] = Path(
