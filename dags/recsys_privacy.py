@@ -2,7 +2,8 @@
 # recsys_privacy
 
 Erasure requests: removes each listed user from every lake zone (landing, raw, quarantine, clean,
-features, recs) and every version of the recommendations table, adds the user's pseudonym to the
+features, recs), every version of the recommendations table and every registered model (the versions
+behind an alias repaired and re-registered, older ones deleted), adds the user's pseudonym to the
 suppression list, writes an audit record (pseudonym only), then checks that nothing is left.
 
 No schedule: triggered per request, by hand or by the privacy tooling through the REST API:

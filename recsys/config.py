@@ -65,6 +65,10 @@ class PrivacySettings(BaseModel):
     # Comma-separated Fernet keys, newest first (MultiFernet order); or a file with one key per line.
     encryption_keys: SecretStr | None = None
     encryption_key_file: Path | None = None
+    # what an erasure does with model versions no alias points to that still hold the user: "delete" them
+    # from the registry and the artifact store (default: nothing of them is left to miss), or "rewrite"
+    # their artifacts in place with the user removed (keeps them for audit and manual rollback)
+    erasure_old_versions: Literal["delete", "rewrite"] = "delete"
 
 
 class ValidationSettings(BaseModel):

@@ -6,6 +6,7 @@ whoever loads it (batch scoring, real-time scoring, ``mlflow models serve``) app
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -62,6 +63,11 @@ def _pyfunc_class():
 
         def load_context(self, context):
             self.ranker = load_ranker_dir(Path(context.artifacts["model"]).parent)
+
+        def __getstate__(self):
+            # MLflow calls load_context on this very instance (signature inference) before pickling it:
+            # without this, python_model.pkl holds a second copy of the model and the whole transform
+            return {k: v for k, v in self.__dict__.items() if k != "ranker"}
 
         def predict(
             self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -137,7 +143,8 @@ def load_ranker(settings: Settings, alias: str = CHAMPION, version: str | None =
     client = mlflow.MlflowClient()
     try:
         if version is not None:
-            mv = client.get_model_version(settings.model_name, str(version))
+            version = repaired_successor(settings.model_name, str(version))
+            mv = client.get_model_version(settings.model_name, version)
         else:
             mv = client.get_model_version_by_alias(settings.model_name, alias)
     except MlflowException as exc:
@@ -227,3 +234,156 @@ def rollback(settings: Settings) -> dict:
     client.set_model_version_tag(settings.model_name, prev, "restored", f"champion again, replacing {cur}")
     log.warning("rolled back champion %s -> %s (the next recommend/publish uses version %s)", cur, prev, prev)
     return {"champion": prev, "previous": cur}
+
+
+# ------------------------------------------------------------------------------------ erasure support
+def _ranker_pyfunc_args(folder: Path, example: pd.DataFrame | None, signature) -> dict:
+    """What ``mlflow.pyfunc.log_model``/``save_model`` take for a ranker saved as files in ``folder``
+    (a known ``signature`` spares MLflow loading the model to infer it from the example)."""
+    from recsys.tracking import pip_requirements
+
+    names = {"model": "model.keras", "transform": "transform.json", "ranker": "ranker.json"}
+    return {
+        "python_model": _pyfunc_class()(),
+        "artifacts": {k: str(Path(folder) / f) for k, f in names.items()},
+        "input_example": example,
+        "signature": signature,
+        "pip_requirements": pip_requirements(),
+    }
+
+
+def log_ranker_dir(folder: Path, example: pd.DataFrame | None, signature=None) -> str:
+    """Log a ranker saved as files (model.keras, transform.json, ranker.json) in the active run."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(name="ranker", **_ranker_pyfunc_args(folder, example, signature)).model_uri
+
+
+def save_ranker_dir(folder: Path, example: pd.DataFrame | None, path: Path, signature=None) -> Path:
+    """The same model as :func:`log_ranker_dir`, written as a complete MLflow model folder at ``path``."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_ranker_pyfunc_args(folder, example, signature))
+    return Path(path)
+
+
+def model_versions(settings: Settings) -> list:
+    """Every version of every registered model (``ModelVersion`` entities, with their ``aliases``)."""
+    import mlflow
+
+    from recsys.tracking import configure
+
+    configure(settings)
+    client = mlflow.MlflowClient()
+    out = []
+    for rm in client.search_registered_models():
+        # search results leave ``aliases`` empty: fetch each version, which carries them
+        for mv in client.search_model_versions(f"name='{rm.name}'"):
+            out.append(client.get_model_version(rm.name, mv.version))
+    return out
+
+
+def logged_model_id(mv) -> str | None:
+    """The logged model behind a model version (MLflow 3 leaves ``model_id`` empty on fetched versions;
+    the source then reads ``models:/<model id>``)."""
+    if getattr(mv, "model_id", None):
+        return mv.model_id
+    source = str(mv.source or "")
+    rest = source.removeprefix("models:/")
+    return rest if source.startswith("models:/m-") and "/" not in rest else None
+
+
+def version_location(mv) -> str:
+    """Where the artifacts of a model version are stored (an artifact URI)."""
+    import mlflow
+
+    return mlflow.MlflowClient().get_model_version_download_uri(mv.name, str(mv.version))
+
+
+def repaired_successor(name: str, version: str) -> str:
+    """``version``, or, if an erasure deleted it, the version repaired from it (followed through later
+    erasures): lists published by a version can still be scored by what it became."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    for _ in range(100):
+        try:
+            client.get_model_version(name, version)
+            return version
+        except MlflowException:
+            found = client.search_model_versions(f"name='{name}' and tag.repaired_from='{version}'")
+            if not found:
+                return version
+            version = str(max(int(mv.version) for mv in found))
+    return version
+
+
+def register_version(name: str, model_uri: str, tags: dict[str, str]) -> str:
+    """Register ``model_uri`` as a new version of ``name`` without touching any alias."""
+    import mlflow
+
+    return str(mlflow.register_model(model_uri, name, tags=tags).version)
+
+
+def move_aliases(moves: dict[tuple[str, str], str]) -> None:
+    """Point each ``(model name, alias)`` at its new version, all or nothing.
+
+    The registry has no multi-alias transaction: the moves are consecutive calls made only once every
+    target exists, and if one fails the aliases already moved are put back.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    done: list[tuple[str, str, str | None]] = []
+    try:
+        for (name, alias), version in moves.items():
+            try:
+                old = str(client.get_model_version_by_alias(name, alias).version)
+            except MlflowException:
+                old = None
+            client.set_registered_model_alias(name, alias, version)
+            done.append((name, alias, old))
+    except Exception:
+        for name, alias, old in reversed(done):
+            if old is None:
+                client.delete_registered_model_alias(name, alias)
+            else:
+                client.set_registered_model_alias(name, alias, old)
+        raise
+
+
+def delete_artifacts(uri: str) -> None:
+    """Remove everything stored under the artifact ``uri`` (local folder, S3, a tracking server)."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    get_artifact_repository(uri).delete_artifacts()
+
+
+def replace_artifacts(uri: str, folder: Path) -> None:
+    """Replace what is stored under the artifact ``uri`` by the files of ``folder``."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(uri)
+    repo.delete_artifacts()
+    repo.log_artifacts(str(folder))
+
+
+def delete_version(name: str, version: str, *, files: bool = True) -> str:
+    """Delete a model version from the registry, its artifacts from the store (unless ``files`` is
+    False: another version shares them), and its logged model. Returns the artifact location."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    mv = client.get_model_version(name, version)
+    location = client.get_model_version_download_uri(name, version)
+    client.delete_model_version(name, version)
+    if files:
+        delete_artifacts(location)
+    model_id = logged_model_id(mv)
+    if model_id and files:
+        with contextlib.suppress(MlflowException):  # already deleted
+            client.delete_logged_model(model_id)
+    return location

@@ -2,7 +2,7 @@
 
 recsys privacy new-key                 print a fresh Fernet key (put it first in the key list)
 recsys privacy rotate-key              re-encrypt every encrypted lake file under the newest key
-recsys privacy erase --user ID         remove a user from every zone and table (audit: pseudonym only)
+recsys privacy erase --user ID         remove a user from every zone, table and model (audit: pseudonym only)
 recsys privacy app-role                PostgreSQL: (re)create the read-only application role
 """
 
@@ -52,13 +52,14 @@ def rotate_key(no_verify: bool = typer.Option(False, "--no-verify", help="skip t
 
 @app.command()
 def erase(user: list[str] = typer.Option(..., "--user", help="raw user id (repeat for several)")):
-    """Erase users from every zone and every version of the recommendations table."""
+    """Erase users from every zone, every version of the recommendations table and every model."""
     from recsys.privacy.crypto import DecryptionError, KeyConfigError
     from recsys.privacy.erasure import erase_users
+    from recsys.privacy.model_repair import ModelRepairError
 
     try:
         _echo(erase_users(user, _settings()))
-    except (DecryptionError, KeyConfigError, ValueError) as exc:
+    except (DecryptionError, KeyConfigError, ValueError, ModelRepairError) as exc:
         _fail(exc)
 
 

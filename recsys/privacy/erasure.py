@@ -6,12 +6,15 @@
   ``user_id``; a malformed line that contains the raw id is removed too),
 * raw and quarantine (encrypted Parquet; matched on ``user_id``, or the raw id inside ``raw_line``),
 * clean, features and recs (Parquet; matched on ``user_key``; the features' ``transform.json`` forgets the
-  key in its user vocabulary and popularity table),
-* every version of the ``recommendations`` table (``recommendation_versions`` row/user counts updated),
+  key in its user vocabulary, activity and affinity tables),
+* every version of the ``recommendations`` table (``recommendation_versions`` row/user counts updated;
+  SQLite deletes securely and is vacuumed, so no free page keeps the rows),
+* every registered model (:mod:`recsys.privacy.model_repair`: aliased versions repaired and re-registered,
+  older versions and unregistered models deleted or rewritten),
 
 adds the pseudonym to a suppression list (``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the
 anonymize stage consults so that later days never bring the user back, and appends an audit record
-(request id, time, pseudonym, counts per zone; never the raw id) to
+(request id, time, pseudonym, counts per zone, model versions repaired and deleted; never the raw id) to
 ``data_dir/reports/privacy/erasure_audit.jsonl``.
 
 Every file is replaced atomically. Erasing twice is harmless (the second run removes nothing). The raw id
@@ -37,6 +40,7 @@ import pandas as pd
 from recsys.config import Settings
 from recsys.data.lake import atomic_write_bytes, frame_to_parquet_bytes
 from recsys.privacy.crypto import Cipher
+from recsys.privacy.model_repair import forget_users, model_files_holding
 from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym, pseudonymize_many
 
 log = logging.getLogger(__name__)
@@ -167,22 +171,21 @@ def _erase_parquet(path: Path, mask_fn, cipher: Cipher | None, root: Path) -> in
 
 
 def _scrub_transform(path: Path, user_key: str) -> int:
-    """Forget ``user_key`` in a saved feature transform (its vocabulary index becomes out-of-vocabulary)."""
+    """Forget ``user_key`` in a saved feature transform (vocabulary, activity and affinity tables)."""
     t = json.loads(path.read_bytes())
-    n = 0
-    if user_key in t.get("vocabs", {}).get("user", {}):
-        del t["vocabs"]["user"][user_key]
-        n = 1
-    if user_key in t.get("user_impressions", {}):
-        del t["user_impressions"][user_key]
-        n = 1
-    for table in t.get("affinity", {}).values():  # user -> category/author click counts
-        if user_key in table:
-            del table[user_key]
-            n = 1
-    if n:
-        atomic_write_bytes(path, json.dumps(t, sort_keys=True).encode())
-    return n
+    scrubbed, _ = forget_users(t, {user_key})
+    if scrubbed == t:
+        return 0
+    atomic_write_bytes(path, json.dumps(scrubbed, sort_keys=True).encode())
+    return 1
+
+
+def _compact_sqlite(eng) -> None:
+    """Rebuild the SQLite file and empty its write-ahead log: no old page image keeps a deleted row."""
+    with eng.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.exec_driver_sql("VACUUM")
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
@@ -196,10 +199,13 @@ def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
         if not db or db == ":memory:" or not Path(db).exists():
             return {"rows": 0, "versions": 0}
     eng = pub.engine_for(url)
+    sqlite = url.startswith("sqlite")
     try:
         with eng.begin() as conn:
             if not sa.inspect(conn).has_table("recommendations"):
                 return {"rows": 0, "versions": 0}
+            if sqlite:  # overwrite the deleted rows' bytes instead of leaving them in free pages
+                conn.exec_driver_sql("PRAGMA secure_delete = ON")
             r, v = pub.recommendations, pub.versions
             per = conn.execute(
                 sa.select(r.c.version, sa.func.count()).where(r.c.user_key == user_key).group_by(r.c.version)
@@ -211,78 +217,117 @@ def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
                     .where(v.c.version == version)
                     .values(row_count=v.c.row_count - int(n), user_count=v.c.user_count - 1)
                 )
+        if sqlite and per:
+            _compact_sqlite(eng)
         return {"rows": int(sum(n for _, n in per)), "versions": len(per)}
     finally:
         eng.dispose()
 
 
-def _model_artifacts_with_key(settings: Settings, user_key: str) -> int:
-    """Saved models (MLflow artifacts, checkpoints) whose files still name the pseudonym (not rewritten)."""
-    needle = user_key.encode()
-    n = 0
-    for base in (Path(settings.data_dir) / "mlflow" / "artifacts", Path(settings.data_dir) / "checkpoints"):
-        for p in _files(base, "*"):
-            if p.suffix in (".json", ".pkl") and needle in p.read_bytes():
-                n += 1
-    return n
-
-
 # ------------------------------------------------------------------------------------ API
+def _erase_data(user_id: str, uk: str, settings: Settings, cipher: Cipher) -> tuple[dict[str, int], bool]:
+    """Every zone and the recommendations table; returns rows removed per place and whether the
+    pseudonym is newly suppressed."""
+    root = Path(settings.data_dir)
+    removed: dict[str, int] = {}
+    newly = _suppress(uk, settings)  # first: a stage running meanwhile already drops the user
+    removed["landing"] = _erase_landing(root, cipher, user_id)
+    for zone in ("raw", "quarantine"):
+        removed[zone] = sum(
+            _erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
+            for p in _files(root / zone, "*.parquet.enc")
+        )
+    for zone in ZONES_BY_KEY:
+        removed[zone] = sum(
+            _erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
+            for p in _files(root / zone, "*.parquet")
+        )
+    removed["features_transforms"] = sum(
+        _scrub_transform(p, uk) for p in _files(root / "features", "transform.json")
+    )
+    db = _erase_db(settings, uk)
+    removed["recommendations_table"] = db["rows"]
+    removed["recommendation_versions_touched"] = db["versions"]
+    return removed, newly
+
+
+def _has_registry(settings: Settings) -> bool:
+    """False when the embedded MLflow store was never created (nothing to repair, nothing to create)."""
+    uri = settings.resolved_tracking_uri
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists()
+
+
+def _erase_models(settings: Settings, erasure_id: str) -> dict:
+    """Repair or remove every model holding an erased pseudonym (all of the suppression list: a model
+    registered since an earlier erasure is caught too); the audit's ``models`` section."""
+    if not _has_registry(settings):
+        return {"erasure_id": erasure_id, "registry": "none"}
+    from recsys.privacy.model_repair import repair_models
+
+    return {"erasure_id": erasure_id, **repair_models(settings, erased_keys(settings), erasure_id)}
+
+
+def _append_audit(settings: Settings, records: list[dict]) -> None:
+    audit = Path(settings.data_dir) / "reports" / "privacy" / "erasure_audit.jsonl"
+    audit.parent.mkdir(parents=True, exist_ok=True)
+    with open(audit, "a") as f:
+        for record in records:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _erase_batch(user_ids: list[str], settings: Settings, request_ids: list[str]) -> list[dict]:
+    """Erase the data of each user, then repair the models once for all of them, then audit."""
+    key = load_pseudonym_key(settings)
+    cipher = Cipher.from_settings(settings)
+    erasure_id = request_ids[0] if len(request_ids) == 1 else uuid.uuid4().hex
+    records = []
+    with _erasure_lock(settings):
+        for user_id, request_id in zip(user_ids, request_ids, strict=True):
+            uk = pseudonym(user_id, key)
+            removed, newly = _erase_data(user_id, uk, settings, cipher)
+            records.append(
+                {
+                    "request_id": request_id,
+                    "ts": datetime.now(UTC).isoformat(),
+                    "user_key": uk,
+                    "removed": removed,
+                    "suppressed": True,
+                    "already_suppressed": not newly,
+                }
+            )
+            log.info("erasure %s: user_key=%s removed %s", request_id, uk, removed)
+        error = None
+        try:
+            models = _erase_models(settings, erasure_id)
+        except Exception as exc:  # the data is erased: say so in the audit, then fail loudly
+            models, error = {"erasure_id": erasure_id, "error": f"{type(exc).__name__}: {exc}"}, exc
+        for record in records:
+            record["models"] = models
+            record["retained"] = {"model_files_holding_key": len(models.get("files_left", []))}
+        _append_audit(settings, records)
+    if error is not None:
+        raise error
+    return records
+
+
 def erase_user(user_id: str, settings: Settings, *, request_id: str | None = None) -> dict:
-    """Remove ``user_id`` from every zone and every version of the recommendations table.
+    """Remove ``user_id`` from every zone, every version of the recommendations table and every model.
 
     Returns (and appends to the audit log) ``{"request_id", "ts", "user_key", "removed": {zone: rows},
-    "retained": {...}}``; the raw id appears in neither.
+    "models": {repaired, deleted, rewritten versions ...}, "retained": {...}}``; the raw id appears in
+    neither. The repaired model versions are tagged ``erasure=<request id>``.
     """
     user_id = str(user_id).strip()
     if not user_id:
         raise ValueError("an erasure request needs a non-empty user id")
-    key = load_pseudonym_key(settings)
-    uk = pseudonym(user_id, key)
-    request_id = request_id or uuid.uuid4().hex
-    root = Path(settings.data_dir)
-    cipher = Cipher.from_settings(settings)
-    removed: dict[str, int] = {}
-    with _erasure_lock(settings):
-        newly = _suppress(uk, settings)  # first: a stage running meanwhile already drops the user
-        removed["landing"] = _erase_landing(root, cipher, user_id)
-        for zone in ("raw", "quarantine"):
-            removed[zone] = sum(
-                _erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
-                for p in _files(root / zone, "*.parquet.enc")
-            )
-        for zone in ZONES_BY_KEY:
-            removed[zone] = sum(
-                _erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
-                for p in _files(root / zone, "*.parquet")
-            )
-        removed["features_transforms"] = sum(
-            _scrub_transform(p, uk) for p in _files(root / "features", "transform.json")
-        )
-        db = _erase_db(settings, uk)
-        removed["recommendations_table"] = db["rows"]
-        removed["recommendation_versions_touched"] = db["versions"]
-        record = {
-            "request_id": request_id,
-            "ts": datetime.now(UTC).isoformat(),
-            "user_key": uk,
-            "removed": removed,
-            "retained": {"model_artifact_files_naming_key": _model_artifacts_with_key(settings, uk)},
-            "suppressed": True,
-            "already_suppressed": not newly,
-        }
-        audit = root / "reports" / "privacy" / "erasure_audit.jsonl"
-        audit.parent.mkdir(parents=True, exist_ok=True)
-        with open(audit, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    log.info("erasure %s: user_key=%s removed %s", request_id, uk, removed)
-    return record
+    return _erase_batch([user_id], settings, [request_id or uuid.uuid4().hex])[0]
 
 
 def erase_users(user_ids: Iterable[str], settings: Settings | None = None) -> list[dict]:
-    """Erase each user (duplicates once); the records carry pseudonyms only (safe for XCom and logs)."""
+    """Erase each user (duplicates once), repairing the models once for all of them (their versions are
+    tagged with the batch's ``models.erasure_id``); the records carry pseudonyms only (safe for XCom)."""
     from recsys.config import load_settings
 
     settings = settings or load_settings()
@@ -291,11 +336,12 @@ def erase_users(user_ids: Iterable[str], settings: Settings | None = None) -> li
     ids = list(dict.fromkeys(str(u).strip() for u in user_ids))
     if not ids or any(not u for u in ids):
         raise ValueError("erasure needs at least one non-empty user id")
-    return [erase_user(u, settings) for u in ids]
+    return _erase_batch(ids, settings, [uuid.uuid4().hex for _ in ids])
 
 
 def find_user(user_key: str, settings: Settings) -> dict[str, int]:
-    """Rows of the user with pseudonym ``user_key`` left in each zone and in the recommendations table.
+    """Rows of the user with pseudonym ``user_key`` left in each zone and in the recommendations table,
+    and saved-model files (local MLflow artifact store, checkpoints) that still hold the pseudonym.
 
     Raw zones are checked by pseudonymizing their raw ids, so this needs only the pseudonym.
     """
@@ -339,6 +385,7 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
         int(user_key in json.loads(p.read_bytes()).get("vocabs", {}).get("user", {}))
         for p in _files(root / "features", "transform.json")
     )
+    found["model_files"] = len(model_files_holding(settings, {user_key}))
     found["recommendations_table"] = 0
     url = settings.resolved_db_url
     db = sa.engine.make_url(url).database if url.startswith("sqlite") else None

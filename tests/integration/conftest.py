@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -100,3 +102,39 @@ def pipeline_run(tmp_path_factory) -> PipelineRun:
         state = run.run_day(ds)
         assert state == "success", f"recsys_daily {ds} ended {state}:\n{list(run.logs.values())[-1][-4000:]}"
     return run
+
+
+def copy_data_dir(src: Path, dest: Path) -> Path:
+    """A private copy of a run's data folder whose MLflow store points at the copy.
+
+    MLflow keeps absolute artifact locations in its database: without the rewrite, the copy's registry
+    would read, write and delete the original's artifacts (an erasure test would damage the shared run).
+    """
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*.tmp-*"))
+    db = dest / "mlflow" / "mlflow.db"
+    if db.exists():
+        old, new = str(Path(src).resolve()), str(Path(dest).resolve())
+        con = sqlite3.connect(db)
+        try:
+            with con:
+                tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+                for t in tables:
+                    cols = [
+                        r[1]
+                        for r in con.execute(f'PRAGMA table_info("{t}")')
+                        if any(x in (r[2] or "").upper() for x in ("CHAR", "TEXT", "CLOB"))
+                    ]
+                    for c in cols:
+                        con.execute(
+                            f'UPDATE "{t}" SET "{c}" = replace("{c}", ?, ?) WHERE instr("{c}", ?) > 0',
+                            (old, new, old),
+                        )
+        finally:
+            con.close()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def data_dir_copier():
+    """:func:`copy_data_dir`, for tests that erase or retrain in a copy of the shared run."""
+    return copy_data_dir

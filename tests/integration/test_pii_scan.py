@@ -13,7 +13,6 @@ import gzip
 import io
 import json
 import re
-import shutil
 import sqlite3
 import zipfile
 from pathlib import Path
@@ -210,10 +209,9 @@ def test_raw_zones_are_encrypted_at_rest(pipeline_run, identifiers):
 
 # ------------------------------------------------------------------------------------ erasure
 @pytest.fixture()
-def lake_copy(pipeline_run, tmp_path, monkeypatch):
+def lake_copy(pipeline_run, tmp_path, monkeypatch, data_dir_copier):
     """A private copy of the run's data folder (erasing must not change the shared run)."""
-    data = tmp_path / "data"
-    shutil.copytree(pipeline_run.data_dir, data, ignore=shutil.ignore_patterns(".*.tmp-*"))
+    data = data_dir_copier(pipeline_run.data_dir, tmp_path / "data")
     for k, v in pipeline_run.env.items():
         if k.startswith("RECSYS_"):
             monkeypatch.setenv(k, v)
@@ -255,7 +253,8 @@ def test_erasure_removes_a_recommended_user_everywhere(pipeline_run, lake_copy, 
 
     assert find_user(uk, settings) == {z: 0 for z in before}
     for zone, n in before.items():
-        assert rec["removed"][zone] >= n, (zone, rec["removed"], before)
+        if zone != "model_files":  # models are repaired, not counted in rows (test_erasure_e2e.py)
+            assert rec["removed"][zone] >= n, (zone, rec["removed"], before)
     # independently: no clear or decrypted file names the raw id, no Parquet row names the pseudonym
     pat = re.compile(re.escape(uid).encode() + rb"(?![0-9])")
     for zone in ("landing", "raw", "quarantine"):
