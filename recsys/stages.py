@@ -20,6 +20,7 @@ import pandas as pd
 
 from recsys.config import Settings, load_settings
 from recsys.data.lake import Lake, as_date, atomic_write_bytes
+from recsys.data.locks import stage_lock
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ def stage(name: str):
             ok = False
             result: dict[str, Any] = {}
             try:
-                result = _json_safe(fn(ds, settings, **kwargs) or {})
+                with stage_lock(settings, name, ds):  # one run per (stage, ds); cleans dead runs' temps
+                    result = _json_safe(fn(ds, settings, **kwargs) or {})
                 ok = True
                 return result
             finally:
@@ -167,22 +169,7 @@ def collect(ds: date, settings: Settings) -> dict:
     """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
     from recsys.data import sources
 
-    lake = open_lake(settings)
-    events, malformed = sources.collect_user_interactions(lake, ds)
-    videos = sources.collect_content_metadata(lake, ds)
-    users = sources.collect_contextual_info(lake, ds)
-    lake.write_frame("raw", "events", ds, events)
-    lake.write_frame("raw", "events_malformed", ds, malformed)
-    lake.write_frame("raw", "videos", ds, videos)
-    lake.write_frame("raw", "users", ds, users)
-    for dataset in ("events", "videos", "users"):
-        sources.seal_landing(lake, dataset, ds)
-    return {
-        "input_rows": len(events) + len(malformed),
-        "malformed_rows": len(malformed),
-        "videos_rows": len(videos),
-        "users_rows": len(users),
-    }
+    return sources.collect_day(open_lake(settings), ds)
 
 
 def _trailing_volumes(settings: Settings, ds: date, days: int = 7) -> list[int]:
@@ -197,7 +184,13 @@ def _trailing_volumes(settings: Settings, ds: date, days: int = 7) -> list[int]:
 @stage("validate")
 def validate(ds: date, settings: Settings) -> dict:
     """Great Expectations on the raw day: bad rows to quarantine (with the rule), bad batches fail."""
-    from recsys.data.validate import validate_events, validate_users, validate_videos
+    from recsys.data.validate import (
+        accepted_event_ids,
+        quarantine_frame,
+        validate_events,
+        validate_users,
+        validate_videos,
+    )
 
     lake = open_lake(settings)
     events = lake.read_frame("raw", "events", ds)
@@ -218,11 +211,9 @@ def validate(ds: date, settings: Settings) -> dict:
         reports,
         durations=durations,
         n_malformed=len(malformed),
+        seen_event_ids=accepted_event_ids(lake, ds, settings.features.window_days),
     )
-    quarantine = res.quarantined.astype("string")
-    if len(malformed):
-        bad = pd.DataFrame({"raw_line": malformed["raw_line"].astype("string"), "reason": "malformed_json"})
-        quarantine = pd.concat([quarantine, bad], ignore_index=True)
+    quarantine = quarantine_frame(res.quarantined, malformed)
     lake.write_frame("quarantine", "events", ds, quarantine)
     lake.write_frame("raw", "valid_events", ds, res.accepted)
     if res.data_docs_path:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.data import formats
 from recsys.data.schema import DEVICES, RAW_EVENTS
 
 KEYS = ("event_id", "user_id", "video_id", "ts")
@@ -39,8 +41,16 @@ PARSED = {
     "ts": "a timestamp",
 }
 PARSES_SUFFIX = "__parses"  # helper column: True when the raw value is null or parses
+INTEGERS = tuple(c for c in PARSED if RAW_EVENTS.get(c) == "Int64")
+IN_RANGE_SUFFIX = "__in_int64"  # helper column: False when an integer does not fit in 64 bits
 MAX_WATCH = "max_watch_seconds"  # helper column: duration x allowed multiple (null when unknown)
-PII_COLUMNS = ("user_id", "email", "ip", "session_id")  # masked before GX: reports are not encrypted
+# Masked (integer codes) before GX: reports are not encrypted. event_id is id-like, so it is masked too.
+PII_COLUMNS = ("event_id", "user_id", "email", "ip", "session_id")
+TEXT = tuple(c for c, t in RAW_EVENTS.items() if t == "string")
+FORMAT_SUFFIX = "__format_ok"  # helper column: the value matches its column's pattern and length
+PERSONAL_SUFFIX = "__not_personal"  # helper column: the value does not look like an e-mail/phone/IP
+REDACTED = "<redacted>"  # what GX (and so Data Docs) sees instead of a rejected free-text value
+REUSED = "event_id__unseen"  # helper column: the event id was not accepted on an earlier day
 
 _RESULT_FORMAT = {
     "result_format": "COMPLETE",
@@ -115,8 +125,12 @@ def events_suite(
     ds_end: datetime,
     min_rows: int,
     known_video_ids: list[int] | None,
+    check_reused: bool = False,
 ) -> list[Spec]:
-    """The interactions suite, run on the frame built by :func:`events_check_frame`."""
+    """The interactions suite, run on the frame built by :func:`events_check_frame`.
+
+    ``check_reused``: the frame has the :data:`REUSED` column (event ids accepted on earlier days).
+    """
     specs = [
         _columns_spec(columns),
         Spec("ExpectTableRowCountToBeBetween", "volume_collapse", {"min_value": min_rows}, "batch"),
@@ -130,6 +144,34 @@ def events_suite(
             description=f"raw `{c}` values are null or parse as {kind}",
         )
         for c, kind in PARSED.items()
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"int_out_of_range_{c}",
+            {"column": c + IN_RANGE_SUFFIX, "value_set": [True]},
+            description=f"raw `{c}` integers fit in 64 bits",
+        )
+        for c in INTEGERS
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"bad_format_{c}",
+            {"column": c + FORMAT_SUFFIX, "value_set": [True]},
+            description=f"`{c}` matches its pattern and length limit (recsys.data.formats)",
+        )
+        for c in TEXT
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"pii_in_{c}",
+            {"column": c + PERSONAL_SUFFIX, "value_set": [True]},
+            description=f"`{c}` holds no value that looks like an e-mail, phone number or IP address",
+        )
+        for c in TEXT
+        if c not in formats.EXPECTED_PII
     ]
     specs += [
         Spec("ExpectColumnValuesToBeInSet", f"not_binary_{c}", {"column": c, "value_set": [0, 1]})
@@ -163,6 +205,15 @@ def events_suite(
         ),
         Spec("ExpectColumnValuesToBeUnique", "duplicate_event_id", {"column": "event_id"}),
     ]
+    if check_reused:
+        specs.append(
+            Spec(
+                "ExpectColumnValuesToBeInSet",
+                "reused_event_id",
+                {"column": REUSED, "value_set": [True]},
+                description="the event id was not accepted on an earlier day of the window",
+            )
+        )
     if known_video_ids is not None:
         specs.append(
             Spec(
@@ -230,16 +281,17 @@ def events_check_frame(
 
     Returns:
         typed: the RAW_EVENTS columns with parsed values (a value that does not parse becomes null).
-        bad_type: per parsed column, the rows whose non-null value did not parse.
+        unusable: per parsed column, the rows whose non-null value did not parse or is out of range.
         frame: ``typed`` with identifiers masked, plus the helper columns the suite names
             (``<col>__parses`` and ``max_watch_seconds``).
     """
-    typed, bad = {}, {}
+    typed, bad, too_big = {}, {}, {}
     for col, dtype in RAW_EVENTS.items():
         if col == "ts":
             typed[col], bad[col] = _parse_ts(raw[col])
+            too_big[col] = np.zeros(len(raw), dtype=bool)
         elif dtype in ("Int64", "Float64"):
-            typed[col], bad[col] = _parse_number(
+            typed[col], bad[col], too_big[col] = _parse_number(
                 raw[col], integral=dtype == "Int64", allow_bool=col in BINARY
             )
         else:
@@ -247,11 +299,23 @@ def events_check_frame(
             typed[col] = pd.array(values, dtype="string")
     typed = pd.DataFrame(typed, index=raw.index)
     frame = mask_identifiers(typed, PII_COLUMNS)
+    for col in TEXT:
+        ok = formats.format_ok(col, typed[col])
+        personal = np.zeros(len(typed), dtype=bool)
+        if col not in formats.EXPECTED_PII:
+            personal = formats.looks_personal(col, typed[col])
+            frame[col + PERSONAL_SUFFIX] = ~personal
+        frame[col + FORMAT_SUFFIX] = ok | personal  # personal data is reported as such, not as a format
+        if col not in PII_COLUMNS:
+            frame[col] = frame[col].mask(personal | ~ok, REDACTED)
     for col in PARSED:
         frame[col + PARSES_SUFFIX] = ~bad[col]
+    for col in INTEGERS:
+        frame[col + IN_RANGE_SUFFIX] = ~too_big[col]
     known = typed["video_id"].map(durations or {})
     frame[MAX_WATCH] = pd.to_numeric(known, errors="coerce").astype("Float64") * max_watch_multiple
-    return typed, bad, frame
+    unusable = {c: bad[c] | too_big[c] for c in PARSED}
+    return typed, unusable, frame
 
 
 def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
@@ -264,29 +328,62 @@ def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
     return out
 
 
-def _parse_number(s: pd.Series, *, integral: bool, allow_bool: bool) -> tuple[pd.Series, np.ndarray]:
-    """Loose values -> Float64/Int64 (null when missing or unparseable) and the unparseable rows.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+INT64 = (-(2**63), 2**63 - 1)
+JSON_BOOLS = {"true": 1, "false": 0}  # JSON literals, as the loose raw zone keeps them
 
-    Numbers and numeric strings parse; ``"12.3s"``, infinities, booleans (except for 0/1 labels) and
-    non-integral values of integer columns do not.
+
+def _number(v: Any, integral: bool, allow_bool: bool) -> tuple[Any, str]:
+    """One loose value -> (number or None, "ok" | "missing" | "bad" | "range")."""
+    if is_missing(v):
+        return None, "missing"
+    if isinstance(v, bool | np.bool_):
+        return (int(v), "ok") if allow_bool else (None, "bad")
+    if isinstance(v, str):
+        text = v.strip()
+        if allow_bool and text in JSON_BOOLS:
+            return JSON_BOOLS[text], "ok"
+        if integral and _INTEGER.fullmatch(text):
+            v = int(text)  # exact: no detour through a float
+        elif _NUMBER.fullmatch(text):
+            v = float(text)
+        else:
+            return None, "bad"
+    elif isinstance(v, int | np.integer):
+        v = int(v)
+    elif isinstance(v, float | np.floating):
+        v = float(v)
+    else:
+        return None, "bad"
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return None, "bad"
+        if not integral:
+            return v, "ok"
+        if v != round(v):
+            return None, "bad"
+        v = int(v)
+    if integral and not INT64[0] <= v <= INT64[1]:
+        return None, "range"
+    return v, "ok"
+
+
+def _parse_number(
+    s: pd.Series, *, integral: bool, allow_bool: bool
+) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Loose values -> Int64/Float64 (null when missing or unusable), the unparseable rows and the rows
+    whose integer does not fit in 64 bits.
+
+    Numbers and numeric strings parse; ``"12.3s"``, ``"1_000"``, infinities, booleans (except ``true`` /
+    ``false`` for 0/1 labels) and non-integral values of integer columns do not. Integers are parsed
+    exactly (never through a float), so one beyond int64 is reported as such instead of wrapping.
     """
-    obj = s.astype(object)
-    missing = obj.map(is_missing).to_numpy(bool)
-    is_bool = obj.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
-    plain = (
-        obj.map(lambda v: isinstance(v, str | int | float | np.number)).to_numpy(bool) & ~is_bool & ~missing
-    )
-    values = np.full(len(obj), np.nan)
-    if plain.any():
-        values[plain] = pd.to_numeric(obj[plain], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    if allow_bool and is_bool.any():
-        values[is_bool] = obj[is_bool].astype(float).to_numpy()
-    ok = np.isfinite(values)
-    if integral:
-        ok[ok] = values[ok] == np.round(values[ok])
-    values[~ok] = np.nan
-    out = pd.Series(pd.array(values, dtype="Float64"), index=s.index)
-    return (out.astype("Int64") if integral else out), ~missing & ~ok
+    parsed = [_number(v, integral, allow_bool) for v in s.astype(object)]
+    status = np.array([st for _, st in parsed], dtype=object)
+    values = [v if st == "ok" else None for v, st in parsed]
+    out = pd.Series(pd.array(values, dtype="Int64" if integral else "Float64"), index=s.index)
+    return out, status == "bad", status == "range"
 
 
 def _parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
