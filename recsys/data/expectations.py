@@ -49,7 +49,6 @@ PII_COLUMNS = ("event_id", "user_id", "email", "ip", "session_id")
 TEXT = tuple(c for c, t in RAW_EVENTS.items() if t == "string")
 FORMAT_SUFFIX = "__format_ok"  # helper column: the value matches its column's pattern and length
 PERSONAL_SUFFIX = "__not_personal"  # helper column: the value does not look like an e-mail/phone/IP
-REDACTED = "<redacted>"  # what GX (and so Data Docs) sees instead of a rejected free-text value
 REUSED = "event_id__unseen"  # helper column: the event id was not accepted on an earlier day
 
 _RESULT_FORMAT = {
@@ -307,7 +306,8 @@ def events_check_frame(
             frame[col + PERSONAL_SUFFIX] = ~personal
         frame[col + FORMAT_SUFFIX] = ok | personal  # personal data is reported as such, not as a format
         if col not in PII_COLUMNS:
-            frame[col] = frame[col].mask(personal | ~ok, REDACTED)
+            # GX (so Data Docs) never sees a rejected value; as a null it adds no second rule either
+            frame[col] = frame[col].mask(personal | ~ok, pd.NA)
     for col in PARSED:
         frame[col + PARSES_SUFFIX] = ~bad[col]
     for col in INTEGERS:
