@@ -32,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from services import requires, service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yaml"
@@ -168,9 +169,9 @@ def _http(url: str, *, host: str | None = None, timeout: float = 5.0) -> tuple[i
 # (a) docker-compose validates the file
 # --------------------------------------------------------------------------------------------------
 
-needs_compose = pytest.mark.skipif(
-    DOCKER_COMPOSE is None,
-    reason="docker-compose is not on PATH (CI installs Debian's docker-compose 1.29: "
+needs_compose = requires(
+    DOCKER_COMPOSE is not None,
+    "docker-compose is not on PATH (CI installs Debian's docker-compose 1.29: "
     "apt-get install docker-compose)",
 )
 
@@ -535,7 +536,7 @@ def test_grafana_provisioning_points_at_the_compose_services(services):
     assert home == f"{providers[0]['options']['path']}/{DASHBOARD.name}"
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not on PATH (Debian package prometheus)")
+@requires(PROMTOOL is not None, "promtool is not on PATH (Debian package prometheus)")
 def test_grafana_queries_are_valid_promql(tmp_path):
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     rules = []
@@ -599,7 +600,7 @@ def test_retrain_webhook_goes_to_the_relay_and_the_relay_to_airflow(services):
     assert config.cooldown_seconds == 3 * 86400
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool is not on PATH (Debian package prometheus-alertmanager)")
+@requires(AMTOOL is not None, "amtool is not on PATH (Debian package prometheus-alertmanager)")
 def test_alertmanager_config_passes_amtool():
     checked = subprocess.run(
         [AMTOOL, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60
@@ -667,13 +668,13 @@ def _map_statsd(metric: str, compiled) -> tuple[str, dict[str, str]] | None:
 def _airflow_metric_registry() -> list[dict]:
     spec = importlib.util.find_spec("airflow")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("apache-airflow is not installed")
+        service_missing("apache-airflow is not installed")
     path = (
         Path(next(iter(spec.submodule_search_locations)))
         / "_shared/observability/metrics/metrics_template.yaml"
     )
     if not path.exists():
-        pytest.skip(f"this Airflow version has no metric registry at {path}")
+        service_missing(f"this Airflow version has no metric registry at {path}")
     return _yaml(path)["metrics"]
 
 
@@ -880,15 +881,15 @@ def pg_cluster():
     """A fresh PostgreSQL cluster listening on a private socket directory only (no TCP), removed after."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL 15+ server binaries (initdb, pg_ctl) not found")
+        service_missing("PostgreSQL 15+ server binaries (initdb, pg_ctl) not found")
     as_server = []
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start a PostgreSQL server")
+            service_missing("running as root without runuser: cannot start a PostgreSQL server")
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
+            service_missing("running as root and there is no 'postgres' user to run the server")
         as_server = ["runuser", "-u", "postgres", "--"]
     base = Path(tempfile.mkdtemp(prefix="recsys-pginit-"))
     data = base / "data"
@@ -1015,7 +1016,7 @@ def test_compose_prometheus_config_targets_compose_services():
     assert {a.split(":")[0] for a in am} <= services
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+        service_missing("promtool not installed (apt-get install prometheus)")
     out = subprocess.run(
         [promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.compose.yml")],
         capture_output=True,
