@@ -294,7 +294,7 @@ def events_check_frame(
                 raw[col], integral=dtype == "Int64", allow_bool=col in BINARY
             )
         else:
-            values = [None if is_missing(v) else str(v) for v in raw[col].astype(object)]
+            values = formats.map_values(raw[col], lambda v: None if is_missing(v) else str(v))
             typed[col] = pd.array(values, dtype="string")
     typed = pd.DataFrame(typed, index=raw.index)
     frame = mask_identifiers(typed, PII_COLUMNS)
@@ -379,7 +379,7 @@ def _parse_number(
     ``false`` for 0/1 labels) and non-integral values of integer columns do not. Integers are parsed
     exactly (never through a float), so one beyond int64 is reported as such instead of wrapping.
     """
-    parsed = [_number(v, integral, allow_bool) for v in s.astype(object)]
+    parsed = formats.map_values(s, lambda v: _number(v, integral, allow_bool))
     status = np.array([st for _, st in parsed], dtype=object)
     values = [v if st == "ok" else None for v, st in parsed]
     out = pd.Series(pd.array(values, dtype="Int64" if integral else "Float64"), index=s.index)

@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 MAX_BYTES = 256
 _ID = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
@@ -49,7 +51,8 @@ _PHONE = re.compile(
     r"(?<![\w+-])(\+\d[\d\s().-]{6,18}\d"  # international: +49 151 1234567, +4915112345678
     r"|\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4})(?![\w-])"  # NANP: (555) 123-4567, 555.123.4567
 )
-_IPV4 = re.compile(r"(?<![\w.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w.])")
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = re.compile(rf"(?<![\w.]){_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w.])")
 _IPV6_TOKEN = re.compile(r"[0-9A-Fa-f]{0,4}(:[0-9A-Fa-f]{0,4}){2,7}")
 
 
@@ -60,17 +63,19 @@ def kinds_of_personal(value: str) -> set[str]:
         found.add("email")
     if _PHONE.search(value):
         found.add("phone")
-    if any(all(int(g) <= 255 for g in m.groups()) for m in _IPV4.finditer(value)):
+    if _IPV4.search(value) or (value.count(":") >= 2 and _has_ipv6(value)):
         found.add("ip")
-    elif ":" in value:
-        for m in _IPV6_TOKEN.finditer(value):
-            try:
-                ipaddress.IPv6Address(m.group(0))
-            except ValueError:
-                continue
-            found.add("ip")
-            break
     return found
+
+
+def _has_ipv6(value: str) -> bool:
+    for m in _IPV6_TOKEN.finditer(value):
+        try:
+            ipaddress.IPv6Address(m.group(0))
+        except ValueError:
+            continue
+        return True
+    return False
 
 
 def value_format_ok(column: str, value: str) -> bool:
@@ -93,18 +98,68 @@ def value_personal(column: str, value: str) -> bool:
     return bool(kinds_of_personal(value) - {EXPECTED_PII.get(column)})
 
 
-def _per_value(s: pd.Series, fn) -> np.ndarray:
-    return np.array([v is None or v is pd.NA or fn(str(v)) for v in s.astype(object)], dtype=bool)
+def map_values(s: pd.Series, fn) -> np.ndarray:
+    """``fn`` of every value (an object array), computed once per distinct value when they are all
+    strings (ids, devices and regions repeat a lot); a mixed column is mapped value by value, since
+    hashing would merge ``1``, ``1.0`` and ``True``."""
+    obj = s.astype(object)
+    if pd.api.types.infer_dtype(obj, skipna=True) not in ("string", "empty"):
+        out = np.empty(len(obj), dtype=object)
+        out[:] = [fn(v) for v in obj]
+        return out
+    codes, uniques = pd.factorize(obj, use_na_sentinel=True)
+    table = np.empty(len(uniques) + 1, dtype=object)
+    table[: len(uniques)] = [fn(u) for u in uniques]
+    table[len(uniques)] = fn(None)
+    return table[np.where(codes < 0, len(uniques), codes)]
+
+
+# Loose, RE2-compatible pre-filters (Arrow's vectorized regex has no look-around): a value that passes none
+# of them cannot be personal; the few that do are judged exactly by :func:`value_personal`.
+_PREFILTER = r"@[A-Za-z0-9-]+\.|\+\d|\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:.*:"
+
+
+def _uniques(s: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """Codes into the distinct non-null values of ``s`` (-1: null), and those values as Arrow strings."""
+    codes, uniques = pd.factorize(s.astype(object), use_na_sentinel=True)
+    return codes, pa.array([str(u) for u in uniques], type=pa.string())
+
+
+def _spread(codes: np.ndarray, per_unique: np.ndarray, null: bool) -> np.ndarray:
+    table = np.append(np.asarray(per_unique, dtype=bool), null)
+    return table[np.where(codes < 0, len(per_unique), codes)]
+
+
+def _np(mask) -> np.ndarray:
+    return mask.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def format_ok(column: str, s: pd.Series) -> np.ndarray:
-    """Per row: null, or a value that passes :func:`value_format_ok`."""
-    return _per_value(s, lambda v: value_format_ok(column, v))
+    """Per row: null, or a value that passes :func:`value_format_ok` (vectorized over distinct values)."""
+    codes, u = _uniques(s)
+    if len(u) == 0:
+        return np.ones(len(s), dtype=bool)
+    pattern, limit = FORMATS.get(column, (None, MAX_BYTES))
+    ok = _np(pc.less_equal(pc.binary_length(u), limit))
+    if pattern is not None:
+        ok &= _np(pc.match_substring_regex(u, f"^(?:{pattern})$"))
+    if column == "ip":
+        values = u.to_pylist()
+        ok[ok] = [value_format_ok(column, values[i]) for i in np.flatnonzero(ok)]
+    return _spread(codes, ok, True)
 
 
 def looks_personal(column: str, s: pd.Series) -> np.ndarray:
-    """Per row: a non-null value for which :func:`value_personal` holds."""
-    return ~_per_value(s, lambda v: not value_personal(column, v))
+    """Per row: a non-null value for which :func:`value_personal` holds (Arrow pre-filter, then exact)."""
+    codes, u = _uniques(s)
+    if len(u) == 0:
+        return np.zeros(len(s), dtype=bool)
+    maybe = np.flatnonzero(_np(pc.match_substring_regex(u, _PREFILTER)))
+    hit = np.zeros(len(u), dtype=bool)
+    if len(maybe):
+        values = u.take(pa.array(maybe)).to_pylist()
+        hit[maybe] = [value_personal(column, v) for v in values]
+    return _spread(codes, hit, False)
 
 
 def fingerprint(value) -> str:
