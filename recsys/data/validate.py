@@ -34,6 +34,7 @@ import pandas as pd
 
 from recsys.data import expectations as ex
 from recsys.data.lake import as_date
+from recsys.data.parsing import is_null
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
 from recsys.data.sources import split_jsonl
 
@@ -143,7 +144,7 @@ def validate_events(
         frame[ex.REUSED] = ~typed["event_id"].isin(set(seen_event_ids)).to_numpy(bool)
     start = datetime.combine(ds, time(), tzinfo=UTC)
     min_rows, median, volumes = _volume_floor(trailing_volumes, min_volume_fraction)
-    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not ex.is_null(v)})
+    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not is_null(v)})
     specs = ex.events_suite(
         list(RAW_EVENTS),
         ds_start=start,
@@ -388,7 +389,7 @@ def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             str(c): pd.array(
-                [None if ex.is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string"
+                [None if is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string"
             )
             for c in frame.columns
         },
