@@ -15,9 +15,23 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import date, timedelta
 
 import typer
+
+from recsys.errors import RecsysError
+
+# Errors an operator can act on, printed as one line (module, class): matched through sys.modules, so
+# recognising them imports nothing heavy. Any other exception is a bug and keeps its traceback.
+DOMAIN_ERRORS = (
+    ("recsys.privacy.crypto", "KeyConfigError"),
+    ("recsys.registry", "NoChampionError"),
+    ("recsys.serving.publish", "PublishCheckError"),
+    ("recsys.data.validate", "BatchValidationError"),
+    ("recsys.data.schema", "SchemaError"),
+    ("recsys.privacy.anonymize", "PolicyError"),
+)
 
 API_DOC = "The Python API (the seed's functions, as one runnable walk-through): docs/api.md"
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, epilog=API_DOC)
@@ -64,6 +78,13 @@ def _settings():
     return load_settings()
 
 
+def _date(ds: str) -> date:
+    try:
+        return date.fromisoformat(ds)
+    except ValueError:
+        raise RecsysError(f"bad date {ds!r}: expected YYYY-MM-DD") from None
+
+
 def _echo(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=str))
 
@@ -91,12 +112,14 @@ def run(
     if stage not in STAGES:
         raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGES}")
     fn = getattr(stages, stage)
+    if stage in ("evaluate", "register") and not run_id:
+        raise RecsysError(f"recsys run {stage} needs --run-id (the MLflow run of the trained candidate)")
     kwargs = {}
     if stage == "evaluate":
         kwargs["run_id"] = run_id
     if stage == "register":
         kwargs.update(run_id=run_id, blessed=blessed)
-    _echo(fn(date.fromisoformat(ds), _settings(), **kwargs))
+    _echo(fn(_date(ds), _settings(), **kwargs))
 
 
 @demo_app.callback(invoke_without_command=True)
@@ -112,7 +135,7 @@ def demo(
     from recsys.demo import run_demo
 
     settings = _settings()
-    first = date.fromisoformat(start)
+    first = _date(start)
     if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
@@ -180,7 +203,12 @@ def recommend(user_id: str, n: int = 10):
     """USER_ID's live recommendations (the fallback list for unknown users)."""
     from recsys.serving import get_recommendations
 
-    typer.echo(get_recommendations(user_id, n, _settings()).to_string(index=False))
+    recs = get_recommendations(user_id, n, _settings())
+    if recs.empty:
+        raise RecsysError(
+            "nothing is published yet: run the pipeline up to `recsys run publish --ds D` first"
+        )
+    typer.echo(recs.to_string(index=False))
 
 
 @model_app.command("rollback")
@@ -203,9 +231,14 @@ def model_champion():
 @publish_app.command("rollback")
 def publish_rollback():
     """Make the previous recommendations version live again."""
+    import sqlalchemy as sa
+
     from recsys.serving.publish import engine_for, rollback
 
-    _echo(rollback(engine_for(_settings().resolved_db_url)))
+    engine = engine_for(_settings().resolved_db_url)
+    if not sa.inspect(engine).has_table("recommendation_live"):
+        raise RecsysError(f"nothing has been published to {engine.url!r} yet: nothing to roll back")
+    _echo(rollback(engine))
 
 
 @metrics_app.command("serve")
@@ -257,8 +290,26 @@ def alerts_relay(
     )
 
 
+def is_domain_error(exc: BaseException) -> bool:
+    """A :class:`RecsysError`, or one of :data:`DOMAIN_ERRORS` (whose module is then already loaded)."""
+    if isinstance(exc, RecsysError):
+        return True
+    for module, name in DOMAIN_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
+
+
 def main() -> None:
-    app()
+    """The ``recsys`` entry point: a domain error is one line on stderr and exit status 1."""
+    try:
+        app()  # usage errors are handled (and exit 2) inside; everything else comes out here
+    except Exception as exc:
+        if not is_domain_error(exc):
+            raise
+        typer.echo(f"recsys: error: {exc}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -261,6 +261,7 @@ class Settings(BaseSettings):
     experiment: str = "recsys"
     model_name: str = "recsys-ranker"
     dask_scheduler: str | None = None
+    lock_timeout_seconds: float = 600.0  # a second run of a (stage, day) waits this long, then fails
 
     simulator: SimulatorSettings = SimulatorSettings()
     privacy: PrivacySettings = PrivacySettings()

@@ -1,4 +1,10 @@
-"""Which failures are permanent: retrying the same task on the same inputs would fail the same way.
+"""Domain errors, and which failures are permanent.
+
+A :class:`RecsysError` is a *domain* error: bad input, a missing prerequisite, a busy stage. Its message
+says what is wrong and what to do, so the ``recsys`` command prints it as one line and exits non-zero
+(``recsys.cli.main``); anything else is a bug and keeps its traceback.
+
+A *permanent* failure is one where retrying the same task on the same inputs would fail the same way.
 
 The orchestrator uses this to fail such a task at once (Airflow's ``AirflowFailException``) instead of
 spending its retries and backoff on it, and the CLI to print them as one line instead of a traceback. The
@@ -10,11 +16,17 @@ from __future__ import annotations
 
 import importlib
 
+
+class RecsysError(Exception):
+    """A domain error whose message is meant for the operator (printed without a traceback)."""
+
+
 # module -> class names. A data-quality failure of a batch, a frame that breaks its schema, a column with
 # no privacy policy, a publish whose checks failed, missing or wrong keys: none of these heal on retry.
 PERMANENT = {
     "recsys.data.validate": ("BatchValidationError",),
     "recsys.data.schema": ("SchemaError",),
+    "recsys.data.sources": ("LandingError",),  # a symlink, a FIFO, a landing file that is not data
     "recsys.privacy.anonymize": ("PolicyError",),
     "recsys.privacy.crypto": ("KeyConfigError", "DecryptionError"),
     "recsys.serving.publish": ("PublishCheckError",),

@@ -16,6 +16,7 @@ from typing import Any
 from recsys.catalog import Catalog
 from recsys.config import Settings, load_settings
 from recsys.data.lake import as_date
+from recsys.data.locks import stage_lock
 
 log = logging.getLogger("recsys.stages")
 
@@ -39,7 +40,8 @@ def stage(name: str):
             ok = False
             result: dict[str, Any] = {}
             try:
-                result = json_safe(fn(ds, catalog, **kwargs) or {})
+                with stage_lock(catalog.settings, name, ds):  # one run per (stage, ds); cleans dead temps
+                    result = json_safe(fn(ds, catalog, **kwargs) or {})
                 ok = True
                 return result
             finally:

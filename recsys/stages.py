@@ -70,7 +70,10 @@ def validate(ds: date, cat: Catalog) -> dict:
         # a recorded history's daily volume is what its users did that day (MovieLens: 5 to 800 ratings),
         # not a feed's health: no volume-collapse check against it
         volumes = []
-    return validate_day(cat.lake, ds, volumes, cat.validation_reports(ds), cat.settings.validation)
+    s = cat.settings
+    return validate_day(
+        cat.lake, ds, volumes, cat.validation_reports(ds), s.validation, s.features.window_days
+    )
 
 
 @stage("anonymize")

@@ -34,3 +34,7 @@ def settings(tmp_path, keys, monkeypatch):
     monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("RECSYS_DEMO", raising=False)
     return load_settings()
+
+
+# Required services: skip locally, fail under CI=true (tests/services.py).
+from services import pytest_configure, pytest_runtest_setup  # noqa: E402, F401

@@ -14,7 +14,6 @@ row by row. GX only ever sees frames whose raw identifiers are replaced by integ
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recsys.data import formats
+from recsys.data.parsing import is_missing, parse_number, parse_ts
 from recsys.data.schema import DEVICES, RAW_EVENTS
 
 KEYS = ("event_id", "user_id", "video_id", "ts")
@@ -39,8 +40,15 @@ PARSED = {
     "ts": "a timestamp",
 }
 PARSES_SUFFIX = "__parses"  # helper column: True when the raw value is null or parses
+INTEGERS = tuple(c for c in PARSED if RAW_EVENTS.get(c) == "Int64")
+IN_RANGE_SUFFIX = "__in_int64"  # helper column: False when an integer does not fit in 64 bits
 MAX_WATCH = "max_watch_seconds"  # helper column: duration x allowed multiple (null when unknown)
-PII_COLUMNS = ("user_id", "email", "ip", "session_id")  # masked before GX: reports are not encrypted
+# Masked (integer codes) before GX: reports are not encrypted. event_id is id-like, so it is masked too.
+PII_COLUMNS = ("event_id", "user_id", "email", "ip", "session_id")
+TEXT = tuple(c for c, t in RAW_EVENTS.items() if t == "string")
+FORMAT_SUFFIX = "__format_ok"  # helper column: the value matches its column's pattern and length
+PERSONAL_SUFFIX = "__not_personal"  # helper column: the value does not look like an e-mail/phone/IP
+REUSED = "event_id__unseen"  # helper column: the event id was not accepted on an earlier day
 
 _RESULT_FORMAT = {
     "result_format": "COMPLETE",
@@ -115,8 +123,12 @@ def events_suite(
     ds_end: datetime,
     min_rows: int,
     known_video_ids: list[int] | None,
+    check_reused: bool = False,
 ) -> list[Spec]:
-    """The interactions suite, run on the frame built by :func:`events_check_frame`."""
+    """The interactions suite, run on the frame built by :func:`events_check_frame`.
+
+    ``check_reused``: the frame has the :data:`REUSED` column (event ids accepted on earlier days).
+    """
     specs = [
         _columns_spec(columns),
         Spec("ExpectTableRowCountToBeBetween", "volume_collapse", {"min_value": min_rows}, "batch"),
@@ -130,6 +142,34 @@ def events_suite(
             description=f"raw `{c}` values are null or parse as {kind}",
         )
         for c, kind in PARSED.items()
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"int_out_of_range_{c}",
+            {"column": c + IN_RANGE_SUFFIX, "value_set": [True]},
+            description=f"raw `{c}` integers fit in 64 bits",
+        )
+        for c in INTEGERS
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"bad_format_{c}",
+            {"column": c + FORMAT_SUFFIX, "value_set": [True]},
+            description=f"`{c}` matches its pattern and length limit (recsys.data.formats)",
+        )
+        for c in TEXT
+    ]
+    specs += [
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            f"pii_in_{c}",
+            {"column": c + PERSONAL_SUFFIX, "value_set": [True]},
+            description=f"`{c}` holds no value that looks like an e-mail, phone number or IP address",
+        )
+        for c in TEXT
+        if c not in formats.EXPECTED_PII
     ]
     specs += [
         Spec("ExpectColumnValuesToBeInSet", f"not_binary_{c}", {"column": c, "value_set": [0, 1]})
@@ -163,6 +203,15 @@ def events_suite(
         ),
         Spec("ExpectColumnValuesToBeUnique", "duplicate_event_id", {"column": "event_id"}),
     ]
+    if check_reused:
+        specs.append(
+            Spec(
+                "ExpectColumnValuesToBeInSet",
+                "reused_event_id",
+                {"column": REUSED, "value_set": [True]},
+                description="the event id was not accepted on an earlier day of the window",
+            )
+        )
     if known_video_ids is not None:
         specs.append(
             Spec(
@@ -230,28 +279,42 @@ def events_check_frame(
 
     Returns:
         typed: the RAW_EVENTS columns with parsed values (a value that does not parse becomes null).
-        bad_type: per parsed column, the rows whose non-null value did not parse.
+        unusable: per parsed column, the rows whose non-null value did not parse or is out of range.
         frame: ``typed`` with identifiers masked, plus the helper columns the suite names
             (``<col>__parses`` and ``max_watch_seconds``).
     """
-    typed, bad = {}, {}
+    typed, bad, too_big = {}, {}, {}
     for col, dtype in RAW_EVENTS.items():
         if col == "ts":
-            typed[col], bad[col] = _parse_ts(raw[col])
+            typed[col], bad[col] = parse_ts(raw[col])
+            too_big[col] = np.zeros(len(raw), dtype=bool)
         elif dtype in ("Int64", "Float64"):
-            typed[col], bad[col] = _parse_number(
+            typed[col], bad[col], too_big[col] = parse_number(
                 raw[col], integral=dtype == "Int64", allow_bool=col in BINARY
             )
         else:
-            values = [None if is_missing(v) else str(v) for v in raw[col].astype(object)]
+            values = formats.map_values(raw[col], lambda v: None if is_missing(v) else str(v))
             typed[col] = pd.array(values, dtype="string")
     typed = pd.DataFrame(typed, index=raw.index)
     frame = mask_identifiers(typed, PII_COLUMNS)
+    for col in TEXT:
+        ok = formats.format_ok(col, typed[col])
+        personal = np.zeros(len(typed), dtype=bool)
+        if col not in formats.EXPECTED_PII:
+            personal = formats.looks_personal(col, typed[col])
+            frame[col + PERSONAL_SUFFIX] = ~personal
+        frame[col + FORMAT_SUFFIX] = ok | personal  # personal data is reported as such, not as a format
+        if col not in PII_COLUMNS:
+            # GX (so Data Docs) never sees a rejected value; as a null it adds no second rule either
+            frame[col] = frame[col].mask(personal | ~ok, pd.NA)
     for col in PARSED:
         frame[col + PARSES_SUFFIX] = ~bad[col]
+    for col in INTEGERS:
+        frame[col + IN_RANGE_SUFFIX] = ~too_big[col]
     known = typed["video_id"].map(durations or {})
     frame[MAX_WATCH] = pd.to_numeric(known, errors="coerce").astype("Float64") * max_watch_multiple
-    return typed, bad, frame
+    unusable = {c: bad[c] | too_big[c] for c in PARSED}
+    return typed, unusable, frame
 
 
 def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
@@ -262,55 +325,6 @@ def mask_identifiers(frame: pd.DataFrame, columns) -> pd.DataFrame:
             codes = pd.factorize(out[c], use_na_sentinel=True)[0]
             out[c] = pd.Series(codes, index=out.index, dtype="Int64").mask(codes < 0)
     return out
-
-
-def _parse_number(s: pd.Series, *, integral: bool, allow_bool: bool) -> tuple[pd.Series, np.ndarray]:
-    """Loose values -> Float64/Int64 (null when missing or unparseable) and the unparseable rows.
-
-    Numbers and numeric strings parse; ``"12.3s"``, infinities, booleans (except for 0/1 labels) and
-    non-integral values of integer columns do not.
-    """
-    obj = s.astype(object)
-    missing = obj.map(is_missing).to_numpy(bool)
-    is_bool = obj.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(bool)
-    plain = (
-        obj.map(lambda v: isinstance(v, str | int | float | np.number)).to_numpy(bool) & ~is_bool & ~missing
-    )
-    values = np.full(len(obj), np.nan)
-    if plain.any():
-        values[plain] = pd.to_numeric(obj[plain], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    if allow_bool and is_bool.any():
-        values[is_bool] = obj[is_bool].astype(float).to_numpy()
-    ok = np.isfinite(values)
-    if integral:
-        ok[ok] = values[ok] == np.round(values[ok])
-    values[~ok] = np.nan
-    out = pd.Series(pd.array(values, dtype="Float64"), index=s.index)
-    return (out.astype("Int64") if integral else out), ~missing & ~ok
-
-
-def _parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
-    obj = s.astype(object)
-    missing = obj.map(is_missing).to_numpy(bool)
-    is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
-    is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
-    out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
-    if is_str.any():
-        out[is_str] = pd.to_datetime(obj[is_str], utc=True, format="ISO8601", errors="coerce")
-    if is_dt.any():
-        out[is_dt] = pd.to_datetime(obj[is_dt], utc=True, errors="coerce")
-    return out, ~missing & out.isna().to_numpy()
-
-
-def is_null(v: Any) -> bool:
-    """None, NaN, NA or NaT."""
-    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v))
-
-
-def is_missing(v: Any) -> bool:
-    """Null, NaN, NaT or a blank string."""
-    return is_null(v) or (isinstance(v, str) and not v.strip())
 
 
 # Running --------------------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ import logging
 from datetime import date
 from pathlib import Path
 
-import pandas as pd
-
 from recsys.config import ValidationSettings
 from recsys.data import sources
 from recsys.data.lake import Lake
@@ -31,32 +29,31 @@ def check_delivered(lake: Lake, ds: date) -> dict:
 
 
 def collect_day(lake: Lake, ds: date) -> dict:
-    """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
-    events, malformed = sources.landing_interactions(lake, ds)
-    videos = sources.landing_content_metadata(lake, ds)
-    users = sources.landing_contextual_info(lake, ds)
-    lake.write_frame("raw", "events", ds, events)
-    lake.write_frame("raw", "events_malformed", ds, malformed)
-    lake.write_frame("raw", "videos", ds, videos)
-    lake.write_frame("raw", "users", ds, users)
-    for dataset in LANDING_DATASETS:
-        sources.seal_landing(lake, dataset, ds)
-    return {
-        "input_rows": len(events) + len(malformed),
-        "malformed_rows": len(malformed),
-        "videos_rows": len(videos),
-        "users_rows": len(users),
-    }
+    """Landing -> raw zone (encrypted Parquet); each landing file is read once and exactly those bytes are
+    then encrypted in place (:func:`recsys.data.sources.collect_day`)."""
+    return sources.collect_day(lake, ds)
 
 
 def validate_day(
-    lake: Lake, ds: date, trailing_volumes: list[int], reports_dir: Path, cfg: ValidationSettings
+    lake: Lake,
+    ds: date,
+    trailing_volumes: list[int],
+    reports_dir: Path,
+    cfg: ValidationSettings,
+    id_window_days: int = 14,
 ) -> dict:
     """Great Expectations on the raw day: bad rows to quarantine (with the rule), bad batches fail.
 
     ``trailing_volumes``: the input rows of the days before (newest first), for the volume check.
+    ``id_window_days``: an event id accepted on one of these days before ``ds`` may not come back.
     """
-    from recsys.data.validate import validate_events, validate_users, validate_videos
+    from recsys.data.validate import (
+        accepted_event_ids,
+        quarantine_frame,
+        validate_events,
+        validate_users,
+        validate_videos,
+    )
 
     events = lake.read_frame("raw", "events", ds)
     malformed = lake.read_frame("raw", "events_malformed", ds)
@@ -75,14 +72,12 @@ def validate_day(
         reports_dir,
         durations=durations,
         n_malformed=len(malformed),
+        seen_event_ids=accepted_event_ids(lake, ds, id_window_days),
         max_watch_multiple=cfg.max_watch_multiple,
         min_volume_fraction=cfg.min_volume_fraction,
         max_quarantine_share=cfg.max_quarantine_share,
     )
-    quarantine = res.quarantined.astype("string")
-    if len(malformed):
-        bad = pd.DataFrame({"raw_line": malformed["raw_line"].astype("string"), "reason": "malformed_json"})
-        quarantine = pd.concat([quarantine, bad], ignore_index=True)
+    quarantine = quarantine_frame(res.quarantined, malformed)
     lake.write_frame("quarantine", "events", ds, quarantine)
     lake.write_frame("raw", "valid_events", ds, res.accepted)
     if res.data_docs_path:

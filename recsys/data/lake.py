@@ -11,14 +11,18 @@ Layout under the root::
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a reader (or a
 rerun after a crash) never sees a half-written file. Writing a partition replaces it: rerunning a day
-gives the same result.
+gives the same result. A temporary name carries its writer's host and pid (``.<name>.tmp-<host>.<pid>-<hex>``)
+so that the next run of a day can remove what a killed run left behind (:func:`clean_orphans`).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from datetime import date
 from pathlib import Path
@@ -35,9 +39,58 @@ def as_date(ds: str | date) -> date:
     return ds if isinstance(ds, date) else date.fromisoformat(str(ds)[:10])
 
 
+ORPHAN_AGE_SECONDS = 3600.0  # a temp file this old is a dead run's, whoever wrote it
+_TMP = re.compile(r"^\..+\.(tmp|old)-(?:(?P<host>[A-Za-z0-9_.-]+)\.(?P<pid>\d+)-)?[0-9a-f]{8}$")
+
+
+def temp_name(name: str, kind: str = "tmp") -> str:
+    """A hidden sibling name for ``name`` that records the writer (host, pid) for :func:`clean_orphans`."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+    return f".{name}.{kind}-{host}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _writer_alive(host: str | None, pid: str | None) -> bool:
+    if host is None or pid is None or host != re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64]:
+        return True  # not ours to judge: only age decides
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_orphans(root: Path | str, ds: str | date, *, max_age: float = ORPHAN_AGE_SECONDS) -> list[Path]:
+    """Remove the temporary files and folders that dead runs left in the partitions of ``ds``.
+
+    A temp entry is removed when its writer (host, pid in its name) is this host and no longer alive, or
+    when it is older than ``max_age`` seconds. Called by a stage while it holds the day's stage lock.
+    """
+    root, tag = Path(root), f"ds={as_date(ds).isoformat()}"
+    found = [*root.glob(f"*/*/{tag}/.*"), *root.glob(f"*/*/.{tag}.*"), *root.glob(f"*/runs/{tag}/.*")]
+    found += [*root.glob(f"*/{tag}/.*"), *root.glob(f"*/.{tag}.*")]
+    removed, now = [], time.time()
+    for p in sorted(set(found)):
+        m = _TMP.match(p.name)
+        if not m:
+            continue
+        try:
+            old = now - p.lstat().st_mtime > max_age
+        except FileNotFoundError:
+            continue
+        if old or not _writer_alive(m.group("host"), m.group("pid")):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(temp_name(path.name))
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -124,14 +177,14 @@ class Lake:
         """
         final = self.partition(zone, dataset, ds)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp = final.with_name(temp_name(final.name))
         tmp.mkdir()
         try:
             build(tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        old = final.with_name(temp_name(final.name, "old"))
         if final.exists():
             os.replace(final, old)
         os.replace(tmp, final)

@@ -1,91 +1,288 @@
 """Where data comes from: the landing zone (fed by the simulator or an upstream system).
 
-The collect stage reads one logical day from the landing zone (:func:`landing_interactions`,
-:func:`landing_content_metadata`, :func:`landing_contextual_info`). Events are kept loose (every value as
-text, malformed lines kept) because deciding what is valid is the validation stage's job, and nothing may
-be lost before it.
+The collect stage reads one logical day from the landing zone (:func:`collect_day`, over
+:func:`landing_interactions`, :func:`landing_content_metadata`, :func:`landing_contextual_info`). Events
+are kept loose (every value as text, malformed lines kept) because deciding what is valid is the
+validation stage's job, and nothing may be lost before it.
 
 The seed's public readers, :func:`collect_user_interactions`, :func:`collect_content_metadata` and
 :func:`collect_contextual_info`, read what the pipeline made of a day: the clean zone, pseudonymized (the
 landing and raw zones hold raw identifiers and are the pipeline's business only).
+
+Landing files are hostile input, so reading them is strict:
+
+* only a regular file inside the lake is read (a symlink, FIFO or device is refused: :class:`LandingError`);
+* each file is read **once** (:func:`read_landing`); the bytes that are parsed are the bytes that are
+  sealed (encrypted in place), so a file re-delivered while collect runs is never half-used;
+* lines are split on ``\\n`` only (U+2028, U+2029 and U+0085 inside JSON strings are data), a leading
+  UTF-8 BOM is dropped, and a line that is not strict UTF-8 is set aside as ``bad_encoding`` with its
+  original bytes (never rewritten with replacement characters).
 """
 
 from __future__ import annotations
 
-import io
 import json
+import os
+import stat
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
 
+from recsys.data.formats import fingerprint, format_ok, looks_personal
 from recsys.data.lake import Lake, as_date, atomic_write_bytes
-from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
+from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
+from recsys.errors import RecsysError
 
 LANDING_FILE = "part-0.jsonl"
+BOM = b"\xef\xbb\xbf"
+MALFORMED_COLUMNS = ("source", "line_number", "raw_line", "reason", "error", "raw_bytes")
+
+
+class LandingError(RecsysError, ValueError):
+    """A landing file cannot be used as delivered; the message names the file (and line)."""
+
+
+class NotLandedError(RecsysError, FileNotFoundError):
+    """Nothing was delivered for the day (the upstream is late, or the date is wrong)."""
+
+
+@dataclass(frozen=True)
+class Landed:
+    """One landing file as read: its bytes, where they came from, and how to seal exactly them."""
+
+    dataset: str
+    path: Path  # the plain file, or its sealed ``.enc`` copy
+    data: bytes
+    sealed: bool  # read from the encrypted copy (already collected once)
+    identity: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) of the plain file
 
 
 def landing_file(lake: Lake, dataset: str, ds) -> Path:
     return lake.partition("landing", dataset, ds) / LANDING_FILE
 
 
-def read_landing_bytes(lake: Lake, dataset: str, ds) -> bytes:
-    """The day's landing file: the plain one if newly delivered, else the encrypted copy."""
+def _read_regular(lake: Lake, path: Path) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The bytes of ``path`` if it is a regular file reached without symlinks; else :class:`LandingError`."""
+    root = lake.root.resolve()
+    try:
+        rel = path.absolute().relative_to(lake.root.absolute())
+    except ValueError:
+        raise LandingError(f"{path}: outside the lake {lake.root}") from None
+    if path.parent.resolve() != root / rel.parent:
+        raise LandingError(f"{path}: a folder on the way is a symlink; refusing to read it")
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise LandingError(
+            f"{path}: is a symlink (to {os.readlink(path)}); landing files must be regular files"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise LandingError(
+            f"{path}: is not a regular file (mode {stat.filemode(st.st_mode)}); refusing to read it"
+        )
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        fst = os.fstat(f.fileno())
+        if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+            raise LandingError(f"{path}: was replaced by a non-regular file while being opened")
+        data = f.read()
+    return data, (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns)
+
+
+def read_landing(lake: Lake, dataset: str, ds) -> Landed:
+    """The day's landing file, read once: the plain one if newly delivered, else the sealed copy."""
     plain = landing_file(lake, dataset, ds)
     enc = plain.with_name(plain.name + ".enc")
-    if plain.exists():
-        return plain.read_bytes()
-    if enc.exists():
-        return lake.cipher.decrypt(enc.read_bytes(), what=str(enc))
-    raise FileNotFoundError(f"nothing landed for {dataset} on ds={as_date(ds)} (looked for {plain})")
+    if os.path.lexists(plain):
+        data, identity = _read_regular(lake, plain)
+        return Landed(dataset, plain, data, False, identity)
+    if os.path.lexists(enc):
+        data, _ = _read_regular(lake, enc)
+        return Landed(dataset, enc, lake.cipher.decrypt(data, what=str(enc)), True)
+    raise NotLandedError(f"nothing landed for {dataset} on ds={as_date(ds)} (looked for {plain})")
+
+
+def read_landing_bytes(lake: Lake, dataset: str, ds) -> bytes:
+    """The day's landing bytes (see :func:`read_landing`)."""
+    return read_landing(lake, dataset, ds).data
+
+
+def seal(lake: Lake, landed: Landed) -> None:
+    """Encrypt exactly the bytes that were read, then remove the plain file if it is still that file.
+
+    A file re-delivered after it was read (a different inode, size or mtime) is left in place for the
+    next run: it is neither half-used nor lost.
+    """
+    if landed.sealed:
+        return
+    atomic_write_bytes(landed.path.with_name(landed.path.name + ".enc"), lake.cipher.encrypt(landed.data))
+    try:
+        st = os.lstat(landed.path)
+    except FileNotFoundError:
+        return
+    if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == landed.identity:
+        landed.path.unlink()
 
 
 def seal_landing(lake: Lake, dataset: str, ds) -> None:
-    """Encrypt a collected landing file in place (raw identifiers are not kept in clear at rest)."""
+    """Encrypt a landing file in place (raw identifiers are not kept in clear at rest)."""
     plain = landing_file(lake, dataset, ds)
-    if plain.exists():
-        atomic_write_bytes(plain.with_name(plain.name + ".enc"), lake.cipher.encrypt(plain.read_bytes()))
-        plain.unlink()
+    if os.path.lexists(plain):
+        seal(lake, read_landing(lake, dataset, ds))
 
 
-def parse_jsonl(data: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows, malformed): every well-formed JSON object becomes a row with text values; a line that is not
-    a JSON object is kept verbatim in ``malformed`` (columns ``line_no``, ``raw_line``)."""
-    rows, bad = [], []
-    for no, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+# Parsing --------------------------------------------------------------------------------------------
+def split_jsonl(data: bytes | str, source: str = "") -> tuple[list[dict], list[int], pd.DataFrame]:
+    """Strictly parse JSON lines: (objects, their line numbers, malformed lines). Blank lines are skipped.
+
+    Reasons of a malformed line: ``bad_encoding`` (not strict UTF-8), ``malformed_json``, or
+    ``not_json_object`` (valid JSON that is not an object). ``raw_bytes`` keeps the line as delivered.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    raw = raw.removeprefix(BOM)
+    rows, numbers, bad = [], [], []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            bad.append({"line_no": no, "raw_line": line})
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            shown = line.decode("utf-8", errors="backslashreplace")
+            bad.append(
+                (source, number, shown, "bad_encoding", f"not UTF-8: {exc.reason} at byte {exc.start}", line)
+            )
             continue
-        rows.append({k: (None if v is None else str(v)) for k, v in obj.items()})
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            bad.append((source, number, text, "malformed_json", str(exc), line))
+            continue
+        if not isinstance(value, dict):
+            bad.append((source, number, text, "not_json_object", f"a JSON {type(value).__name__}", line))
+            continue
+        rows.append(value)
+        numbers.append(number)
+    malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
+        {
+            "source": "string",
+            "line_number": "int64",
+            "raw_line": "string",
+            "reason": "string",
+            "error": "string",
+        }
+    )
+    return rows, numbers, malformed
+
+
+def loose_text(value) -> str | None:
+    """A JSON value as text: strings as they are, anything else as its JSON text (``true``, ``1e400``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse_jsonl(data: bytes | str, source: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, malformed): every JSON object becomes a row of text values (see :func:`split_jsonl`)."""
+    rows, _, malformed = split_jsonl(data, source)
     frame = (
-        pd.DataFrame(rows).astype("string")
+        pd.DataFrame([{k: loose_text(v) for k, v in r.items()} for r in rows]).astype("string")
         if rows
         else pd.DataFrame(columns=list(RAW_EVENTS), dtype="string")
     )
-    return frame, pd.DataFrame(bad, columns=["line_no", "raw_line"])
+    return frame, malformed
+
+
+def parse_reference(data: bytes, schema: dict[str, str], *, source: str, name: str) -> pd.DataFrame:
+    """A reference file (users, videos) in the canonical schema, used whole or not at all.
+
+    Raises:
+        LandingError: a malformed line, a value that cannot be read as its column's type, or a text
+            value that breaks its format or looks like personal data (:mod:`recsys.data.formats`). The
+            message names the file, the line, the column and the rule; a value only by its hash.
+    """
+    rows, numbers, malformed = split_jsonl(data, source)
+    if len(malformed):
+        first = malformed.iloc[0]
+        raise LandingError(
+            f"{source} line {first['line_number']}: {first['reason']} ({first['error']}); "
+            f"{len(malformed)} bad line(s) in all"
+        )
+    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame(columns=list(schema))
+    missing = [c for c in schema if c not in frame.columns]
+    if missing:
+        raise LandingError(f"{source}: missing column(s) {missing}")
+    for col, dtype in schema.items():  # the first cell that does not conform, named by line and column
+        try:
+            conform(frame[[col]], {col: dtype}, name=name)
+        except SchemaError:
+            for i in range(len(frame)):
+                try:
+                    conform(frame[[col]].iloc[[i]], {col: dtype}, name=name)
+                except SchemaError:
+                    value = fingerprint(frame[col].iloc[i])
+                    raise LandingError(
+                        f"{source} line {numbers[i]}: column {col!r} cannot be read as {dtype} ({value})"
+                    ) from None
+    typed = conform(frame, schema, name=name)
+    for col, dtype in schema.items():  # the format and personal-data rules of every text column
+        if dtype != "string":
+            continue
+        for rule, rows_bad in (
+            (f"pii_in_{col}", looks_personal(col, typed[col])),
+            (f"bad_format_{col}", ~format_ok(col, typed[col])),
+        ):
+            if rows_bad.any():
+                i = int(rows_bad.argmax())
+                raise LandingError(
+                    f"{source} line {numbers[i]}: column {col!r} fails {rule} "
+                    f"({fingerprint(typed[col].iloc[i])}; {int(rows_bad.sum())} row(s) in all)"
+                )
+    return typed
 
 
 def landing_interactions(lake: Lake, ds: str | date) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The day's raw interaction events (loose text values) and its malformed lines."""
-    return parse_jsonl(read_landing_bytes(lake, "events", ds))
+    landed = read_landing(lake, "events", ds)
+    return parse_jsonl(landed.data, source=str(landed.path))
 
 
 def landing_content_metadata(lake: Lake, ds: str | date) -> pd.DataFrame:
     """The video catalog as delivered for the day, in the canonical schema."""
-    df = pd.read_json(io.BytesIO(read_landing_bytes(lake, "videos", ds)), lines=True, dtype=False)
-    return conform(df, VIDEOS, name="videos")
+    landed = read_landing(lake, "videos", ds)
+    return parse_reference(landed.data, VIDEOS, source=str(landed.path), name="videos")
 
 
 def landing_contextual_info(lake: Lake, ds: str | date) -> pd.DataFrame:
     """User attributes and devices (context for every impression), in the canonical schema."""
-    df = pd.read_json(io.BytesIO(read_landing_bytes(lake, "users", ds)), lines=True, dtype=False)
-    return conform(df, RAW_USERS, name="users")
+    landed = read_landing(lake, "users", ds)
+    return parse_reference(landed.data, RAW_USERS, source=str(landed.path), name="users")
+
+
+def collect_day(lake: Lake, ds: str | date) -> dict:
+    """Landing -> raw zone for one day, reading each landing file once and sealing exactly what was read.
+
+    The three files are read and parsed first (a reference-file error stops the day before anything is
+    written), the raw partitions written, and only then the landing files sealed.
+    """
+    landed = {d: read_landing(lake, d, ds) for d in ("events", "videos", "users")}
+    events, malformed = parse_jsonl(landed["events"].data, source=str(landed["events"].path))
+    videos = parse_reference(landed["videos"].data, VIDEOS, source=str(landed["videos"].path), name="videos")
+    users = parse_reference(landed["users"].data, RAW_USERS, source=str(landed["users"].path), name="users")
+    lake.write_frame("raw", "events", ds, events)
+    lake.write_frame("raw", "events_malformed", ds, malformed)
+    lake.write_frame("raw", "videos", ds, videos)
+    lake.write_frame("raw", "users", ds, users)
+    for one in landed.values():
+        seal(lake, one)
+    return {
+        "input_rows": len(events) + len(malformed),
+        "malformed_rows": len(malformed),
+        "videos_rows": len(videos),
+        "users_rows": len(users),
+    }
 
 
 # ------------------------------------------------------------------------------ the seed's readers

@@ -22,7 +22,6 @@ that are not JSON objects never become rows: :func:`read_landing_jsonl` returns 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,9 +34,9 @@ import pandas as pd
 
 from recsys.data import expectations as ex
 from recsys.data.lake import as_date
+from recsys.data.parsing import is_null
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
-
-MALFORMED_COLUMNS = ("source", "line_number", "raw_line", "reason", "error")
+from recsys.data.sources import split_jsonl
 
 
 @dataclass(frozen=True)
@@ -70,35 +69,12 @@ class BatchValidationError(ValueError):
 def parse_jsonl(data: bytes | str, source: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Parse JSON lines one by one: (rows, malformed lines). Blank lines are skipped.
 
-    A line that is not valid UTF-8 or JSON gets reason ``malformed_json``; valid JSON that is not an
-    object (a list, a number) gets ``not_json_object``. The batch never fails on a bad line.
+    Strict (:func:`recsys.data.sources.split_jsonl`): a line that is not UTF-8 gets reason
+    ``bad_encoding``, one that is not JSON ``malformed_json``, valid JSON that is not an object (a list,
+    a number) ``not_json_object``. The batch never fails on a bad line.
     """
-    raw = data.encode() if isinstance(data, str) else data
-    rows, bad = [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
-            continue
-        text = line.decode("utf-8", errors="replace").rstrip("\r")
-        try:
-            value = json.loads(line.decode("utf-8"))
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            bad.append((source, number, text, "malformed_json", str(exc)))
-            continue
-        if not isinstance(value, dict):
-            bad.append((source, number, text, "not_json_object", f"a JSON {type(value).__name__}"))
-            continue
-        rows.append(value)
-    frame = pd.DataFrame.from_records(rows) if rows else pd.DataFrame()
-    malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
-        {
-            "source": "string",
-            "line_number": "int64",
-            "raw_line": "string",
-            "reason": "string",
-            "error": "string",
-        }
-    )
-    return frame, malformed
+    rows, _, malformed = split_jsonl(data, source)
+    return (pd.DataFrame.from_records(rows) if rows else pd.DataFrame()), malformed
 
 
 def read_landing_jsonl(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -123,6 +99,7 @@ def validate_events(
     *,
     durations: dict[int, float] | None = None,
     n_malformed: int = 0,
+    seen_event_ids: Iterable[str] | None = None,
     max_watch_multiple: float = 5.0,
     min_volume_fraction: float = 0.3,
     max_quarantine_share: float = 0.5,
@@ -137,6 +114,8 @@ def validate_events(
         durations: video id -> duration in seconds; ``watch_seconds`` above ``max_watch_multiple`` x
             the duration is quarantined (videos without a known duration are not checked).
         n_malformed: landing lines that never became rows, for the report and the quarantine share.
+        seen_event_ids: event ids accepted on earlier days of the window; a row reusing one is
+            quarantined as ``reused_event_id`` (None: no check).
         max_quarantine_share: above this share of quarantined rows (malformed lines included) the
             batch fails.
 
@@ -161,20 +140,23 @@ def validate_events(
 
     raw = events.reset_index(drop=True)
     typed, bad_type, frame = ex.events_check_frame(raw, durations, max_watch_multiple)
+    if seen_event_ids is not None:
+        frame[ex.REUSED] = ~typed["event_id"].isin(set(seen_event_ids)).to_numpy(bool)
     start = datetime.combine(ds, time(), tzinfo=UTC)
     min_rows, median, volumes = _volume_floor(trailing_volumes, min_volume_fraction)
-    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not ex.is_null(v)})
+    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not is_null(v)})
     specs = ex.events_suite(
         list(RAW_EVENTS),
         ds_start=start,
         ds_end=start + timedelta(days=1),
         min_rows=min_rows,
         known_video_ids=ids,
+        check_reused=seen_event_ids is not None,
     )
     run = ex.run_suite(frame, "raw_events", specs, run_name=f"ds={ds}", reports_dir=reports_dir)
     _raise_on_gx_errors(name, run)
 
-    masks = _row_masks(run, typed["event_id"], bad_type)
+    masks = _resolve_duplicates(_row_masks(run, typed["event_id"], bad_type), raw, typed["event_id"])
     reason = _join_reasons(masks, n)
     bad = reason.notna().to_numpy()
     accepted = conform(typed[~bad], RAW_EVENTS, name="accepted raw_events")
@@ -247,14 +229,38 @@ def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[st
             _invariant(not (bad_type[col] & ~rows).any(), f"GX missed unparseable {col} values")
             rows &= ~bad_type[col]
         if check.rule == "duplicate_event_id":
-            # GX flags every copy; the first one is kept.
+            # GX flags every copy; :func:`_resolve_duplicates` decides which one is kept.
             _invariant(
                 bool((rows == (event_id.duplicated(keep=False) & event_id.notna())).all()),
                 "GX duplicate rows disagree with pandas",
             )
-            rows &= event_id.duplicated(keep="first").to_numpy(bool)
         masks[check.rule] = rows
     return masks
+
+
+def _resolve_duplicates(masks: dict[str, np.ndarray], raw: pd.DataFrame, event_id: pd.Series) -> dict:
+    """Keep the first *valid* copy of each event id; quarantine the other valid copies.
+
+    A later copy identical to the kept one is ``duplicate_event_id``; one that differs from it is
+    ``conflicting_duplicate`` (two versions of one event: the second is not silently dropped as a
+    repeat). Invalid copies keep only their own reasons, so a bad first copy never hides a good second.
+    """
+    dup = masks.get("duplicate_event_id")
+    if dup is None:
+        return masks
+    others = [m for r, m in masks.items() if r != "duplicate_event_id"]
+    invalid = np.logical_or.reduce(others) if others else np.zeros(len(raw), dtype=bool)
+    candidates = dup & ~invalid
+    keep = np.zeros(len(raw), dtype=bool)
+    keep[np.flatnonzero(candidates)] = ~event_id[candidates].duplicated(keep="first").to_numpy(bool)
+    later = candidates & ~keep
+    content = pd.util.hash_pandas_object(_as_strings(raw), index=False).to_numpy()
+    kept_hash = dict(zip(event_id[keep], content[keep], strict=True))
+    differs = np.array([kept_hash.get(e) != h for e, h in zip(event_id, content, strict=True)], dtype=bool)
+    out = dict(masks)
+    out["duplicate_event_id"] = later & ~differs
+    out["conflicting_duplicate"] = later & differs
+    return out
 
 
 def _join_reasons(masks: dict[str, np.ndarray], n: int) -> pd.Series:
@@ -348,13 +354,42 @@ def _validate_reference(frame, schema, dataset, suite, pii, reports_dir, ds) -> 
     return ValidationResult(typed, quarantined, report, run.data_docs_path)
 
 
+# The stage's edges ----------------------------------------------------------------------------------
+def accepted_event_ids(lake, ds: date | str, days: int) -> set[str]:
+    """Event ids accepted on the ``days`` days before ``ds`` (an id may not be reused within them)."""
+    ds = as_date(ds)
+    seen: set[str] = set()
+    for d in lake.list_ds("raw", "valid_events"):
+        if ds - timedelta(days=days) <= d < ds and lake.has_frame("raw", "valid_events", d):
+            ids = lake.read_frame("raw", "valid_events", d)["event_id"]
+            seen.update(ids.dropna().astype(str))
+    return seen
+
+
+def quarantine_frame(quarantined: pd.DataFrame, malformed: pd.DataFrame) -> pd.DataFrame:
+    """Quarantined rows, then malformed lines (their text, reason, line and original bytes)."""
+    out = quarantined.astype("string")
+    if len(malformed):
+        bad = pd.DataFrame(
+            {
+                "raw_line": malformed["raw_line"].astype("string"),
+                "reason": malformed["reason"].astype("string"),
+                "line_number": malformed["line_number"].astype("string"),
+            }
+        )
+        if "raw_bytes" in malformed.columns:
+            bad["raw_bytes"] = malformed["raw_bytes"].astype(object)
+        out = pd.concat([out, bad], ignore_index=True)
+    return out
+
+
 # Helpers --------------------------------------------------------------------------------------------
 def _as_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Every column as strings (nulls stay null): a quarantine file takes any garbage without a schema."""
     return pd.DataFrame(
         {
             str(c): pd.array(
-                [None if ex.is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string"
+                [None if is_null(v) else str(v) for v in frame[c].astype(object)], dtype="string"
             )
             for c in frame.columns
         },

@@ -10,7 +10,8 @@ a log-odds lift over it: 0 means "no evidence", positive "clicks this category m
 At serving, and on the validation and test days, they come from the whole training split. On the
 training rows themselves they are *ordered* statistics (CatBoost's remedy for target leakage): each row
 sees only the impressions before it, never its own label, so the model does not learn to trust a
-feature that contains its answer.
+feature that contains its answer. ``video_popularity`` (log1p of the video's clicks) is ordered the same
+way on training rows; at serving it counts every training click.
 """
 
 from __future__ import annotations
@@ -222,6 +223,16 @@ class Transform:
         known = (users != "") & (sides != "")
         return np.where(known, affinity_lift(c, n, prior, self.affinity_strength), 0.0)
 
+    def _popularity_raw(self, df: pd.DataFrame, ordered: bool) -> np.ndarray:
+        """log1p(the video's training clicks); on training rows (``ordered``) only the clicks of the
+        impressions before each row, like the affinities: a row never counts its own click."""
+        videos = df["video_id"].astype(str)
+        if not ordered:
+            return videos.map(self.video_clicks).fillna(0.0).to_numpy(float)
+        clicks = pd.to_numeric(df["click"], errors="coerce").fillna(0).to_numpy(float)
+        before = pd.Series(clicks).groupby(videos.to_numpy(), sort=False).cumsum().to_numpy(float) - clicks
+        return np.log1p(before)
+
     def pair_affinity(self, user_keys, side_values: dict[str, np.ndarray]) -> PairAffinity:
         """Normalized affinity inputs for (user, video) pairs given by index into ``user_keys`` and into
         the videos whose side values (``{example column: values}``) are given: the serving batch path."""
@@ -240,7 +251,7 @@ class Transform:
                 age = (ts - upload).dt.total_seconds().to_numpy(float) / 86400.0
                 cols.append(np.clip(np.nan_to_num(age, nan=0.0), 0, None))
             elif name == "video_popularity":
-                cols.append(df["video_id"].astype(str).map(self.video_clicks).fillna(0.0).to_numpy(float))
+                cols.append(self._popularity_raw(df, ordered))
             elif name == "user_activity":
                 cols.append(df["user_key"].astype(str).map(self.user_impressions).fillna(0.0).to_numpy(float))
             elif name in AFFINITY:

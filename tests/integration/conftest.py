@@ -82,6 +82,9 @@ def pipeline_env(root: Path) -> dict[str, str]:
             "RECSYS_SIMULATOR__N_USERS": "300",
             "RECSYS_SIMULATOR__N_VIDEOS": "300",
             "RECSYS_TRAIN__EPOCHS": "6",
+            # The suite's tiny world (300 users and videos, 1-3 days, 6 epochs) is below what the shipped
+            # 0.55 click-AUC floor is set for: with the shipped gate, seed 1 blessed no model on any of its
+            # 3 days (click AUC 0.434, 0.543, 0.565; bench/gate_floor.py, README "Development").
             "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.5}',
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from services import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -103,13 +104,13 @@ def _services_or_skip():
     try:
         _pg_connect().close()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"PostgreSQL unreachable at {PG['host']}:{PG['port']} as {PG['user']}: {exc}")
+        service_missing(f"PostgreSQL unreachable at {PG['host']}:{PG['port']} as {PG['user']}: {exc}")
     try:
         import redis
 
         redis.Redis(host=REDIS_HOST, port=REDIS_PORT, socket_connect_timeout=3).ping()
     except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"Redis unreachable at {REDIS_HOST}:{REDIS_PORT}: {exc}")
+        service_missing(f"Redis unreachable at {REDIS_HOST}:{REDIS_PORT}: {exc}")
 
 
 def _free_redis_db() -> int:
@@ -119,7 +120,7 @@ def _free_redis_db() -> int:
     for n in (5, *range(6, 16), 4, 3, 2, 1):
         if redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=n).dbsize() == 0:
             return n
-    pytest.skip("no empty Redis database number (1-15) to use and flush")
+    service_missing("no empty Redis database number (1-15) to use and flush")
 
 
 # celery 5.7 removed ``celery.backends.database.retry``, which apache-airflow-providers-celery 3.26 imports
@@ -656,10 +657,7 @@ def test_alertmanager_delivers_only_retrain_alerts_to_the_relay(celery_stack: Ce
 
     binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     if binary is None:
-        warnings.warn(
-            "no alertmanager binary (make system-deps installs it): Alertmanager step not run", stacklevel=2
-        )
-        return
+        service_missing("no alertmanager binary (make system-deps installs it): Alertmanager step not run")
     config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
     retrain_routes = [r for r in config["route"]["routes"] if r["receiver"] == "recsys-retrain"]
     assert len(retrain_routes) == 1, config["route"]

@@ -19,6 +19,7 @@ from compose_helpers import (
     _load_compose,
     _yaml,
 )
+from services import requires
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_retrain_webhook_goes_to_the_relay_and_the_relay_to_airflow(services, mo
     assert config.cooldown_seconds == 3 * 86400
 
 
-@pytest.mark.skipif(AMTOOL is None, reason="amtool is not on PATH (Debian package prometheus-alertmanager)")
+@requires(AMTOOL is not None, "amtool is not on PATH (Debian package prometheus-alertmanager)")
 def test_alertmanager_config_passes_amtool():
     checked = subprocess.run(
         [AMTOOL, "check-config", str(ALERTMANAGER)], capture_output=True, text=True, timeout=60

@@ -35,6 +35,7 @@ from compose_helpers import (
     _is_one_shot,
     _load_compose,
 )
+from services import requires
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,9 @@ def services(compose) -> dict:
 # (a) docker-compose validates the file
 # --------------------------------------------------------------------------------------------------
 
-needs_compose = pytest.mark.skipif(
-    DOCKER_COMPOSE is None,
-    reason="docker-compose is not on PATH (CI installs Debian's docker-compose 1.29: "
+needs_compose = requires(
+    DOCKER_COMPOSE is not None,
+    "docker-compose is not on PATH (CI installs Debian's docker-compose 1.29: "
     "apt-get install docker-compose)",
 )
 

@@ -23,6 +23,7 @@ from compose_helpers import (
     _metric_names,
     _yaml,
 )
+from services import requires
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +87,7 @@ def test_grafana_provisioning_points_at_the_compose_services(services):
     assert home == f"{providers[0]['options']['path']}/{DASHBOARD.name}"
 
 
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool is not on PATH (Debian package prometheus)")
+@requires(PROMTOOL is not None, "promtool is not on PATH (Debian package prometheus)")
 def test_grafana_queries_are_valid_promql(tmp_path):
     dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
     rules = []

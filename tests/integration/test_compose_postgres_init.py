@@ -14,6 +14,7 @@ import pytest
 from compose_helpers import (
     PG_INIT,
 )
+from services import service_missing
 
 # --------------------------------------------------------------------------------------------------
 # (g) PostgreSQL init scripts, in a throwaway cluster
@@ -44,15 +45,15 @@ def pg_cluster():
     """A fresh PostgreSQL cluster listening on a private socket directory only (no TCP), removed after."""
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL 15+ server binaries (initdb, pg_ctl) not found")
+        service_missing("PostgreSQL 15+ server binaries (initdb, pg_ctl) not found")
     as_server = []
     if os.geteuid() == 0:
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot start a PostgreSQL server")
+            service_missing("running as root without runuser: cannot start a PostgreSQL server")
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
+            service_missing("running as root and there is no 'postgres' user to run the server")
         as_server = ["runuser", "-u", "postgres", "--"]
     base = Path(tempfile.mkdtemp(prefix="recsys-pginit-"))
     data = base / "data"

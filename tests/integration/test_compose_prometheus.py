@@ -6,11 +6,11 @@ from __future__ import annotations
 import shutil
 import subprocess
 
-import pytest
 import yaml
 from compose_helpers import (
     ROOT,
 )
+from services import service_missing
 
 
 def test_compose_prometheus_config_targets_compose_services():
@@ -28,7 +28,7 @@ def test_compose_prometheus_config_targets_compose_services():
     assert {a.split(":")[0] for a in am} <= services
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (apt-get install prometheus)")
+        service_missing("promtool not installed (apt-get install prometheus)")
     out = subprocess.run(
         [promtool, "check", "config", str(ROOT / "prometheus" / "prometheus.compose.yml")],
         capture_output=True,

@@ -9,7 +9,6 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from compose_helpers import (
     DASHBOARD,
     STATSD_MAPPING,
@@ -17,6 +16,7 @@ from compose_helpers import (
     _metric_names,
     _yaml,
 )
+from services import service_missing
 
 # --------------------------------------------------------------------------------------------------
 # (e) statsd-exporter mapping
@@ -63,13 +63,13 @@ def _map_statsd(metric: str, compiled) -> tuple[str, dict[str, str]] | None:
 def _airflow_metric_registry() -> list[dict]:
     spec = importlib.util.find_spec("airflow")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("apache-airflow is not installed")
+        service_missing("apache-airflow is not installed")
     path = (
         Path(next(iter(spec.submodule_search_locations)))
         / "_shared/observability/metrics/metrics_template.yaml"
     )
     if not path.exists():
-        pytest.skip(f"this Airflow version has no metric registry at {path}")
+        service_missing(f"this Airflow version has no metric registry at {path}")
     return _yaml(path)["metrics"]
 
 

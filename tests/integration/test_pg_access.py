@@ -11,6 +11,7 @@ import uuid
 
 import pandas as pd
 import pytest
+from services import service_missing
 
 pytestmark = pytest.mark.postgres
 
@@ -26,8 +27,8 @@ def fresh_db():
     try:
         with admin.connect():
             pass
-    except Exception as exc:  # no server: skip, do not fail
-        pytest.skip(f"PostgreSQL not reachable at {URL}: {exc}")
+    except Exception as exc:  # no server: skip locally, fail under CI=true
+        service_missing(f"PostgreSQL not reachable at {URL}: {exc}")
     name = f"recsys_test_{uuid.uuid4().hex[:10]}"
     role = f"recsys_app_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:

@@ -13,6 +13,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
+from services import service_missing
 
 from recsys.config import Settings
 from recsys.data import importers
@@ -28,13 +29,14 @@ D1, D2 = date(2026, 3, 1), date(2026, 3, 2)
 
 @pytest.fixture()
 def engine():
-    sa = pytest.importorskip("sqlalchemy")
+    import sqlalchemy as sa
+
     eng = sa.create_engine(URL)
     try:
         with eng.connect():
             pass
-    except Exception as exc:  # no server: skip, do not fail
-        pytest.skip(f"PostgreSQL not reachable at {URL}: {exc}")
+    except Exception as exc:  # no server: skip locally, fail under CI=true
+        service_missing(f"PostgreSQL not reachable at {URL}: {exc}")
     yield eng
     eng.dispose()
 

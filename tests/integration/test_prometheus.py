@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from services import requires
 
 from recsys.monitoring import compute_metrics, push_stage_metrics, serve_metrics, write_quality_snapshot
 
@@ -43,10 +44,9 @@ MISSING = [
     ]
     if not path
 ]
-needs_binaries = pytest.mark.skipif(
-    bool(MISSING),
-    reason=f"binaries not on PATH: {', '.join(MISSING)} "
-    "(apt-get install -y prometheus prometheus-pushgateway)",
+needs_binaries = requires(
+    not MISSING,
+    f"binaries not on PATH: {', '.join(MISSING)} (apt-get install -y prometheus prometheus-pushgateway)",
 )
 WAIT_SECONDS = 30.0
 
@@ -517,9 +517,9 @@ class _Webhooks:
         self.server.server_close()
 
 
-@pytest.mark.skipif(
-    bool(MISSING) or ALERTMANAGER is None,
-    reason="needs prometheus, promtool, the Pushgateway and Alertmanager (make system-deps)",
+@requires(
+    not MISSING and ALERTMANAGER is not None,
+    "needs prometheus, promtool, the Pushgateway and Alertmanager (make system-deps)",
 )
 def test_a_firing_rule_reaches_alertmanager_and_only_retrain_alerts_reach_the_webhook(tmp_path: Path):
     """The whole alert path in one chain: the exporter serves the monitor's retrain decision, Prometheus

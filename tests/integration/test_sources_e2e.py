@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from services import service_missing
 
 from recsys import stages
 from recsys.config import load_settings
@@ -40,7 +41,7 @@ def run_all(settings, days):
 )
 def test_pipeline_runs_on_dataset(source, path, keys, tmp_path, monkeypatch):
     if not path.exists():
-        pytest.skip(f"{path} not present")
+        service_missing(f"{path} not present")
     monkeypatch.setenv("RECSYS_SOURCE", source)
     monkeypatch.setenv("RECSYS_SOURCE_PATH", str(path))
     monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "data"))

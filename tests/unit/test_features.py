@@ -208,3 +208,20 @@ def test_a_transform_saved_before_affinities_still_applies(tmp_path):
     (tmp_path / "transform.json").write_text(json.dumps(old))
     t = Transform.load(tmp_path / "transform.json")
     assert t.apply(ex)["numeric"].shape == (len(ex), 4) and t.spec().n_numeric == 4
+
+
+def test_video_popularity_on_training_rows_never_counts_the_rows_own_click():
+    """Issue 18: the training value of video_popularity is ordered like the affinities (no own click)."""
+    rows = [("a", "music", 1), ("b", "music", 1), ("c", "music", 0), ("d", "music", 1)]
+    ex = _affinity_frame(rows)
+    ex["video_id"] = 7  # one video: its popularity is the clicks of the rows before
+    t = Transform.fit(ex)
+    j = NUMERIC.index("video_popularity")
+    ordered = t._raw_numeric(ex, ordered=True)[:, j]
+    assert ordered == pytest.approx(np.log1p([0, 1, 2, 2]))
+    flipped = ex.copy()
+    flipped.loc[2, "click"] = 1.0  # a row's own label does not move its own value
+    again = t._raw_numeric(flipped, ordered=True)[:, j]
+    assert again[2] == ordered[2] and again[3] > ordered[3]
+    served = t._raw_numeric(ex)[:, j]  # serving (and test days): every training click
+    assert served == pytest.approx(np.log1p([3, 3, 3, 3]))

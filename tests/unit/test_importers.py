@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from services import requires
 
 from recsys.config import Settings
 from recsys.data import importers, kuairand, movielens
@@ -21,8 +22,8 @@ from recsys.data.sources import landing_file
 
 KUAIRAND = Path(os.environ.get("RECSYS_TEST_KUAIRAND_DIR", "/work/shared/data/kuairand"))
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "movielens"
-needs_kuairand = pytest.mark.skipif(
-    not (KUAIRAND / "log_sample_200.csv").exists(), reason=f"the shared KuaiRand sample is not at {KUAIRAND}"
+needs_kuairand = requires(
+    (KUAIRAND / "log_sample_200.csv").exists(), f"the shared KuaiRand sample is not at {KUAIRAND}"
 )
 
 
