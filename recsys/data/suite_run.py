@@ -1,0 +1,175 @@
+"""The one place that talks to Great Expectations: run a suite of :class:`~recsys.data.expectations.Spec`
+records on a frame and reduce GX's result to :class:`Check` verdicts (:class:`SuiteRun`).
+
+GX is imported lazily, inside :func:`run_suite` (the import alone takes seconds, and Airflow parses DAG
+files that import ``recsys``). :mod:`recsys.data.expectations` declares the suites and re-exports these.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from recsys.data.expectations import Spec
+
+_RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "partial_unexpected_count": 20,
+    "return_unexpected_index_query": False,
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """GX's verdict on one expectation."""
+
+    expectation: str  # snake-case GX type, e.g. expect_column_values_to_not_be_null
+    rule: str
+    level: str
+    column: str | None
+    success: bool
+    unexpected_rows: tuple[int, ...] = ()  # positions in the validated frame (it has a RangeIndex)
+    unexpected_count: int | None = None
+    observed_value: Any = None
+    sample: tuple = ()  # a few unexpected values (identifiers are masked before GX sees them)
+    error: str | None = None  # GX could not evaluate the expectation
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-friendly record for the validation report."""
+        out: dict[str, Any] = {"expectation": self.expectation, "rule": self.rule, "success": self.success}
+        if self.column is not None:
+            out["column"] = self.column
+        if self.unexpected_count is not None:
+            out["unexpected_count"] = self.unexpected_count
+        if self.observed_value is not None:
+            out["observed_value"] = _jsonable(self.observed_value)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """One GX run of a suite: the overall verdict, one :class:`Check` per expectation, the Data Docs."""
+
+    suite: str
+    success: bool
+    checks: tuple[Check, ...]
+    data_docs_path: Path | None = None
+    by_rule: dict[str, Check] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_rule", {c.rule: c for c in self.checks})
+
+
+# Running --------------------------------------------------------------------------------------------
+def _gx():
+    """Import GX with analytics off (GX 1.x reads GX_ANALYTICS_ENABLED; nothing is written to $HOME)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+
+    return gx
+
+
+def run_suite(
+    frame: pd.DataFrame, suite_name: str, specs: list[Spec], *, run_name: str, reports_dir: Path | None = None
+) -> SuiteRun:
+    """Validate ``frame`` against ``specs`` with GX and return its verdicts.
+
+    One context per call: an ephemeral one, or a file context rooted at ``reports_dir`` whose Data Docs
+    the Checkpoint updates (``reports_dir/gx/uncommitted/data_docs/local_site/index.html``).
+    """
+    gx = _gx()
+    import great_expectations.expectations as gxe
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    if reports_dir is None:
+        context = gx.get_context(mode="ephemeral")
+    else:
+        reports_dir = Path(reports_dir)
+        reports_dir.mkdir(parents=True, exist_ok=True)
+        context = gx.get_context(mode="file", project_root_dir=reports_dir)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+
+    # A rerun in the same reports_dir replaces the definitions (add_or_update is quadratic in the suite).
+    for factory in (context.checkpoints, context.validation_definitions, context.suites):
+        if suite_name in {x.name for x in factory.all()}:
+            factory.delete(name=suite_name)
+    source = context.data_sources.add_or_update_pandas(name=suite_name)
+    batch_definition = source.add_dataframe_asset(name=suite_name).add_batch_definition_whole_dataframe(
+        name="whole_frame"
+    )
+    expectations = [
+        getattr(gxe, s.expectation)(
+            **s.kwargs,
+            meta={"rule": s.rule, "level": s.level},
+            **({"description": s.description} if s.description else {}),
+        )
+        for s in specs
+    ]
+    suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
+    )
+    actions = [UpdateDataDocsAction(name="update_data_docs")] if reports_dir is not None else []
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=suite_name,
+            validation_definitions=[definition],
+            actions=actions,
+            result_format=_RESULT_FORMAT,
+        )
+    )
+
+    frame = frame.reset_index(drop=True)
+    result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_name))
+    (validation,) = result.run_results.values()
+    order = {s.rule: i for i, s in enumerate(specs)}  # GX groups results its own way; keep the suite's
+    checks = tuple(
+        sorted((_check(r) for r in validation.results), key=lambda c: order.get(c.rule, len(order)))
+    )
+    docs = None
+    if reports_dir is not None:
+        docs = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
+        if not docs.exists():
+            raise RuntimeError(f"GX did not build Data Docs at {docs}")
+    return SuiteRun(suite_name, bool(validation.success), checks, docs)
+
+
+def _check(r) -> Check:
+    config = r.expectation_config
+    meta = config.meta or {}
+    res = r.result or {}
+    info = r.exception_info or {}
+    # exception_info is either one record or a dict of records keyed by metric.
+    records = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, dict)]
+    errors = [str(x.get("exception_message")) for x in records if x.get("raised_exception")]
+    return Check(
+        expectation=config.type,
+        rule=meta.get("rule", config.type),
+        level=meta.get("level", "row"),
+        column=config.kwargs.get("column") or config.kwargs.get("column_B"),
+        success=bool(r.success),
+        unexpected_rows=tuple(int(i) for i in res.get("unexpected_index_list") or ()),
+        unexpected_count=res.get("unexpected_count"),
+        observed_value=res.get("observed_value"),
+        sample=tuple(res.get("partial_unexpected_list") or ())[:5],
+        error="; ".join(errors) or None,
+    )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, (str, int, float, bool)) or v is None:
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item"):
+        return v.item()
+    return str(v)
