@@ -119,9 +119,10 @@ def test_format_rules_accept_what_the_sources_produce(settings):
     from datetime import date
 
     from recsys.config import load_settings
-    from recsys.data import simulate as sim
+    from recsys.sim import simulate as sim
+    from recsys.sim.world import build_world
 
-    world = sim.build_world(load_settings().simulator, 7)
+    world = build_world(load_settings().simulator, 7)
     events = sim.simulate_day(world, date(2026, 1, 1), None, None)
     for col in ("event_id", "user_id", "email", "ip", "device", "region", "session_id"):
         assert formats.format_ok(col, events[col]).all(), col
