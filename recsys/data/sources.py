@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.data.lake import Lake, as_date, atomic_write_bytes
+from recsys.data.lake import Lake, as_date
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
 
 LANDING_FILE = "part-0.jsonl"
+SEALED_FILE = LANDING_FILE + ".enc"  # the landing file once collected: encrypted at rest
 
 
 def landing_file(lake: Lake, dataset: str, ds) -> Path:
@@ -26,21 +27,22 @@ def landing_file(lake: Lake, dataset: str, ds) -> Path:
 
 def read_landing_bytes(lake: Lake, dataset: str, ds) -> bytes:
     """The day's landing file: the plain one if newly delivered, else the encrypted copy."""
-    plain = landing_file(lake, dataset, ds)
-    enc = plain.with_name(plain.name + ".enc")
-    if plain.exists():
-        return plain.read_bytes()
-    if enc.exists():
-        return lake.cipher.decrypt(enc.read_bytes(), what=str(enc))
-    raise FileNotFoundError(f"nothing landed for {dataset} on ds={as_date(ds)} (looked for {plain})")
+    if lake.has_file("landing", dataset, ds, LANDING_FILE):
+        return lake.read_bytes("landing", dataset, ds, LANDING_FILE)
+    if lake.has_file("landing", dataset, ds, SEALED_FILE):
+        blob = lake.read_bytes("landing", dataset, ds, SEALED_FILE)
+        return lake.cipher.decrypt(blob, what=f"{lake.partition('landing', dataset, ds)}/{SEALED_FILE}")
+    raise FileNotFoundError(
+        f"nothing landed for {dataset} on ds={as_date(ds)} "
+        f"(looked for {lake.partition('landing', dataset, ds)}/{LANDING_FILE})"
+    )
 
 
 def seal_landing(lake: Lake, dataset: str, ds) -> None:
     """Encrypt a collected landing file in place (raw identifiers are not kept in clear at rest)."""
-    plain = landing_file(lake, dataset, ds)
-    if plain.exists():
-        atomic_write_bytes(plain.with_name(plain.name + ".enc"), lake.cipher.encrypt(plain.read_bytes()))
-        plain.unlink()
+    if lake.has_file("landing", dataset, ds, LANDING_FILE):
+        sealed = lake.cipher.encrypt(lake.read_bytes("landing", dataset, ds, LANDING_FILE))
+        lake.write_bytes("landing", dataset, ds, SEALED_FILE, sealed, drop=(LANDING_FILE,))
 
 
 def parse_jsonl(data: bytes) -> tuple[pd.DataFrame, pd.DataFrame]:

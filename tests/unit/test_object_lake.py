@@ -1,0 +1,124 @@
+"""The manifest-committed store and the lake at a URL, on local disk (file://): the same code path as
+on S3 (tests/integration/test_lake_s3.py runs these against a real S3 server)."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import pandas as pd
+import pytest
+from cryptography.fernet import Fernet
+
+from recsys.data.object_lake import ObjectLake, open_lake
+from recsys.data.store import MANIFEST, CorruptPartitionError, open_store
+from recsys.privacy.crypto import MAGIC, Cipher
+
+DAY = date(2026, 1, 2)
+
+
+def test_publish_then_read_through_the_manifest(tmp_path):
+    store = open_store((tmp_path / "lake").as_uri())
+    store.publish("clean/x/ds=2026-01-02", {"a.bin": b"first", "b.bin": b"second"})
+    assert store.read("clean/x/ds=2026-01-02", "a.bin") == b"first"
+    assert store.names("clean/x/ds=2026-01-02") == ["a.bin", "b.bin"]
+    m = json.loads((tmp_path / "lake/clean/x/ds=2026-01-02" / MANIFEST).read_text())
+    assert m["files"]["a.bin"]["size"] == 5 and m["attempt"].startswith("_attempt=")
+
+
+def test_replacing_removes_the_old_attempt_and_keeps_other_files_on_update(tmp_path):
+    store = open_store(str(tmp_path / "lake"))
+    part = "raw/x/ds=2026-01-02"
+    first = store.publish(part, {"a": b"1", "b": b"2"})
+    second = store.publish(part, {"a": b"3"}, replace=False)
+    assert store.read(part, "a") == b"3" and store.read(part, "b") == b"2"  # b still from the first attempt
+    attempts = sorted(p.name for p in (tmp_path / "lake" / part).iterdir() if p.name.startswith("_attempt="))
+    assert attempts == sorted({first["attempt"], second["attempt"]})
+    third = store.publish(part, {"c": b"4"})  # replace: the partition is exactly {c}
+    assert store.names(part) == ["c"]
+    attempts = [p.name for p in (tmp_path / "lake" / part).iterdir() if p.name.startswith("_attempt=")]
+    assert attempts == [third["attempt"]]
+
+
+def test_an_uncommitted_attempt_is_invisible(tmp_path):
+    store = open_store(str(tmp_path / "lake"))
+    orphan = tmp_path / "lake/clean/x/ds=2026-01-03/_attempt=dead/part-0.parquet"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half")
+    store.publish("clean/x/ds=2026-01-02", {"part-0.parquet": b"ok"})
+    assert store.partitions("clean/x") == ["ds=2026-01-02"]
+    with pytest.raises(FileNotFoundError):
+        store.read("clean/x/ds=2026-01-03", "part-0.parquet")
+
+
+def test_a_damaged_object_is_an_error_not_data(tmp_path):
+    store = open_store(str(tmp_path / "lake"))
+    m = store.publish("clean/x/ds=2026-01-02", {"a": b"payload"})
+    (tmp_path / "lake/clean/x/ds=2026-01-02" / m["files"]["a"]["key"]).write_bytes(b"paylo")
+    with pytest.raises(CorruptPartitionError):
+        store.read("clean/x/ds=2026-01-02", "a")
+
+
+def test_drop_hides_the_partition_first(tmp_path):
+    store = open_store(str(tmp_path / "lake"))
+    store.publish("clean/x/ds=2026-01-02", {"a": b"1"})
+    store.drop("clean/x/ds=2026-01-02")
+    assert store.partitions("clean/x") == [] and not (tmp_path / "lake/clean/x/ds=2026-01-02").exists()
+
+
+def _lake(tmp_path, settings_kw=None) -> ObjectLake:
+    from recsys.config import Settings
+
+    s = Settings(data_dir=tmp_path / "data", lake_url=(tmp_path / "bucket").as_uri())
+    return open_lake(s, s.data_dir, Cipher([Fernet.generate_key().decode()]))
+
+
+def test_every_zone_round_trips_and_identifier_zones_are_encrypted(tmp_path):
+    lake = _lake(tmp_path)
+    assert isinstance(lake, ObjectLake)
+    df = pd.DataFrame({"user_id": ["alice-raw-id", "bob-raw-id"], "n": [1, 2]})
+    for zone in ("raw", "quarantine", "clean", "features", "recs"):
+        lake.write_frame(zone, "t", DAY, df)
+        pd.testing.assert_frame_equal(lake.read_frame(zone, "t", DAY), df)
+        assert lake.list_ds(zone, "t") == [DAY]
+    for zone in ("raw", "quarantine"):
+        (blob,) = (tmp_path / "bucket" / zone / "t" / "ds=2026-01-02").glob("_attempt=*/*")
+        data = blob.read_bytes()
+        assert data.startswith(MAGIC) and b"alice-raw-id" not in data
+    lake.write_bytes("landing", "events", DAY, "part-0.jsonl", b'{"user_id": "alice"}\n')
+    assert lake.read_bytes("landing", "events", DAY, "part-0.jsonl") == b'{"user_id": "alice"}\n'
+
+
+def test_sealing_landing_is_one_commit(tmp_path):
+    from recsys.data import sources
+
+    lake = _lake(tmp_path)
+    lake.write_bytes("landing", "events", DAY, sources.LANDING_FILE, b'{"user_id": "alice"}\n')
+    sources.seal_landing(lake, "events", DAY)
+    assert lake.store.names("landing/events/ds=2026-01-02") == [sources.SEALED_FILE]
+    assert sources.read_landing_bytes(lake, "events", DAY) == b'{"user_id": "alice"}\n'
+    (blob,) = (tmp_path / "bucket/landing/events/ds=2026-01-02").glob("_attempt=*/*")
+    assert b"alice" not in blob.read_bytes()
+
+
+def test_replace_partition_commits_all_or_nothing_and_local_dir_caches_one_commit(tmp_path):
+    lake = _lake(tmp_path)
+
+    def build(d):
+        (d / "train.parquet").write_bytes(b"old-train")
+        (d / "transform.json").write_text("{}")
+
+    lake.replace_partition("features", "examples", DAY, build)
+
+    def broken(d):
+        (d / "train.parquet").write_bytes(b"new-train")
+        raise RuntimeError("killed mid-build")
+
+    with pytest.raises(RuntimeError):
+        lake.replace_partition("features", "examples", DAY, broken)
+    local = lake.local_dir("features", "examples", DAY)
+    assert local.name == "ds=2026-01-02" and (local / "train.parquet").read_bytes() == b"old-train"
+    lake.replace_partition("features", "examples", DAY, lambda d: (d / "train.parquet").write_bytes(b"v2"))
+    again = lake.local_dir("features", "examples", DAY)
+    assert again != local and not local.exists() and (again / "train.parquet").read_bytes() == b"v2"
+    assert sorted(p.name for p in again.iterdir()) == ["train.parquet"]
