@@ -55,6 +55,7 @@ class S3Server:
     endpoint_url: str
     proc: subprocess.Popen
     log: Path
+    bucket: str | None = None
 
     def env(self) -> dict[str, str]:
         """The recsys settings that point a process at this server (bucket and prefix are the caller's)."""
@@ -77,9 +78,16 @@ class S3Server:
         )
 
     def new_bucket(self) -> str:
+        """A fresh bucket (a SeaweedFS collection: create few, and use prefixes within one)."""
         name = f"recsys-{uuid.uuid4().hex[:12]}"
         self.client().create_bucket(Bucket=name)
         return name
+
+    def new_prefix(self) -> str:
+        """A fresh ``bucket/prefix`` in the session's shared bucket."""
+        if self.bucket is None:
+            self.bucket = self.new_bucket()
+        return f"{self.bucket}/{uuid.uuid4().hex[:12]}"
 
 
 def start_server(workdir: Path, timeout: float = 90.0) -> S3Server:
@@ -104,7 +112,9 @@ def start_server(workdir: Path, timeout: float = 90.0) -> S3Server:
         f"-filer.port={filer}",
         "-s3",
         f"-s3.port={s3}",
-        "-master.volumeSizeLimitMB=256",
+        "-master.volumeSizeLimitMB=64",
+        # each bucket is a collection that takes volumes of its own (7 at a time): room for a few
+        "-volume.max=32",
     ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -115,7 +125,7 @@ def start_server(workdir: Path, timeout: float = 90.0) -> S3Server:
         if proc.poll() is not None:
             raise RuntimeError(f"weed server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            bucket = server.new_bucket()
+            bucket = server.bucket = server.bucket or server.new_bucket()
             c = server.client()
             c.put_object(Bucket=bucket, Key="probe", Body=b"ok")
             if c.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok":
