@@ -112,6 +112,10 @@ def start_server(workdir: Path, timeout: float = 90.0) -> S3Server:
         f"-filer.port={filer}",
         "-s3",
         f"-s3.port={s3}",
+        # weed 4.x also serves Iceberg (8181) and Lance (9101) catalogs on fixed ports by default: off, so
+        # that two servers (two test sessions, a benchmark) can run side by side
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
         # each bucket is a collection that takes volumes of its own (7 at a time): room for a few
         "-volume.max=32",

@@ -228,6 +228,14 @@ def _model_artifacts_with_key(settings: Settings, user_key: str) -> int:
 
 
 # ------------------------------------------------------------------------------------ API
+def _local_lake_only(settings: Settings) -> None:
+    """Erasure walks the local lake's files: with the lake at a URL it would scrub nothing and say done."""
+    if settings.lake_url:
+        raise NotImplementedError(
+            f"erasure does not yet reach a lake at a URL ({settings.lake_url}): nothing was erased"
+        )
+
+
 def erase_user(user_id: str, settings: Settings, *, request_id: str | None = None) -> dict:
     """Remove ``user_id`` from every zone and every version of the recommendations table.
 
@@ -237,6 +245,7 @@ def erase_user(user_id: str, settings: Settings, *, request_id: str | None = Non
     user_id = str(user_id).strip()
     if not user_id:
         raise ValueError("an erasure request needs a non-empty user id")
+    _local_lake_only(settings)
     key = load_pseudonym_key(settings)
     uk = pseudonym(user_id, key)
     request_id = request_id or uuid.uuid4().hex
@@ -301,6 +310,7 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
     """
     import sqlalchemy as sa
 
+    _local_lake_only(settings)
     root = Path(settings.data_dir)
     key = load_pseudonym_key(settings)
     cipher = Cipher.from_settings(settings)
