@@ -122,3 +122,31 @@ def test_replace_partition_commits_all_or_nothing_and_local_dir_caches_one_commi
     again = lake.local_dir("features", "examples", DAY)
     assert again != local and not local.exists() and (again / "train.parquet").read_bytes() == b"v2"
     assert sorted(p.name for p in again.iterdir()) == ["train.parquet"]
+
+
+def test_s3_settings_need_both_keys_and_reach_the_client_options(monkeypatch):
+    from pydantic import ValidationError
+
+    from recsys.config import load_settings
+    from recsys.data.store import storage_options
+
+    monkeypatch.setenv("RECSYS_LAKE_URL", "s3://bucket/lake")
+    monkeypatch.setenv("RECSYS_S3__ENDPOINT_URL", "http://127.0.0.1:8333")
+    monkeypatch.setenv("RECSYS_S3__ACCESS_KEY_ID", "id")
+    with pytest.raises(ValidationError, match="SECRET_ACCESS_KEY"):
+        load_settings()
+    monkeypatch.setenv("RECSYS_S3__SECRET_ACCESS_KEY", "s3cr3t-value")
+    s = load_settings()
+    opts = storage_options(s.lake_url, s.s3)
+    assert opts["client_kwargs"] == {"endpoint_url": "http://127.0.0.1:8333"}
+    assert (opts["key"], opts["secret"]) == ("id", "s3cr3t-value") and opts["use_listings_cache"] is False
+    assert "s3cr3t-value" not in repr(s.s3)
+
+
+def test_erasure_refuses_a_lake_it_cannot_reach(tmp_path):
+    from recsys.config import Settings
+    from recsys.privacy.erasure import erase_user
+
+    s = Settings(data_dir=tmp_path, lake_url="s3://bucket/lake")
+    with pytest.raises(NotImplementedError, match="nothing was erased"):
+        erase_user("alice", s)
