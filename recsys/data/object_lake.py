@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 import shutil
 import tempfile
 import uuid
@@ -148,3 +149,29 @@ class ObjectLake(Lake):
             if stale != final:  # copies of earlier commits of this day
                 shutil.rmtree(stale, ignore_errors=True)
         return final
+
+    # Key rotation ----------------------------------------------------------------------------
+    def rotate_encrypted(self, zones: Iterable[str], verify_with: Cipher | None = None) -> dict[str, int]:
+        """Re-encrypt every ``.enc`` file of ``zones`` under the cipher's newest key, one commit per
+        partition (a reader sees all of a partition's files under the old key or all under the new);
+        ``verify_with`` (the newest key alone) then decrypts each one back. Files rotated, by zone."""
+        counts: dict[str, int] = {}
+        for zone in zones:
+            counts[zone] = 0
+            for dataset in sorted(posixpath.basename(p.rstrip("/")) for p in self.store._children(zone)):
+                for ds in self.store.partitions(f"{zone}/{dataset}"):
+                    part = f"{zone}/{dataset}/{ds}"
+                    m = self.store.manifest(part)
+                    names = [n for n in (m["files"] if m else {}) if n.endswith(".enc")]
+                    if not names:
+                        continue
+                    rotated = {
+                        n: self.cipher.rotate(self.store.read(part, n, m), what=self.store.url_of(part, n))
+                        for n in names
+                    }
+                    self.store.publish(part, rotated, replace=False)
+                    if verify_with is not None:
+                        for n in names:
+                            verify_with.decrypt(self.store.read(part, n), what=self.store.url_of(part, n))
+                    counts[zone] += len(names)
+        return counts

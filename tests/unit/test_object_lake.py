@@ -150,3 +150,32 @@ def test_erasure_refuses_a_lake_it_cannot_reach(tmp_path):
     s = Settings(data_dir=tmp_path, lake_url="s3://bucket/lake")
     with pytest.raises(NotImplementedError, match="nothing was erased"):
         erase_user("alice", s)
+
+
+def test_key_rotation_reaches_the_lake_at_a_url(tmp_path, monkeypatch):
+    from recsys.config import load_settings
+    from recsys.data import sources
+    from recsys.privacy.crypto import DecryptionError
+    from recsys.privacy.keys import rotate_keys
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    monkeypatch.setenv("RECSYS_LAKE_URL", (tmp_path / "bucket").as_uri())
+    monkeypatch.setenv("RECSYS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", old)
+    s = load_settings()
+    lake = open_lake(s, s.data_dir, Cipher([old]))
+    df = pd.DataFrame({"user_id": ["alice"], "n": [1]})
+    lake.write_frame("raw", "events", DAY, df)
+    lake.write_frame("quarantine", "events", DAY, df)
+    lake.write_frame("clean", "events", DAY, df)
+    lake.write_bytes("landing", "events", DAY, sources.LANDING_FILE, b'{"user_id": "alice"}\n')
+    sources.seal_landing(lake, "events", DAY)
+
+    monkeypatch.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", f"{new},{old}")
+    out = rotate_keys(load_settings())
+    assert out["by_zone"] == {"landing": 1, "raw": 1, "quarantine": 1} and out["verified"]
+    only_new = open_lake(s, s.data_dir, Cipher([new]))
+    pd.testing.assert_frame_equal(only_new.read_frame("raw", "events", DAY), df)
+    assert sources.read_landing_bytes(only_new, "events", DAY) == b'{"user_id": "alice"}\n'
+    with pytest.raises(DecryptionError):
+        open_lake(s, s.data_dir, Cipher([old])).read_frame("quarantine", "events", DAY)
