@@ -108,12 +108,9 @@ class ObjectLake(Lake):
         self.root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.root, prefix=".build-") as tmp:
             build(Path(tmp))
-            files = {
-                p.relative_to(tmp).as_posix(): p.read_bytes()
-                for p in sorted(Path(tmp).rglob("*"))
-                if p.is_file()
-            }
-        self.store.publish(self._part(zone, dataset, ds), files, replace=True)
+            files = {p.relative_to(tmp).as_posix(): p for p in sorted(Path(tmp).rglob("*")) if p.is_file()}
+            # uploaded file by file from the build folder, never all in memory
+            self.store.publish(self._part(zone, dataset, ds), files, replace=True)
         return self.partition(zone, dataset, ds)
 
     def drop_partition(self, zone: str, dataset: str, ds) -> None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import posixpath
+import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -91,6 +93,24 @@ class PartitionStore:
         else:
             self.fs.pipe_file(key, data)
 
+    def _put_file(self, key: str, path: Path) -> tuple[int, str]:
+        """Upload the local file ``path`` to ``key`` without reading it whole; its (size, SHA-256)."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 23), b""):
+                digest.update(chunk)
+        if self.local:
+            target = Path(key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        else:
+            self.fs.put_file(str(path), key)  # multipart for large files
+        return path.stat().st_size, digest.hexdigest()
+
     def _get(self, key: str) -> bytes:
         return self.fs.cat_file(key)
 
@@ -105,12 +125,12 @@ class PartitionStore:
     def publish(
         self,
         partition: str,
-        files: Mapping[str, bytes],
+        files: Mapping[str, bytes | Path],
         *,
         replace: bool = True,
         drop: Iterable[str] = (),
     ) -> dict:
-        """Commit ``files`` (name -> bytes) to ``partition``; return the new manifest.
+        """Commit ``files`` (name -> bytes, or a local file to upload) to ``partition``; return the manifest.
 
         ``replace``: the partition becomes exactly ``files``; otherwise they are added to (or replace
         files of the same name in) the committed partition, and the names in ``drop`` are removed, in
@@ -123,8 +143,12 @@ class PartitionStore:
             entries.pop(name, None)
         for name, data in files.items():
             rel = f"{attempt}/{name}"
-            self._put(self.key(partition, rel), data)
-            entries[name] = {"key": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            if isinstance(data, Path):
+                size, digest = self._put_file(self.key(partition, rel), data)
+            else:
+                self._put(self.key(partition, rel), data)
+                size, digest = len(data), hashlib.sha256(data).hexdigest()
+            entries[name] = {"key": rel, "size": size, "sha256": digest}
         manifest = {
             "format": 1,
             "attempt": attempt,

@@ -101,18 +101,26 @@ KILLED_WRITER = textwrap.dedent(
 
     settings = load_settings()  # the lake URL and the S3 server from RECSYS_* in the environment
     lake = open_lake(settings, settings.data_dir, Cipher([sys.argv[1]]))
-    put = store_mod.PartitionStore._put
-
+    put, put_file = store_mod.PartitionStore._put, store_mod.PartitionStore._put_file
     done = []
 
-    def announced_put(self, key, data):  # timing only: the real PUT, then a pause after the 2nd part
-        put(self, key, data)
+    def announce(key):  # timing only: after the real upload, a pause after the 2nd part
         done.append(key)
         print("PUT", key, flush=True)
         if len(done) == 2:
             time.sleep(60)
 
+    def announced_put(self, key, data):
+        put(self, key, data)
+        announce(key)
+
+    def announced_put_file(self, key, path):
+        out = put_file(self, key, path)
+        announce(key)
+        return out
+
     store_mod.PartitionStore._put = announced_put
+    store_mod.PartitionStore._put_file = announced_put_file
 
     def build(d):
         for i in range(3):
