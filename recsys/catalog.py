@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from recsys.config import Settings
 from recsys.data.lake import Lake, as_date, atomic_write_bytes
+from recsys.data.object_lake import open_lake
 from recsys.privacy.crypto import Cipher
 
 
@@ -153,18 +154,17 @@ class Catalog:
     @functools.cached_property
     def lake(self) -> Lake:
         """The lake, encrypting the raw-identifier zones (keys read on first use, so a catalog is cheap)."""
-        return Lake(
-            self.data_dir, self.cipher if self.cipher is not None else Cipher.from_settings(self.settings)
-        )
+        cipher = self.cipher if self.cipher is not None else Cipher.from_settings(self.settings)
+        return open_lake(self.settings, self.data_dir, cipher)
 
     @functools.cached_property
     def plain_lake(self) -> Lake:
         """The lake without a cipher: enough to write or check the landing zone."""
-        return Lake(self.data_dir)
+        return open_lake(self.settings, self.data_dir)
 
     # lake partitions and folders outside the zones
     def features_dir(self, ds: date | str) -> Path:
-        return self.plain_lake.partition("features", "examples", as_date(ds))
+        return self.plain_lake.local_dir("features", "examples", as_date(ds))
 
     def validation_reports(self, ds: date | str) -> Path:
         return self.data_dir / "reports" / "validation" / f"ds={as_date(ds)}"

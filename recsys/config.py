@@ -235,6 +235,23 @@ class RetrievalSettings(BaseModel):
     max_recall_regression: float = 0.0  # candidate recall may not fall more than this below the champion's
 
 
+class S3Settings(BaseModel):
+    """Where an ``s3://`` lake URL points and who signs the requests (``RECSYS_S3__*``). Unset
+    credentials leave it to the S3 client's own chain (instance role, its config files)."""
+
+    model_config = _FROZEN
+    endpoint_url: str | None = None  # an S3-compatible server (SeaweedFS, MinIO); None: AWS
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> S3Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both RECSYS_S3__ACCESS_KEY_ID and RECSYS_S3__SECRET_ACCESS_KEY, or neither")
+        return self
+
+
 class Settings(BaseSettings):
     """All of recsys' configuration."""
 
@@ -247,6 +264,9 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Path("data")
+    # the lake's zones at a URL (s3://bucket/prefix, file:///path); None: data_dir's folders, as before
+    lake_url: str | None = None
+    s3: S3Settings = S3Settings()
     demo: bool = False
     seed: int = 42
     source: Literal["simulator", "landing", "kuairand", "movielens", "postgres"] = "simulator"

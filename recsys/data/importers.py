@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.data.lake import Lake, atomic_write_bytes
+from recsys.data.lake import Lake
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, conform
 from recsys.data.sessions import SESSION_GAP_S, sessionize, spread_over_day  # noqa: F401  (re-exported)
 
@@ -115,7 +115,7 @@ def write_landing_day(
     lake: Lake, ds: date, events: pd.DataFrame, videos: pd.DataFrame, users: pd.DataFrame
 ) -> dict[str, Path]:
     """Write the three landing files of ``ds`` atomically (as the simulator stage does)."""
-    from recsys.data.jsonl import to_jsonl, write_landing
+    from recsys.data.jsonl import to_jsonl
 
     frames = {
         "events": conform(events, RAW_EVENTS, name="events"),
@@ -124,12 +124,10 @@ def write_landing_day(
     }
     paths = {}
     for dataset, frame in frames.items():
-        path = lake.partition("landing", dataset, ds) / LANDING_FILE
-        path.with_name(path.name + ".enc").unlink(missing_ok=True)
-        if dataset == "events":
-            paths[dataset] = write_landing(frame, path)
-        else:
-            paths[dataset] = atomic_write_bytes(path, to_jsonl(frame))
+        # a rerun replaces the day's delivery, sealed or not, in one commit
+        paths[dataset] = lake.write_bytes(
+            "landing", dataset, ds, LANDING_FILE, to_jsonl(frame), drop=(LANDING_FILE + ".enc",)
+        )
     return paths
 
 

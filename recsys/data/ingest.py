@@ -22,9 +22,11 @@ LANDING_DATASETS = ("events", "videos", "users")
 def check_delivered(lake: Lake, ds: date) -> dict:
     """An upstream writes landing itself: fail clearly when a file of ``ds`` is missing."""
     for dataset in LANDING_DATASETS:
-        p = sources.landing_file(lake, dataset, ds)
-        if not p.exists() and not p.with_name(p.name + ".enc").exists():
-            raise FileNotFoundError(f"upstream has not delivered {dataset} for ds={ds} (expected {p})")
+        if not any(
+            lake.has_file("landing", dataset, ds, f) for f in (sources.LANDING_FILE, sources.SEALED_FILE)
+        ):
+            expected = f"{lake.partition('landing', dataset, ds)}/{sources.LANDING_FILE}"
+            raise FileNotFoundError(f"upstream has not delivered {dataset} for ds={ds} (expected {expected})")
     return {"source": "landing"}
 
 

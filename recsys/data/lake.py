@@ -193,3 +193,25 @@ class Lake:
 
     def drop_partition(self, zone: str, dataset: str, ds) -> None:
         shutil.rmtree(self.partition(zone, dataset, ds), ignore_errors=True)
+
+    # Single files of a partition (landing deliveries) and local access ---------------------------
+    def write_bytes(self, zone: str, dataset: str, ds, name: str, data: bytes, drop=()) -> Path:
+        """Write ``data`` as the partition's file ``name`` atomically, then remove the files ``drop``."""
+        part = self.partition(zone, dataset, ds)
+        path = atomic_write_bytes(part / name, data)
+        for other in drop:
+            (part / other).unlink(missing_ok=True)
+        return path
+
+    def read_bytes(self, zone: str, dataset: str, ds, name: str) -> bytes:
+        return (self.partition(zone, dataset, ds) / name).read_bytes()
+
+    def has_file(self, zone: str, dataset: str, ds, name: str) -> bool:
+        return (self.partition(zone, dataset, ds) / name).exists()
+
+    def remove_file(self, zone: str, dataset: str, ds, name: str) -> None:
+        (self.partition(zone, dataset, ds) / name).unlink(missing_ok=True)
+
+    def local_dir(self, zone: str, dataset: str, ds) -> Path:
+        """A local folder holding the partition's files (here: the partition itself)."""
+        return self.partition(zone, dataset, ds)

@@ -36,6 +36,7 @@ from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, confo
 from recsys.errors import RecsysError
 
 LANDING_FILE = "part-0.jsonl"
+SEALED_FILE = LANDING_FILE + ".enc"  # the landing file once collected: encrypted at rest
 BOM = b"\xef\xbb\xbf"
 MALFORMED_COLUMNS = ("source", "line_number", "raw_line", "reason", "error", "raw_bytes")
 
@@ -57,6 +58,7 @@ class Landed:
     data: bytes
     sealed: bool  # read from the encrypted copy (already collected once)
     identity: tuple[int, int, int, int] | None = None  # (dev, inode, size, mtime_ns) of the plain file
+    ds: date | None = None  # the day (a lake at a URL seals through the lake, by zone, dataset and day)
 
 
 def landing_file(lake: Lake, dataset: str, ds) -> Path:
@@ -90,8 +92,31 @@ def _read_regular(lake: Lake, path: Path) -> tuple[bytes, tuple[int, int, int, i
     return data, (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns)
 
 
+def _at_url(lake: Lake) -> bool:
+    """A lake at a URL (object storage): no local files, symlinks or inodes; reads go through the lake."""
+    from recsys.data.object_lake import ObjectLake
+
+    return isinstance(lake, ObjectLake)
+
+
+def _read_landing_at_url(lake: Lake, dataset: str, ds) -> Landed:
+    where = f"{lake.partition('landing', dataset, ds)}"
+    if lake.has_file("landing", dataset, ds, LANDING_FILE):
+        data = lake.read_bytes("landing", dataset, ds, LANDING_FILE)
+        return Landed(dataset, Path(f"{where}/{LANDING_FILE}"), data, False, None, as_date(ds))
+    if lake.has_file("landing", dataset, ds, SEALED_FILE):
+        blob = lake.read_bytes("landing", dataset, ds, SEALED_FILE)
+        data = lake.cipher.decrypt(blob, what=f"{where}/{SEALED_FILE}")
+        return Landed(dataset, Path(f"{where}/{SEALED_FILE}"), data, True, None, as_date(ds))
+    raise NotLandedError(
+        f"nothing landed for {dataset} on ds={as_date(ds)} (looked for {where}/{LANDING_FILE})"
+    )
+
+
 def read_landing(lake: Lake, dataset: str, ds) -> Landed:
     """The day's landing file, read once: the plain one if newly delivered, else the sealed copy."""
+    if _at_url(lake):
+        return _read_landing_at_url(lake, dataset, ds)
     plain = landing_file(lake, dataset, ds)
     enc = plain.with_name(plain.name + ".enc")
     if os.path.lexists(plain):
@@ -116,6 +141,10 @@ def seal(lake: Lake, landed: Landed) -> None:
     """
     if landed.sealed:
         return
+    if _at_url(lake):  # one commit: the sealed copy in, the plain file out
+        sealed = lake.cipher.encrypt(landed.data)
+        lake.write_bytes("landing", landed.dataset, landed.ds, SEALED_FILE, sealed, drop=(LANDING_FILE,))
+        return
     atomic_write_bytes(landed.path.with_name(landed.path.name + ".enc"), lake.cipher.encrypt(landed.data))
     try:
         st = os.lstat(landed.path)
@@ -127,6 +156,10 @@ def seal(lake: Lake, landed: Landed) -> None:
 
 def seal_landing(lake: Lake, dataset: str, ds) -> None:
     """Encrypt a landing file in place (raw identifiers are not kept in clear at rest)."""
+    if _at_url(lake):
+        if lake.has_file("landing", dataset, ds, LANDING_FILE):
+            seal(lake, read_landing(lake, dataset, ds))
+        return
     plain = landing_file(lake, dataset, ds)
     if os.path.lexists(plain):
         seal(lake, read_landing(lake, dataset, ds))

@@ -225,6 +225,14 @@ def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------------ API
+def _local_lake_only(settings: Settings) -> None:
+    """Erasure walks the local lake's files: with the lake at a URL it would scrub nothing and say done."""
+    if settings.lake_url:
+        raise NotImplementedError(
+            f"erasure does not yet reach a lake at a URL ({settings.lake_url}): nothing was erased"
+        )
+
+
 def _erase_data(user_id: str, uk: str, settings: Settings, cipher: Cipher) -> tuple[dict[str, int], bool]:
     """Every zone and the recommendations table; returns rows removed per place and whether the
     pseudonym is newly suppressed."""
@@ -279,6 +287,7 @@ def _append_audit(settings: Settings, records: list[dict]) -> None:
 
 def _erase_batch(user_ids: list[str], settings: Settings, request_ids: list[str]) -> list[dict]:
     """Erase the data of each user, then repair the models once for all of them, then audit."""
+    _local_lake_only(settings)
     key = load_pseudonym_key(settings)
     cipher = Cipher.from_settings(settings)
     erasure_id = request_ids[0] if len(request_ids) == 1 else uuid.uuid4().hex
@@ -347,6 +356,7 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
     """
     import sqlalchemy as sa
 
+    _local_lake_only(settings)
     root = Path(settings.data_dir)
     key = load_pseudonym_key(settings)
     cipher = Cipher.from_settings(settings)

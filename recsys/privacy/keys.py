@@ -56,6 +56,18 @@ def rotate_keys(settings: Settings, *, verify: bool = True) -> dict:
     keys = load_fernet_keys(settings)
     cipher = Cipher(keys)
     newest = Cipher(keys[:1])
+    if settings.lake_url:  # the lake at a URL: rotated through its manifest commits
+        from recsys.data.object_lake import open_lake
+
+        lake = open_lake(settings, settings.data_dir, cipher)
+        counts = lake.rotate_encrypted(ENCRYPTED_FILE_ZONES, newest if verify else None)
+        log.info("rotated %d encrypted file(s) at %s to the newest key", sum(counts.values()), lake.url)
+        return {
+            "files": sum(counts.values()),
+            "by_zone": counts,
+            "keys_configured": len(keys),
+            "verified": verify,
+        }
     files = encrypted_files(settings.data_dir)
     counts = {zone: 0 for zone in files}
     for zone, paths in files.items():

@@ -16,8 +16,8 @@ from datetime import date, timedelta
 import pandas as pd
 
 from recsys.config import Settings
-from recsys.data.jsonl import to_jsonl, write_landing
-from recsys.data.lake import Lake, atomic_write_bytes
+from recsys.data.jsonl import to_jsonl
+from recsys.data.lake import Lake
 from recsys.sim import simulate as sim
 from recsys.sim.truth import TruthSample, truth_sample
 from recsys.sim.world import World, build_world
@@ -67,12 +67,10 @@ class SimulatedWorld:
         events = sim.simulate_day(self.world, ds, slates, version)
         frames = (("events", events), ("videos", sim.catalog_on(self.world, ds)), ("users", self.world.users))
         for dataset, frame in frames:
-            path = lake.partition("landing", dataset, ds) / "part-0.jsonl"
-            path.with_name(path.name + ".enc").unlink(missing_ok=True)
-            if dataset == "events":
-                write_landing(frame, path)
-            else:
-                atomic_write_bytes(path, to_jsonl(frame))
+            # a rerun replaces the day's delivery, sealed or not, in one commit
+            lake.write_bytes(
+                "landing", dataset, ds, "part-0.jsonl", to_jsonl(frame), drop=("part-0.jsonl.enc",)
+            )
         return {"events_rows": len(events), "rec_version": version}
 
     def regret(self, ds: date, db_url: str) -> dict:
