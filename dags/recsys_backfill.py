@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from recsys_common import default_args
 
 
 @dag(
@@ -22,14 +23,24 @@ from airflow.sdk import Param, dag, task
     catchup=False,
     max_active_runs=1,
     # a retry resumes: days already imported are skipped
-    default_args={"owner": "recsys", "retries": 2, "retry_delay": timedelta(seconds=30)},
+    default_args=default_args(execution_timeout=timedelta(hours=12)),
     tags=["recsys", "backfill"],
     doc_md=__doc__,
     params={
         "from": Param(
-            None, type=["null", "string"], format="date", description="first day (empty: the first)"
+            None,
+            type=["null", "string"],
+            format="date",
+            title="From",
+            description="first day, YYYY-MM-DD (empty: the source's first)",
         ),
-        "to": Param(None, type=["null", "string"], format="date", description="last day (empty: the last)"),
+        "to": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="To",
+            description="last day, YYYY-MM-DD (empty: the source's last)",
+        ),
     },
 )
 def recsys_backfill():

@@ -25,6 +25,7 @@ CONF_KEYS = {
         "window_days": ["null", "integer"],
     },
     "recsys_privacy": {"user_ids": "array"},
+    "recsys_backfill": {"from": ["null", "string"], "to": ["null", "string"]},
 }
 
 
@@ -81,6 +82,7 @@ def test_every_conf_key_is_a_typed_described_param(dagbag):
         ("recsys_retrain", "trigger", "cron"),
         ("recsys_retrain", "reasons", [1, 2]),
         ("recsys_privacy", "user_ids", []),
+        ("recsys_backfill", "from", "1997/09/22"),
     ],
 )
 def test_a_bad_conf_value_is_refused_by_its_param(dagbag, dag_id, key, bad):
@@ -152,6 +154,7 @@ DAG_ENTRY_POINTS = {
     "recsys.stages",
     "recsys.monitoring.retrain",
     "recsys.privacy.erasure",
+    "recsys.backfill",  # the history import: one call that runs the ingest stages day by day
     "recsys.monitoring.failures",  # the failure callback
     "recsys.errors",  # which failures are permanent
 }
