@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date
+from datetime import datetime
+from enum import StrEnum
 
 import typer
 
@@ -39,21 +40,28 @@ app.add_typer(_privacy_app(), name="privacy")
 app.add_typer(model_app, name="model")
 app.add_typer(publish_app, name="publish")
 
-STAGES = (
-    "land",
-    "simulate",
-    "collect",
-    "validate",
-    "anonymize",
-    "features",
-    "should_train",
-    "train",
-    "evaluate",
-    "register",
-    "recommend",
-    "publish",
-    "monitor",
-)
+
+class Stage(StrEnum):
+    """The stages ``recsys run`` can run (the functions of :mod:`recsys.stages`): a choice list in --help."""
+
+    land = "land"
+    simulate = "simulate"
+    collect = "collect"
+    validate = "validate"
+    anonymize = "anonymize"
+    features = "features"
+    should_train = "should_train"
+    train = "train"
+    evaluate = "evaluate"
+    register = "register"
+    recommend = "recommend"
+    publish = "publish"
+    monitor = "monitor"
+
+
+STAGES = tuple(s.value for s in Stage)
+# A logical date on the command line: Typer parses and checks it (a bad date is a usage error, exit 2).
+DATE_FORMATS = ["%Y-%m-%d"]
 
 
 def _settings():
@@ -78,30 +86,28 @@ def main_callback(
 
 @app.command()
 def run(
-    stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
-    ds: str = typer.Option(..., help="logical date YYYY-MM-DD"),
+    stage: Stage = typer.Argument(..., help="the stage to run", case_sensitive=False),
+    ds: datetime = typer.Option(..., formats=DATE_FORMATS, help="logical date YYYY-MM-DD"),
     run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
     blessed: bool = typer.Option(False, help="register: promote to champion"),
 ):
     """Run one stage for one day."""
     from recsys import stages
 
-    if stage not in STAGES:
-        raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGES}")
-    fn = getattr(stages, stage)
+    fn = getattr(stages, stage.value)
     kwargs = {}
-    if stage == "evaluate":
+    if stage is Stage.evaluate:
         kwargs["run_id"] = run_id
-    if stage == "register":
+    if stage is Stage.register:
         kwargs.update(run_id=run_id, blessed=blessed)
-    _echo(fn(date.fromisoformat(ds), _settings(), **kwargs))
+    _echo(fn(ds.date(), _settings(), **kwargs))
 
 
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
     days: int = typer.Option(4, help="consecutive simulated days"),
-    start: str = typer.Option("2026-01-01", help="first logical date"),
+    start: datetime = typer.Option("2026-01-01", formats=DATE_FORMATS, help="first logical date"),
 ):
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     if ctx.invoked_subcommand is not None:
@@ -110,7 +116,7 @@ def demo(
     from recsys.demo import run_demo
 
     settings = _settings()
-    first = date.fromisoformat(start)
+    first = start.date()
     if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
@@ -128,7 +134,7 @@ def demo(
 @demo_app.command("drift")
 def demo_drift(
     days: int = typer.Option(8, help="consecutive simulated days"),
-    start: str = typer.Option("2026-01-01", help="first logical date"),
+    start: datetime = typer.Option("2026-01-01", formats=DATE_FORMATS, help="first logical date"),
     plot: str = typer.Option(None, help="PNG path (default: <data dir>/reports/closed_loop.png)"),
     verbose: bool = typer.Option(False, "--verbose", help="stream Airflow's output instead of capturing it"),
 ):
@@ -138,7 +144,7 @@ def demo_drift(
     """
     from recsys.demo import run_drift_demo
 
-    raise typer.Exit(run_drift_demo(date.fromisoformat(start), days, plot, verbose))
+    raise typer.Exit(run_drift_demo(start.date(), days, plot, verbose))
 
 
 @app.command()
