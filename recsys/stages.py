@@ -65,7 +65,7 @@ def validate(ds: date, cat: Catalog) -> dict:
 
     week = [r for d, r in cat.runs.history("validate", ds) if (ds - d).days <= 7]
     volumes = [int(r["input_rows"]) for r in reversed(week)]  # newest first
-    return validate_day(cat.lake, ds, volumes, cat.validation_reports(ds), cat.settings.validation)
+    return validate_day(cat.lake, ds, volumes, cat.validation_reports, cat.settings.validation)
 
 
 @stage("anonymize")
