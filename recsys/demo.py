@@ -118,8 +118,8 @@ def print_summary(
             f"gate: {verdict}: {escape('; '.join(ev['reasons']))}", overflow="ellipsis", no_wrap=True
         )
     console.print(
-        f"registry {catalog.model_name!r}: champion = version {champion_version(settings)}, "
-        f"previous = {champion_version(settings, 'previous')}"
+        f"registry {catalog.model_name!r}: champion = version {champion_version(settings) or 'none yet'}, "
+        f"previous = {champion_version(settings, 'previous') or 'none'}"
     )
     live = read_live(engine_for(catalog.db_url))
     console.print(

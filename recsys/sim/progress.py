@@ -51,6 +51,8 @@ def _monitor(r: Mapping) -> str:
     head = f"ctr {ctr:.4f}" if isinstance(ctr, int | float) else "ctr -"
     if r.get("retrain"):
         return _short(f"{head}, RETRAIN: {'; '.join(r.get('reasons') or [])}")
+    if not m.get("recommended_impressions"):
+        return "no recommended impressions yet (nothing was published before), no retrain"
     return f"{head} on {_n(m.get('recommended_impressions'))} recommended impressions, no retrain"
 
 

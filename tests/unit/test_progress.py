@@ -39,6 +39,12 @@ def test_key_figures():
     )
 
 
+def test_the_first_day_has_no_served_lists_to_monitor():
+    assert figure("monitor", {"metrics": {"ctr": None, "recommended_impressions": 0}, "retrain": False}) == (
+        "no recommended impressions yet (nothing was published before), no retrain"
+    )
+
+
 def test_a_missing_record_or_an_unknown_task_has_no_figure():
     assert figure("ingest.validate", {}) == ""
     assert figure("trigger_retrain", {"x": 1}) == ""
