@@ -70,6 +70,65 @@ def shoot(url: str, name: str, size: str = "1400,900", budget_ms: int = 20000) -
     return out
 
 
+def shoot_with_storage(origin: str, url: str, name: str, storage: dict, size=(1400, 900), wait_s=15.0):
+    """Like :func:`shoot`, after setting the UI's localStorage on ``origin`` (e.g. Airflow's graph view,
+    a per-browser preference), through the Chrome DevTools protocol."""
+    import base64
+    import tempfile
+
+    import websocket
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    port = free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        proc = subprocess.Popen(
+            [
+                chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                f"--remote-debugging-port={port}",
+                "--remote-allow-origins=*",
+                f"--user-data-dir={profile}",
+                f"--window-size={size[0]},{size[1]}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait(f"http://127.0.0.1:{port}/json/version", timeout=60)
+            page = next(t for t in httpx.get(f"http://127.0.0.1:{port}/json").json() if t["type"] == "page")
+            ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=120)
+            ids = iter(range(1, 10_000))
+
+            def call(method: str, **params):
+                i = next(ids)
+                ws.send(json.dumps({"id": i, "method": method, "params": params}))
+                while True:
+                    msg = json.loads(ws.recv())
+                    if msg.get("id") == i:
+                        return msg.get("result", {})
+
+            call("Page.enable")
+            call("Page.navigate", url=origin + "/")
+            time.sleep(wait_s / 2)
+            for k, v in storage.items():
+                call("Runtime.evaluate", expression=f"localStorage.setItem({json.dumps(k)}, {json.dumps(v)})")
+            call("Page.navigate", url=url)
+            time.sleep(wait_s)
+            data = call("Page.captureScreenshot", format="png")["data"]
+            ws.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    out = OUT / name
+    out.write_bytes(base64.b64decode(data))
+    print(out)
+    return out
+
+
 def main() -> int:
     settings = load_settings()
     catalog = Catalog.from_settings(settings)
@@ -112,13 +171,25 @@ def main() -> int:
         last = max(days)
         shoot(f"{af}/dags/recsys_daily", "airflow-daily-runs.png")
         shoot(f"{af}/dag_runs", "airflow-all-runs.png")
-        shoot(f"{af}/dags/recsys_daily/runs/demo__{last}?mode=graph", "airflow-daily-graph.png")
+        shoot_with_storage(
+            af,
+            f"{af}/dags/recsys_daily/runs/demo__{last}",
+            "airflow-daily-graph.png",
+            {
+                "default_dag_view": json.dumps("graph"),
+                "recsys_daily/open-groups": json.dumps(["ingest", "model", "serve"]),
+            },
+        )
         import mlflow
 
         mlflow.set_tracking_uri(settings.resolved_tracking_uri)
         exp = mlflow.get_run(trained[-1]).info.experiment_id
         runs = json.dumps(trained[-4:])
-        shoot(f"{ml}/#/compare-runs?runs={runs}&experiments={json.dumps([exp])}", "mlflow-compare.png")
+        shoot(
+            f"{ml}/#/compare-runs?runs={runs}&experiments={json.dumps([exp])}",
+            "mlflow-compare.png",
+            size="1400,1500",
+        )
         report = Path(mlflow.get_run(evaluated[-1]["run_id"]).info.artifact_uri.removeprefix("file://"))
         shoot((report / "evaluation" / "report.html").as_uri(), "evaluation-report.png", size="1400,1800")
     finally:

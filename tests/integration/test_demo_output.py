@@ -24,8 +24,10 @@ def _pipeline_env(root: Path) -> dict[str, str]:
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("_integration_env", Path(__file__).with_name("conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
     return module.pipeline_env(root)
 
 
@@ -127,3 +129,24 @@ def test_airflow_records_the_real_start_of_every_run_and_the_monitor_runs(demo):
     # task logs are files under the Airflow home
     logs = Path(env["AIRFLOW_HOME"]) / "logs" / "dag_id=recsys_daily"
     assert len(list(logs.glob("run_id=*/task_id=ingest.validate/attempt=*.log"))) == len(DAYS)
+
+
+def test_a_failed_task_prints_its_log_tail_and_path(tmp_path):
+    """No encryption key: ``land`` fails at once (a permanent error); the demo shows why and where."""
+    env = _pipeline_env(tmp_path)
+    env.pop("RECSYS_PRIVACY__ENCRYPTION_KEYS")
+    env["COLUMNS"] = "200"
+    (tmp_path / "airflow").mkdir()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
+    recsys = str(Path(sys.executable).with_name("recsys"))
+    out = subprocess.run(
+        [recsys, "demo", "--days", "1"], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert re.search(r"^\s+ingest\.land\s+\d+\.\ds\s+FAILED$", out.stdout, re.M), out.stdout
+    (path,) = re.findall(r"last lines of (\S+\.log):", out.stdout)
+    assert Path(path).is_file() and Path(path).is_relative_to(tmp_path / "airflow" / "logs")
+    assert "KeyConfigError: no encryption key" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    assert len(out.stdout.splitlines()) < 40
