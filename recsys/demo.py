@@ -114,9 +114,9 @@ def print_summary(
             + f"  click GAUC {_fmt(m.get('click_gauc'))}  watch RMSE {_fmt(m.get('watch_rmse'))}"
         )
         verdict = "[green]BLESSED[/]" if ev["blessed"] else "[yellow]NOT BLESSED[/]"
-        console.print(
-            f"gate: {verdict}: {escape('; '.join(ev['reasons']))}", overflow="ellipsis", no_wrap=True
-        )
+        reasons = "; ".join(ev["reasons"])
+        reasons = reasons if len(reasons) <= 100 else reasons[:99] + "…"  # the report has them all
+        console.print(f"gate: {verdict}: {escape(reasons)}")
     console.print(
         f"registry {catalog.model_name!r}: champion = version {champion_version(settings) or 'none yet'}, "
         f"previous = {champion_version(settings, 'previous') or 'none'}"
@@ -130,8 +130,8 @@ def print_summary(
     if len(live):
         user = sorted(k for k in live["user_key"].unique() if not k.startswith("__"))[0]
         top = live[live["user_key"] == user].sort_values("rank").head(5)
-        items = ", ".join(f"video {v} ({s:.3f})" for v, s in zip(top["video_id"], top["score"], strict=True))
-        console.print(f"top 5 for user_key {user[:12]}…: {items}", overflow="ellipsis", no_wrap=True)
+        items = ", ".join(f"{v} ({s:.2f})" for v, s in zip(top["video_id"], top["score"], strict=True))
+        console.print(f"top videos (score) for user_key {user[:8]}…: {items}")
     for name, where in links(settings, catalog, days):
         console.print(f"  {name:<18}{escape(where)}", overflow="ignore", no_wrap=True, soft_wrap=True)
 

@@ -178,7 +178,9 @@ def main() -> int:
             {
                 "default_dag_view": json.dumps("graph"),
                 "recsys_daily/open-groups": json.dumps(["ingest", "model", "serve"]),
+                "direction-recsys_daily": json.dumps("DOWN"),
             },
+            size=(1400, 1300),
         )
         import mlflow
 
