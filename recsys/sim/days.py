@@ -93,10 +93,13 @@ def run_day(af: LocalAirflow, catalog: Catalog, console: Console, ds: date, labe
     if not catalog.runs.exists(ds, "publish"):  # e.g. a logical date before the DAG's start_date
         raise DayFailed(f"recsys_daily {ds} ended without publishing anything")
     run_id = af.trigger("recsys_monitor", ds)
+    started = str(af.run("recsys_monitor", run_id)["run_after"])
     state = follow_run(af, catalog, console, "recsys_monitor", run_id, ds)
     if state != "success":
         raise DayFailed(f"recsys_monitor {ds} ended {state}")
-    for run in af.runs_of_day("recsys_retrain", ds):  # fired by the monitor: the scheduler runs it
+    # a retrain this monitor run fired (not one left by an earlier demo): the scheduler runs it
+    fired = [r for r in af.runs_of_day("recsys_retrain", ds) if str(r["run_after"]) >= started]
+    for run in fired:
         state = follow_run(af, catalog, console, "recsys_retrain", run["dag_run_id"], ds)
         if state != "success":
             raise DayFailed(f"recsys_retrain {ds} ended {state}")
