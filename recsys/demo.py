@@ -133,7 +133,7 @@ def print_summary(
         items = ", ".join(f"{v} ({s:.2f})" for v, s in zip(top["video_id"], top["score"], strict=True))
         console.print(f"top videos (score) for user_key {user[:8]}…: {items}")
     for name, where in links(settings, catalog, days):
-        console.print(f"  {name:<18}{escape(where)}", overflow="ignore", no_wrap=True, soft_wrap=True)
+        console.print(f"  {name:<19}{escape(where)}", overflow="ignore", no_wrap=True, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------- the drift demo

@@ -102,8 +102,8 @@ def test_demo_output_is_a_progress_report(demo):
     assert "[info" not in text and "INFO" not in text
     links = {}
     for line in lines[-5:]:
-        name, _, where = line.strip().partition("  ")
-        links[name.strip()] = where.strip().split("  ")[0]
+        name, where = re.match(r"^\s+(\S.*?)\s{2,}(\S+)", line).groups()
+        links[name] = where
     assert set(links) == {"evaluation report", "learning curves", "MLflow run", "Data Docs", "Airflow runs"}
     for name in ("evaluation report", "learning curves", "Data Docs"):
         assert Path(links[name]).is_file(), (name, links[name])
