@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 import typer
@@ -60,8 +60,14 @@ class Stage(StrEnum):
 
 
 STAGES = tuple(s.value for s in Stage)
-# A logical date on the command line: Typer parses and checks it (a bad date is a usage error, exit 2).
-DATE_FORMATS = ["%Y-%m-%d"]
+
+
+def _parse_date(ds: str) -> date:
+    """A logical date on the command line (Typer's ``parser``: the command gets a ``date``)."""
+    try:
+        return datetime.strptime(ds, "%Y-%m-%d").date()
+    except ValueError:
+        raise typer.BadParameter(f"bad date {ds!r}: expected YYYY-MM-DD") from None
 
 
 def _settings():
@@ -87,7 +93,7 @@ def main_callback(
 @app.command()
 def run(
     stage: Stage = typer.Argument(..., help="the stage to run", case_sensitive=False),
-    ds: datetime = typer.Option(..., formats=DATE_FORMATS, help="logical date YYYY-MM-DD"),
+    ds: date = typer.Option(..., parser=_parse_date, metavar="YYYY-MM-DD", help="logical date"),
     run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
     blessed: bool = typer.Option(False, help="register: promote to champion"),
 ):
@@ -100,14 +106,16 @@ def run(
         kwargs["run_id"] = run_id
     if stage is Stage.register:
         kwargs.update(run_id=run_id, blessed=blessed)
-    _echo(fn(ds.date(), _settings(), **kwargs))
+    _echo(fn(ds, _settings(), **kwargs))
 
 
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
     days: int = typer.Option(4, help="consecutive simulated days"),
-    start: datetime = typer.Option("2026-01-01", formats=DATE_FORMATS, help="first logical date"),
+    start: date = typer.Option(
+        "2026-01-01", parser=_parse_date, metavar="YYYY-MM-DD", help="first logical date"
+    ),
 ):
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     if ctx.invoked_subcommand is not None:
@@ -116,7 +124,7 @@ def demo(
     from recsys.demo import run_demo
 
     settings = _settings()
-    first = start.date()
+    first = start
     if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
@@ -134,7 +142,9 @@ def demo(
 @demo_app.command("drift")
 def demo_drift(
     days: int = typer.Option(8, help="consecutive simulated days"),
-    start: datetime = typer.Option("2026-01-01", formats=DATE_FORMATS, help="first logical date"),
+    start: date = typer.Option(
+        "2026-01-01", parser=_parse_date, metavar="YYYY-MM-DD", help="first logical date"
+    ),
     plot: str = typer.Option(None, help="PNG path (default: <data dir>/reports/closed_loop.png)"),
     verbose: bool = typer.Option(False, "--verbose", help="stream Airflow's output instead of capturing it"),
 ):
@@ -144,7 +154,7 @@ def demo_drift(
     """
     from recsys.demo import run_drift_demo
 
-    raise typer.Exit(run_drift_demo(start.date(), days, plot, verbose))
+    raise typer.Exit(run_drift_demo(start, days, plot, verbose))
 
 
 @app.command()
