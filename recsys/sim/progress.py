@@ -35,8 +35,10 @@ def _validate(r: Mapping) -> str:
 
 def _evaluate(r: Mapping) -> str:
     verdict = "BLESSED" if r.get("blessed") else "not blessed"
-    failed = r.get("failed_checks")
-    return f"gate: {verdict}" + (f" (failed: {failed.replace(',', ', ')})" if failed else "")
+    failed = str(r.get("failed_checks") or "")
+    if failed.lower() in ("", "none"):
+        return f"gate: {verdict}, every check passed" if r.get("blessed") else f"gate: {verdict}"
+    return f"gate: {verdict} (failed: {failed.replace(',', ', ')})"
 
 
 def _register(r: Mapping) -> str:

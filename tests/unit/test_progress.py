@@ -24,7 +24,9 @@ def test_key_figures():
     assert figure("model.evaluate", {"blessed": False, "failed_checks": "floor_click_auc,margin"}) == (
         "gate: not blessed (failed: floor_click_auc, margin)"
     )
-    assert figure("model.evaluate", {"blessed": True, "failed_checks": ""}) == "gate: BLESSED"
+    assert figure("model.evaluate", {"blessed": True, "failed_checks": "none"}) == (
+        "gate: BLESSED, every check passed"
+    )
     assert figure("serve.publish", {"rows": 2430, "version": "2026-01-01"}) == (
         "2,430 rows published, version 2026-01-01"
     )
