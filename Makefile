@@ -28,7 +28,7 @@ export GX_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
 
-.PHONY: help venv airflow-home demo demo-again test test-fast test-closed-loop demo-drift lint format airflow airflow-stop mlflow bench lock up clean system-deps
+.PHONY: help venv airflow-home demo screenshots demo-again test test-fast test-closed-loop demo-drift lint format airflow airflow-stop mlflow bench lock up clean system-deps
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -52,8 +52,11 @@ $(AIRFLOW_HOME)/.migrated: $(STAMP)
 
 airflow-home: $(AIRFLOW_HOME)/.migrated ## prepare the embedded Airflow home (.airflow/, SQLite)
 
-demo: venv airflow-home ## run recsys_daily under Airflow for DEMO_DAYS simulated days and print a summary
+demo: venv airflow-home ## Airflow (scheduler + api-server) runs recsys_daily and recsys_monitor for DEMO_DAYS days; a summary
 	RECSYS_DEMO=1 $(BIN)/recsys demo --days $(DEMO_DAYS) --start $(DEMO_START)
+
+screenshots: venv ## after make demo: docs/img/ screenshots of Airflow, MLflow and the report (needs chromium)
+	RECSYS_DEMO=1 $(BIN)/python scripts/screenshots.py
 
 DRIFT_DAYS ?= 8
 DRIFT_DAY ?= 2026-01-04

@@ -166,8 +166,11 @@ class Catalog:
     def features_dir(self, ds: date | str) -> Path:
         return self.plain_lake.local_dir("features", "examples", as_date(ds))
 
-    def validation_reports(self, ds: date | str) -> Path:
-        return self.data_dir / "reports" / "validation" / f"ds={as_date(ds)}"
+    @property
+    def validation_reports(self) -> Path:
+        """The one Great Expectations project of every day: one Data Docs site whose index lists each
+        day's validation runs (``run_name`` ``ds=D``) of the events and the reference tables."""
+        return self.data_dir / "reports" / "validation"
 
     def checkpoints(self, ds: date | str) -> Path:
         return self.data_dir / "checkpoints" / f"ds={as_date(ds)}"

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 from datetime import date, timedelta
+from enum import StrEnum
 
 import typer
 
@@ -55,21 +56,27 @@ app.add_typer(_privacy_app(), name="privacy")
 app.add_typer(model_app, name="model")
 app.add_typer(publish_app, name="publish")
 
-STAGES = (
-    "land",
-    "simulate",
-    "collect",
-    "validate",
-    "anonymize",
-    "features",
-    "should_train",
-    "train",
-    "evaluate",
-    "register",
-    "recommend",
-    "publish",
-    "monitor",
-)
+
+class Stage(StrEnum):
+    """The stages ``recsys run`` can run (the functions of :mod:`recsys.stages`): a choice list in --help."""
+
+    land = "land"
+    simulate = "simulate"
+    collect = "collect"
+    validate = "validate"
+    anonymize = "anonymize"
+    features = "features"
+    should_train = "should_train"
+    train = "train"
+    train_retrieval = "train_retrieval"
+    evaluate = "evaluate"
+    register = "register"
+    recommend = "recommend"
+    publish = "publish"
+    monitor = "monitor"
+
+
+STAGES = tuple(s.value for s in Stage)
 
 
 def _settings():
@@ -79,6 +86,10 @@ def _settings():
 
 
 def _date(ds: str) -> date:
+    """A logical date on the command line (Typer's ``parser``: the command gets a ``date``); a bad one is a
+    one-line error."""
+    if isinstance(ds, date):
+        return ds
     try:
         return date.fromisoformat(ds)
     except ValueError:
@@ -101,32 +112,32 @@ def main_callback(
 
 @app.command()
 def run(
-    stage: str = typer.Argument(..., help=f"one of {', '.join(STAGES)}"),
-    ds: str = typer.Option(..., help="logical date YYYY-MM-DD"),
+    stage: Stage = typer.Argument(..., help="the stage to run", case_sensitive=False),
+    ds: date = typer.Option(..., parser=_date, metavar="YYYY-MM-DD", help="logical date"),
     run_id: str = typer.Option(None, help="MLflow run id (evaluate, register)"),
     blessed: bool = typer.Option(False, help="register: promote to champion"),
 ):
     """Run one stage for one day."""
     from recsys import stages
 
-    if stage not in STAGES:
-        raise typer.BadParameter(f"unknown stage {stage!r}; choose from {STAGES}")
-    fn = getattr(stages, stage)
-    if stage in ("evaluate", "register") and not run_id:
-        raise RecsysError(f"recsys run {stage} needs --run-id (the MLflow run of the trained candidate)")
+    fn = getattr(stages, stage.value)
+    if stage in (Stage.evaluate, Stage.register) and not run_id:
+        raise RecsysError(
+            f"recsys run {stage.value} needs --run-id (the MLflow run of the trained candidate)"
+        )
     kwargs = {}
-    if stage == "evaluate":
+    if stage is Stage.evaluate:
         kwargs["run_id"] = run_id
-    if stage == "register":
+    if stage is Stage.register:
         kwargs.update(run_id=run_id, blessed=blessed)
-    _echo(fn(_date(ds), _settings(), **kwargs))
+    _echo(fn(ds, _settings(), **kwargs))
 
 
 @demo_app.callback(invoke_without_command=True)
 def demo(
     ctx: typer.Context,
     days: int = typer.Option(4, help="consecutive simulated days"),
-    start: str = typer.Option("2026-01-01", help="first logical date"),
+    start: date = typer.Option("2026-01-01", parser=_date, metavar="YYYY-MM-DD", help="first logical date"),
 ):
     """Run recsys_daily with Airflow (``airflow dags test``) for several days, then print a summary."""
     if ctx.invoked_subcommand is not None:
@@ -135,7 +146,7 @@ def demo(
     from recsys.demo import run_demo
 
     settings = _settings()
-    first = _date(start)
+    first = start
     if settings.source in SOURCES:  # a dataset: its own days, the last consecutive ones
         have = available_days(settings)
         if not have:
@@ -158,7 +169,7 @@ def demo(
 @demo_app.command("drift")
 def demo_drift(
     days: int = typer.Option(8, help="consecutive simulated days"),
-    start: str = typer.Option("2026-01-01", help="first logical date"),
+    start: date = typer.Option("2026-01-01", parser=_date, metavar="YYYY-MM-DD", help="first logical date"),
     plot: str = typer.Option(None, help="PNG path (default: <data dir>/reports/closed_loop.png)"),
     verbose: bool = typer.Option(False, "--verbose", help="stream Airflow's output instead of capturing it"),
 ):
@@ -168,7 +179,7 @@ def demo_drift(
     """
     from recsys.demo import run_drift_demo
 
-    raise typer.Exit(run_drift_demo(date.fromisoformat(start), days, plot, verbose))
+    raise typer.Exit(run_drift_demo(start, days, plot, verbose))
 
 
 @app.command()

@@ -39,5 +39,5 @@ def setup_logging(level: int = logging.INFO, json_format: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("alembic", "urllib3", "matplotlib", "absl", "h5py"):
+    for noisy in ("alembic", "urllib3", "matplotlib", "absl", "h5py", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

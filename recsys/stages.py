@@ -71,9 +71,7 @@ def validate(ds: date, cat: Catalog) -> dict:
         # not a feed's health: no volume-collapse check against it
         volumes = []
     s = cat.settings
-    return validate_day(
-        cat.lake, ds, volumes, cat.validation_reports(ds), s.validation, s.features.window_days
-    )
+    return validate_day(cat.lake, ds, volumes, cat.validation_reports, s.validation, s.features.window_days)
 
 
 @stage("anonymize")

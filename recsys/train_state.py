@@ -62,7 +62,8 @@ class TrainState:
 
 
 def _epoch_logger(state: TrainState):
-    """Keras callback: per-epoch, per-task metrics into the active MLflow run (if any) and ``state``.
+    """Keras callback: per-epoch, per-task metrics into the active MLflow run (if any), ``state`` and the
+    log (one line per epoch, so the Airflow task log shows the training's progress).
 
     Names are Keras': ``loss``; ``{task}_loss`` for click, watch, like, share; ``{task}_auc`` for the binary
     tasks; the same with ``val_``. The MLflow step is the 0-based epoch, continuous across a resume.
@@ -77,6 +78,15 @@ def _epoch_logger(state: TrainState):
                 mlflow.log_metrics(clean, step=epoch)
             state.history[int(epoch)] = clean
             state.save()
+            log.info(
+                "epoch %d: loss %.4f, val_loss %.4f%s",
+                epoch + 1,
+                clean.get("loss", float("nan")),
+                clean.get("val_loss", float("nan")),
+                "".join(
+                    f", {k} {v:.4f}" for k, v in clean.items() if k.startswith("val_") and k.endswith("_auc")
+                ),
+            )
 
     return Cb()
 

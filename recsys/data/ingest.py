@@ -61,8 +61,9 @@ def validate_day(
     malformed = lake.read_frame("raw", "events_malformed", ds)
     videos = lake.read_frame("raw", "videos", ds)
     users = lake.read_frame("raw", "users", ds)
-    validate_videos(videos, ds=ds)  # reference tables: any failure stops the run
-    validate_users(users, ds=ds)
+    # reference tables: any failure stops the run; their runs go to the same Data Docs as the events'
+    validate_videos(videos, ds=ds, reports_dir=reports_dir)
+    validate_users(users, ds=ds, reports_dir=reports_dir)
     durations = dict(
         zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True)
     )
