@@ -38,7 +38,7 @@ FORMATS: dict[str, tuple[str, int]] = {
     "rec_version": (r"[0-9A-Za-z][0-9A-Za-z._:-]{0,63}", 64),
     "age_band": (r"[0-9A-Za-z+<>-]{1,16}", 16),
     "gender": (r"[A-Za-z_]{1,16}", 16),
-    "activity": (r"[A-Za-z_ ]{1,32}", 32),
+    "activity": (r"[A-Za-z0-9_ ]{1,32}", 32),
     "category": (r"[^\x00-\x1f]{1,64}", 64),
     "tags": (r"[^\x00-\x1f]{0,256}", MAX_BYTES),
     "title": (r"[^\x00-\x1f]{0,256}", MAX_BYTES),

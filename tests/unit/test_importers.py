@@ -125,6 +125,18 @@ def test_kuairand_landing_passes_validation(tmp_path, monkeypatch):
     assert result.report["quarantined"] == 0 and len(result.accepted) == 200
     validate_videos(videos)
     validate_users(users)
+    # collect's strict format rules (recsys.data.formats) hold for every value of the real tables, e.g. the
+    # activity band '2_14_day_new' (a leading digit)
+    from recsys.data import formats
+
+    for table in (users, videos, events_of(tmp_path, ds)):
+        for col in set(table.columns) & set(formats.FORMATS):
+            bad = table[col][~formats.format_ok(col, table[col])]
+            assert bad.empty, f"{col}: {bad.unique()[:5]}"
+
+
+def events_of(tmp_path: Path, ds: date) -> pd.DataFrame:
+    return landed(tmp_path, ds)[0]
 
 
 def write_official_log(folder: Path) -> pd.DataFrame:
