@@ -24,7 +24,8 @@ which no longer sees the user.
 
 Model kinds plug in through :func:`register_flavour` (``detect`` a downloaded MLflow model folder,
 ``repair`` it into a :class:`RepairedModel`). The ranker is registered below; the two-tower retrieval
-model registers its own repair (user vocabulary and user-tower id embedding; its item index holds no user).
+model registers its own repair in :mod:`recsys.retrieval.repair` (user vocabulary and user-tower id embedding;
+its item index holds no user).
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def register_flavour(
 
 
 def flavour_of(model_dir: Path) -> Flavour | None:
+    import recsys.retrieval.repair  # noqa: F401  registers the two-tower model's flavour
+
     return next((f for f in FLAVOURS.values() if f.detect(Path(model_dir))), None)
 
 
@@ -149,8 +152,10 @@ def _ranker_detect(model_dir: Path) -> bool:
 def _ranker_repair(model_dir: Path, keys: frozenset[str], work: Path) -> RepairedModel:
     import keras
 
-    import recsys.model  # noqa: F401  registers the custom layers
+    from recsys.model import register_layers
     from recsys.registry import log_ranker_dir, save_ranker_dir
+
+    register_layers()  # recsys.model is lazy: load_model needs the custom layers registered
 
     src = Path(model_dir) / "artifacts"
     work.mkdir(parents=True, exist_ok=True)
@@ -313,10 +318,12 @@ def _retire_logged_models(keys, store: _Store, mode: str, registered: set, repor
 def repair_models(settings: Settings, keys: Iterable[str], request_id: str) -> dict:
     """Repair or remove every model that holds one of the pseudonyms ``keys`` (see the module docstring).
 
-    Returns the audit section: ``repaired`` (old version -> new version, aliases moved), ``deleted`` and
-    ``rewritten`` versions, ``logged_models_deleted``/``_rewritten`` (unregistered), ``files_left``.
+    Returns the audit section: ``repaired`` (old version -> new version, aliases moved), ``pairing`` (ranker
+    versions now naming the repaired retrieval version they go out with), ``deleted`` and ``rewritten``
+    versions, ``logged_models_deleted``/``_rewritten`` (unregistered), ``files_left``.
     """
     from recsys import registry as reg
+    from recsys.retrieval.repair import follow_pairing
     from recsys.tracking import configure
 
     keys = frozenset(k.lower() for k in keys)
@@ -328,6 +335,7 @@ def repair_models(settings: Settings, keys: Iterable[str], request_id: str) -> d
         store = _Store(Path(tmp))
         report["repaired"], moves = _repair_aliased(settings, keys, store, request_id)
         reg.move_aliases(moves)
+        report["pairing"] = follow_pairing(settings, report["repaired"])
         registered = _retire_versions(settings, keys, store, mode, request_id, report)
         _retire_logged_models(keys, store, mode, registered, report)
     report["files_left"] = model_files_holding(settings, keys)

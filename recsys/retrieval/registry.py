@@ -63,21 +63,36 @@ def _pyfunc_class():
     return RetrievalPyfunc
 
 
-def log_retrieval(bundle, settings: Settings) -> str:
-    """Log the bundle as a pyfunc model named ``retrieval`` in the active run; returns the model URI."""
-    import mlflow
-
+def _retrieval_pyfunc_args(folder: Path) -> dict:
     from recsys.tracking import pip_requirements
 
+    return {
+        "python_model": _pyfunc_class()(),
+        "artifacts": {"bundle": str(folder)},
+        "pip_requirements": [*pip_requirements(), "keras-rs", "faiss-cpu"],
+    }
+
+
+def log_retrieval_dir(folder: Path) -> str:
+    """Log a retrieval bundle saved as files (:meth:`RetrievalBundle.save`) as the pyfunc model
+    ``retrieval`` in the active run; returns the model URI."""
+    import mlflow
+
+    return mlflow.pyfunc.log_model(name="retrieval", **_retrieval_pyfunc_args(folder)).model_uri
+
+
+def save_retrieval_dir(folder: Path, path: Path) -> Path:
+    """The same model as :func:`log_retrieval_dir`, written as a complete MLflow model folder at ``path``."""
+    import mlflow
+
+    mlflow.pyfunc.save_model(path=str(path), **_retrieval_pyfunc_args(folder))
+    return Path(path)
+
+
+def log_retrieval(bundle, settings: Settings) -> str:
+    """Log the bundle as a pyfunc model named ``retrieval`` in the active run; returns the model URI."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = bundle.save(Path(tmp) / "bundle")
-        info = mlflow.pyfunc.log_model(
-            name="retrieval",
-            python_model=_pyfunc_class()(),
-            artifacts={"bundle": str(path)},
-            pip_requirements=[*pip_requirements(), "keras-rs", "faiss-cpu"],
-        )
-    return info.model_uri
+        return log_retrieval_dir(bundle.save(Path(tmp) / "bundle"))
 
 
 def retrieval_version(settings: Settings, alias: str = CHAMPION) -> str | None:

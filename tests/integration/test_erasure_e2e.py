@@ -113,6 +113,7 @@ def erased_run(pipeline_run, tmp_path_factory, data_dir_copier):
         a: str(client.get_model_version_by_alias(name, a).version)
         for a in ("champion", "previous", "challenger")
     }
+    two_tower = retrieval_state(settings, last, champion, user_key)
 
     out = subprocess.run(
         [RECSYS, "privacy", "erase", "--user", user_id],
@@ -132,7 +133,57 @@ def erased_run(pipeline_run, tmp_path_factory, data_dir_copier):
         "before": before,
         "before_mine": before_mine,
         "aliases": aliases,
+        "two_tower": two_tower,
         "cli": out,
+    }
+
+
+def retrieval_state(settings, ds, ranker_version: str, user_key: str) -> dict:
+    """The retrieval version served with the champion ranker, its index, and its user-tower queries for
+    everyone else and for the erased user (whose history is also given to a never-seen key), on the
+    serving inputs of ``ds`` as they were before the erasure."""
+    from recsys.retrieval.registry import paired_retrieval_version
+    from recsys.serving import _context
+    from recsys.stages import open_lake
+
+    version = paired_retrieval_version(settings, ranker_version)
+    assert version is not None, "the session run serves its champion with a retrieval model"
+    history, videos, users = _context(open_lake(settings), ds, settings)
+    clicks = history[(history["clicked"] == 1) & history["video_id"].notna()]
+    keys = sorted(set(clicks["user_key"].astype(str)))
+    assert user_key in keys, "the erased user has a watch history for the user tower"
+    others = [k for k in keys if k != user_key]
+    unseen = pd.concat([clicks, clicks[clicks["user_key"] == user_key].assign(user_key=UNSEEN)])
+    state = {"version": version, "inputs": (unseen, videos, users, serving_at(ds)), "others": others}
+    return state | queries(settings, version, state, user_key)
+
+
+def serving_at(ds):
+    from recsys.serving import serving_time
+
+    return serving_time(ds)
+
+
+def queries(settings, version: str, state: dict, user_key: str) -> dict:
+    """Retrieval ``version``'s transform, index and query embeddings (others, the user, a never-seen key)."""
+    from recsys.retrieval.registry import load_retrieval
+    from recsys.retrieval.train import with_video_columns
+
+    b = load_retrieval(settings, version)
+    clicks, videos, users, at = state["inputs"]
+    c = with_video_columns(clicks, videos)
+
+    def q(keys):
+        x, has = b.features.serving_queries(keys, c, users, at)
+        assert has.all()
+        return np.asarray(b.model.query(x))
+
+    return {
+        "vocab": dict(b.features.transform.vocabs["user"]),
+        "index": b.index.to_bytes(),
+        "q_others": q(state["others"]),
+        "q_user": q([user_key]),
+        "q_unseen": q([UNSEEN]),
     }
 
 
@@ -174,9 +225,10 @@ def test_audit_lists_the_versions_repaired_and_deleted(erased_run):
     assert record == cli[0] and record["user_key"] == erased_run["user_key"]
     models = record["models"]
     assert models["mode"] == "delete" and models["erasure_id"] == record["request_id"]
-    repaired = {r["version"]: r for r in models["repaired"]}
+    ranker = erased_run["settings"].model_name
+    repaired = {r["version"]: r for r in models["repaired"] if r["model"] == ranker}
     assert set(repaired) == set(aliases.values())
-    assert {d["version"] for d in models["deleted"]} >= set(aliases.values())
+    assert {d["version"] for d in models["deleted"] if d["model"] == ranker} >= set(aliases.values())
     assert models["files_left"] == [] and record["retained"]["model_files_holding_key"] == 0
     client = mlflow.MlflowClient()
     for alias, old in aliases.items():
@@ -191,3 +243,31 @@ def test_verify_erased_passes(erased_run):
 
     counts = verify_erased([erased_run["user_key"]], erased_run["settings"])
     assert counts[erased_run["user_key"]]["model_files"] == 0
+
+
+def test_the_retrieval_model_is_repaired_keeps_its_index_and_stays_paired(erased_run):
+    """The two-tower model served with the champion loses the user (vocabulary entry, user-tower row), is
+    re-registered and re-paired with the repaired ranker; its item index and everyone else's queries
+    are unchanged, and the erased user's query is a never-seen user's."""
+    from recsys.registry import champion_version
+    from recsys.retrieval.registry import paired_retrieval_version, retrieval_model_name
+
+    settings, uk, before = erased_run["settings"], erased_run["user_key"], erased_run["two_tower"]
+    assert uk in before["vocab"]
+    served = paired_retrieval_version(settings, champion_version(settings))
+    assert served is not None and served != before["version"]
+    record = json.loads(
+        (erased_run["data"] / "reports" / "privacy" / "erasure_audit.jsonl").read_text().splitlines()[-1]
+    )
+    rows = [r for r in record["models"]["repaired"] if r["model"] == retrieval_model_name(settings)]
+    fix = {r["version"]: r for r in rows}[before["version"]]
+    assert fix["new_version"] == served and fix["embedding_rows_zeroed"] == 1
+    assert {"ranker_version": champion_version(settings), "retrieval_version": served} in [
+        {k: p[k] for k in ("ranker_version", "retrieval_version")} for p in record["models"]["pairing"]
+    ]
+    after = queries(settings, served, before, uk)
+    assert uk not in after["vocab"] and len(after["vocab"]) == len(before["vocab"]) - 1
+    assert after["index"] == before["index"]
+    np.testing.assert_allclose(after["q_others"], before["q_others"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(after["q_user"], after["q_unseen"], rtol=0, atol=1e-7)
+    assert np.abs(after["q_user"] - before["q_user"]).max() > 1e-4

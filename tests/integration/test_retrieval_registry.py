@@ -123,3 +123,59 @@ def test_two_tower_pool_of_the_served_pair_and_its_fallbacks(settings, bundles, 
     assert "cold" not in set(pool.user_keys) and len(pool.user_keys) == len(users)
     off = s.model_copy(update={"retrieval": RetrievalSettings(enabled=False)})
     assert two_tower_pool(off, k1, users["user_key"], hist, videos, users, AT) is None
+
+
+def _queries(bundle, keys, clicks, videos, users) -> np.ndarray:
+    from recsys.retrieval.train import with_video_columns
+
+    x, has = bundle.features.serving_queries(keys, with_video_columns(clicks, videos), users, AT)
+    assert has.all()
+    return np.asarray(bundle.model.query(x))
+
+
+def test_erasure_repairs_the_served_retrieval_model_keeps_its_index_and_the_pairing(settings, tmp_path):
+    """Issue 20 for the two-tower model: the user leaves its vocabulary and user tower, the repaired
+    version is what the champion ranker is served with, the old one is gone, and the item index and every
+    other user's query are unchanged (the erased user's query is a never-seen user's)."""
+    import hashlib
+
+    from recsys.features.transform import Transform
+    from recsys.privacy.model_repair import model_files_holding, repair_models
+    from recsys.retrieval.registry import load_retrieval, retrieval_model_name, serving_pair
+    from recsys.retrieval.train import fit_retrieval
+
+    ex, videos = toy()
+    hexed = {k: hashlib.sha256(k.encode()).hexdigest()[:32] for k in ex["user_key"].unique()}
+    ex["user_key"] = ex["user_key"].map(hexed)
+    bundle = fit_retrieval(
+        ex, videos, Transform.fit(ex), RetrievalSettings(epochs=1, history_len=5), seed=1, index_at=AT
+    )[0]
+    erased, unseen = hexed["u005"], "f" * 32
+    r = _register_retrieval(settings, bundle)
+    k = _register_ranker(settings, tmp_path)  # another world's ranker: it holds no one of these users
+    assert serving_pair(settings) == (k, r)
+
+    users = pd.DataFrame({"user_key": [*ex["user_key"].unique(), unseen], "device": "ios"})
+    clicks = pd.concat([ex, ex[ex["user_key"] == erased].assign(user_key=unseen)])
+    others = [u for u in ex["user_key"].unique() if u != erased]
+    before = (
+        _queries(bundle, others, clicks, videos, users),
+        _queries(bundle, [erased], clicks, videos, users),
+    )
+
+    report = repair_models(settings, {erased}, "req-retrieval")
+    name = retrieval_model_name(settings)
+    [row] = [x for x in report["repaired"] if x["model"] == name]
+    assert row["version"] == r and row["embedding_rows_zeroed"] == 1 and row["item_index"] == "unchanged"
+    assert serving_pair(settings) == (k, row["new_version"])  # the ranker's pair tag followed the repair
+    assert report["pairing"] == [{"ranker_version": k, "retrieval_version": row["new_version"], "was": r}]
+    assert {"model": name, "version": r} in report["deleted"]
+    assert model_files_holding(settings, {erased}) == []
+
+    fixed = load_retrieval(settings, row["new_version"])
+    assert erased not in fixed.features.transform.vocabs["user"]
+    np.testing.assert_array_equal(fixed.index.embeddings, bundle.index.embeddings)
+    np.testing.assert_allclose(_queries(fixed, others, clicks, videos, users), before[0], rtol=0, atol=1e-6)
+    mine = _queries(fixed, [erased], clicks, videos, users)
+    np.testing.assert_allclose(mine, _queries(fixed, [unseen], clicks, videos, users), rtol=0, atol=1e-7)
+    assert np.abs(mine - before[1]).max() > 1e-4

@@ -168,7 +168,7 @@ def test_rotate_key_cli_and_new_key(settings, keys, monkeypatch):
     monkeypatch.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", f"{new},{keys['fernet']}")
     res = runner.invoke(app, ["rotate-key"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["files"] == len(_encrypted(settings))
+    assert json.loads(res.stdout)["files"] == len(_encrypted(settings))
     for p in _encrypted(settings):
         Cipher([new]).decrypt(p.read_bytes())
 
@@ -269,7 +269,7 @@ def test_erase_cli_prints_pseudonyms_only(settings):
     build_lake(settings)
     res = CliRunner().invoke(app, ["erase", "--user", BOB, "--user", BOB])
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output)
+    out = json.loads(res.stdout)
     assert len(out) == 1 and out[0]["user_key"] == pseudonym(BOB, load_pseudonym_key(settings))
     assert BOB not in res.output
     assert CliRunner().invoke(app, ["erase", "--user", " "]).exit_code == 1
