@@ -39,5 +39,15 @@ def setup_logging(level: int = logging.INFO, json_format: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("alembic", "urllib3", "matplotlib", "absl", "h5py", "httpx", "httpcore"):
+    # great_expectations logs every datasource save at INFO: hundreds of lines a day, none for an operator
+    for noisy in (
+        "alembic",
+        "urllib3",
+        "matplotlib",
+        "absl",
+        "h5py",
+        "httpx",
+        "httpcore",
+        "great_expectations",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -12,7 +12,7 @@
 * every registered model (:mod:`recsys.privacy.model_repair`: aliased versions repaired and re-registered,
   older versions and unregistered models deleted or rewritten),
 
-adds the pseudonym to a suppression list (``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the
+(the per-place removals are in :mod:`recsys.privacy.zones`), adds the pseudonym to a suppression list (``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the
 anonymize stage consults so that later days never bring the user back, and appends an audit record
 (request id, time, pseudonym, counts per zone, model versions repaired and deleted; never the raw id) to
 ``data_dir/reports/privacy/erasure_audit.jsonl``.
@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import os
-import re
 import uuid
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -38,10 +37,19 @@ from pathlib import Path
 import pandas as pd
 
 from recsys.config import Settings
-from recsys.data.lake import atomic_write_bytes, frame_to_parquet_bytes
+from recsys.data.lake import atomic_write_bytes
 from recsys.privacy.crypto import Cipher
-from recsys.privacy.model_repair import forget_users, model_files_holding
+from recsys.privacy.model_repair import model_files_holding
 from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym, pseudonymize_many
+from recsys.privacy.zones import (
+    erase_db,
+    erase_landing,
+    erase_parquet,
+    files,
+    key_mask,
+    raw_mask,
+    scrub_transform,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,139 +99,6 @@ def _erasure_lock(settings: Settings):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# ------------------------------------------------------------------------------------ matching
-def _id_pattern(user_id: str) -> re.Pattern:
-    # the id as a whole token: "u1" must not match inside "u12" or inside a hex string
-    return re.compile(r"(?<![A-Za-z0-9_])" + re.escape(user_id) + r"(?![A-Za-z0-9_])")
-
-
-def _files(base: Path, pattern: str) -> list[Path]:
-    if not base.exists():
-        return []
-    return sorted(p for p in base.rglob(pattern) if p.is_file() and not p.name.startswith("."))
-
-
-def _filter_jsonl(data: bytes, user_id: str) -> tuple[bytes, int]:
-    """Drop the lines of ``user_id`` (its ``user_id`` field, or a malformed line containing the id)."""
-    pat = _id_pattern(user_id)
-    kept, removed = [], 0
-    for line in data.splitlines(keepends=True):
-        text = line.decode("utf-8", errors="replace")
-        try:
-            obj = json.loads(text)
-        except ValueError:
-            obj = None
-        if isinstance(obj, dict):
-            hit = obj.get("user_id") is not None and str(obj.get("user_id")) == user_id
-            hit = hit or any(isinstance(v, str) and pat.search(v) for v in obj.values())
-        else:
-            hit = bool(pat.search(text))
-        if hit:
-            removed += 1
-        else:
-            kept.append(line)
-    return b"".join(kept), removed
-
-
-def _raw_mask(df: pd.DataFrame, user_id: str) -> pd.Series:
-    mask = pd.Series(False, index=df.index)
-    if "user_id" in df.columns:
-        mask |= (df["user_id"].astype("string") == user_id).fillna(False).astype(bool)
-    if "raw_line" in df.columns:
-        pat = _id_pattern(user_id)
-        mask |= df["raw_line"].map(lambda s: isinstance(s, str) and bool(pat.search(s))).astype(bool)
-    return mask
-
-
-def _key_mask(df: pd.DataFrame, user_key: str) -> pd.Series:
-    if "user_key" not in df.columns:
-        return pd.Series(False, index=df.index)
-    return (df["user_key"].astype("string") == user_key).fillna(False).astype(bool)
-
-
-# ------------------------------------------------------------------------------------ zones
-def _erase_landing(root: Path, cipher: Cipher, user_id: str) -> int:
-    removed = 0
-    for path in _files(root / "landing", "*.jsonl"):
-        data, n = _filter_jsonl(path.read_bytes(), user_id)
-        if n:
-            atomic_write_bytes(path, data)
-            removed += n
-    for path in _files(root / "landing", "*.jsonl.enc"):
-        data, n = _filter_jsonl(cipher.decrypt(path.read_bytes(), what=str(path.relative_to(root))), user_id)
-        if n:
-            atomic_write_bytes(path, cipher.encrypt(data))
-            removed += n
-    return removed
-
-
-def _erase_parquet(path: Path, mask_fn, cipher: Cipher | None, root: Path) -> int:
-    data = path.read_bytes()
-    if cipher is not None:
-        data = cipher.decrypt(data, what=str(path.relative_to(root)))
-    df = pd.read_parquet(io.BytesIO(data))
-    mask = mask_fn(df)
-    n = int(mask.sum())
-    if n:
-        out = frame_to_parquet_bytes(df[~mask].reset_index(drop=True))
-        atomic_write_bytes(path, cipher.encrypt(out) if cipher is not None else out)
-    return n
-
-
-def _scrub_transform(path: Path, user_key: str) -> int:
-    """Forget ``user_key`` in a saved feature transform (vocabulary, activity and affinity tables)."""
-    t = json.loads(path.read_bytes())
-    scrubbed, _ = forget_users(t, {user_key})
-    if scrubbed == t:
-        return 0
-    atomic_write_bytes(path, json.dumps(scrubbed, sort_keys=True).encode())
-    return 1
-
-
-def _compact_sqlite(eng) -> None:
-    """Rebuild the SQLite file and empty its write-ahead log: no old page image keeps a deleted row."""
-    with eng.connect() as conn:
-        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-        conn.exec_driver_sql("VACUUM")
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def _erase_db(settings: Settings, user_key: str) -> dict[str, int]:
-    import sqlalchemy as sa
-
-    from recsys.serving import publish as pub
-
-    url = settings.resolved_db_url
-    if url.startswith("sqlite"):
-        db = sa.engine.make_url(url).database
-        if not db or db == ":memory:" or not Path(db).exists():
-            return {"rows": 0, "versions": 0}
-    eng = pub.engine_for(url)
-    sqlite = url.startswith("sqlite")
-    try:
-        with eng.begin() as conn:
-            if not sa.inspect(conn).has_table("recommendations"):
-                return {"rows": 0, "versions": 0}
-            if sqlite:  # overwrite the deleted rows' bytes instead of leaving them in free pages
-                conn.exec_driver_sql("PRAGMA secure_delete = ON")
-            r, v = pub.recommendations, pub.versions
-            per = conn.execute(
-                sa.select(r.c.version, sa.func.count()).where(r.c.user_key == user_key).group_by(r.c.version)
-            ).all()
-            conn.execute(r.delete().where(r.c.user_key == user_key))
-            for version, n in per:
-                conn.execute(
-                    v.update()
-                    .where(v.c.version == version)
-                    .values(row_count=v.c.row_count - int(n), user_count=v.c.user_count - 1)
-                )
-        if sqlite and per:
-            _compact_sqlite(eng)
-        return {"rows": int(sum(n for _, n in per)), "versions": len(per)}
-    finally:
-        eng.dispose()
-
-
 # ------------------------------------------------------------------------------------ API
 def _local_lake_only(settings: Settings) -> None:
     """Erasure walks the local lake's files: with the lake at a URL it would scrub nothing and say done."""
@@ -239,21 +114,20 @@ def _erase_data(user_id: str, uk: str, settings: Settings, cipher: Cipher) -> tu
     root = Path(settings.data_dir)
     removed: dict[str, int] = {}
     newly = _suppress(uk, settings)  # first: a stage running meanwhile already drops the user
-    removed["landing"] = _erase_landing(root, cipher, user_id)
+    removed["landing"] = erase_landing(root, cipher, user_id)
     for zone in ("raw", "quarantine"):
         removed[zone] = sum(
-            _erase_parquet(p, lambda df: _raw_mask(df, user_id), cipher, root)
-            for p in _files(root / zone, "*.parquet.enc")
+            erase_parquet(p, lambda df: raw_mask(df, user_id), cipher, root)
+            for p in files(root / zone, "*.parquet.enc")
         )
     for zone in ZONES_BY_KEY:
         removed[zone] = sum(
-            _erase_parquet(p, lambda df: _key_mask(df, uk), None, root)
-            for p in _files(root / zone, "*.parquet")
+            erase_parquet(p, lambda df: key_mask(df, uk), None, root) for p in files(root / zone, "*.parquet")
         )
     removed["features_transforms"] = sum(
-        _scrub_transform(p, uk) for p in _files(root / "features", "transform.json")
+        scrub_transform(p, uk) for p in files(root / "features", "transform.json")
     )
-    db = _erase_db(settings, uk)
+    db = erase_db(settings, uk)
     removed["recommendations_table"] = db["rows"]
     removed["recommendation_versions_touched"] = db["versions"]
     return removed, newly
@@ -368,7 +242,7 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
         return int((pd.Series(pseudonymize_many(df["user_id"], key)) == user_key).sum())
 
     n = 0
-    for path in _files(root / "landing", "*.jsonl*"):
+    for path in files(root / "landing", "*.jsonl*"):
         data = path.read_bytes()
         if path.name.endswith(".enc"):
             data = cipher.decrypt(data, what=str(path.relative_to(root)))
@@ -385,15 +259,15 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
     for zone in ("raw", "quarantine"):
         found[zone] = sum(
             raw_hits(pd.read_parquet(io.BytesIO(cipher.decrypt(p.read_bytes(), what=str(p)))))
-            for p in _files(root / zone, "*.parquet.enc")
+            for p in files(root / zone, "*.parquet.enc")
         )
     for zone in ZONES_BY_KEY:
         found[zone] = sum(
-            int(_key_mask(pd.read_parquet(p), user_key).sum()) for p in _files(root / zone, "*.parquet")
+            int(key_mask(pd.read_parquet(p), user_key).sum()) for p in files(root / zone, "*.parquet")
         )
     found["features_transforms"] = sum(
         int(user_key in json.loads(p.read_bytes()).get("vocabs", {}).get("user", {}))
-        for p in _files(root / "features", "transform.json")
+        for p in files(root / "features", "transform.json")
     )
     found["model_files"] = len(model_files_holding(settings, {user_key}))
     found["recommendations_table"] = 0

@@ -44,12 +44,14 @@ def _markers(data: Path) -> dict[str, int]:
 def test_killed_backfill_resumes_and_imports_each_day_once(history):
     folder, data, env = history
     days = movielens.days(folder)
-    proc = subprocess.Popen([RECSYS, "backfill"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = (data.parent / "first-backfill.log").open("wb")  # a file, not a pipe nobody reads (it would fill)
+    proc = subprocess.Popen([RECSYS, "backfill"], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while len(_markers(data)) < 2 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    log.close()
     before = _markers(data)
     assert 2 <= len(before) < len(days), "the kill should land mid-way"
 
