@@ -86,6 +86,12 @@ def pipeline_env(root: Path) -> dict[str, str]:
             # 0.55 click-AUC floor is set for: with the shipped gate, seed 1 blessed no model on any of its
             # 3 days (click AUC 0.434, 0.543, 0.565; bench/gate_floor.py, README "Development").
             "RECSYS_EVALUATE__FLOOR_AUC": '{"click": 0.5}',
+            # ... and so is the popularity check: since video_popularity is leave-one-out on training rows
+            # (issue 18), the model's day-3 click AUC on this world trails popularity's by 0.015-0.033 on
+            # seeds 42 and 1 (0.561 vs 0.594, 0.578 vs 0.593; with the leaky feature it led: 0.611, 0.594),
+            # while its true-utility NDCG@10 still leads (0.581 vs 0.516, 0.490 vs 0.346). The suite needs a
+            # champion to test what follows it; tests/integration/test_gate.py keeps the shipped checks.
+            "RECSYS_EVALUATE__MIN_MARGIN_OVER_POPULARITY": "-0.05",
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "GX_ANALYTICS_ENABLED": "False",

@@ -82,6 +82,7 @@ EXPECTED_TASKS = {
     "model.features",
     "model.train_due",
     "model.train",
+    "model.train_retrieval",
     "model.evaluate",
     "model.register",
     "serve.recommend",

@@ -35,7 +35,14 @@ def test_table_lists_every_active_user_with_distinct_ranked_videos(pipeline_run)
     s = pipeline_run.settings()
     live = read_live(engine_for(s.resolved_db_url))
     last = pipeline_run.days[-1]
-    active = set(open_lake(s).read_frame("clean", "interactions", last)["user_key"])
+    # every returning user (issue 13): anyone with an event on the last day, or a click on an earlier day of
+    # the serving window (30 days: the whole run here)
+    lake = open_lake(s)
+    today = lake.read_frame("clean", "interactions", last)
+    earlier = pd.concat([lake.read_frame("clean", "interactions", d) for d in pipeline_run.days[:-1]])
+    clicked = earlier[pd.to_numeric(earlier["clicked"], errors="coerce").fillna(0) > 0]
+    active = set(today["user_key"]) | set(clicked["user_key"])
+    assert set(today["user_key"]) < active, "the window must add returning users to the day's actives"
     users = live[live["user_key"] != FALLBACK_KEY]
     assert set(users["user_key"]) == active
     for _, g in users.groupby("user_key"):
