@@ -5,17 +5,18 @@
 * landing (``*.jsonl`` and encrypted ``*.jsonl.enc``: decrypted, filtered, re-encrypted; matched on the raw
   ``user_id``; a malformed line that contains the raw id is removed too),
 * raw and quarantine (encrypted Parquet; matched on ``user_id``, or the raw id inside ``raw_line``),
-* clean, features and recs (Parquet; matched on ``user_key``; the features' ``transform.json`` forgets the
-  key in its user vocabulary, activity and affinity tables),
+* clean, features, recs and api (Parquet; matched on ``user_key``; every ``transform.json`` forgets the
+  key in its user vocabulary, activity and affinity tables; ``api`` holds the features folders of the
+  seed's ``train_model(frame)``),
 * every version of the ``recommendations`` table (``recommendation_versions`` row/user counts updated;
   SQLite deletes securely and is vacuumed, so no free page keeps the rows),
 * every registered model (:mod:`recsys.privacy.model_repair`: aliased versions repaired and re-registered,
   older versions and unregistered models deleted or rewritten),
 
-(the per-place removals are in :mod:`recsys.privacy.zones`), adds the pseudonym to a suppression list (``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the
-anonymize stage consults so that later days never bring the user back, and appends an audit record
-(request id, time, pseudonym, counts per zone, model versions repaired and deleted; never the raw id) to
-``data_dir/reports/privacy/erasure_audit.jsonl``.
+(the per-place removals are in :mod:`recsys.privacy.zones`), adds the pseudonym to a suppression list
+(``data_dir/privacy/erased_keys.txt``, pseudonyms only) that the anonymize stage consults so that later
+days never bring the user back, and appends an audit record (request id, time, pseudonym, counts per zone,
+model versions repaired and deleted; never the raw id) to ``data_dir/reports/privacy/erasure_audit.jsonl``.
 
 Every file is replaced atomically. Erasing twice is harmless (the second run removes nothing). The raw id
 is never logged or returned: logs, return values (Airflow XCom) and the audit carry the pseudonym only.
@@ -54,7 +55,9 @@ from recsys.privacy.zones import (
 log = logging.getLogger(__name__)
 
 ZONES_BY_RAW_ID = ("landing", "raw", "quarantine")
-ZONES_BY_KEY = ("clean", "features", "recs")
+# "api": features folders written by the seed's train_model(frame) (recsys.train, docs/api.md)
+ZONES_BY_KEY = ("clean", "features", "recs", "api")
+TRANSFORM_ZONES = ("features", "api")  # where fitted transforms (with a user vocabulary) are saved
 
 
 # ------------------------------------------------------------------------------------ suppression list
@@ -125,7 +128,7 @@ def _erase_data(user_id: str, uk: str, settings: Settings, cipher: Cipher) -> tu
             erase_parquet(p, lambda df: key_mask(df, uk), None, root) for p in files(root / zone, "*.parquet")
         )
     removed["features_transforms"] = sum(
-        scrub_transform(p, uk) for p in files(root / "features", "transform.json")
+        scrub_transform(p, uk) for zone in TRANSFORM_ZONES for p in files(root / zone, "transform.json")
     )
     db = erase_db(settings, uk)
     removed["recommendations_table"] = db["rows"]
@@ -267,7 +270,8 @@ def find_user(user_key: str, settings: Settings) -> dict[str, int]:
         )
     found["features_transforms"] = sum(
         int(user_key in json.loads(p.read_bytes()).get("vocabs", {}).get("user", {}))
-        for p in files(root / "features", "transform.json")
+        for zone in TRANSFORM_ZONES
+        for p in files(root / zone, "transform.json")
     )
     found["model_files"] = len(model_files_holding(settings, {user_key}))
     found["recommendations_table"] = 0

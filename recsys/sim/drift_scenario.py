@@ -31,8 +31,14 @@ def pseudonym_key(seed: int) -> str:
 def scenario_env(env: dict[str, str], seed: int = DEFAULT_SEED) -> dict[str, str]:
     """``env`` (an isolated pipeline environment) with the scenario's settings, seed and key."""
     out = dict(env)
-    # the simulator's and the model's default sizes (the integration suite shrinks them for speed)
-    for key in ("RECSYS_SIMULATOR__N_USERS", "RECSYS_SIMULATOR__N_VIDEOS", "RECSYS_TRAIN__EPOCHS"):
+    # the simulator's and the model's default sizes (the integration suite shrinks them for speed), and
+    # the shipped popularity check (the suite waives it for its tiny world)
+    for key in (
+        "RECSYS_SIMULATOR__N_USERS",
+        "RECSYS_SIMULATOR__N_VIDEOS",
+        "RECSYS_TRAIN__EPOCHS",
+        "RECSYS_EVALUATE__MIN_MARGIN_OVER_POPULARITY",
+    ):
         out.pop(key, None)
     out.update(
         {

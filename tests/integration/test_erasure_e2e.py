@@ -153,8 +153,10 @@ def retrieval_state(settings, ds, ranker_version: str, user_key: str) -> dict:
     keys = sorted(set(clicks["user_key"].astype(str)))
     assert user_key in keys, "the erased user has a watch history for the user tower"
     others = [k for k in keys if k != user_key]
-    unseen = pd.concat([clicks, clicks[clicks["user_key"] == user_key].assign(user_key=UNSEEN)])
-    state = {"version": version, "inputs": (unseen, videos, users, serving_at(ds)), "others": others}
+    # the never-seen key gets the erased user's history and device: only the id input differs
+    clicks = pd.concat([clicks, clicks[clicks["user_key"] == user_key].assign(user_key=UNSEEN)])
+    users = pd.concat([users, users[users["user_key"] == user_key].assign(user_key=UNSEEN)])
+    state = {"version": version, "inputs": (clicks, videos, users, serving_at(ds)), "others": others}
     return state | queries(settings, version, state, user_key)
 
 

@@ -104,6 +104,10 @@ def build_lake(settings) -> Lake:
             )
 
         lake.replace_partition("features", "examples", day, build)
+    # a features folder of the seed's train_model(frame) (recsys.train: data_dir/api/features/ds=D-<hash>)
+    api = settings.data_dir / "api" / "features" / f"ds={D2}-0123456789ab"
+    api.mkdir(parents=True)
+    build(api)
     return lake
 
 
@@ -226,8 +230,10 @@ def test_erasure_removes_the_user_everywhere_and_keeps_the_others(settings, capl
     assert not alice.search(lake.cipher.decrypt(d1.read_bytes()))
     assert ALICE2.encode() in lake.cipher.decrypt(d1.read_bytes())
     assert not alice.search(d2.read_bytes()) and ALICE2.encode() in d2.read_bytes()
-    t = json.loads((lake.partition("features", "examples", D2) / "transform.json").read_text())
-    assert ka not in t["vocabs"]["user"] and kb in t["vocabs"]["user"]
+    for folder in (lake.partition("features", "examples", D2), settings.data_dir / "api" / "features"):
+        t = json.loads(next(folder.rglob("transform.json")).read_text())
+        assert ka not in t["vocabs"]["user"] and kb in t["vocabs"]["user"]
+    assert rec["removed"]["api"] == 3 and rec["removed"]["features_transforms"] == 3  # 2 days + the api one
     # the table: every version, counts updated
     with eng.connect() as conn:
         rows = conn.execute(
