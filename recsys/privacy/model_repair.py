@@ -5,14 +5,17 @@ user's activity and per-category/author click counts, all keyed by pseudonym), t
 user's learned row), and MLflow's own files (the input example; the pickled pyfunc wrapper of older
 versions, which carried a copy of the transform). :func:`repair_models` handles every registered model:
 
-1. every version an alias points to (``champion``, ``previous``, any ``challenger``) that holds one of the
-   erased pseudonyms is *repaired*: the pseudonyms leave the transform (the key now maps to the
-   out-of-vocabulary index 0, with no activity and no affinity evidence: exactly what a never-seen user
-   gets), the freed embedding rows are zeroed (nothing can reach them any more; zeroing removes the learned
-   vector from the file), and the input example names no erased user. The repaired model is logged in an
-   MLflow run tagged ``erasure=<request id>`` and registered as a new version (the old version's tags,
-   plus ``erasure`` and ``repaired_from``), and checked by a byte scan before anything moves;
-2. the aliases then move to the repaired versions, all together (undone if one move fails);
+1. every version an alias points to (``champion``, ``previous``, any ``challenger``), and every retrieval
+   version an aliased ranker is served with, that holds one of the erased pseudonyms is *repaired*: the
+   pseudonyms leave the transform (the key now maps to the out-of-vocabulary index 0, with no activity and
+   no affinity evidence: exactly what a never-seen user gets), the freed embedding rows are zeroed
+   (nothing can reach them any more; zeroing removes the learned vector from the file), and the input
+   example names no erased user. The repaired model is logged in an MLflow run tagged
+   ``erasure=<request id>`` and registered as a new version (the old version's tags, plus ``erasure`` and
+   ``repaired_from``), and checked by a byte scan before anything moves;
+2. the aliases then move to the repaired versions, all together (undone if one move fails), and the
+   served ranker versions that name a repaired retrieval version name its repair (tag
+   ``retrieval_version``, read back from the ``repaired_from`` tags, so a retry completes a stopped run);
 3. every other version that still holds a pseudonym, and every logged model no version refers to (e.g. a
    candidate the gate refused), is deleted from the registry and the artifact store, or rewritten in place
    (``settings.privacy.erasure_old_versions``: ``delete`` by default, see docs/security.md);
@@ -24,8 +27,8 @@ which no longer sees the user.
 
 Model kinds plug in through :func:`register_flavour` (``detect`` a downloaded MLflow model folder,
 ``repair`` it into a :class:`RepairedModel`). The ranker is registered below; the two-tower retrieval
-model registers its own repair in :mod:`recsys.retrieval.repair` (user vocabulary and user-tower id embedding;
-its item index holds no user).
+model registers its own repair in :mod:`recsys.retrieval.repair` (user vocabulary and user-tower id
+embedding; its item index holds no user).
 """
 
 from __future__ import annotations
@@ -225,14 +228,19 @@ def _repair_aliased(settings, keys, store: _Store, request_id: str) -> tuple[lis
     import mlflow
 
     from recsys import registry as reg
+    from recsys.retrieval.repair import served_versions
     from recsys.tracking import configure
 
     client = mlflow.MlflowClient()
     todo = []
-    for mv in reg.model_versions(settings):
-        local = _holds(store, reg.version_location(mv), keys) if mv.aliases else None
+    versions = reg.model_versions(settings)
+    served = served_versions(versions)  # retrieval versions an aliased ranker is served with
+    for mv in versions:
+        serving = mv.aliases or (mv.name, str(mv.version)) in served
+        local = _holds(store, reg.version_location(mv), keys) if serving else None
         if local is not None:
-            what = f"{mv.name} version {mv.version} ({', '.join(sorted(mv.aliases))})"
+            why = ", ".join(sorted(mv.aliases)) or "served with an aliased ranker"
+            what = f"{mv.name} version {mv.version} ({why})"
             todo.append((mv, what, _repair(local, keys, store.root / f"fix-{len(todo)}", what)))
     if not todo:
         return [], {}
@@ -335,7 +343,7 @@ def repair_models(settings: Settings, keys: Iterable[str], request_id: str) -> d
         store = _Store(Path(tmp))
         report["repaired"], moves = _repair_aliased(settings, keys, store, request_id)
         reg.move_aliases(moves)
-        report["pairing"] = follow_pairing(settings, report["repaired"])
+        report["pairing"] = follow_pairing(settings)
         registered = _retire_versions(settings, keys, store, mode, request_id, report)
         _retire_logged_models(keys, store, mode, registered, report)
     report["files_left"] = model_files_holding(settings, keys)

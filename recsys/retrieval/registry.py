@@ -25,8 +25,13 @@ PAIR_TAG = "retrieval_version"
 NONE = "none"
 
 
+def retrieval_name_for(ranker_name: str) -> str:
+    """The registered retrieval model that goes out with the ranker ``ranker_name``."""
+    return f"{ranker_name}-retrieval"
+
+
 def retrieval_model_name(settings: Settings) -> str:
-    return f"{settings.model_name}-retrieval"
+    return retrieval_name_for(settings.model_name)
 
 
 def _client(settings: Settings):

@@ -4,9 +4,11 @@ A logged retrieval model (``artifacts/bundle``, see :meth:`recsys.retrieval.trai
 holds users in two places: the fitted transform (the user vocabulary, shared with the ranker's
 features) and the user tower's id embedding. The repair removes the erased keys from the transform (their
 requests then look up the out-of-vocabulary row 0, like a never-seen user: the query is built from the
-history, category/author pools and context alone) and zeroes their rows of ``user_embedding``. The item
-tower, the feature vocabularies of videos, tags and titles, and the exported item index hold no user:
-they are copied byte for byte, so every candidate list of every other user is unchanged.
+history, category/author pools and context alone) and zeroes their rows of ``user_embedding``. The
+exported item index (``index.npz``) and the item-side feature file are copied byte for byte; the item
+tower's weights and the item vocabularies are re-saved with the same values (they hold no user), so every
+candidate list of every other user is unchanged. A bundle holding a file this repair does not know is
+refused (it could hold a user).
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def repair(model_dir: Path, keys: frozenset[str], work: Path) -> RepairedModel:
     dst.mkdir(parents=True, exist_ok=True)
     transform, rows = forget_users(json.loads((src / "transform.json").read_bytes()), keys)
     (dst / "transform.json").write_text(json.dumps(transform, sort_keys=True))
+    unknown = sorted({p.name for p in src.iterdir()} - {*ITEM_FILES, "model.keras", "transform.json"})
+    if unknown:
+        raise ModelRepairError(f"the retrieval bundle holds files no repair knows: {unknown}")
     for name in ITEM_FILES:
         if (src / name).exists():
             shutil.copyfile(src / name, dst / name)
@@ -63,23 +68,56 @@ def repair(model_dir: Path, keys: frozenset[str], work: Path) -> RepairedModel:
 register_flavour("retrieval", detect, repair)
 
 
-def follow_pairing(settings, repaired: list[dict]) -> list[dict]:
-    """Point ranker versions paired with a repaired retrieval version at its repair.
+def served_versions(versions) -> set[tuple[str, str]]:
+    """(retrieval model, version) named by an aliased ranker version: served with that ranker even when
+    the retrieval version itself lost its aliases (retrieval is promoted on its own gate, so after a ranker
+    gate failure the served pair can name an unaliased retrieval version). The erasure repairs these too."""
+    from recsys.retrieval.registry import NONE, PAIR_TAG, retrieval_name_for
+
+    return {
+        (retrieval_name_for(mv.name), str(mv.tags[PAIR_TAG]))
+        for mv in versions
+        if mv.aliases and mv.tags.get(PAIR_TAG, NONE) != NONE
+    }
+
+
+def follow_pairing(settings) -> list[dict]:
+    """Point every served ranker version (aliased, or itself a repair) that names a repaired retrieval
+    version at that version's newest repair; one row per tag moved.
 
     A ranker version names the retrieval version it went out with (tag ``retrieval_version``, see
-    :mod:`recsys.retrieval.registry`); the repaired ranker copies its old tags, so without this it would
-    name the unrepaired retrieval version the erasure is about to delete. Returns one row per moved tag.
+    :mod:`recsys.retrieval.registry`); a repaired ranker copies its old tags, so without this it would name
+    the unrepaired retrieval version the erasure then deletes. The repairs are read from the registry (the
+    ``repaired_from`` tags), not from this run alone: an erasure that stopped between registering repairs and
+    this step is completed by the next one. Every ranker of the registry is handled (``<name>`` with
+    ``<name>-retrieval``), not only the configured one.
     """
     from recsys.registry import model_versions
-    from recsys.retrieval.registry import PAIR_TAG, _client, retrieval_model_name
+    from recsys.retrieval.registry import NONE, PAIR_TAG, _client, retrieval_name_for
 
-    moved = {r["version"]: r["new_version"] for r in repaired if r["model"] == retrieval_model_name(settings)}
-    if not moved:
-        return []
+    versions = model_versions(settings)
+    newest: dict[tuple[str, str], str] = {}  # (model, version) -> the newest version repaired from it
+    for mv in versions:
+        src = mv.tags.get("repaired_from")
+        if src is not None and int(mv.version) > int(newest.get((mv.name, src), 0)):
+            newest[(mv.name, src)] = str(mv.version)
+
+    def resolve(name: str, version: str) -> str:
+        seen = set()
+        while (name, version) in newest and version not in seen:  # a repair of a repair
+            seen.add(version)
+            version = newest[(name, version)]
+        return version
+
     client, out = _client(settings), []
-    for mv in model_versions(settings):
-        was = mv.tags.get(PAIR_TAG)
-        if mv.name == settings.model_name and was in moved:
-            client.set_model_version_tag(mv.name, mv.version, PAIR_TAG, moved[was])
-            out.append({"ranker_version": str(mv.version), "retrieval_version": moved[was], "was": was})
+    for mv in versions:
+        was = mv.tags.get(PAIR_TAG, NONE)
+        if was == NONE or not (mv.aliases or "repaired_from" in mv.tags):
+            continue
+        now = resolve(retrieval_name_for(mv.name), str(was))
+        if now != was:
+            client.set_model_version_tag(mv.name, mv.version, PAIR_TAG, now)
+            out.append(
+                {"model": mv.name, "ranker_version": str(mv.version), "retrieval_version": now, "was": was}
+            )
     return out

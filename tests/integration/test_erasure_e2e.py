@@ -270,6 +270,11 @@ def test_the_retrieval_model_is_repaired_keeps_its_index_and_stays_paired(erased
     after = queries(settings, served, before, uk)
     assert uk not in after["vocab"] and len(after["vocab"]) == len(before["vocab"]) - 1
     assert after["index"] == before["index"]
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException):  # the unrepaired version is gone (delete mode)
+        mlflow.MlflowClient().get_model_version(retrieval_model_name(settings), before["version"])
     np.testing.assert_allclose(after["q_others"], before["q_others"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(after["q_user"], after["q_unseen"], rtol=0, atol=1e-7)
     assert np.abs(after["q_user"] - before["q_user"]).max() > 1e-4

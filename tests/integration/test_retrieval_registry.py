@@ -125,6 +125,24 @@ def test_two_tower_pool_of_the_served_pair_and_its_fallbacks(settings, bundles, 
     assert two_tower_pool(off, k1, users["user_key"], hist, videos, users, AT) is None
 
 
+def _hexed_bundles(n: int):
+    """The toy log with pseudonym-shaped (hex) user keys, the key of its user u005, and ``n`` bundles
+    (seeds 1..n) trained on it."""
+    import hashlib
+
+    from recsys.features.transform import Transform
+    from recsys.retrieval.train import fit_retrieval
+
+    ex, videos = toy()
+    hexed = {k: hashlib.sha256(k.encode()).hexdigest()[:32] for k in ex["user_key"].unique()}
+    ex["user_key"] = ex["user_key"].map(hexed)
+    s = RetrievalSettings(epochs=1, history_len=5)
+    bundles = [
+        fit_retrieval(ex, videos, Transform.fit(ex), s, seed=i, index_at=AT)[0] for i in range(1, n + 1)
+    ]
+    return ex, videos, hexed["u005"], bundles
+
+
 def _queries(bundle, keys, clicks, videos, users) -> np.ndarray:
     from recsys.retrieval.train import with_video_columns
 
@@ -137,20 +155,11 @@ def test_erasure_repairs_the_served_retrieval_model_keeps_its_index_and_the_pair
     """Issue 20 for the two-tower model: the user leaves its vocabulary and user tower, the repaired
     version is what the champion ranker is served with, the old one is gone, and the item index and every
     other user's query are unchanged (the erased user's query is a never-seen user's)."""
-    import hashlib
-
-    from recsys.features.transform import Transform
     from recsys.privacy.model_repair import model_files_holding, repair_models
     from recsys.retrieval.registry import load_retrieval, retrieval_model_name, serving_pair
-    from recsys.retrieval.train import fit_retrieval
 
-    ex, videos = toy()
-    hexed = {k: hashlib.sha256(k.encode()).hexdigest()[:32] for k in ex["user_key"].unique()}
-    ex["user_key"] = ex["user_key"].map(hexed)
-    bundle = fit_retrieval(
-        ex, videos, Transform.fit(ex), RetrievalSettings(epochs=1, history_len=5), seed=1, index_at=AT
-    )[0]
-    erased, unseen = hexed["u005"], "f" * 32
+    ex, videos, erased, [bundle] = _hexed_bundles(1)
+    unseen = "f" * 32
     r = _register_retrieval(settings, bundle)
     k = _register_ranker(settings, tmp_path)  # another world's ranker: it holds no one of these users
     assert serving_pair(settings) == (k, r)
@@ -168,7 +177,9 @@ def test_erasure_repairs_the_served_retrieval_model_keeps_its_index_and_the_pair
     [row] = [x for x in report["repaired"] if x["model"] == name]
     assert row["version"] == r and row["embedding_rows_zeroed"] == 1 and row["item_index"] == "unchanged"
     assert serving_pair(settings) == (k, row["new_version"])  # the ranker's pair tag followed the repair
-    assert report["pairing"] == [{"ranker_version": k, "retrieval_version": row["new_version"], "was": r}]
+    assert report["pairing"] == [
+        {"model": settings.model_name, "ranker_version": k, "retrieval_version": row["new_version"], "was": r}
+    ]
     assert {"model": name, "version": r} in report["deleted"]
     assert model_files_holding(settings, {erased}) == []
 
@@ -179,3 +190,38 @@ def test_erasure_repairs_the_served_retrieval_model_keeps_its_index_and_the_pair
     mine = _queries(fixed, [erased], clicks, videos, users)
     np.testing.assert_allclose(mine, _queries(fixed, [unseen], clicks, videos, users), rtol=0, atol=1e-7)
     assert np.abs(mine - before[1]).max() > 1e-4
+
+
+def test_erasure_repairs_a_served_retrieval_version_without_aliases(settings, tmp_path):
+    """Retrieval is promoted on its own gate: two promotions later, the retrieval version the champion
+    ranker is served with has no alias left. The erasure repairs it too (and the aliased ones), the ranker
+    names the repair, and nothing of the user is left in any artifact."""
+    import mlflow
+
+    from recsys.privacy.model_repair import model_files_holding, repair_models
+    from recsys.retrieval.registry import (
+        load_retrieval,
+        retrieval_model_name,
+        retrieval_version,
+        serving_pair,
+    )
+
+    _, _, erased, (b1, b2) = _hexed_bundles(2)
+    r1 = _register_retrieval(settings, b1)
+    k1 = _register_ranker(settings, tmp_path)
+    r2, r3 = _register_retrieval(settings, b2), _register_retrieval(settings, b2)
+    name = retrieval_model_name(settings)
+    assert serving_pair(settings) == (k1, r1) and (retrieval_version(settings, "previous"), r3) == (r2, r3)
+    assert not mlflow.MlflowClient().get_model_version(name, r1).aliases
+
+    report = repair_models(settings, {erased}, "req-served")
+    new = {x["version"]: x["new_version"] for x in report["repaired"] if x["model"] == name}
+    assert set(new) == {r1, r2, r3}
+    assert serving_pair(settings) == (k1, new[r1])
+    assert (retrieval_version(settings), retrieval_version(settings, "previous")) == (new[r3], new[r2])
+    assert {d["version"] for d in report["deleted"] if d["model"] == name} == {r1, r2, r3}
+    assert erased not in load_retrieval(settings, new[r1]).features.transform.vocabs["user"]
+    assert model_files_holding(settings, {erased}) == []
+    # a second erasure of the same key finds nothing left to repair and keeps the pairing
+    again = repair_models(settings, {erased}, "req-served-2")
+    assert again["repaired"] == [] and again["pairing"] == [] and serving_pair(settings) == (k1, new[r1])
