@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from dag_tasks import DAILY_TASKS
 from services import service_missing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,20 +75,7 @@ RETRAIN_DAG_ID = "recsys_retrain"
 LOGICAL_DATE = "2026-01-01T00:00:00Z"
 RUN_TIMEOUT_S = int(os.environ.get("RECSYS_IT_RUN_TIMEOUT", "900"))
 WORKERS = ("worker1", "worker2")
-EXPECTED_TASKS = {
-    "ingest.land",
-    "ingest.collect",
-    "ingest.validate",
-    "ingest.anonymize",
-    "model.features",
-    "model.train_due",
-    "model.train",
-    "model.train_retrieval",
-    "model.evaluate",
-    "model.register",
-    "serve.recommend",
-    "serve.publish",
-}
+EXPECTED_TASKS = set(DAILY_TASKS)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(RUN_TIMEOUT_S + 900)]
 

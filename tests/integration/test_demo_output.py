@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dag_tasks import DAILY_TASKS
 
 
 def _pipeline_env(root: Path) -> dict[str, str]:
@@ -33,20 +34,6 @@ def _pipeline_env(root: Path) -> dict[str, str]:
 
 pytestmark = pytest.mark.slow
 
-DAILY_TASKS = [
-    "ingest.land",
-    "ingest.collect",
-    "ingest.validate",
-    "ingest.anonymize",
-    "model.features",
-    "model.train_due",
-    "model.train",
-    "model.train_retrieval",
-    "model.evaluate",
-    "model.register",
-    "serve.recommend",
-    "serve.publish",
-]
 # per day: a rule, one line per daily task, the monitor's line
 PER_DAY = 1 + len(DAILY_TASKS) + 1
 # the "Airflow up" line; the summary: rule, metrics, gate, registry, live table, a user's list; 5 links;
