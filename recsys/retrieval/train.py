@@ -21,7 +21,8 @@ from recsys.retrieval.index import ItemIndex, choose_backend
 from recsys.retrieval.settings import RetrievalSettings
 
 log = logging.getLogger(__name__)
-BATCH = 65_536
+BATCH = 8_192  # rows per tower call: a query batch holds [BATCH, history_len, dim] pooled floats
+CHUNK_USERS = 20_000  # users embedded and searched at a time by retrieve()
 
 
 @dataclass
@@ -143,28 +144,45 @@ def retrieve(
     users: pd.DataFrame,
     at,
     k: int,
+    *,
+    chunk_users: int = CHUNK_USERS,
 ):
     """The two-tower pool (:class:`recsys.serving.candidates.Retrieved`) for the users with history.
 
     ``clicks``: the recent engagements (user_key, video_id, ts). Users without any get no two-tower pool
     (their tower has nothing of theirs to go on; the fallback pools serve them). None when there is no
     model or its index is empty. The search asks for ``k`` plus the longest history so that removing
-    seen videos still leaves ``k``.
+    seen videos still leaves ``k``. Users are embedded and searched ``chunk_users`` at a time, which
+    bounds memory whatever their number.
     """
     from recsys.serving.candidates import Retrieved
 
     if bundle is None or len(bundle.index) == 0 or k <= 0:
         return None
-    c = with_video_columns(clicks, videos)
-    x, has = bundle.features.serving_queries(user_keys, c, users, at)
-    keys = np.asarray(list(user_keys), dtype=object)[has]
-    if not len(keys):
+    keys = np.asarray(list(user_keys), dtype=object)
+    owner = pd.Index(keys).get_indexer(clicks["user_key"]) if len(keys) else np.zeros(len(clicks), int)
+    mine = owner >= 0
+    c, owner = clicks[mine], owner[mine]
+    order = np.argsort(owner, kind="stable")  # by user, so a chunk of users is a slice of clicks
+    c, owner = c.iloc[order], owner[order]
+    seen_max = int(np.bincount(owner).max()) if len(owner) else 0
+    width = k + min(seen_max, k)
+    out_keys, out_ids = [], []
+    for lo in range(0, len(keys), chunk_users):  # bounds the history frames and tower inputs
+        hi = min(len(keys), lo + chunk_users)
+        a, b = np.searchsorted(owner, [lo, hi])
+        x, has = bundle.features.serving_queries(
+            keys[lo:hi], with_video_columns(c.iloc[a:b], videos), users, at
+        )
+        if not has.any():
+            continue
+        xq = {name: x[name][has] for name in USER_INPUTS}
+        q = _batched(lambda b: bundle.model.query(b), xq, int(has.sum())).reshape(int(has.sum()), -1)
+        out_keys.append(keys[lo:hi][has])
+        out_ids.append(bundle.index.search(q, width)[0])
+    if not out_keys:
         return None
-    xq = {name: x[name][has] for name in USER_INPUTS}
-    q = _batched(lambda b: bundle.model.query(b), xq, len(keys)).reshape(len(keys), -1)
-    seen_max = int(c.groupby("user_key").size().max()) if len(c) else 0
-    ids, _ = bundle.index.search(q, k + min(seen_max, k))
-    return Retrieved(keys, ids, k)
+    return Retrieved(np.concatenate(out_keys), np.concatenate(out_ids), k)
 
 
 def recall_at_k(candidates, held_out: pd.DataFrame) -> float:

@@ -28,6 +28,7 @@ import pandas as pd
 POOLS = ("two_tower", "covisitation", "category", "author", "fresh", "popular")
 PER_VIDEO_COVIS, LAST_CLICKS, TOP_GROUPS, PER_CATEGORY, PER_AUTHOR, FRESH_MAX = 20, 10, 3, 40, 20, 30
 CHUNK_USERS = 20_000
+COVIS_BLOCK_PAIRS = 2_000_000  # session pairs expanded at a time (about 50 MB of index arrays)
 
 
 @dataclass(frozen=True)
@@ -69,34 +70,69 @@ def covisitation(history: pd.DataFrame, per_video: int = PER_VIDEO_COVIS) -> pd.
     s_code = pd.factorize(clicks["session_key"])[0]
     v_code, v_ids = pd.factorize(clicks["video_id"].astype("int64"), sort=True)
     order = np.argsort(s_code, kind="stable")
-    s_code, v_code = s_code[order], v_code[order].astype(np.int64)
+    s_code, v_code = s_code[order], v_code[order].astype(np.int32)
     n = len(s_code)
     empty = pd.DataFrame(
         {"video_id": np.zeros(0, np.int64), "rank": np.zeros(0, np.int64), "other": np.zeros(0, np.int64)}
     )
     if n == 0:
         return empty
-    start = np.r_[0, np.flatnonzero(s_code[1:] != s_code[:-1]) + 1]
-    lens = np.diff(np.r_[start, n])
-    row_start, row_len = np.repeat(start, lens), np.repeat(lens, lens)
-    rep = np.repeat(np.arange(n), row_len)  # row i paired with every row of its session
-    partner = row_start[rep] + (
-        np.arange(int(row_len.sum())) - np.repeat(np.cumsum(row_len) - row_len, row_len)
-    )
-    x, y = v_code[rep], v_code[partner]
-    keep = x != y
     n_v = len(v_ids)
-    counts = pd.Series(x[keep] * n_v + y[keep]).value_counts(sort=False)
-    pair, cnt = counts.index.to_numpy(np.int64), counts.to_numpy(np.int64)
-    px, py = pair // n_v, pair % n_v
-    o = np.lexsort((py, -cnt, px))  # ids are sorted, so code order is id order
-    px, py = px[o], py[o]
-    rank = _rank_within(px)
-    top = rank < per_video
-    if not top.any():
+    pair, cnt = _session_pair_counts(s_code, v_code, n_v)
+    # by video (pair keys are sorted by x, then y), most co-clicked first; the stable sort keeps ties by id
+    px = pair // n_v
+    top_cnt = int(cnt.max()) + 1
+    o = np.argsort(px * top_cnt + (top_cnt - 1 - cnt), kind="stable")
+    rank = _rank_within(px[o])
+    sel = o[rank < per_video]
+    if not len(sel):
         return empty
     v_ids = np.asarray(v_ids, dtype=np.int64)
-    return pd.DataFrame({"video_id": v_ids[px[top]], "rank": rank[top], "other": v_ids[py[top]]})
+    return pd.DataFrame(
+        {"video_id": v_ids[px[sel]], "rank": rank[rank < per_video], "other": v_ids[pair[sel] % n_v]}
+    )
+
+
+def _session_pair_counts(s_code, v_code, n_v: int, max_pairs: int = COVIS_BLOCK_PAIRS):
+    """(pair key x * n_v + y, count) over the ordered pairs of distinct videos clicked in one session
+    (``s_code`` sorted). Sessions are expanded a block of about ``max_pairs`` pairs at a time and the
+    blocks' counts summed, so memory follows the number of distinct pairs, not the sum of squared
+    session lengths."""
+    n = len(s_code)
+    start = np.r_[0, np.flatnonzero(s_code[1:] != s_code[:-1]) + 1]
+    lens = np.diff(np.r_[start, n])
+    ends = np.cumsum(lens * lens)  # pairs up to the end of each session (self-pairs included)
+    cuts = np.r_[0, np.flatnonzero(np.diff(ends // max_pairs)) + 1, len(start)]
+    keys, counts = [], []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=False):
+        if a == b:
+            continue
+        lo = start[a]
+        blens = lens[a:b]
+        bstart = start[a:b] - lo
+        row_start, row_len = np.repeat(bstart, blens), np.repeat(blens, blens)
+        rep = np.repeat(np.arange(len(row_len)), row_len)  # row i paired with every row of its session
+        partner = row_start[rep] + (
+            np.arange(int(row_len.sum())) - np.repeat(np.cumsum(row_len) - row_len, row_len)
+        )
+        del row_start
+        block = v_code[lo : lo + len(row_len)]
+        x, y = block[rep], block[partner]
+        del rep, partner
+        keep = x != y
+        k, c = np.unique(x[keep].astype(np.int64) * n_v + y[keep], return_counts=True)
+        keys.append(k)
+        counts.append(c)
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(keys) == 1:
+        return keys[0], counts[0].astype(np.int64)
+    k, c = np.concatenate(keys), np.concatenate(counts)
+    del keys, counts
+    order = np.argsort(k, kind="stable")
+    k, c = k[order], c[order]
+    first = np.r_[0, np.flatnonzero(k[1:] != k[:-1]) + 1]
+    return k[first], np.add.reduceat(c, first).astype(np.int64)
 
 
 class _Catalog:
@@ -175,8 +211,8 @@ def generate_candidates(
     unknown = set(pools) - set(POOLS)
     if unknown:
         raise ValueError(f"unknown candidate pools {sorted(unknown)}; known: {POOLS}")
-    h = history[history["video_id"].notna()]
-    h = h.assign(video_id=h["video_id"].astype("int64"))
+    h = history.loc[history["video_id"].notna(), ["user_key", "session_key", "video_id", "clicked"]]
+    h["video_id"] = h["video_id"].astype("int64")  # .loc with a column list made a copy
     clicks = h[h["clicked"] == 1]
     cat = _Catalog(videos, clicks, ds, fresh_days)
     keys = pd.Index(list(users), dtype=object)
@@ -198,8 +234,9 @@ def generate_candidates(
         sizes = np.bincount(u - lo, minlength=hi - lo)
         offsets.append(base + np.cumsum(sizes))
         base += int(sizes.sum())
-        out_codes.append(code)
-    flat = np.concatenate(out_codes) if out_codes else np.zeros(0, np.int64)
+        out_codes.append(code.astype(np.int32))  # catalog codes: half the memory of int64
+    flat = np.concatenate(out_codes) if out_codes else np.zeros(0, np.int32)
+    del out_codes
     return CandidateLists(np.asarray(keys, dtype=object), np.concatenate(offsets), cat.ids[flat])
 
 

@@ -114,3 +114,17 @@ def test_covisitation_counts_sessions_and_ranks_by_count_then_id():
     rows = list(zip(got["video_id"], got["rank"], got["other"], strict=True))
     # 1: with 3 twice, with 2 once; 2: with 1 and 3 once (a repeated click and an unclicked 9 don't count)
     assert rows == [(1, 0, 3), (1, 1, 2), (2, 0, 1), (2, 1, 3), (3, 0, 1), (3, 1, 2)]
+
+
+def test_covisitation_counts_are_the_same_whatever_the_block_of_session_pairs():
+    from recsys.serving.candidates import _session_pair_counts
+
+    rng = np.random.default_rng(3)
+    s_code = np.sort(rng.integers(0, 400, 3000))
+    v_code = rng.integers(0, 60, 3000).astype(np.int32)
+    whole = _session_pair_counts(s_code, v_code, 60, max_pairs=10**9)
+    assert whole[1].sum() > 0
+    for block in (1, 7, 500):  # a block of one session at a time, and sessions split across blocks
+        got = _session_pair_counts(s_code, v_code, 60, max_pairs=block)
+        np.testing.assert_array_equal(got[0], whole[0])
+        np.testing.assert_array_equal(got[1], whole[1])

@@ -109,6 +109,19 @@ def test_a_user_without_history_gets_no_two_tower_pool(trained):
     assert none is None
 
 
+def test_retrieval_in_chunks_of_users_gives_the_same_pool(trained):
+    from recsys.retrieval.train import retrieve
+
+    ex, videos, bundle, *_ = trained
+    users = pd.DataFrame({"user_key": [*ex["user_key"].unique()[::-1], "stranger"], "device": "ios"})
+    whole = retrieve(bundle, users["user_key"], ex, videos, users, AT, k=8)
+    for chunk in (1, 7):
+        got = retrieve(bundle, users["user_key"], ex, videos, users, AT, k=8, chunk_users=chunk)
+        assert got.user_keys.tolist() == whole.user_keys.tolist()
+        np.testing.assert_array_equal(got.video_ids, whole.video_ids)
+    assert "stranger" not in whole.user_keys.tolist()
+
+
 def test_bundle_save_load_gives_the_same_pool(trained, tmp_path):
     from recsys.retrieval.train import RetrievalBundle, retrieve
 
