@@ -5,7 +5,9 @@ Writes ``bench/results/candidates.json`` with:
 * ``throughput``: for 10k and 100k synthetic users x 200 candidates (5,000 videos, 20 clicks per user),
   the wall time of the two-tower pool (user tower + exact index search) and of the whole union
   (:func:`recsys.serving.candidates.generate_candidates`), users x candidates per second, and the peak
-  RSS of the process (each size in a fresh subprocess, ``getrusage`` ``ru_maxrss``);
+  RSS of the process (each size in a fresh subprocess that loads the saved retrieval model, as the
+  ``recommend`` task does; the model is fitted once beforehand in a process of its own; ``getrusage``
+  ``ru_maxrss``);
 * ``quality``: per simulator seed (a different world each), on a dataset built by the pipeline's own
   stages (land -> collect -> validate -> anonymize per day, features for the last day):
   - candidate Recall@K (K = 100, 200, 500) of the test day's new engagements (videos the user had not
@@ -33,6 +35,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -53,20 +56,40 @@ RULES = ("covisitation", "category", "author", "fresh", "popular")
 
 
 # ------------------------------------------------------------------------------------------ throughput
-def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20, n: int = 200) -> dict:
-    """One size, in this process (run it in a fresh one: peak RSS is per process)."""
+def _throughput_world(n_videos: int = 5000):
+    from recsys.serving.synthetic import make_world
+
+    world = make_world(n_users=20_000, n_videos=n_videos, n_examples=100_000, seed=0)
+    return world, world.videos.assign(tags=world.videos["category"])
+
+
+def fit_throughput_bundle(path: Path, n_videos: int = 5000) -> None:
+    """The retrieval model the throughput runs load (fitted once, in a process of its own, as the daily
+    ``train_retrieval`` task does; ``recommend`` then loads the registered model)."""
     from recsys.features.transform import Transform
     from recsys.retrieval.settings import RetrievalSettings
-    from recsys.retrieval.train import fit_retrieval, retrieve
+    from recsys.retrieval.train import fit_retrieval
+    from recsys.serving.synthetic import AT
+
+    world, videos = _throughput_world(n_videos)
+    ex = world.examples.assign(event_id=np.arange(len(world.examples)).astype(str))
+    bundle, _ = fit_retrieval(ex, videos, Transform.fit(ex), RetrievalSettings(epochs=1), seed=0, index_at=AT)
+    bundle.save(path)
+
+
+def throughput_one(
+    n_users: int, bundle_dir: Path, n_videos: int = 5000, clicks_per_user: int = 20, n: int = 200
+) -> dict:
+    """One size, in this process (run it in a fresh one: peak RSS is per process)."""
+    from recsys.retrieval.settings import RetrievalSettings
+    from recsys.retrieval.train import RetrievalBundle, retrieve
     from recsys.serving.candidates import generate_candidates
-    from recsys.serving.synthetic import AT, make_world
+    from recsys.serving.synthetic import AT
 
     rng = np.random.default_rng(0)
-    world = make_world(n_users=min(n_users, 20_000), n_videos=n_videos, n_examples=100_000, seed=0)
-    videos = world.videos.assign(tags=world.videos["category"])
-    ex = world.examples.assign(event_id=np.arange(len(world.examples)).astype(str))
     rs = RetrievalSettings(epochs=1)
-    bundle, _ = fit_retrieval(ex, videos, Transform.fit(ex), rs, seed=0, index_at=AT)
+    _, videos = _throughput_world(n_videos)
+    bundle = RetrievalBundle.load(bundle_dir, rs)
     keys = np.array([f"u{i:07d}" for i in range(n_users)], dtype=object)
     m = n_users * clicks_per_user
     hist = pd.DataFrame(
@@ -79,7 +102,7 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         }
     )
     users = pd.DataFrame({"user_key": keys, "device": rng.choice(["ios", "android", "web"], n_users)})
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # TF, the model, the inputs
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # TF, the loaded model, the inputs
     cpu0 = time.process_time()
     t0 = time.perf_counter()
     pool = retrieve(bundle, keys, hist, videos, users, AT, rs.k)
@@ -87,9 +110,12 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
     cands = generate_candidates(hist, videos, list(keys), AT.date(), n, retrieved=pool)
     t2 = time.perf_counter()
     cpu = time.process_time() - cpu0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # before the comparison run below
+    sizes = cands.sizes()
+    del cands, pool
+    t2b = time.perf_counter()
     generate_candidates(hist, videos, list(keys), AT.date(), n)  # the rule pools alone, for comparison
     t3 = time.perf_counter()
-    sizes = cands.sizes()
     return {
         "users": n_users,
         "candidates": n,
@@ -101,10 +127,10 @@ def throughput_one(n_users: int, n_videos: int = 5000, clicks_per_user: int = 20
         "total_seconds": round(t2 - t0, 2),
         "total_cpu_seconds": round(cpu, 2),  # user + system CPU of the process (both cores count)
         "load_average": os.getloadavg(),
-        "rules_only_seconds": round(t3 - t2, 2),
+        "rules_only_seconds": round(t3 - t2b, 2),
         "user_candidates_per_second": round(float(sizes.sum()) / (t2 - t0)),
         "mean_list_length": float(sizes.mean()),
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": peak,  # the whole process up to the union: TensorFlow, the model, the inputs
         "peak_rss_before_candidates_bytes": rss_before,
     }
 
@@ -353,10 +379,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--skip-simulator", action="store_true", help="only the MovieLens recall")
     ap.add_argument("--throughput-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fit-bundle", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--bundle", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "candidates.json")
     args = ap.parse_args(argv)
+    if args.fit_bundle:
+        fit_throughput_bundle(args.fit_bundle)
+        return 0
     if args.throughput_one:
-        print(json.dumps(throughput_one(args.throughput_one)))
+        print(json.dumps(throughput_one(args.throughput_one, args.bundle)))
         return 0
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     result["command"] = "bench/candidates.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -366,9 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     result["machine_at_start"] = machine()
     if not args.skip_throughput:
         result["throughput"] = []  # each row: its own load average; the commit is machine_at_start's
+        bundle_dir = Path(tempfile.mkdtemp(prefix="recsys-bench-bundle-")) / "retrieval"
+        subprocess.run([sys.executable, __file__, "--fit-bundle", str(bundle_dir)], check=True)
         for n in args.sizes:
             p = subprocess.run(
-                [sys.executable, __file__, "--throughput-one", str(n)],
+                [sys.executable, __file__, "--throughput-one", str(n), "--bundle", str(bundle_dir)],
                 capture_output=True,
                 text=True,
                 check=True,

@@ -162,7 +162,7 @@ def retrieve(
     keys = np.asarray(list(user_keys), dtype=object)
     owner = pd.Index(keys).get_indexer(clicks["user_key"]) if len(keys) else np.zeros(len(clicks), int)
     mine = owner >= 0
-    c, owner = clicks[mine], owner[mine]
+    c, owner = clicks.loc[mine, ["user_key", "video_id", "ts"]], owner[mine]  # what the tower reads
     order = np.argsort(owner, kind="stable")  # by user, so a chunk of users is a slice of clicks
     c, owner = c.iloc[order], owner[order]
     seen_max = int(np.bincount(owner).max()) if len(owner) else 0

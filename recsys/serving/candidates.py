@@ -82,7 +82,7 @@ def covisitation(history: pd.DataFrame, per_video: int = PER_VIDEO_COVIS) -> pd.
     # by video (pair keys are sorted by x, then y), most co-clicked first; the stable sort keeps ties by id
     px = pair // n_v
     top_cnt = int(cnt.max()) + 1
-    o = np.argsort(px * top_cnt + (top_cnt - 1 - cnt), kind="stable")
+    o = np.argsort(px.astype(np.int64) * top_cnt + (top_cnt - 1 - cnt), kind="stable")
     rank = _rank_within(px[o])
     sel = o[rank < per_video]
     if not len(sel):
@@ -103,6 +103,7 @@ def _session_pair_counts(s_code, v_code, n_v: int, max_pairs: int = COVIS_BLOCK_
     lens = np.diff(np.r_[start, n])
     ends = np.cumsum(lens * lens)  # pairs up to the end of each session (self-pairs included)
     cuts = np.r_[0, np.flatnonzero(np.diff(ends // max_pairs)) + 1, len(start)]
+    key_type = np.int32 if n_v * n_v < 2**31 else np.int64  # half the memory for catalogs < 46k videos
     keys, counts = [], []
     for a, b in zip(cuts[:-1], cuts[1:], strict=False):
         if a == b:
@@ -120,9 +121,9 @@ def _session_pair_counts(s_code, v_code, n_v: int, max_pairs: int = COVIS_BLOCK_
         x, y = block[rep], block[partner]
         del rep, partner
         keep = x != y
-        k, c = np.unique(x[keep].astype(np.int64) * n_v + y[keep], return_counts=True)
+        k, c = np.unique(x[keep].astype(key_type) * key_type(n_v) + y[keep], return_counts=True)
         keys.append(k)
-        counts.append(c)
+        counts.append(c.astype(np.int32))
     if not keys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     if len(keys) == 1:
