@@ -396,7 +396,9 @@ def main(argv: list[str] | None = None) -> int:
             result[part]["machine"] = result.get("machine_at_start")
     result["machine_at_start"] = machine()
     if not args.skip_throughput:
-        result["throughput"] = []  # each row: its own load average; the commit is machine_at_start's
+        result["throughput"] = []  # each row: its own load average; the commit is throughput_machine's
+        result["throughput_machine"] = result["machine_at_start"]
+        result.pop("throughput_earlier_run", None)
         bundle_dir = Path(tempfile.mkdtemp(prefix="recsys-bench-bundle-")) / "retrieval"
         subprocess.run([sys.executable, __file__, "--fit-bundle", str(bundle_dir)], check=True)
         for n in args.sizes:
