@@ -12,6 +12,9 @@ exactly as it would be, and rows are conserved (validate asserts accepted + quar
   atomically after the day's last stage. A rerun skips done days; a day killed half-way has no marker and
   is imported again from ``land`` (each stage replaces its partitions atomically, so a rerun of a day
   leaves one copy of it). So a killed backfill, rerun, imports every day exactly once.
+* Validation Data Docs are built once, when the backfill ends or fails (a killed one: by the next run),
+  not after each suite: a rebuild renders every stored run, so per-day rebuilds made the backfill slower
+  the more days it had imported (bench/backfill.py).
 * Days of the range without data (a gap in the history) are listed as ``empty_days`` in the summary and
   in each marker's neighbourhood, never invented.
 """
@@ -90,15 +93,20 @@ def import_day(ds: date, settings) -> dict:
 
 def backfill(settings, start: date | None = None, end: date | None = None, limit: int | None = None) -> dict:
     """Import every not-yet-imported day of ``[start, end]``; ``limit``: at most that many days this call."""
+    from recsys.catalog import Catalog
+    from recsys.data.suite_run import deferred_data_docs
+
     p = plan(settings, start, end)
     todo = p["todo"][:limit] if limit is not None else p["todo"]
     t0 = time.monotonic()
     rows = {"input_rows": 0, "accepted_rows": 0, "quarantined_rows": 0}
-    for i, ds in enumerate(todo, 1):
-        s = import_day(ds, settings)
-        for k in rows:
-            rows[k] += int(s.get(k) or 0)
-        log.info("backfill %s: day %d/%d done (%s rows)", ds, i, len(todo), s["input_rows"])
+    # the validation Data Docs are built once at the end (also if a day fails), not after every suite
+    with deferred_data_docs(Catalog.from_settings(settings).validation_reports):
+        for i, ds in enumerate(todo, 1):
+            s = import_day(ds, settings)
+            for k in rows:
+                rows[k] += int(s.get(k) or 0)
+            log.info("backfill %s: day %d/%d done (%s rows)", ds, i, len(todo), s["input_rows"])
     return {
         "from": str(p["from"]),
         "to": str(p["to"]),

@@ -7,7 +7,10 @@ files that import ``recsys``). :mod:`recsys.data.expectations` declares the suit
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,6 +71,37 @@ class SuiteRun:
 
 
 # Running --------------------------------------------------------------------------------------------
+_DEFER_DOCS: contextvars.ContextVar[bool] = contextvars.ContextVar("recsys_defer_data_docs", default=False)
+
+
+def _docs_index(root: Path) -> Path:
+    return Path(root) / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+
+
+@contextlib.contextmanager
+def deferred_data_docs(reports_dir: Path) -> Iterator[None]:
+    """Within the block, suite runs store their results in ``reports_dir``'s project but do not rebuild
+    its Data Docs; the site is built once on the way out (also when the block fails). A rebuild renders
+    every stored run, so rebuilding after each of a backfill's days costs time growing with the days
+    already imported: measured 0.8 s a suite at the start of a backfill, three suites a day."""
+    token = _DEFER_DOCS.set(True)
+    try:
+        yield
+    finally:
+        _DEFER_DOCS.reset(token)
+        build_data_docs(reports_dir)
+
+
+def build_data_docs(reports_dir: Path) -> Path | None:
+    """Build ``reports_dir``'s Data Docs site from the runs stored there; its index, or None (no project)."""
+    reports_dir = Path(reports_dir)
+    if not (reports_dir / "gx").is_dir():
+        return None
+    context = _gx().get_context(mode="file", project_root_dir=reports_dir)
+    context.build_data_docs()
+    return _docs_index(reports_dir)
+
+
 def _gx():
     """Import GX with analytics off (GX 1.x reads GX_ANALYTICS_ENABLED; nothing is written to $HOME)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -118,7 +152,9 @@ def run_suite(
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name=suite_name, data=batch_definition, suite=suite)
     )
-    actions = [UpdateDataDocsAction(name="update_data_docs")] if reports_dir is not None else []
+    defer = _DEFER_DOCS.get()
+    build_docs = reports_dir is not None and not defer
+    actions = [UpdateDataDocsAction(name="update_data_docs")] if build_docs else []
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name=suite_name,
@@ -138,7 +174,7 @@ def run_suite(
     docs = None
     if reports_dir is not None:
         docs = Path(context.root_directory) / "uncommitted" / "data_docs" / "local_site" / "index.html"
-        if not docs.exists():
+        if build_docs and not docs.exists():
             raise RuntimeError(f"GX did not build Data Docs at {docs}")
     return SuiteRun(suite_name, bool(validation.success), checks, docs)
 

@@ -72,6 +72,11 @@ def test_killed_backfill_resumes_and_imports_each_day_once(history):
         assert m["input_rows"] == n and m["accepted_rows"] + m["quarantined_rows"] == n
         assert m["clean_rows"] == m["accepted_rows"]
 
+    # one Data Docs site, built at the end of the backfill (not per suite), lists every imported day
+    (index,) = (data / "reports" / "validation").rglob("index.html")
+    html = index.read_text()
+    assert all(f"ds={ds}" in html for ds in days)
+
     again = subprocess.run([RECSYS, "backfill"], env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and json.loads(again.stdout[again.stdout.index("{") :])["imported_days"] == 0
 

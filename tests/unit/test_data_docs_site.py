@@ -69,3 +69,32 @@ def test_one_site_lists_every_day_and_the_reference_tables(tmp_path):
         assert suite in html, suite
     pages = " ".join(p.read_text() for p in index.parent.rglob("*.html"))
     assert "u0@example.org" not in pages and "10.0.0.1" not in pages  # identifiers masked before GX
+
+
+def test_deferred_docs_are_built_once_on_the_way_out_and_list_every_run(tmp_path):
+    from recsys.data.suite_run import deferred_data_docs
+
+    reports = tmp_path / "reports" / "validation"
+    with deferred_data_docs(reports):
+        for ds in DAYS:
+            result = validate_events(day_events(ds), ds, VIDEO_IDS, [], reports, durations=DURATIONS)
+            assert not result.data_docs_path.exists()  # not rebuilt after each run
+        validate_users(USERS, ds=DAYS[-1], reports_dir=reports)
+    index = result.data_docs_path
+    assert index.is_file() and list(reports.rglob("index.html")) == [index]
+    html = index.read_text()
+    for ds in DAYS:
+        assert f"ds={ds}" in html
+    assert "raw_events" in html and "raw_users" in html
+
+
+def test_deferred_docs_are_built_when_the_block_fails(tmp_path):
+    import pytest
+
+    from recsys.data.suite_run import deferred_data_docs
+
+    reports = tmp_path / "reports" / "validation"
+    with pytest.raises(RuntimeError, match="stopped"), deferred_data_docs(reports):
+        result = validate_events(day_events(DAYS[0]), DAYS[0], VIDEO_IDS, [], reports, durations=DURATIONS)
+        raise RuntimeError("stopped")
+    assert result.data_docs_path.is_file() and f"ds={DAYS[0]}" in result.data_docs_path.read_text()
