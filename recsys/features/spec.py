@@ -30,6 +30,7 @@ NUMERIC = (
     "user_activity",
     "user_category_affinity",
     "user_author_affinity",
+    "user_video_coengagement",
 )
 # What each numeric input depends on: the video alone, the user alone, or the (user, video) pair.
 NUMERIC_SIDE = {
@@ -39,6 +40,7 @@ NUMERIC_SIDE = {
     "user_activity": "user",
     "user_category_affinity": "pair",
     "user_author_affinity": "pair",
+    "user_video_coengagement": "pair",  # the video's co-engagement with the user's history
 }
 # Pair features: the user's smoothed click-through lift on the video's category / author, from the
 # training window (name -> the example column holding the video's side of the pair).

@@ -12,6 +12,8 @@ training rows themselves they are *ordered* statistics (CatBoost's remedy for ta
 sees only the impressions before it, never its own label, so the model does not learn to trust a
 feature that contains its answer. ``video_popularity`` (log1p of the video's clicks) is leave-one-out on
 training rows (the row's own click is not counted); at serving it counts every training click.
+``user_video_coengagement`` (the video's item-item co-engagement with the user's engaged videos, what
+item-kNN ranks by) leaves the row's user out on training rows (:mod:`recsys.features.coengagement`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 _TOKEN = re.compile(r"[a-z0-9]+")
 MAX_POSITION = 20
 AFFINITY_STRENGTH = 3.0  # the prior's weight in a smoothed affinity rate, in impressions
+COENGAGEMENT = "user_video_coengagement"
 V1_NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")  # transforms before 2
 # categorical feature -> source column in an example frame
 SOURCE_COLUMN = {
@@ -122,6 +125,8 @@ class Transform:
     version: int = 1
     # > 0: trained on sampled negatives drawn with p ~ (engagements + 1) ** power (recsys.features.negatives)
     sampled_negatives_power: float = 0.0
+    # item-item co-engagement and the users' engaged videos (recsys.features.coengagement)
+    coengagement: dict = field(default_factory=dict)
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ fitting
@@ -160,6 +165,7 @@ class Transform:
             version=2,
         )
         t._fit_affinity(train)
+        t.coengagement = _fit_coengagement(train)
         # normalized with the statistics of what the model trains on: ordered affinities on train rows
         raw = t._raw_numeric(train, ordered=True)
         t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
@@ -242,6 +248,15 @@ class Transform:
         total = pd.Series(clicks).groupby(videos.to_numpy(), sort=False).transform("sum").to_numpy(float)
         return np.log1p(total - clicks)
 
+    def coengagement_table(self):
+        """The fitted :class:`~recsys.features.coengagement.CoEngagement` (built once per transform)."""
+        from recsys.features.coengagement import CoEngagement
+
+        if "coengagement" not in self._tables:
+            d = self.coengagement or {"videos": [], "engagers": [], "neighbours": [], "co": [], "history": {}}
+            self._tables["coengagement"] = CoEngagement.from_dict(d)
+        return self._tables["coengagement"]
+
     def pair_affinity(self, user_keys, side_values: dict[str, np.ndarray]) -> PairAffinity:
         """Normalized affinity inputs for (user, video) pairs given by index into ``user_keys`` and into
         the videos whose side values (``{example column: values}``) are given: the serving batch path."""
@@ -265,6 +280,8 @@ class Transform:
                 cols.append(df["user_key"].astype(str).map(self.user_impressions).fillna(0.0).to_numpy(float))
             elif name in AFFINITY:
                 cols.append(self._affinity_raw(df, name, ordered))
+            elif name == COENGAGEMENT:
+                cols.append(self.coengagement_table().raw(df["user_key"], df["video_id"], loo=ordered))
             else:
                 raise ValueError(f"unknown numeric feature {name!r} in the transform")
         return np.stack(cols, axis=1) if cols else np.zeros((len(df), 0))
@@ -333,6 +350,7 @@ class Transform:
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
             "sampled_negatives_power": self.sampled_negatives_power,
+            "coengagement": self.coengagement,
         }
 
     def save(self, path: Path) -> Path:
@@ -352,6 +370,11 @@ class PairAffinity:
     def __init__(self, transform: Transform, user_keys: np.ndarray, side_values: dict[str, np.ndarray]):
         self.names = [n for n in transform.numeric if n in AFFINITY]
         self._lookups = {}
+        self._co = None
+        if COENGAGEMENT in transform.numeric:  # needs the videos' ids among the side values
+            table = transform.coengagement_table()
+            urow, vcode = table.codes(user_keys, side_values["video_id"])
+            self._co = (table, urow, vcode, lambda raw: transform.normalize(COENGAGEMENT, raw))
         users = pd.Index(user_keys.astype(str) if len(user_keys) else user_keys, dtype=object)
         for name in self.names:
             sides = _keys(pd.Series(side_values[AFFINITY[name]], dtype=object))
@@ -380,9 +403,22 @@ class PairAffinity:
 
     def __call__(self, user_idx: np.ndarray, video_idx: np.ndarray) -> dict[str, np.ndarray]:
         out = {}
+        if self._co is not None:
+            table, urow, vcode, normalize = self._co
+            out[COENGAGEMENT] = normalize(table.raw_codes(urow[user_idx], vcode[video_idx], loo=False))
         for name, (keys, values, zero, n_sides, scode) in self._lookups.items():
             k = user_idx.astype(np.int64) * n_sides + scode[video_idx]
             pos = np.minimum(np.searchsorted(keys, k), max(len(keys) - 1, 0))
             hit = (keys[pos] == k) if len(keys) else np.zeros(len(k), dtype=bool)
             out[name] = np.where(hit, values[pos] if len(keys) else zero, zero).astype(np.float32)
         return out
+
+
+def _fit_coengagement(train: pd.DataFrame) -> dict:
+    """The co-engagement table of the training split's engaged rows (never a sampled negative)."""
+    from recsys.features.coengagement import CoEngagement
+
+    engaged = pd.to_numeric(train["click"], errors="coerce").fillna(0).to_numpy(float) > 0
+    if "sampled" in train.columns:
+        engaged &= ~train["sampled"].fillna(False).astype(bool).to_numpy()
+    return CoEngagement.fit(train.loc[engaged, ["user_key", "video_id", "ts"]]).to_dict()

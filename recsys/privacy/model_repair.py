@@ -97,7 +97,8 @@ def flavour_of(model_dir: Path) -> Flavour | None:
 def forget_users(transform: dict, keys: Iterable[str]) -> tuple[dict, list[int]]:
     """A copy of a saved transform (its JSON dict) that knows none of ``keys``, and the vocabulary
     indices they held. Each key leaves the user vocabulary (it now maps to the out-of-vocabulary index
-    0), the activity table and every affinity table: the cold-start inputs of a never-seen user."""
+    0), the activity table, every affinity table and the co-engagement histories: the cold-start inputs
+    of a never-seen user."""
     keys = set(keys)
     t = copy.deepcopy(transform)
     vocab = t.get("vocabs", {}).get("user", {})
@@ -107,6 +108,9 @@ def forget_users(transform: dict, keys: Iterable[str]) -> tuple[dict, list[int]]
     for table in t.get("affinity", {}).values():
         for k in keys & set(table):
             del table[k]
+    history = t.get("coengagement", {}).get("history", {})  # the user's engaged videos
+    for k in keys & set(history):
+        del history[k]
     return t, rows
 
 

@@ -31,6 +31,7 @@ from recsys import tasks
 from recsys.features.spec import AFFINITY, NUMERIC_SIDE, POSITION, TITLE
 from recsys.serving.diversity import _top_n_codes, top_n
 
+PAIR_SIDES = (*AFFINITY.values(), "video_id")  # the video columns the pair inputs read
 USER_COLUMNS = ("user_key", "device", "region", "age_band", "activity")
 VIDEO_COLUMNS = ("video_id", "author_id", "category", "title", "duration_seconds", "upload_ts")
 # which model inputs depend on which side of a (user, video) pair
@@ -114,7 +115,7 @@ class PairInputs:
             transform.numeric,
             transform.pair_affinity(
                 frame["user_key"].iloc[u_first].to_numpy(object),
-                {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()},
+                {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES},
             ),
         )
 
@@ -303,7 +304,7 @@ def rank_pairs(
         np.repeat(ucode_given, lens),
         vcode.astype(np.int64),
         ranker.transform.numeric,
-        ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in AFFINITY.values()}),
+        ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES}),
     )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
     scores = ranking_scores(ranker, preds, vids)

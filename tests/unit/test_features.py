@@ -181,20 +181,25 @@ def test_pair_path_gives_the_row_path_affinities_bit_for_bit():
     ex = tiny_examples()
     t = Transform.fit(ex)
     users = np.array(["a", "b", "c", "z", "never-seen"], dtype=object)
-    videos = pd.DataFrame({"category": ["music", "news", "new", None], "author_id": [7, 8, 9, None]})
-    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in ("category", "author_id")})
+    videos = pd.DataFrame(
+        {"category": ["music", "news", "new", None], "author_id": [7, 8, 9, None], "video_id": [1, 2, 3, 4]}
+    )
+    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in videos.columns})
     ui, vi = np.repeat(np.arange(len(users)), len(videos)), np.tile(np.arange(len(videos)), len(users))
     rows = pd.DataFrame(
         {
             "user_key": users[ui],
             "category": videos["category"].to_numpy(object)[vi],
             "author_id": videos["author_id"].to_numpy(object)[vi],
+            "video_id": videos["video_id"].to_numpy(object)[vi],
         }
     )
     fast = lookup(ui, vi)
     for name in ("user_category_affinity", "user_author_affinity"):
         row_path = t.normalize(name, t._affinity_raw(rows, name, ordered=False))
         np.testing.assert_array_equal(fast[name], row_path, err_msg=name)
+    co = t.coengagement_table().raw(rows["user_key"], rows["video_id"], loo=False)
+    np.testing.assert_array_equal(fast["user_video_coengagement"], t.normalize("user_video_coengagement", co))
     assert np.unique(fast["user_category_affinity"]).size > 1  # not all "no evidence"
 
 
