@@ -105,7 +105,7 @@ def run_quality(
     from recsys.catalog_eval import evaluate_scorer, make_holdout, model_scorer
     from recsys.features.build import build_examples, encode
     from recsys.features.negatives import is_positive_only, sample_negatives
-    from recsys.features.transform import Transform
+    from recsys.features.transform import Transform, use_coengagement
     from recsys.registry import Ranker
     from recsys.train import fit_model
 
@@ -128,6 +128,7 @@ def run_quality(
         title_vocab_size=fs.title_vocab_size,
         min_count=fs.min_count,
         affinity_strength=fs.affinity_strength,
+        coengagement=use_coengagement(fs.coengagement, positive_only),
     )
     if positive_only:
         from recsys.features.negatives import POWER

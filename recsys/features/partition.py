@@ -14,7 +14,7 @@ import pandas as pd
 
 from recsys.config import FeatureSettings
 from recsys.features.build import build_examples, encode, split_by_time, window_start
-from recsys.features.transform import Transform
+from recsys.features.transform import Transform, use_coengagement
 
 SPLITS = ("train", "valid", "test")
 # Sources that are a recorded history (not a live feed): the whole history is the default training window.
@@ -68,6 +68,7 @@ def split_and_fit(
         title_vocab_size=settings.title_vocab_size,
         min_count=settings.min_count,
         affinity_strength=settings.affinity_strength,
+        coengagement=use_coengagement(settings.coengagement, positive_only),
     )
     if (
         positive_only

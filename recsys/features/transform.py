@@ -139,8 +139,10 @@ class Transform:
         title_vocab_size: int = 2000,
         min_count: int = 1,
         affinity_strength: float = AFFINITY_STRENGTH,
+        coengagement: bool = False,
     ) -> Transform:
-        """Learn the transform from training examples (see :func:`recsys.features.build.build_examples`)."""
+        """Learn the transform from training examples (see :func:`recsys.features.build.build_examples`).
+        ``coengagement``: add the ``user_video_coengagement`` input (:func:`use_coengagement` decides)."""
         vocabs = {}
         for name, col in SOURCE_COLUMN.items():
             counts = Counter(_key(v) for v in train[col])
@@ -161,11 +163,12 @@ class Transform:
             {k: float(np.log1p(v)) for k, v in video_clicks.items()},
             {k: float(np.log1p(v)) for k, v in user_imps.items()},
             affinity_strength=float(affinity_strength),
-            numeric=list(NUMERIC),
+            numeric=[n for n in NUMERIC if coengagement or n != COENGAGEMENT],
             version=2,
         )
         t._fit_affinity(train)
-        t.coengagement = _fit_coengagement(train)
+        if coengagement:
+            t.coengagement = _fit_coengagement(train)
         # normalized with the statistics of what the model trains on: ordered affinities on train rows
         raw = t._raw_numeric(train, ordered=True)
         t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
@@ -422,3 +425,8 @@ def _fit_coengagement(train: pd.DataFrame) -> dict:
     if "sampled" in train.columns:
         engaged &= ~train["sampled"].fillna(False).astype(bool).to_numpy()
     return CoEngagement.fit(train.loc[engaged, ["user_key", "video_id", "ts"]]).to_dict()
+
+
+def use_coengagement(setting: str, positive_only: bool) -> bool:
+    """``RECSYS_FEATURES__COENGAGEMENT``: "on", "off", or "auto" (for a positive-only source only)."""
+    return setting == "on" or (setting == "auto" and positive_only)

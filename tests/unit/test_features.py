@@ -110,7 +110,7 @@ def test_same_row_same_tensors_on_training_and_serving_path(tmp_path):
 
 def test_numeric_normalized_on_train_statistics():
     ex = tiny_examples()
-    t = Transform.fit(ex)
+    t = Transform.fit(ex, coengagement=True)
     # normalized with the statistics of what the model trains on: the ordered training rows
     x = t.apply(ex, ordered=True)["numeric"]
     np.testing.assert_allclose(x.mean(axis=0), 0, atol=1e-5)
@@ -179,7 +179,7 @@ def test_training_rows_see_only_earlier_impressions_never_their_own_label():
 
 def test_pair_path_gives_the_row_path_affinities_bit_for_bit():
     ex = tiny_examples()
-    t = Transform.fit(ex)
+    t = Transform.fit(ex, coengagement=True)
     users = np.array(["a", "b", "c", "z", "never-seen"], dtype=object)
     videos = pd.DataFrame(
         {"category": ["music", "news", "new", None], "author_id": [7, 8, 9, None], "video_id": [1, 2, 3, 4]}
@@ -230,3 +230,14 @@ def test_video_popularity_on_training_rows_never_counts_the_rows_own_click():
     assert again[2] == loo[2] and (again[[0, 1, 3]] > loo[[0, 1, 3]]).all()
     served = t._raw_numeric(ex)[:, j]  # serving (and test days): every training click
     assert served == pytest.approx(np.log1p([3, 3, 3, 3]))
+
+
+def test_the_coengagement_input_is_for_positive_only_sources_unless_configured():
+    from recsys.features.transform import use_coengagement
+
+    ex = tiny_examples()
+    assert "user_video_coengagement" not in Transform.fit(ex).numeric  # logged exposures: not by default
+    with_it = Transform.fit(ex, coengagement=True)
+    assert with_it.numeric[-1] == "user_video_coengagement" and with_it.spec().n_numeric == len(NUMERIC)
+    assert [use_coengagement("auto", p) for p in (True, False)] == [True, False]
+    assert use_coengagement("on", False) and not use_coengagement("off", True)
