@@ -45,8 +45,11 @@ def _commit() -> str:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        dirty = subprocess.run(  # the results this bench writes as it goes are not a change to the code
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)bench/results"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
         ).stdout
         return sha + ("-dirty" if dirty.strip() else "")
     except OSError:

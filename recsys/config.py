@@ -94,7 +94,7 @@ class FeatureSettings(BaseModel):
     negatives_per_positive: int = 4
     # the ranker input user_video_coengagement (recsys.features.coengagement): "auto" = for positive-only
     # sources only, where it lifts Recall@10 above item-kNN; on the simulator's logged exposures it
-    # lowered held-out Recall@10 (0.0705 -> 0.0586) and true NDCG@10 (0.786 -> 0.753): docs/model.md
+    # lowered held-out Recall@10 (0.0703 -> 0.0586) and true NDCG@10 (0.779 -> 0.753): docs/model.md
     coengagement: Literal["auto", "on", "off"] = "auto"
 
 
