@@ -8,8 +8,9 @@ Issue 13's last measurable point: "Backfilling 1M ratings stays under 1.5 GB pea
    ml-1m-sized catalog (``--items`` 3,706). Users: ``1.03 x ratings / r``, where ``r`` is what a user of a
    1,000-user pilot history (same days, catalog and seed) rated; a large history's users rate about 2.5%
    less, hence the margin. The actual count is recorded. Why 60 days and not ml-100k's 210: each day
-   costs a few seconds whatever its size (mostly Great Expectations: three suites and a Data Docs
-   rebuild per day), so 210 days take about 16 minutes per size on 2 cores, while memory does not grow
+   costs one to two seconds whatever its size (mostly Great Expectations: three suites a day; before the
+   Data Docs were built once per backfill, each suite also rebuilt them, and 210 days took about 16
+   minutes per size), so the days, not the ratings, set the time, while memory does not grow
    with the number of days (100k ratings over 210 days: 384 MiB from day 3 to day 210, peak 402 MiB).
    The same ratings packed into fewer days make each day larger, the harder case for peak memory, and
    keep both sizes within ``make bench``'s budget;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import pandas as pd
 if TYPE_CHECKING:
     from recsys.data.expectations import Spec
 
+log = logging.getLogger(__name__)
 _RESULT_FORMAT = {
     "result_format": "COMPLETE",
     "partial_unexpected_count": 20,
@@ -87,9 +89,15 @@ def deferred_data_docs(reports_dir: Path) -> Iterator[None]:
     token = _DEFER_DOCS.set(True)
     try:
         yield
-    finally:
+    except BaseException:
         _DEFER_DOCS.reset(token)
-        build_data_docs(reports_dir)
+        try:  # the runs before the failure still get their pages; the block's error is the one raised
+            build_data_docs(reports_dir)
+        except Exception:
+            log.exception("could not build the Data Docs of %s after a failure", reports_dir)
+        raise
+    _DEFER_DOCS.reset(token)
+    build_data_docs(reports_dir)
 
 
 def build_data_docs(reports_dir: Path) -> Path | None:

@@ -13,6 +13,14 @@ logged impression without engagement, or a sampled negative) is unchanged, as is
 videos are never candidates). Each user's history is capped at the ``HISTORY`` latest engaged videos,
 and the co-occurrence counts are built from the same capped histories, so the two stay consistent.
 
+Known caveats. Each video's neighbours are chosen with every user counted, the row's own user included, so
+a video the user engaged with can be a neighbour only thanks to that user's +1 (its leave-one-out count is
+then 0 and adds nothing, but the choice of the other neighbours saw the user too): a small optimism on
+engaged training rows, of the same kind as ``video_popularity``'s leave-one-out. The histories are the
+training split's: serving and the catalog evaluation do not see the validation share. Fitting costs the
+sum over users of min(engaged, HISTORY) squared and the score blocks hold [2,000 users x videos]; the
+feature is on by default only for positive-only sources (``RECSYS_FEATURES__COENGAGEMENT``).
+
 The fitted object is JSON (inside the transform): per video its neighbours and co counts, per user the codes
 of the engaged videos. The per-user lists are personal data like the affinity tables: erasure removes them
 (:mod:`recsys.privacy.model_repair`). The counts are aggregates, like ``video_popularity``.
@@ -80,9 +88,8 @@ class CoEngagement:
             top = np.lexsort((w, -cos))[:neighbours]  # most similar first, ties: smaller code
             nbr.append(w[top].astype(int).tolist())
             co.append(cnt[top].astype(int).tolist())
-        order = np.argsort(e["ts"].to_numpy(), kind="stable")
-        hist: dict[str, list[int]] = {}
-        for u, v in zip(ucode[order], vcode[order], strict=True):
+        hist: dict[str, list[int]] = {}  # rows are in time order (sorted above)
+        for u, v in zip(ucode, vcode, strict=True):
             hist.setdefault(ukeys[u], []).append(int(v))
         return cls([str(k) for k in vkeys], n.astype(int).tolist(), nbr, co, hist)
 

@@ -353,7 +353,8 @@ class Transform:
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
             "sampled_negatives_power": self.sampled_negatives_power,
-            "coengagement": self.coengagement,
+            # only when fitted: a transform without it stays loadable by code that predates it
+            **({"coengagement": self.coengagement} if self.coengagement else {}),
         }
 
     def save(self, path: Path) -> Path:

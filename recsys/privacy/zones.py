@@ -101,7 +101,8 @@ def erase_parquet(path: Path, mask_fn, cipher: Cipher | None, root: Path) -> int
 
 
 def scrub_transform(path: Path, user_key: str) -> int:
-    """Forget ``user_key`` in a saved feature transform (vocabulary, activity and affinity tables)."""
+    """Forget ``user_key`` in a saved feature transform (vocabulary, activity, affinity tables and the
+    co-engagement histories)."""
     t = json.loads(path.read_bytes())
     scrubbed, _ = forget_users(t, {user_key})
     if scrubbed == t:

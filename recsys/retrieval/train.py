@@ -8,6 +8,7 @@ not recall fewer of them than the champion does (``max_recall_regression``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -38,7 +39,10 @@ class RetrievalBundle:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.model.save(path / "model.keras")
-        self.features.transform.save(path / "transform.json")
+        transform = self.features.transform
+        if transform.coengagement:  # the ranker's per-user histories: retrieval never reads them
+            transform = dataclasses.replace(transform, coengagement={})
+        transform.save(path / "transform.json")
         self.features.save(path / "retrieval_features.json")
         self.index.save(path / "index.npz")
         (path / "retrieval.json").write_text(json.dumps({"format": 1}))

@@ -79,6 +79,8 @@ def covisitation(history: pd.DataFrame, per_video: int = PER_VIDEO_COVIS) -> pd.
         return empty
     n_v = len(v_ids)
     pair, cnt = _session_pair_counts(s_code, v_code, n_v)
+    if not len(cnt):  # no session clicked two different videos
+        return empty
     # by video (pair keys are sorted by x, then y), most co-clicked first; the stable sort keeps ties by id
     px = pair // n_v
     top_cnt = int(cnt.max()) + 1

@@ -128,3 +128,11 @@ def test_covisitation_counts_are_the_same_whatever_the_block_of_session_pairs():
         got = _session_pair_counts(s_code, v_code, 60, max_pairs=block)
         np.testing.assert_array_equal(got[0], whole[0])
         np.testing.assert_array_equal(got[1], whole[1])
+
+
+def test_covisitation_of_sessions_with_one_clicked_video_each_is_empty():
+    from recsys.serving.candidates import covisitation
+
+    h = pd.DataFrame({"session_key": ["a", "b", "b"], "video_id": [1, 2, 2], "clicked": [1, 1, 1]})
+    got = covisitation(h)
+    assert got.empty and list(got.columns) == ["video_id", "rank", "other"]

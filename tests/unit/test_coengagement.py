@@ -77,3 +77,23 @@ def test_erasure_forgets_the_users_history():
     scrubbed, _ = forget_users(t, {"u3"})
     assert "u3" in t["coengagement"]["history"] and "u3" not in scrubbed["coengagement"]["history"]
     assert len(scrubbed["coengagement"]["history"]) == len(t["coengagement"]["history"]) - 1
+
+
+def test_the_serving_pair_path_gives_the_row_path_values_on_a_world_with_co_engagement():
+    from recsys.features.transform import Transform
+    from recsys.serving.rank import PAIR_SIDES
+    from recsys.serving.synthetic import make_world
+
+    world = make_world(n_users=60, n_videos=40, n_examples=4000, seed=0)
+    t = Transform.fit(world.examples, coengagement=True)
+    users = np.asarray(world.examples["user_key"].unique()[:12], dtype=object)
+    videos = world.videos.drop_duplicates("video_id").head(25)
+    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in PAIR_SIDES})
+    ui, vi = np.repeat(np.arange(len(users)), len(videos)), np.tile(np.arange(len(videos)), len(users))
+    fast = lookup(ui, vi)["user_video_coengagement"]
+    vids = videos["video_id"].astype("int64").to_numpy()[vi]  # serving frames hold int64 ids
+    row = t.normalize("user_video_coengagement", t.coengagement_table().raw(users[ui], vids, loo=False))
+    np.testing.assert_array_equal(fast, row)
+    assert np.unique(fast).size > 10  # informative, not a constant
+    # a transform saved without the input writes no coengagement key (older code can still load it)
+    assert "coengagement" not in Transform.fit(world.examples).to_dict()
