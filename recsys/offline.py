@@ -140,7 +140,9 @@ def run_quality(
     encode(valid, transform).to_parquet(feats / "valid.parquet", index=False)
     transform.save(feats / "transform.json")
     fit = fit_model(feats, settings, work_dir / "fit")
-    ranker = Ranker(fit.model, transform, settings.model.score_weights, "offline")
+    # lists are served after the validation days: the serving state sees them (Transform.refreshed)
+    serving = transform.refreshed(rows)
+    ranker = Ranker(fit.model, serving, settings.model.score_weights, "offline")
 
     holdout = make_holdout(window, held, history.videos, max_users)
     at = pd.to_datetime(held["ts"], utc=True).min().normalize()
@@ -149,8 +151,11 @@ def run_quality(
     fallback = baselines["popularity"]
     scorers = {"model": model_scorer(ranker, users, history.videos, at), **baselines}
     if positive_only:  # the same model ranked without the logQ correction: what the correction is worth
-        plain = Ranker(fit.model, _without_correction(transform), settings.model.score_weights, "offline")
+        plain = Ranker(fit.model, _without_correction(serving), settings.model.score_weights, "offline")
         scorers["model_uncorrected"] = model_scorer(plain, users, history.videos, at, "model_uncorrected")
+    # the same model with the state of the training split only: what the refreshed state is worth
+    stale = Ranker(fit.model, transform, settings.model.score_weights, "offline")
+    scorers["model_train_state"] = model_scorer(stale, users, history.videos, at, "model_train_state")
     figures = {name: evaluate_scorer(s, holdout, fallback) for name, s in scorers.items()}
     if history.world is not None:
         from recsys.offline_truth import true_ndcg_of_scorers

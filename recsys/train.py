@@ -31,6 +31,7 @@ from recsys.features.dataset import (  # noqa: F401  (re-exported)
     batch_to_arrays,
     parquet_dataset,
 )
+from recsys.features.partition import serving_transform
 from recsys.features.spec import FeatureSpec
 from recsys.features.transform import Transform
 from recsys.tasks import Task
@@ -248,7 +249,9 @@ def train_model(
                     # 1 = uniform over the experts, 0 = collapsed onto one expert (a polarized gate)
                     mlflow.log_metric(f"gate_{task}_entropy", _normalized_entropy(weights))
             mlflow.log_artifacts(str(tmp), artifact_path="training")
-            model_uri = log_ranker(model, transform, settings, features_dir / "valid.parquet")
+            # served after the validation days: the logged transform's state has seen them too
+            serving = serving_transform(features_dir, transform)
+            model_uri = log_ranker(model, serving, settings, features_dir / "valid.parquet")
         epochs_run = len(hist.get("loss", []))
         mlflow.log_metrics(
             {

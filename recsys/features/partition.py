@@ -97,6 +97,25 @@ def write_split(
     return folder
 
 
+def serving_transform(features_dir: Path, transform: Transform | None = None) -> Transform:
+    """The transform a model trained on ``features_dir`` serves with: fitted on the train split (what
+    the model learnt from), its serving state refreshed with the train and validation rows
+    (:meth:`Transform.refreshed`), so lists served after the validation days see them."""
+    import pyarrow.parquet as pq
+
+    from recsys.features.spec import AFFINITY
+
+    features_dir = Path(features_dir)
+    transform = transform or Transform.load(features_dir / "transform.json")
+    wanted = {"user_key", "video_id", "click", "ts", "sampled", *AFFINITY.values()}
+    parts = []
+    for split in ("train", "valid"):
+        path = features_dir / f"{split}.parquet"
+        have = set(pq.ParquetFile(path).schema_arrow.names)
+        parts.append(pd.read_parquet(path, columns=sorted(wanted & have)))
+    return transform.refreshed(pd.concat(parts, ignore_index=True))
+
+
 def build_feature_partition(
     lake, ds: date, settings: FeatureSettings, seed: int = 0, window_days: int | None = None
 ) -> dict:

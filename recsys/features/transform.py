@@ -7,7 +7,10 @@ serving path, so the same row always becomes the same tensors.
 Affinity features (``user_category_affinity``, ``user_author_affinity``) are the user's click-through
 rate on the video's category (author), smoothed toward that category's (author's) rate and expressed as
 a log-odds lift over it: 0 means "no evidence", positive "clicks this category more than others do".
-At serving, and on the validation and test days, they come from the whole training split. On the
+The validation and test splits the features stage encodes read them from the whole training split; the
+transform a trained model is logged with (what the gate's test-day figures and the served lists use) has
+its state refreshed with the validation rows too (:meth:`Transform.refreshed`), so they see every day
+before the test day. On the
 training rows themselves they are *ordered* statistics (CatBoost's remedy for target leakage): each row
 sees only the impressions before it, never its own label, so the model does not learn to trust a
 feature that contains its answer. ``video_popularity`` (log1p of the video's clicks) is leave-one-out on
@@ -191,6 +194,33 @@ class Transform:
             for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
                 table.setdefault(user, {})[value] = [float(c), float(n)]
             self.affinity[name] = table
+
+    def refreshed(self, rows: pd.DataFrame) -> Transform:
+        """This transform with its serving state recomputed from ``rows``: video popularity, user
+        activity, the affinity tables and priors, the co-engagement histories. Vocabularies, the title
+        vocabulary and the normalization statistics stay, so the model's inputs keep their meaning.
+
+        Why: the transform is fitted on the training split (nothing of the validation days may leak into
+        what the model learns from), but a list served after the validation days should see the user's
+        engagements of those days too, as each training row saw every impression before it. ``rows`` are
+        the training and validation examples (with their sampled negatives, as the training rows had)."""
+        import dataclasses
+
+        clicks = pd.to_numeric(rows["click"], errors="coerce").fillna(0)
+        video_clicks = clicks.groupby(rows["video_id"].astype(str).to_numpy()).sum()
+        user_imps = rows.groupby(rows["user_key"].astype(str)).size()
+        t = dataclasses.replace(
+            self,
+            video_clicks={k: float(np.log1p(v)) for k, v in video_clicks.items()},
+            user_impressions={k: float(np.log1p(v)) for k, v in user_imps.items()},
+            affinity={},
+            affinity_prior={},
+            coengagement={},
+        )
+        t._fit_affinity(rows)
+        if COENGAGEMENT in self.numeric:
+            t.coengagement = _fit_coengagement(rows)
+        return t
 
     # ------------------------------------------------------------------ affinity look-ups
     def _prior(self, name: str, sides: np.ndarray) -> np.ndarray:

@@ -97,3 +97,32 @@ def test_the_serving_pair_path_gives_the_row_path_values_on_a_world_with_co_enga
     assert np.unique(fast).size > 10  # informative, not a constant
     # a transform saved without the input writes no coengagement key (older code can still load it)
     assert "coengagement" not in Transform.fit(world.examples).to_dict()
+
+
+def test_the_serving_state_is_refreshed_with_the_validation_rows_and_the_models_inputs_keep_their_meaning(
+    tmp_path,
+):
+    from recsys.features.partition import serving_transform, write_split
+    from recsys.features.transform import Transform
+    from recsys.serving.synthetic import make_world
+
+    world = make_world(n_users=60, n_videos=40, n_examples=4000, seed=0)
+    rows = world.examples.sort_values("ts").reset_index(drop=True)
+    train, valid = rows.iloc[:3000], rows.iloc[3000:]
+    t = Transform.fit(train, coengagement=True)
+    write_split(tmp_path, train, valid, valid.head(10), t)
+    served = serving_transform(tmp_path)
+    # what gives the inputs their meaning is the training split's: vocabularies and normalization
+    for attr in ("vocabs", "title_vocab", "numeric", "numeric_mean", "numeric_std"):
+        assert getattr(served, attr) == getattr(t, attr), attr
+    # the state is exactly what a fit on train + valid computes
+    full = Transform.fit(rows, coengagement=True)
+    for attr in ("video_clicks", "user_impressions", "affinity", "affinity_prior", "coengagement"):
+        assert getattr(served, attr) == getattr(full, attr), attr
+        assert getattr(served, attr) != getattr(t, attr), attr  # the validation rows changed it
+    # so a validation-day engagement now moves the user's inputs at serving, and the saved form keeps it
+    served.save(tmp_path / "served.json")
+    again = Transform.load(tmp_path / "served.json")
+    x_before, x_after = t.apply(valid)["numeric"], again.apply(valid)["numeric"]
+    assert not np.array_equal(x_before, x_after)
+    np.testing.assert_array_equal(x_after, served.apply(valid)["numeric"])
