@@ -104,8 +104,9 @@ def run_quality(
     from recsys.catalog_baselines import fit_catalog_baselines
     from recsys.catalog_eval import evaluate_scorer, make_holdout, model_scorer
     from recsys.features.build import build_examples, encode
+    from recsys.features.coengagement import use_coengagement
     from recsys.features.negatives import is_positive_only, sample_negatives
-    from recsys.features.transform import Transform, use_coengagement
+    from recsys.features.transform import Transform
     from recsys.registry import Ranker
     from recsys.train import fit_model
 

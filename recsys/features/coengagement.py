@@ -17,7 +17,8 @@ Known caveats. Each video's neighbours are chosen with every user counted, the r
 a video the user engaged with can be a neighbour only thanks to that user's +1 (its leave-one-out count is
 then 0 and adds nothing, but the choice of the other neighbours saw the user too): a small optimism on
 engaged training rows, of the same kind as ``video_popularity``'s leave-one-out. The histories are the
-training split's: serving and the catalog evaluation do not see the validation share. Fitting costs the
+training split's in the features stage; the transform a trained model is logged with refits them on the
+training and validation splits (``Transform.refreshed``), so serving sees both. Fitting costs the
 sum over users of min(engaged, HISTORY) squared and the score blocks hold [2,000 users x videos]; the
 feature is on by default only for positive-only sources (``RECSYS_FEATURES__COENGAGEMENT``).
 
@@ -176,3 +177,16 @@ class CoEngagement:
     @classmethod
     def from_dict(cls, d: dict) -> CoEngagement:
         return cls(d["videos"], d["engagers"], d["neighbours"], d["co"], d["history"])
+
+
+def fit_examples(examples: pd.DataFrame) -> CoEngagement:
+    """The table of the engaged rows of ``examples`` (clicked, never a sampled negative)."""
+    engaged = pd.to_numeric(examples["click"], errors="coerce").fillna(0).to_numpy(float) > 0
+    if "sampled" in examples.columns:
+        engaged &= ~examples["sampled"].fillna(False).astype(bool).to_numpy()
+    return CoEngagement.fit(examples.loc[engaged, ["user_key", "video_id", "ts"]])
+
+
+def use_coengagement(setting: str, positive_only: bool) -> bool:
+    """``RECSYS_FEATURES__COENGAGEMENT``: "on", "off", or "auto" (for a positive-only source only)."""
+    return setting == "on" or (setting == "auto" and positive_only)

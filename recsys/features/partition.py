@@ -14,7 +14,8 @@ import pandas as pd
 
 from recsys.config import FeatureSettings
 from recsys.features.build import build_examples, encode, split_by_time, window_start
-from recsys.features.transform import Transform, use_coengagement
+from recsys.features.coengagement import use_coengagement
+from recsys.features.transform import Transform
 
 SPLITS = ("train", "valid", "test")
 # Sources that are a recorded history (not a live feed): the whole history is the default training window.

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.features.coengagement import NAME as COENGAGEMENT
+from recsys.features.coengagement import CoEngagement, fit_examples
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 MAX_POSITION = 20
 AFFINITY_STRENGTH = 3.0  # the prior's weight in a smoothed affinity rate, in impressions
-COENGAGEMENT = "user_video_coengagement"
 V1_NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")  # transforms before 2
 # categorical feature -> source column in an example frame
 SOURCE_COLUMN = {
@@ -171,7 +172,7 @@ class Transform:
         )
         t._fit_affinity(train)
         if coengagement:
-            t.coengagement = _fit_coengagement(train)
+            t.coengagement = fit_examples(train).to_dict()
         # normalized with the statistics of what the model trains on: ordered affinities on train rows
         raw = t._raw_numeric(train, ordered=True)
         t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
@@ -219,18 +220,19 @@ class Transform:
         )
         t._fit_affinity(rows)
         if COENGAGEMENT in self.numeric:
-            t.coengagement = _fit_coengagement(rows)
+            t.coengagement = fit_examples(rows).to_dict()
         return t
 
     # ------------------------------------------------------------------ affinity look-ups
-    def _prior(self, name: str, sides: np.ndarray) -> np.ndarray:
+    def prior(self, name: str, sides: np.ndarray) -> np.ndarray:
+        """The smoothed rate of each side value (the affinity's prior); the overall rate for unknown ones."""
         prior = self.affinity_prior.get(name, {})
         base = prior.get("", 0.5)
         codes, uniques = pd.factorize(pd.Series(sides, dtype=object))
         table = np.array([prior.get(v, base) for v in uniques] + [base], dtype=float)
         return table[np.where(codes < 0, len(uniques), codes)]
 
-    def _table(self, name: str) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
+    def affinity_table(self, name: str) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
         """(user, side) index with clicks and impressions; built once per transform."""
         if name not in self._tables:
             users, sides, c, n = [], [], [], []
@@ -246,14 +248,14 @@ class Transform:
 
     def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool) -> np.ndarray:
         users, sides = _keys(df["user_key"]), _keys(df[AFFINITY[name]])
-        prior = self._prior(name, sides)
+        prior = self.prior(name, sides)
         if ordered:  # training rows: only the impressions before each row (rows are in time order)
             clicks = pd.to_numeric(df["click"], errors="coerce").fillna(0).to_numpy(float)
             frame = pd.DataFrame({"user": users, "side": sides, "click": clicks})
             group = frame.groupby(["user", "side"], sort=False)["click"]
             c, n = (group.cumsum() - frame["click"]).to_numpy(float), group.cumcount().to_numpy(float)
         else:
-            index, tc, tn = self._table(name)
+            index, tc, tn = self.affinity_table(name)
             pos = index.get_indexer(pd.MultiIndex.from_arrays([users, sides])) if len(index) else None
             c, n = np.zeros(len(df)), np.zeros(len(df))
             if pos is not None:
@@ -283,17 +285,10 @@ class Transform:
 
     def coengagement_table(self):
         """The fitted :class:`~recsys.features.coengagement.CoEngagement` (built once per transform)."""
-        from recsys.features.coengagement import CoEngagement
-
         if "coengagement" not in self._tables:
             d = self.coengagement or {"videos": [], "engagers": [], "neighbours": [], "co": [], "history": {}}
             self._tables["coengagement"] = CoEngagement.from_dict(d)
         return self._tables["coengagement"]
-
-    def pair_affinity(self, user_keys, side_values: dict[str, np.ndarray]) -> PairAffinity:
-        """Normalized affinity inputs for (user, video) pairs given by index into ``user_keys`` and into
-        the videos whose side values (``{example column: values}``) are given: the serving batch path."""
-        return PairAffinity(self, np.asarray(user_keys, dtype=object), side_values)
 
     # ------------------------------------------------------------------ applying
     def _raw_numeric(self, df: pd.DataFrame, ordered: bool = False) -> np.ndarray:
@@ -395,69 +390,3 @@ class Transform:
     @classmethod
     def load(cls, path: Path) -> Transform:
         return cls(**json.loads(Path(path).read_text()))
-
-
-class PairAffinity:
-    """The affinity inputs of (user, video) pairs without a row per pair: the fitted table restricted to
-    the given users and side values, as sorted integer keys ``user * n_sides + side``."""
-
-    def __init__(self, transform: Transform, user_keys: np.ndarray, side_values: dict[str, np.ndarray]):
-        self.names = [n for n in transform.numeric if n in AFFINITY]
-        self._lookups = {}
-        self._co = None
-        if COENGAGEMENT in transform.numeric:  # needs the videos' ids among the side values
-            table = transform.coengagement_table()
-            urow, vcode = table.codes(user_keys, side_values["video_id"])
-            self._co = (table, urow, vcode, lambda raw: transform.normalize(COENGAGEMENT, raw))
-        users = pd.Index(user_keys.astype(str) if len(user_keys) else user_keys, dtype=object)
-        for name in self.names:
-            sides = _keys(pd.Series(side_values[AFFINITY[name]], dtype=object))
-            scode, suniq = pd.factorize(pd.Series(sides, dtype=object))
-            index, c, n = transform._table(name)
-            if len(index):
-                u = users.get_indexer(index.get_level_values(0))
-                s = pd.Index(suniq, dtype=object).get_indexer(index.get_level_values(1))
-                ok = (u >= 0) & (s >= 0)
-            else:
-                u = s = np.zeros(0, dtype=np.int64)
-                ok = np.zeros(0, dtype=bool)
-            prior_of_side = transform._prior(name, np.asarray(suniq, dtype=object))
-            keys = u[ok].astype(np.int64) * len(suniq) + s[ok]
-            raw = affinity_lift(c[ok], n[ok], prior_of_side[s[ok]], transform.affinity_strength)
-            order = np.argsort(keys, kind="stable")
-            # an absent pair has no evidence: lift 0; a missing user key or side value too
-            zero = transform.normalize(name, np.zeros(1))[0]
-            self._lookups[name] = (
-                keys[order],
-                transform.normalize(name, raw[order]),
-                zero,
-                len(suniq),
-                scode.astype(np.int64),
-            )
-
-    def __call__(self, user_idx: np.ndarray, video_idx: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        if self._co is not None:
-            table, urow, vcode, normalize = self._co
-            out[COENGAGEMENT] = normalize(table.raw_codes(urow[user_idx], vcode[video_idx], loo=False))
-        for name, (keys, values, zero, n_sides, scode) in self._lookups.items():
-            k = user_idx.astype(np.int64) * n_sides + scode[video_idx]
-            pos = np.minimum(np.searchsorted(keys, k), max(len(keys) - 1, 0))
-            hit = (keys[pos] == k) if len(keys) else np.zeros(len(k), dtype=bool)
-            out[name] = np.where(hit, values[pos] if len(keys) else zero, zero).astype(np.float32)
-        return out
-
-
-def _fit_coengagement(train: pd.DataFrame) -> dict:
-    """The co-engagement table of the training split's engaged rows (never a sampled negative)."""
-    from recsys.features.coengagement import CoEngagement
-
-    engaged = pd.to_numeric(train["click"], errors="coerce").fillna(0).to_numpy(float) > 0
-    if "sampled" in train.columns:
-        engaged &= ~train["sampled"].fillna(False).astype(bool).to_numpy()
-    return CoEngagement.fit(train.loc[engaged, ["user_key", "video_id", "ts"]]).to_dict()
-
-
-def use_coengagement(setting: str, positive_only: bool) -> bool:
-    """``RECSYS_FEATURES__COENGAGEMENT``: "on", "off", or "auto" (for a positive-only source only)."""
-    return setting == "on" or (setting == "auto" and positive_only)

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from recsys import tasks
+from recsys.features.pairs import pair_affinity
 from recsys.features.spec import AFFINITY, NUMERIC_SIDE, POSITION, TITLE
 from recsys.serving.diversity import _top_n_codes, top_n
 
@@ -80,7 +81,8 @@ class PairInputs:
 
     ``users_x``/``videos_x``: the transform's arrays for one row per distinct user / video (any partner
     on the other side: only the side's own inputs are read); ``user_idx``/``video_idx``: per pair.
-    Numeric inputs of the pair itself (the affinities) come from ``pair`` (:meth:`Transform.pair_affinity`).
+    Numeric inputs of the pair itself (the affinities) come from ``pair``
+    (:func:`recsys.features.pairs.pair_affinity`).
     """
 
     def __init__(
@@ -113,7 +115,8 @@ class PairInputs:
             user_idx,
             video_idx,
             transform.numeric,
-            transform.pair_affinity(
+            pair_affinity(
+                transform,
                 frame["user_key"].iloc[u_first].to_numpy(object),
                 {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES},
             ),
@@ -304,7 +307,7 @@ def rank_pairs(
         np.repeat(ucode_given, lens),
         vcode.astype(np.int64),
         ranker.transform.numeric,
-        ranker.transform.pair_affinity(ukeys, {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES}),
+        pair_affinity(ranker.transform, ukeys, {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES}),
     )
     preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
     scores = ranking_scores(ranker, preds, vids)

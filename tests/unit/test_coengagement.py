@@ -88,7 +88,9 @@ def test_the_serving_pair_path_gives_the_row_path_values_on_a_world_with_co_enga
     t = Transform.fit(world.examples, coengagement=True)
     users = np.asarray(world.examples["user_key"].unique()[:12], dtype=object)
     videos = world.videos.drop_duplicates("video_id").head(25)
-    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in PAIR_SIDES})
+    from recsys.features.pairs import pair_affinity
+
+    lookup = pair_affinity(t, users, {c: videos[c].to_numpy(object) for c in PAIR_SIDES})
     ui, vi = np.repeat(np.arange(len(users)), len(videos)), np.tile(np.arange(len(videos)), len(users))
     fast = lookup(ui, vi)["user_video_coengagement"]
     vids = videos["video_id"].astype("int64").to_numpy()[vi]  # serving frames hold int64 ids

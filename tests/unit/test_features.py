@@ -184,7 +184,9 @@ def test_pair_path_gives_the_row_path_affinities_bit_for_bit():
     videos = pd.DataFrame(
         {"category": ["music", "news", "new", None], "author_id": [7, 8, 9, None], "video_id": [1, 2, 3, 4]}
     )
-    lookup = t.pair_affinity(users, {c: videos[c].to_numpy(object) for c in videos.columns})
+    from recsys.features.pairs import pair_affinity
+
+    lookup = pair_affinity(t, users, {c: videos[c].to_numpy(object) for c in videos.columns})
     ui, vi = np.repeat(np.arange(len(users)), len(videos)), np.tile(np.arange(len(videos)), len(users))
     rows = pd.DataFrame(
         {
@@ -233,7 +235,7 @@ def test_video_popularity_on_training_rows_never_counts_the_rows_own_click():
 
 
 def test_the_coengagement_input_is_for_positive_only_sources_unless_configured():
-    from recsys.features.transform import use_coengagement
+    from recsys.features.coengagement import use_coengagement
 
     ex = tiny_examples()
     assert "user_video_coengagement" not in Transform.fit(ex).numeric  # logged exposures: not by default
