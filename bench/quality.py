@@ -62,10 +62,13 @@ def history_for(source: str, seed: int, tmp: Path, args):
     if source == "simulator":
         return offline.simulator_history(args.sim_days, seed)
     if source == "movielens":
+        import dataclasses
+
         from recsys.sim.movielens_gen import generate_movielens
 
         generate_movielens(tmp / f"ml-{seed}", seed)
-        return offline.movielens_history(tmp / f"ml-{seed}")
+        history = offline.movielens_history(tmp / f"ml-{seed}")
+        return dataclasses.replace(history, oracle=offline.generated_movielens_oracle(seed))
     if source == "kuairand":
         return offline.kuairand_history(args.kuairand)
     raise ValueError(source)

@@ -35,6 +35,8 @@ class History:
     videos: pd.DataFrame
     users: pd.DataFrame
     world: object = None  # the simulator's world, when the truth is known
+    # the truth as a catalog scorer (recsys.catalog_eval.Scorer), when known: the ceiling of every figure
+    oracle: object = None
 
 
 def _keyed(events: pd.DataFrame, users: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,6 +54,22 @@ def movielens_history(path: Path) -> History:
     events = pd.concat([movielens.events_for_day(ml, d) for d in days], ignore_index=True)
     ev, us = _keyed(events, ml.users)
     return History("movielens", ev, ml.videos.copy(), us)
+
+
+def generated_movielens_oracle(seed: int):
+    """The truth behind a history written by :func:`recsys.sim.movielens_gen.generate_movielens` (default
+    arguments, ``seed``) as a scorer: each user's unrated movies ranked by the logits the ratings were drawn
+    with. No recommender can expect more on that history; the bench reports every scorer against it."""
+    from recsys.catalog_eval import Scorer
+    from recsys.sim.movielens_gen import choice_logits
+
+    logits = choice_logits(seed)
+
+    def score(user_keys: list[str], catalog: np.ndarray) -> np.ndarray:
+        rows = np.asarray([int(k) for k in user_keys], dtype=np.int64) - 1  # user ids are the file's
+        return logits[np.ix_(rows, np.asarray(catalog, dtype=np.int64) - 1)]
+
+    return Scorer("oracle", score, lambda keys: np.ones(len(keys), dtype=bool))
 
 
 def simulator_history(days: int, seed: int, start: date = date(2026, 1, 1), settings=None) -> History:
@@ -151,6 +169,8 @@ def run_quality(
     baselines = fit_catalog_baselines(window, seed=settings.seed)
     fallback = baselines["popularity"]
     scorers = {"model": model_scorer(ranker, users, history.videos, at), **baselines}
+    if history.oracle is not None:
+        scorers["oracle"] = history.oracle
     if positive_only:  # the same model ranked without the logQ correction: what the correction is worth
         plain = Ranker(fit.model, _without_correction(serving), settings.model.score_weights, "offline")
         scorers["model_uncorrected"] = model_scorer(plain, users, history.videos, at, "model_uncorrected")
@@ -177,7 +197,7 @@ def run_quality(
         "best_val_loss": fit.best_val_loss,
         "figures": figures,
         "best_baseline": max(
-            (n for n in figures if not n.startswith("model")),
+            (n for n in figures if not n.startswith("model") and n != "oracle"),
             key=lambda n: np.nan_to_num(figures[n]["recall_10"]),
         ),
     }

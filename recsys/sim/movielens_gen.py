@@ -80,11 +80,8 @@ def generate_movielens(
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = SimulatorSettings(n_users=n_users, n_videos=n_items, n_categories=12, n_authors=120)
-    world = build_world(settings, seed, start)
-    rng = np.random.default_rng([seed, 13])
+    world, rng, exposure = _world(seed, n_users, n_items, start)
     n_v = n_items  # the world's drift-only videos (after n_videos) are never part of the history
-    exposure = np.log(rng.permuted(1.0 / np.arange(1, n_v + 1) ** 0.9))  # fixed site popularity
     upload_day = ((world.videos["upload_ts"].iloc[:n_v] - pd.Timestamp(start, tz="UTC")).dt.days).to_numpy()
     visible = world.videos["visible"].to_numpy(bool)[:n_v]
 
@@ -136,6 +133,31 @@ def generate_movielens(
         str(last),
         int(len(np.unique(d))),
     )
+
+
+def choice_logits(
+    seed: int = 0,
+    *,
+    n_users: int = 943,
+    n_items: int = 1682,
+    start: date = date(1997, 9, 20),
+    choice_temperature: float = 2.0,
+) -> np.ndarray:
+    """[users, items] the logits each user's ratings were drawn with (row = user id - 1, column = item id
+    - 1), for the same arguments as :func:`generate_movielens`: the truth behind a generated history.
+    Ranking a user's unrated movies by them is the best any recommender can do on it (the oracle)."""
+    world, _, exposure = _world(seed, n_users, n_items, start)
+    aff = _affinity(world, np.arange(n_users), n_items, start)
+    return choice_temperature * aff + exposure[None, :]
+
+
+def _world(seed: int, n_users: int, n_items: int, start: date):
+    """(world, the generator's random stream after the exposure draw, log exposure of each movie)."""
+    settings = SimulatorSettings(n_users=n_users, n_videos=n_items, n_categories=12, n_authors=120)
+    world = build_world(settings, seed, start)
+    rng = np.random.default_rng([seed, 13])
+    exposure = np.log(rng.permuted(1.0 / np.arange(1, n_items + 1) ** 0.9))  # fixed site popularity
+    return world, rng, exposure
 
 
 def _affinity(world, users: np.ndarray, n_v: int, start: date) -> np.ndarray:

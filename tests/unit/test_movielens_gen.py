@@ -74,3 +74,20 @@ def _start():
     from datetime import date
 
     return date(1997, 9, 20)
+
+
+def test_choice_logits_are_the_truth_the_ratings_were_drawn_with(history):
+    """What a user rated sits high among the movies by the generator's own logits (the oracle the quality
+    bench measures against); another seed's logits know nothing of this history."""
+    from recsys.sim.movielens_gen import choice_logits
+
+    folder, _ = history
+    r = movielens.load(folder).ratings
+    u, i = r["user_id"].astype(int).to_numpy() - 1, r["item"].astype(int).to_numpy() - 1
+
+    def mean_percentile(logits: np.ndarray) -> float:  # of each rating's movie within its user's row
+        ranks = logits.argsort(axis=1).argsort(axis=1) / (logits.shape[1] - 1)
+        return float(ranks[u, i].mean())
+
+    assert mean_percentile(choice_logits(3)) > 0.85
+    assert 0.4 < mean_percentile(choice_logits(4)) < 0.6  # chance: 0.5 (measured 0.94 and 0.50)
