@@ -144,11 +144,14 @@ def choice_logits(
     choice_temperature: float = 2.0,
 ) -> np.ndarray:
     """[users, items] the logits each user's ratings were drawn with (row = user id - 1, column = item id
-    - 1), for the same arguments as :func:`generate_movielens`: the truth behind a generated history.
+    - 1), for the same arguments as :func:`generate_movielens`: the truth behind a generated history
+    (-inf for the movies the world hides, which are never drawn).
     Ranking a user's unrated movies by them is the best any recommender can do on it (the oracle)."""
     world, _, exposure = _world(seed, n_users, n_items, start)
     aff = _affinity(world, np.arange(n_users), n_items, start)
-    return choice_temperature * aff + exposure[None, :]
+    logits = choice_temperature * aff + exposure[None, :]
+    logits[:, ~world.videos["visible"].to_numpy(bool)[:n_items]] = -np.inf  # never drawn
+    return logits
 
 
 def _world(seed: int, n_users: int, n_items: int, start: date):
