@@ -114,8 +114,6 @@ class ModelSettings(BaseModel):
     # fills a task missing here with its default and rejects an unknown name where the weights are used
     loss_weights: dict[str, float] = Field(default_factory=lambda: tasks.loss_weights())
     score_weights: dict[str, float] = Field(default_factory=lambda: tasks.score_weights())
-    # dot products of these embedding pairs join the features (DLRM's interaction; recsys.model.layers)
-    dot_interactions: tuple[tuple[str, str], ...] = ()
 
 
 class TrainSettings(BaseModel):

@@ -220,7 +220,6 @@ def train_model(
                     "gate_dropout": ms.gate_dropout,
                     "bias_tower": ms.bias_tower,
                     "position_dropout": ms.position_dropout,
-                    "dot_interactions": json.dumps([list(p) for p in ms.dot_interactions]),
                     "loss_weights": json.dumps(task_spec.loss_weights(ms.loss_weights)),
                     "score_weights": json.dumps(task_spec.score_weights(ms.score_weights)),
                     "epochs": ts.epochs,

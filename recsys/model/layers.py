@@ -59,14 +59,10 @@ class FeatureEmbedding(keras.layers.Layer):
         embedding_dim: int,
         categorical: Sequence[str],
         seed: int | None = None,
-        interactions: Sequence[Sequence[str]] = (),
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.vocab_sizes = {name: int(vocab_sizes[name]) for name in categorical}
-        self.interactions = tuple(
-            (str(a), str(b)) for a, b in interactions if a in categorical and b in categorical
-        )
         self.title_vocab_size = int(title_vocab_size)
         self.embedding_dim = int(embedding_dim)
         self.categorical = tuple(categorical)
@@ -104,9 +100,6 @@ class FeatureEmbedding(keras.layers.Layer):
 
     def call(self, inputs):
         parts = [self.embed_categorical(name, inputs[name]) for name in self.categorical]
-        for a, b in self.interactions:  # explicit dot products: an MLP learns them poorly (Rendle 2020)
-            ea, eb = parts[self.categorical.index(a)], parts[self.categorical.index(b)]
-            parts.append(ops.sum(ea * eb, axis=-1, keepdims=True))
         parts.append(self.embed_title(inputs["title"]))
         parts.append(ops.cast(inputs["numeric"], self.compute_dtype))
         return ops.concatenate(parts, axis=-1)
@@ -119,7 +112,6 @@ class FeatureEmbedding(keras.layers.Layer):
             "embedding_dim": self.embedding_dim,
             "categorical": list(self.categorical),
             "seed": self.seed,
-            "interactions": [list(p) for p in self.interactions],
         }
 
 

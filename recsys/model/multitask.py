@@ -62,7 +62,6 @@ class MultiTaskModel(keras.Model):
             ms.embedding_dim,
             fs.categorical,
             seed=derived_seed(seed, 0),
-            interactions=ms.dot_interactions,
             name="features",
         )
         self.shallow = ShallowTower(ms.shallow_units, seed=derived_seed(seed, 1), name="shallow_tower")

@@ -170,16 +170,3 @@ def test_compile_rejects_loss_weights_for_unknown_tasks():
     settings = ModelSettings(loss_weights={"click": 1.0, "dwell": 1.0})
     with pytest.raises(ValueError, match="dwell"):
         compile_multi_task_model(build_multi_task_model(SPEC, settings, seed=0), settings, 1e-3)
-
-
-def test_a_model_with_dot_interactions_saves_and_loads_them_and_one_without_keeps_its_inputs(tmp_path):
-    x = make_features(np.random.default_rng(1), 64)
-    model = build(seed=0, dot_interactions=(("user", "video"),))
-    path = str(tmp_path / "dot.keras")
-    model.save(path)
-    loaded = load_multi_task_model(path)
-    assert loaded.features.interactions == (("user", "video"),)
-    np.testing.assert_array_equal(model.predict(x, verbose=0)["click"], loaded.predict(x, verbose=0)["click"])
-    # the interaction is one more input to the shallow tower; without it the model is as before
-    width = build(seed=0).shallow.dense_layers[0].kernel.shape[0]
-    assert model.shallow.dense_layers[0].kernel.shape[0] == width + 1

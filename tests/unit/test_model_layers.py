@@ -59,35 +59,6 @@ def test_feature_embedding_concatenates_lookups_pooled_title_and_numeric():
     np.testing.assert_allclose(out, expected, atol=ATOL)
 
 
-def test_feature_embedding_adds_the_dot_product_of_each_interaction_pair_after_the_lookups():
-    layer = FeatureEmbedding(
-        {"user": 4, "video": 5, "device": 3},
-        title_vocab_size=6,
-        embedding_dim=3,
-        categorical=("user", "video", "device"),
-        seed=0,
-        interactions=(("user", "video"), ("user", "region")),  # region is no input here: left out
-    )
-    assert layer.interactions == (("user", "video"),)
-    inputs = {
-        "user": np.array([1, 3, 2], "int32"),
-        "video": np.array([4, 0, 2], "int32"),
-        "device": np.array([0, 2, 1], "int32"),
-        "title": np.array([[2, 0], [1, 0], [0, 0]], "int32"),
-        "numeric": np.array([[0.5], [-1.0], [2.0]], "float32"),
-    }
-    out = keras.ops.convert_to_numpy(layer(inputs))
-    user, video, device = (e.embeddings.numpy() for e in layer.embeddings)
-    title = layer.title_embedding.embeddings.numpy()
-    dot = (user[[1, 3, 2]] * video[[4, 0, 2]]).sum(axis=1, keepdims=True)
-    pooled = np.stack([title[2], title[1], np.zeros(3)])
-    expected = np.concatenate(
-        [user[[1, 3, 2]], video[[4, 0, 2]], device[[0, 2, 1]], dot, pooled, inputs["numeric"]], axis=1
-    )
-    np.testing.assert_allclose(out, expected, atol=ATOL)
-    assert FeatureEmbedding.from_config(layer.get_config()).interactions == (("user", "video"),)
-
-
 def test_shallow_tower_is_a_relu_dense_stack(x):
     model = build_shallow_tower(x.shape[1], (4, 3), seed=0)
     assert model.output_shape == (None, 3)
