@@ -93,6 +93,20 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
+def tables(summary: dict) -> str:
+    """The summary as the Markdown tables of docs/model.md (mean ± SD over seeds)."""
+    out = []
+    for src, by in summary.items():
+        figs = [f for f in FIGURES if any(f in v for v in by.values())]
+        out += [f"**{src}** (n = seeds)", "", "| scorer | " + " | ".join(figs) + " |"]
+        out.append("|---" * (len(figs) + 1) + "|")
+        for scorer, v in by.items():
+            cells = [f"{v[f]['mean']:.4f} ± {v[f]['std']:.4f}" if f in v else "" for f in figs]
+            out.append(f"| {scorer} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -146,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=float))
-    print(json.dumps(out["summary"], indent=1))
+    print(tables(out["summary"]))
     return 0
 
 
