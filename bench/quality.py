@@ -98,7 +98,12 @@ def tables(summary: dict) -> str:
     out = []
     for src, by in summary.items():
         figs = [f for f in FIGURES if any(f in v for v in by.values())]
-        out += [f"**{src}** (n = seeds)", "", "| scorer | " + " | ".join(figs) + " |"]
+        n = max(v[f]["n"] for v in by.values() for f in v)
+        out += [
+            f"**{src}** (mean ± population SD over {n} seeds)",
+            "",
+            "| scorer | " + " | ".join(figs) + " |",
+        ]
         out.append("|---" * (len(figs) + 1) + "|")
         for scorer, v in by.items():
             cells = [f"{v[f]['mean']:.4f} ± {v[f]['std']:.4f}" if f in v else "" for f in figs]

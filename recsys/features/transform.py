@@ -9,8 +9,8 @@ rate on the video's category (author), smoothed toward that category's (author's
 a log-odds lift over it: 0 means "no evidence", positive "clicks this category more than others do".
 The validation and test splits the features stage encodes read them from the whole training split; the
 transform a trained model is logged with (what the gate's test-day figures and the served lists use) has
-its state refreshed with the validation rows too (:meth:`Transform.refreshed`), so they see every day
-before the test day. On the
+the users' evidence (affinity tables, co-engagement histories) refreshed with the validation rows too
+(:meth:`Transform.refreshed`), so they see every day before the test day. On the
 training rows themselves they are *ordered* statistics (CatBoost's remedy for target leakage): each row
 sees only the impressions before it, never its own label, so the model does not learn to trust a
 feature that contains its answer. ``video_popularity`` (log1p of the video's clicks) is leave-one-out on
@@ -197,9 +197,12 @@ class Transform:
             self.affinity[name] = table
 
     def refreshed(self, rows: pd.DataFrame) -> Transform:
-        """This transform with its serving state recomputed from ``rows``: video popularity, user
-        activity, the affinity tables and priors, the co-engagement histories. Vocabularies, the title
-        vocabulary and the normalization statistics stay, so the model's inputs keep their meaning.
+        """This transform with the users' evidence recomputed from ``rows``: the affinity tables and
+        priors and the co-engagement histories. Everything else stays as fitted: the vocabularies, the
+        normalization statistics, and the two count inputs (``video_popularity``, ``user_activity``), whose
+        scale is the training split's (more rows would shift them against the statistics the model was
+        trained with) and whose video counts are those the sampled negatives were drawn with (the logQ
+        correction of :func:`recsys.features.negatives.ranking_scores` must subtract what was sampled).
 
         Why: the transform is fitted on the training split (nothing of the validation days may leak into
         what the model learns from), but a list served after the validation days should see the user's
@@ -207,18 +210,9 @@ class Transform:
         the training and validation examples (with their sampled negatives, as the training rows had)."""
         import dataclasses
 
-        clicks = pd.to_numeric(rows["click"], errors="coerce").fillna(0)
-        video_clicks = clicks.groupby(rows["video_id"].astype(str).to_numpy()).sum()
-        user_imps = rows.groupby(rows["user_key"].astype(str)).size()
-        t = dataclasses.replace(
-            self,
-            video_clicks={k: float(np.log1p(v)) for k, v in video_clicks.items()},
-            user_impressions={k: float(np.log1p(v)) for k, v in user_imps.items()},
-            affinity={},
-            affinity_prior={},
-            coengagement={},
-        )
-        t._fit_affinity(rows)
+        t = dataclasses.replace(self, affinity={}, affinity_prior={}, coengagement={})
+        if any(name in self.numeric for name in AFFINITY):  # a version-1 transform has none
+            t._fit_affinity(rows)
         if COENGAGEMENT in self.numeric:
             t.coengagement = fit_examples(rows).to_dict()
         return t

@@ -115,6 +115,23 @@ def test_features_stage_leaks_nothing_of_the_test_day(trained):
     train_clicks = pd.read_parquet(fdir / "train.parquet", columns=["video_id", "click"])
     counted = np.expm1(list(t.video_clicks.values())).sum()
     assert counted == pytest.approx(train_clicks["click"].sum(), rel=1e-4)
+    # the transform the model was logged with (Transform.refreshed) sees the validation days, never the test
+    # day: its affinity evidence counts exactly the train + valid impressions
+    logged = trained.ranker("good").transform
+    assert logged.vocabs == t.vocabs and logged.video_clicks == t.video_clicks
+    seen = pd.concat(
+        [pd.read_parquet(fdir / f"{p}.parquet", columns=["user_key", "category"]) for p in ("train", "valid")]
+    )
+    for name, table in logged.affinity.items():
+        assert not new_users & set(table), name
+    impressions = sum(
+        n for per in logged.affinity["user_category_affinity"].values() for _, n in per.values()
+    )
+    assert (
+        impressions
+        == len(seen.dropna())
+        > sum(n for per in t.affinity["user_category_affinity"].values() for _, n in per.values())
+    )
 
 
 def test_gate_refuses_a_shuffled_label_model_and_blesses_the_real_one(trained):

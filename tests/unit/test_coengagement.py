@@ -110,21 +110,24 @@ def test_the_serving_state_is_refreshed_with_the_validation_rows_and_the_models_
 
     world = make_world(n_users=60, n_videos=40, n_examples=4000, seed=0)
     rows = world.examples.sort_values("ts").reset_index(drop=True)
-    train, valid = rows.iloc[:3000], rows.iloc[3000:]
+    train, valid, test = rows.iloc[:3000], rows.iloc[3000:3800], rows.iloc[3800:]
     t = Transform.fit(train, coengagement=True)
-    write_split(tmp_path, train, valid, valid.head(10), t)
+    write_split(tmp_path, train, valid, test, t)
     served = serving_transform(tmp_path)
-    # what gives the inputs their meaning is the training split's: vocabularies and normalization
+    # what gives the inputs their meaning is the training split's: vocabularies, normalization, and the
+    # count inputs (their scale; the counts the logQ correction subtracts)
     for attr in ("vocabs", "title_vocab", "numeric", "numeric_mean", "numeric_std"):
         assert getattr(served, attr) == getattr(t, attr), attr
-    # the state is exactly what a fit on train + valid computes
-    full = Transform.fit(rows, coengagement=True)
-    for attr in ("video_clicks", "user_impressions", "affinity", "affinity_prior", "coengagement"):
+    for attr in ("video_clicks", "user_impressions"):
+        assert getattr(served, attr) == getattr(t, attr), attr
+    # the users' evidence is exactly what a fit on train + valid computes, and nothing of the test rows
+    full = Transform.fit(rows.iloc[:3800], coengagement=True)
+    for attr in ("affinity", "affinity_prior", "coengagement"):
         assert getattr(served, attr) == getattr(full, attr), attr
         assert getattr(served, attr) != getattr(t, attr), attr  # the validation rows changed it
     # so a validation-day engagement now moves the user's inputs at serving, and the saved form keeps it
     served.save(tmp_path / "served.json")
     again = Transform.load(tmp_path / "served.json")
-    x_before, x_after = t.apply(valid)["numeric"], again.apply(valid)["numeric"]
+    x_before, x_after = t.apply(test)["numeric"], again.apply(test)["numeric"]
     assert not np.array_equal(x_before, x_after)
-    np.testing.assert_array_equal(x_after, served.apply(valid)["numeric"])
+    np.testing.assert_array_equal(x_after, served.apply(test)["numeric"])
