@@ -134,13 +134,18 @@ def run_quality(
     examples = build_examples(history.events, history.videos, history.users)
     window, held = split_holdout(examples, holdout_days)
     positive_only = is_positive_only(window)
-    rows = (
-        sample_negatives(window, history.videos, fs.negatives_per_positive, settings.seed)
+    # split, then sample each split's negatives from its own counts, as the features stage does
+    # (recsys.features.partition.split_and_fit): the logQ correction is the train split's
+    window = window.sort_values(["ts", "event_id"], kind="stable").reset_index(drop=True)
+    cut = int(len(window) * (1 - fs.valid_fraction))
+    parts = (window.iloc[:cut], window.iloc[cut:])
+    train, valid = (
+        sample_negatives(p, history.videos, fs.negatives_per_positive, settings.seed + i)
         if positive_only
-        else window.assign(sampled=False)
+        else p.assign(sampled=False)
+        for i, p in enumerate(parts)
     )
-    cut = int(len(rows) * (1 - fs.valid_fraction))
-    train, valid = rows.iloc[:cut], rows.iloc[cut:]
+    rows = pd.concat([train, valid], ignore_index=True)
     transform = Transform.fit(
         train,
         title_len=fs.title_max_tokens,
