@@ -16,6 +16,9 @@ Writes ``bench/results/candidates.json`` with:
   - true-utility NDCG@10 of the final lists: the ranker (trained on the same features) ranks each
     candidate set and keeps the diverse top 10 as serving does; gains are the simulator's true utility,
     the ideal is the oracle's top 10 over the visible catalog;
+  - what the simulator allows at best: ``recall_truth`` (the same Recall@K for scorers that know the
+    truth: exposure x click probability, exposure alone, click probability alone) and
+    ``ndcg10_candidate_set_ceiling`` (each candidate set's true-utility NDCG@10 under a perfect ranker);
   then the mean and the standard deviation over seeds;
 * ``movielens`` (with ``--movielens FOLDER ...``): the same Recall@K table on MovieLens-format histories,
   e.g. the ones ``recsys.sim.movielens_gen`` writes (the realdata branch's generator), one per seed:
@@ -228,6 +231,9 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
         for name, c in sets.items()
     }
     out["ndcg_users"] = len(eval_users)
+    # how much either could gain at best: the best 10 of each candidate set by the true utility
+    out["ndcg10_candidate_set_ceiling"] = {name: set_ceiling(world, uidx, ds, c) for name, c in sets.items()}
+    out["recall_truth"] = truth_recall(world, uidx, ds, held, hc, settings.simulator.explore_share)
     out["seconds"] = {
         "data": round(data_s),
         "retrieval_fit": round(retrieval_s),
@@ -313,6 +319,53 @@ def true_ndcg(world, uidx: dict, day: date, lists: pd.DataFrame, k: int = 10) ->
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def truth_recall(
+    world, uidx: dict, day: date, held: pd.DataFrame, clicks: pd.DataFrame, explore: float
+) -> dict:
+    """Recall@K of scorers that know the simulator's truth, on the same held-out engagements.
+
+    A logged engagement needs an exposure and a click: with no live list, the simulator shows a slate
+    drawn by ``exp(quality)`` (or, with probability ``explore``, a uniform one) and the user clicks with
+    the true click probability. ``exposure_x_click`` ranks by the product (the best any scorer can do in
+    expectation), ``exposure`` by the exposure alone (what a popularity count estimates), ``click`` by
+    the true click probability alone. Videos the user clicked before are left out, as for the pools.
+    """
+    vis = np.flatnonzero(world.visible_mask(day))
+    q = world.quality(day)[vis]
+    pop = np.exp(q - q.max())
+    expo = (1 - explore) * pop / pop.sum() + explore / len(vis)
+    vpos = pd.Series(np.arange(len(vis)), index=world.videos["video_id"].to_numpy()[vis].astype(np.int64))
+    seen = clicks[["user_key", "video_id"]].astype({"video_id": "int64"})
+    ranks: dict = {"exposure_x_click": [], "exposure": [], "click": []}
+    for u, g in held.groupby("user_key"):
+        cp = world.click_prob(world.affinity(np.full(len(vis), uidx[u]), vis, day))
+        mine = vpos.reindex(seen.loc[seen["user_key"] == u, "video_id"]).dropna().astype(int).to_numpy()
+        want = vpos.reindex(g["video_id"].astype("int64")).to_numpy()
+        for name, score in (("exposure_x_click", expo * cp), ("exposure", expo), ("click", cp)):
+            sc = score.astype(float).copy()
+            sc[mine] = -np.inf
+            rank = np.empty(len(sc), dtype=np.int64)
+            rank[np.argsort(-sc, kind="stable")] = np.arange(len(sc))
+            ranks[name] += [rank[int(w)] if np.isfinite(w) else len(sc) for w in want]
+    return {name: {k: float((np.asarray(r) < k).mean()) for k in KS} for name, r in ranks.items()}
+
+
+def set_ceiling(world, uidx: dict, day: date, cands, k: int = 10) -> float:
+    """True-utility NDCG@10 of the best ``k`` videos of each user's candidate set (a perfect ranker)."""
+    vidx = world.video_index()
+    visible = np.flatnonzero(world.visible_mask(day))
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    users = np.repeat(np.asarray(cands.user_keys, dtype=object), cands.sizes())
+    scores = []
+    for u, g in pd.DataFrame({"u": users, "v": cands.video_ids}).groupby("u"):
+        i = uidx[u]
+        util = world.true_utility(np.full(len(g), i), np.array([vidx[int(v)] for v in g["v"]]), day)
+        util = np.sort(util)[::-1][:k]
+        best = np.sort(world.true_utility(np.full(len(visible), i), visible, day))[::-1][:k]
+        scores.append(float((util * disc[: len(util)]).sum() / (best * disc[: len(best)]).sum()))
+    return float(np.mean(scores)) if scores else float("nan")
+
+
 def stat(vals) -> dict:
     v = np.asarray(vals, float)
     return {"mean": float(np.nanmean(v)), "sd": float(np.nanstd(v)), "values": v.tolist()}
@@ -329,7 +382,16 @@ def summarize(rows: list[dict]) -> dict:
     recall = summarize_recall(rows)
     ndcg = {name: stat([r["ndcg10"][name] for r in rows]) for name in rows[0]["ndcg10"]}
     gain = stat([r["ndcg10"]["two_tower_plus_rules"] - r["ndcg10"]["rules"] for r in rows])
-    return {"recall": recall, "ndcg10": ndcg, "ndcg10_gain": gain}
+    out = {"recall": recall, "ndcg10": ndcg, "ndcg10_gain": gain}
+    if all("recall_truth" in r for r in rows):
+        out["recall_truth"] = {
+            name: {k: stat([r["recall_truth"][name][k] for r in rows]) for k in rows[0]["recall_truth"][name]}
+            for name in rows[0]["recall_truth"]
+        }
+        out["ndcg10_candidate_set_ceiling"] = {
+            name: stat([r["ndcg10_candidate_set_ceiling"][name] for r in rows]) for name in ndcg
+        }
+    return out
 
 
 # ------------------------------------------------------------------------------------------ driver

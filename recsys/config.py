@@ -227,6 +227,14 @@ class RetrievalSettings(BaseModel):
     units: tuple[int, ...] = (64,)
     temperature: float = 0.1
     logq_correction: bool = True  # subtract log(sampling probability) from the in-batch logits
+    # The three below: measured in bench/candidates.py (docs/retrieval.md): together they raise the two-tower
+    # pool's Recall@200 on every seed of both the simulator and the generated MovieLens histories.
+    user_id: bool = False  # the user id's own embedding in the user tower: it memorizes the few clicks
+    id_l2: float = 1e-3  # L2 penalty on the user and video id embeddings
+    item_bias: bool = True  # a learned per-item prior added to the logits (held in the index's last column)
+    # + prior x log(1 + the video's training clicks) at search time (needs item_bias); off: it helps the
+    # simulator's popularity-driven logs and costs the MovieLens histories more (docs/retrieval.md)
+    popularity_prior: float = 0.0
     epochs: int = 4  # more overfit the few engagements per video here (bench/candidates.py, seed 1)
     batch_size: int = 256
     learning_rate: float = 3e-3

@@ -22,9 +22,14 @@ from recsys.model.layers import MaskedMeanPooling, derived_seed, safe_index
 register = keras.saving.register_keras_serializable(package="recsys")
 
 
-def _embedding(size: int, dim: int, seed: int | None, salt: int, name: str) -> keras.layers.Embedding:
+def _embedding(
+    size: int, dim: int, seed: int | None, salt: int, name: str, l2: float = 0.0
+) -> keras.layers.Embedding:
     init = keras.initializers.RandomNormal(stddev=0.05, seed=derived_seed(seed, salt))
-    return keras.layers.Embedding(size, dim, embeddings_initializer=init, name=name)
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    return keras.layers.Embedding(
+        size, dim, embeddings_initializer=init, embeddings_regularizer=reg, name=name
+    )
 
 
 def _mlp(units: tuple[int, ...], out: int, seed: int | None, salt: int, name: str) -> keras.Sequential:
@@ -72,6 +77,9 @@ class TwoTowerModel(keras.Model):
         units: tuple[int, ...] | list[int] = (64,),
         temperature: float = 0.1,
         logq_correction: bool = True,
+        user_id: bool = True,
+        id_l2: float = 0.0,
+        item_bias: bool = False,
         seed: int | None = None,
         **kwargs,
     ):
@@ -89,12 +97,13 @@ class TwoTowerModel(keras.Model):
         self.embedding_dim, self.output_dim = embedding_dim, output_dim
         self.units, self.temperature, self.seed = tuple(units), float(temperature), seed
         self.logq_correction = bool(logq_correction)
+        self.user_id, self.id_l2, self.item_bias = bool(user_id), float(id_l2), bool(item_bias)
         d = embedding_dim
         # shared by the towers: a video, category or author means the same in a history and as a candidate
-        self.video_emb = _embedding(n_videos, d, seed, 1, "video_embedding")
+        self.video_emb = _embedding(n_videos, d, seed, 1, "video_embedding", self.id_l2)
         self.category_emb = _embedding(n_categories, d, seed, 2, "category_embedding")
         self.author_emb = _embedding(n_authors, d, seed, 3, "author_embedding")
-        self.user_emb = _embedding(n_users, d, seed, 4, "user_embedding")
+        self.user_emb = _embedding(n_users, d, seed, 4, "user_embedding", self.id_l2)
         self.hour_emb = _embedding(25, 8, seed, 5, "hour_embedding")
         self.device_emb = _embedding(n_devices, 8, seed, 6, "device_embedding")
         self.tag_emb = _embedding(n_tags, d, seed, 7, "tag_embedding")
@@ -102,6 +111,10 @@ class TwoTowerModel(keras.Model):
         self.pool = MaskedMeanPooling()
         self.user_mlp = _mlp(self.units, output_dim, seed, 100, "user_tower")
         self.item_mlp = _mlp(self.units, output_dim, seed, 200, "item_tower")
+        if self.item_bias:
+            self.bias_layer = keras.layers.Dense(
+                1, kernel_initializer=keras.initializers.Zeros(), name="item_bias"
+            )
 
     # ------------------------------------------------------------------ towers
     def _pooled(self, emb, ids, size: int):
@@ -111,16 +124,21 @@ class TwoTowerModel(keras.Model):
     def query(self, x):
         s = self.sizes
         parts = [
-            self.user_emb(safe_index(x["user"], s["n_users"])),
             self._pooled(self.video_emb, x["hist_video"], s["n_videos"]),
             self._pooled(self.category_emb, x["hist_category"], s["n_categories"]),
             self._pooled(self.author_emb, x["hist_author"], s["n_authors"]),
             self.hour_emb(safe_index(x["hour"], 25)),
             self.device_emb(safe_index(x["device"], s["n_devices"])),
         ]
+        if self.user_id:
+            parts.insert(0, self.user_emb(safe_index(x["user"], s["n_users"])))
         return ops.normalize(self.user_mlp(ops.concatenate(parts, axis=-1)), axis=-1)
 
     def candidate(self, x):
+        return self._candidate(x)[0]
+
+    def _candidate(self, x):
+        """(unit-norm item embedding [B, d], item bias [B, 1] or None)."""
         s = self.sizes
         parts = [
             self.video_emb(safe_index(x["video"], s["n_videos"])),
@@ -131,10 +149,28 @@ class TwoTowerModel(keras.Model):
             ops.cast(ops.reshape(x["age"], (-1, 1)), "float32"),
             ops.cast(ops.reshape(x["popularity"], (-1, 1)), "float32"),
         ]
-        return ops.normalize(self.item_mlp(ops.concatenate(parts, axis=-1)), axis=-1)
+        h = ops.concatenate(parts, axis=-1)
+        bias = self.bias_layer(h) if self.item_bias else None
+        return ops.normalize(self.item_mlp(h), axis=-1), bias
+
+    # ------------------------------------------------------------------ the index's vector space
+    def query_vectors(self, x):
+        """What the index is searched with: the query, and a 1 for the item bias when there is one."""
+        q = self.query(x)
+        return ops.concatenate([q, ops.ones_like(q[:, :1])], axis=-1) if self.item_bias else q
+
+    def candidate_vectors(self, x):
+        """What the index holds: with an item bias, [embedding / temperature, bias], so the inner
+        product with :meth:`query_vectors` is the training logit; else the unit-norm embedding."""
+        c, bias = self._candidate(x)
+        return ops.concatenate([c / self.temperature, bias], axis=-1) if self.item_bias else c
 
     def call(self, inputs, training=False):
-        return {"query": self.query(inputs), "candidate": self.candidate(inputs)}
+        c, bias = self._candidate(inputs)
+        out = {"query": self.query(inputs), "candidate": c}
+        if bias is not None:
+            out["bias"] = bias
+        return out
 
     # ------------------------------------------------------------------ the loss (keras-rs layers)
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -142,6 +178,8 @@ class TwoTowerModel(keras.Model):
 
         q, c = y_pred["query"], y_pred["candidate"]
         logits = ops.matmul(q, ops.transpose(c)) / self.temperature
+        if self.item_bias:  # a learned prior per candidate: the same for every query
+            logits = logits + ops.reshape(y_pred["bias"], (1, -1))
         if self.logq_correction:
             prob = ops.broadcast_to(
                 ops.reshape(ops.cast(x["item_prob"], "float32"), (1, -1)), ops.shape(logits)
@@ -150,8 +188,8 @@ class TwoTowerModel(keras.Model):
         n = ops.shape(logits)[0]
         labels = ops.eye(n, dtype="float32")
         logits = keras_rs.layers.RemoveAccidentalHits()(logits, labels, ops.cast(x["video"], "int32"))
-        loss = keras.losses.categorical_crossentropy(labels, logits, from_logits=True)
-        return ops.mean(loss)
+        loss = ops.mean(keras.losses.categorical_crossentropy(labels, logits, from_logits=True))
+        return loss + ops.sum(self.losses) if self.losses else loss
 
     # ------------------------------------------------------------------ serialization
     def get_config(self):
@@ -167,6 +205,9 @@ class TwoTowerModel(keras.Model):
                 "units": list(self.units),
                 "temperature": self.temperature,
                 "logq_correction": self.logq_correction,
+                "user_id": self.user_id,
+                "id_l2": self.id_l2,
+                "item_bias": self.item_bias,
                 "seed": self.seed,
             }
         )

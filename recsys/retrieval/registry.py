@@ -62,7 +62,7 @@ def _pyfunc_class():
 
             b = self.bundle
             at = pd.Timestamp(b.index.built_at) if b.index.built_at else pd.Timestamp.now(tz="UTC")
-            emb = np.asarray(b.model.candidate(b.features.items(model_input, at)))
+            emb = np.asarray(b.model.candidate_vectors(b.features.items(model_input, at)))
             return pd.DataFrame({"embedding": list(emb)})
 
     return RetrievalPyfunc

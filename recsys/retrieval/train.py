@@ -102,26 +102,48 @@ def fit_retrieval(
         units=settings.units,
         temperature=settings.temperature,
         logq_correction=settings.logq_correction,
+        user_id=settings.user_id,
+        id_l2=settings.id_l2,
+        item_bias=settings.item_bias,
         seed=seed,
     )
     model.compile(optimizer=keras.optimizers.Adam(settings.learning_rate))
     batch = min(settings.batch_size, len(engagements))
     hist = model.fit(x, epochs=settings.epochs, batch_size=batch, shuffle=True, verbose=0)
-    index = export_index(model, features, videos, index_at, settings)
+    clicks = engagements["video_id"].astype("int64").value_counts()
+    index = export_index(model, features, videos, index_at, settings, clicks=clicks)
     return RetrievalBundle(model, features, index), {
         k: [float(v) for v in vs] for k, vs in hist.history.items()
     }
 
 
-def export_index(model, features: RetrievalFeatures, videos: pd.DataFrame, at, settings: RetrievalSettings):
-    """Item embeddings of the visible videos uploaded before ``at``: the index of this model version."""
+def export_index(
+    model,
+    features: RetrievalFeatures,
+    videos: pd.DataFrame,
+    at,
+    settings: RetrievalSettings,
+    clicks: pd.Series | None = None,
+):
+    """Item embeddings of the visible videos uploaded before ``at``: the index of this model version.
+
+    With an item bias, the last column holds it; ``settings.popularity_prior`` adds
+    ``prior x log(1 + clicks)`` to it (``clicks``: video_id -> the training engagements), so the search
+    ranks by the model's logit plus a popularity prior fixed with the model version.
+    """
     at = pd.Timestamp(at)
     at = at.tz_localize("UTC") if at.tzinfo is None else at
     v = videos[videos["visible"].astype(bool)].drop_duplicates("video_id", keep="last")
     v = v[pd.to_datetime(v["upload_ts"], utc=True) < at].sort_values("video_id")
     x = features.items(v, at)
-    emb = _batched(lambda b: model.candidate({k: b[k] for k in ITEM_INPUTS}), x, len(v))
-    emb = emb.reshape(len(v), -1) if len(v) else np.zeros((0, model.output_dim), np.float32)
+    emb = _batched(lambda b: model.candidate_vectors({k: b[k] for k in ITEM_INPUTS}), x, len(v))
+    dim = model.output_dim + int(getattr(model, "item_bias", False))
+    emb = emb.reshape(len(v), -1) if len(v) else np.zeros((0, dim), np.float32)
+    if settings.popularity_prior and len(v):
+        if dim == model.output_dim:
+            raise ValueError("retrieval.popularity_prior needs retrieval.item_bias (the index's bias column)")
+        n = v["video_id"].astype("int64").map(clicks if clicks is not None else {}).fillna(0).to_numpy(float)
+        emb[:, -1] += np.float32(settings.popularity_prior) * np.log1p(n).astype(np.float32)
     return ItemIndex(
         v["video_id"].to_numpy(np.int64),
         emb,
@@ -181,7 +203,7 @@ def retrieve(
         if not has.any():
             continue
         xq = {name: x[name][has] for name in USER_INPUTS}
-        q = _batched(lambda b: bundle.model.query(b), xq, int(has.sum())).reshape(int(has.sum()), -1)
+        q = _batched(lambda b: bundle.model.query_vectors(b), xq, int(has.sum())).reshape(int(has.sum()), -1)
         out_keys.append(keys[lo:hi][has])
         out_ids.append(bundle.index.search(q, width)[0])
     if not out_keys:
