@@ -231,3 +231,62 @@ def test_an_empty_index_gives_no_pool_and_the_rule_pools_serve(trained):
     hist = ex.assign(clicked=1, session_key=ex["user_key"])
     c = generate_candidates(hist, videos, ["u000", "u001"], AT.date(), 10, retrieved=pool)
     assert all(len(v) == 10 for v in c.values())
+
+
+def test_the_index_space_inner_product_is_the_training_logit_bias_included():
+    """With an item bias the index holds [embedding / temperature, bias] and queries are [query, 1]: the
+    search ranks by exactly the logit the softmax was trained on (not by the cosine alone)."""
+    from keras import ops
+
+    from recsys.retrieval.model import TwoTowerModel
+
+    m = TwoTowerModel(10, 20, 5, 4, 3, 6, 12, history_len=3, tags_len=2, title_len=4, units=[8], seed=1)
+    m2 = TwoTowerModel.from_config({**m.get_config(), "item_bias": True})
+    x = m2.dummy_inputs(5)
+    x["video"] = np.array([1, 2, 3, 4, 19], np.int32)
+    x["hist_video"] = np.array([[1, 2, 0]] * 5, np.int32)
+    x["age"] = np.linspace(-1, 1, 5).reshape(-1, 1).astype(np.float32)
+    m2(x)  # builds the weights
+    m2.bias_layer.set_weights([np.full((m2.bias_layer.kernel.shape[0], 1), 0.1, np.float32), np.ones(1)])
+    out = m2(x)
+    bias = np.asarray(out["bias"]).reshape(-1)
+    assert np.ptp(bias) > 0  # a different prior per item
+    logits = np.asarray(ops.matmul(out["query"], ops.transpose(out["candidate"]))) / m2.temperature + bias
+    q, c = np.asarray(m2.query_vectors(x)), np.asarray(m2.candidate_vectors(x))
+    assert q.shape[1] == c.shape[1] == m2.output_dim + 1
+    np.testing.assert_allclose(q @ c.T, logits, rtol=1e-5, atol=1e-5)
+    legacy = TwoTowerModel.from_config({k: v for k, v in m.get_config().items() if k != "item_bias"})
+    assert not legacy.item_bias  # a model saved before the bias existed loads as it was trained
+
+
+def test_the_popularity_prior_adds_to_the_bias_column_and_needs_one(trained):
+    from recsys.retrieval.train import export_index
+
+    ex, videos, bundle, hist, s = trained
+    clicks = ex["video_id"].astype("int64").value_counts()
+    base = export_index(bundle.model, bundle.features, videos, AT, s)
+    prior = export_index(
+        bundle.model,
+        bundle.features,
+        videos,
+        AT,
+        s.model_copy(update={"popularity_prior": 2.0}),
+        clicks=clicks,
+    )
+    want = 2.0 * np.log1p(pd.Series(base.video_ids).map(clicks).fillna(0).to_numpy(float))
+    np.testing.assert_allclose(prior.embeddings[:, -1] - base.embeddings[:, -1], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(prior.embeddings[:, :-1], base.embeddings[:, :-1])
+    model = bundle.model
+    model.item_bias = False
+    try:
+        with pytest.raises(ValueError, match="needs retrieval.item_bias"):
+            export_index(
+                model,
+                bundle.features,
+                videos,
+                AT,
+                s.model_copy(update={"popularity_prior": 2.0}),
+                clicks=clicks,
+            )
+    finally:
+        model.item_bias = True
