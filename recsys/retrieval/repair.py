@@ -2,9 +2,10 @@
 
 A logged retrieval model (``artifacts/bundle``, see :meth:`recsys.retrieval.train.RetrievalBundle.save`)
 holds users in two places: the fitted transform (the user vocabulary, shared with the ranker's
-features) and the user tower's id embedding. The repair removes the erased keys from the transform (their
+features) and, when the model has one (``user_id``; off by default since 2026-11), the user tower's id
+embedding. The repair removes the erased keys from the transform (their
 requests then look up the out-of-vocabulary row 0, like a never-seen user: the query is built from the
-history, category/author pools and context alone) and zeroes their rows of ``user_embedding``. The
+history, category/author pools and context alone) and zeroes their rows of ``user_embedding`` if there is one. The
 exported item index (``index.npz``) and the item-side feature file are copied byte for byte; the item
 tower's weights and the item vocabularies are re-saved with the same values (they hold no user), so every
 candidate list of every other user is unchanged. A bundle holding a file this repair does not know is
@@ -52,14 +53,20 @@ def repair(model_dir: Path, keys: frozenset[str], work: Path) -> RepairedModel:
         if (src / name).exists():
             shutil.copyfile(src / name, dst / name)
     model = keras.saving.load_model(src / "model.keras", compile=False)
-    zeroed = zero_embedding_rows(model, USER_EMBEDDING, rows)
-    if zeroed < len(rows):
+    per_user = getattr(model, "user_id", True)  # False: no user-id embedding, no per-user parameter
+    zeroed = zero_embedding_rows(model, USER_EMBEDDING, rows) if per_user else 0
+    if per_user and zeroed < len(rows):
         raise ModelRepairError(
             f"the retrieval model has no '{USER_EMBEDDING}' table with the {len(rows)} erased user row(s)"
         )
     model.save(dst / "model.keras")
     return RepairedModel(
-        {"vocabulary_entries_removed": len(rows), "embedding_rows_zeroed": zeroed, "item_index": "unchanged"},
+        {
+            "vocabulary_entries_removed": len(rows),
+            "embedding_rows_zeroed": zeroed,
+            "user_embedding": USER_EMBEDDING if per_user else "none",
+            "item_index": "unchanged",
+        },
         log=lambda: log_retrieval_dir(dst),
         save=lambda path: save_retrieval_dir(dst, path),
     )

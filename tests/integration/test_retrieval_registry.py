@@ -136,7 +136,9 @@ def _hexed_bundles(n: int):
     ex, videos = toy()
     hexed = {k: hashlib.sha256(k.encode()).hexdigest()[:32] for k in ex["user_key"].unique()}
     ex["user_key"] = ex["user_key"].map(hexed)
-    s = RetrievalSettings(epochs=1, history_len=5)
+    # with a user-id embedding (not the default): the repair must zero the user's row of it; the
+    # default, id-less user tower is repaired in tests/integration/test_erasure_e2e.py
+    s = RetrievalSettings(epochs=1, history_len=5, user_id=True)
     bundles = [
         fit_retrieval(ex, videos, Transform.fit(ex), s, seed=i, index_at=AT)[0] for i in range(1, n + 1)
     ]
