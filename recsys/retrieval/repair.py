@@ -1,14 +1,14 @@
 """Erasure for the two-tower retrieval model: the flavour :mod:`recsys.privacy.model_repair` uses.
 
 A logged retrieval model (``artifacts/bundle``, see :meth:`recsys.retrieval.train.RetrievalBundle.save`)
-holds users in two places: the fitted transform (the user vocabulary, shared with the ranker's
-features) and, when the model has one (``user_id``; off by default since 2026-11), the user tower's id
-embedding. The repair removes the erased keys from the transform (their requests then look up the
-out-of-vocabulary row 0, like a never-seen user: the query is built from the history, category/author
-pools and context alone) and zeroes their rows of ``user_embedding`` if there is one. The exported item
-index (``index.npz``) and the item-side feature file are copied byte for byte; the item tower's weights and the item vocabularies are re-saved with the same values (they hold no user), so every
-candidate list of every other user is unchanged. A bundle holding a file this repair does not know is
-refused (it could hold a user).
+holds users in two places: the fitted transform (the user vocabulary, shared with the ranker's features)
+and, when the model has one (``user_id``; off by default since 2026-11), the user tower's id embedding. The
+repair removes the erased keys from the transform (their requests then look up the out-of-vocabulary row 0,
+like a never-seen user: the query is built from the history, category/author pools and context alone) and
+zeroes their rows of ``user_embedding`` if there is one. The exported item index (``index.npz``) and the
+item-side feature file are copied byte for byte; the item tower's weights and the item vocabularies are
+re-saved with the same values (they hold no user), so every candidate list of every other user is unchanged. A
+bundle holding a file this repair does not know is refused (it could hold a user).
 """
 
 from __future__ import annotations
