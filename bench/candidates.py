@@ -168,6 +168,7 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
     held = held_out_engagements(hc, tc)
     keys = sorted(held["user_key"].astype(str).unique())
     train = pd.read_parquet(fdir / "train.parquet", columns=COLUMNS)
+    valid = pd.read_parquet(fdir / "valid.parquet", columns=COLUMNS)
     data_s = time.monotonic() - t0
 
     t0 = time.monotonic()
@@ -179,10 +180,12 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
         rs,
         seed=seed,
         index_at=pd.Timestamp(ds, tz="UTC"),
+        valid=valid,
     )
     retrieval_s = time.monotonic() - t0
     out: dict = {"seed": seed, "test_day": str(ds), "held_out": len(held), "eval_users": len(keys)}
     out["retrieval_loss"] = [round(x, 4) for x in hist["loss"]]
+    out["popularity_prior"] = {"used": bundle.prior, "valid_recall": hist["prior_recall"]}
     recall: dict = {}
     pools: dict = {}
     for k in KS:
@@ -245,9 +248,11 @@ def quality_one(settings, seed: int, days: int, n_users_eval: int) -> dict:
 def movielens_recall(folder: Path, seed: int, test_days: int = 7, window_days: int = 60) -> dict:
     """Recall@K per pool on a MovieLens-format history (positive-only: every rating is an engagement).
 
-    The last ``test_days`` days are held out; the ``window_days`` before them are the training window
-    (the two-tower model's examples, and the rule pools' history: MovieLens days are sparse, so the rule
-    pools read the whole window rather than serving's 7 days); sessions are (user, day).
+    The last ``test_days`` days are held out; the ``window_days`` before them are the training window,
+    split by time as the features stage splits it (the latest 15% of its ratings validate: the two-tower
+    model trains on the rest and picks its popularity prior on them); the rule pools read the whole
+    window (MovieLens days are sparse, so not serving's 7 days); sessions are (user, day).
+    ``RECSYS_RETRIEVAL__POPULARITY_PRIOR`` fixes the prior here as it does in the simulator part.
     """
     from recsys.data.movielens import load
     from recsys.features.transform import Transform
@@ -275,8 +280,11 @@ def movielens_recall(folder: Path, seed: int, test_days: int = 7, window_days: i
     held = held_out_engagements(hist, test)
     keys = sorted(held["user_key"].unique())
     at = pd.Timestamp(test_start, tz="UTC")
-    rs = RetrievalSettings()
-    bundle, h = fit_retrieval(ex, videos, Transform.fit(ex), rs, seed=seed, index_at=at)
+    prior = os.environ.get("RECSYS_RETRIEVAL__POPULARITY_PRIOR", "auto")
+    rs = RetrievalSettings(popularity_prior=prior if prior == "auto" else float(prior))
+    cut = int(len(ex) * (1 - 0.15))
+    train, valid = ex.iloc[:cut], ex.iloc[cut:]
+    bundle, h = fit_retrieval(train, videos, Transform.fit(train), rs, seed=seed, index_at=at, valid=valid)
     ulist = users[["user_key", "device"]]
     prev = (test_start - pd.Timedelta(days=1)).date()
     recall: dict = {}
@@ -300,6 +308,7 @@ def movielens_recall(folder: Path, seed: int, test_days: int = 7, window_days: i
         "catalog": len(videos),
         "recall": recall,
         "retrieval_loss": [round(x, 4) for x in h["loss"]],
+        "popularity_prior": {"used": bundle.prior, "valid_recall": h["prior_recall"]},
     }
 
 
@@ -337,7 +346,8 @@ def truth_recall(
     vpos = pd.Series(np.arange(len(vis)), index=world.videos["video_id"].to_numpy()[vis].astype(np.int64))
     seen = clicks[["user_key", "video_id"]].astype({"video_id": "int64"})
     ranks: dict = {"exposure_x_click": [], "exposure": [], "click": []}
-    for u, g in held.groupby("user_key"):
+    unknown = held[~held["user_key"].isin(list(uidx))]
+    for u, g in held[held["user_key"].isin(list(uidx))].groupby("user_key"):
         cp = world.click_prob(world.affinity(np.full(len(vis), uidx[u]), vis, day))
         mine = vpos.reindex(seen.loc[seen["user_key"] == u, "video_id"]).dropna().astype(int).to_numpy()
         want = vpos.reindex(g["video_id"].astype("int64")).to_numpy()
@@ -347,7 +357,8 @@ def truth_recall(
             rank = np.empty(len(sc), dtype=np.int64)
             rank[np.argsort(-sc, kind="stable")] = np.arange(len(sc))
             ranks[name] += [rank[int(w)] if np.isfinite(w) else len(sc) for w in want]
-    return {name: {k: float((np.asarray(r) < k).mean()) for k in KS} for name, r in ranks.items()}
+    out = {name: {k: float((np.asarray(r) < k).sum() / len(held)) for k in KS} for name, r in ranks.items()}
+    return {**out, "held_out_of_unknown_users": len(unknown)}  # counted as missed
 
 
 def set_ceiling(world, uidx: dict, day: date, cands, k: int = 10) -> float:
@@ -387,6 +398,7 @@ def summarize(rows: list[dict]) -> dict:
         out["recall_truth"] = {
             name: {k: stat([r["recall_truth"][name][k] for r in rows]) for k in rows[0]["recall_truth"][name]}
             for name in rows[0]["recall_truth"]
+            if name != "held_out_of_unknown_users"
         }
         out["ndcg10_candidate_set_ceiling"] = {
             name: stat([r["ndcg10_candidate_set_ceiling"][name] for r in rows]) for name in ndcg

@@ -53,15 +53,24 @@ START = date(2026, 1, 1)
 TASK_METRICS = ("click_auc", "click_gauc", "like_auc", "like_gauc", "share_auc", "share_gauc", "watch_rmse")
 
 
+_KEYS_SET_HERE: set[str] = set()  # keys this module put in the environment (for an earlier dataset)
+
+
 def ensure_keys(data_dir: Path) -> None:
-    """Use the keys in the environment, else the ones saved with the dataset, else new ones."""
+    """Use the keys in the environment, else the ones saved with the dataset, else new ones.
+
+    Keys an earlier call put in the environment (another dataset's, e.g. the previous seed's in one bench
+    process) do not count as the environment's: each dataset is read with the keys it was written with.
+    """
     keys_file = data_dir / "keys.env"
-    if os.environ.get("RECSYS_PRIVACY__PSEUDONYM_KEY") and os.environ.get("RECSYS_PRIVACY__ENCRYPTION_KEYS"):
+    names = ("RECSYS_PRIVACY__PSEUDONYM_KEY", "RECSYS_PRIVACY__ENCRYPTION_KEYS")
+    if all(os.environ.get(k) for k in names) and not _KEYS_SET_HERE & set(names):
         return
     if keys_file.exists():
         for line in keys_file.read_text().splitlines():
             k, _, v = line.partition("=")
             os.environ[k] = v
+            _KEYS_SET_HERE.add(k)
         return
     from cryptography.fernet import Fernet
 
@@ -73,6 +82,7 @@ def ensure_keys(data_dir: Path) -> None:
     keys_file.write_text("".join(f"{k}={v}\n" for k, v in vals.items()))
     keys_file.chmod(0o600)
     os.environ.update(vals)
+    _KEYS_SET_HERE.update(vals)
 
 
 def base_settings(data_dir: Path, tracking_uri: str | None):

@@ -232,9 +232,13 @@ class RetrievalSettings(BaseModel):
     user_id: bool = False  # the user id's own embedding in the user tower: it memorizes the few clicks
     id_l2: float = 1e-3  # L2 penalty on the user and video id embeddings
     item_bias: bool = True  # a learned per-item prior added to the logits (held in the index's last column)
-    # + prior x log(1 + the video's training clicks) at search time (needs item_bias); off: it helps the
-    # simulator's popularity-driven logs and costs the MovieLens histories more (docs/retrieval.md)
-    popularity_prior: float = 0.0
+    # + prior x log(1 + the video's training clicks) at search time (needs item_bias). It helps where the
+    # logged exposures follow popularity (the simulator) and costs positive-only histories (MovieLens), so
+    # "auto" picks the value of prior_grid with the best Recall@eval_k of the validation days' new
+    # engagements (ties: the smaller); a number fixes it (docs/retrieval.md)
+    popularity_prior: float | Literal["auto"] = "auto"
+    prior_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
+    prior_users: int = 20_000  # validation users (a seeded sample) the auto prior is chosen on
     epochs: int = 4  # more overfit the few engagements per video here (bench/candidates.py, seed 1)
     batch_size: int = 256
     learning_rate: float = 3e-3

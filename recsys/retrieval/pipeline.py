@@ -74,7 +74,9 @@ def train_retrieval(ds: date, settings: Settings, trigger: str = "schedule") -> 
     videos, users = lake.read_frame("clean", "videos", ds), lake.read_frame("clean", "users", ds)
     transform = Transform.load(fdir / "transform.json")
     index_at = pd.Timestamp(ds, tz="UTC") + pd.Timedelta(days=1)  # the catalog at the end of the day
-    bundle, history = fit_retrieval(train, videos, transform, rs, seed=settings.seed, index_at=index_at)
+    bundle, history = fit_retrieval(
+        train, videos, transform, rs, seed=settings.seed, index_at=index_at, valid=valid
+    )
     ks = sorted({*RECALL_KS, rs.eval_k})
     before_test = pd.concat([train, valid], ignore_index=True)
     metrics = candidate_recall(bundle, before_test, test, videos, users, ds, ks)
@@ -103,6 +105,10 @@ def train_retrieval(ds: date, settings: Settings, trigger: str = "schedule") -> 
         mlflow.log_metrics(
             {"index_items": len(bundle.index), "train_engagements": int((train["click"] > 0).sum())}
         )
+        mlflow.log_param("retrieval.popularity_prior_used", bundle.prior)
+        mlflow.log_metrics(  # how the validation days chose it (RECSYS_RETRIEVAL__POPULARITY_PRIOR=auto)
+            {f"valid_recall_{rs.eval_k}_prior_{p}": r for p, r in history.get("prior_recall", {}).items()}
+        )
         mlflow.set_tag("gate.reason", decision["reason"])
         uri = log_retrieval(bundle, settings)
         run_id = run.info.run_id
@@ -118,6 +124,7 @@ def train_retrieval(ds: date, settings: Settings, trigger: str = "schedule") -> 
         "champion_metrics": champion,
         "index_items": len(bundle.index),
         "index_backend": bundle.index.backend,
+        "popularity_prior": bundle.prior,
     }
 
 

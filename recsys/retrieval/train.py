@@ -34,6 +34,7 @@ class RetrievalBundle:
     features: RetrievalFeatures
     index: ItemIndex
     version: str = "unregistered"
+    prior: float = 0.0  # the popularity prior folded into the index's bias column
 
     def save(self, path: Path) -> Path:
         path = Path(path)
@@ -45,7 +46,7 @@ class RetrievalBundle:
         transform.save(path / "transform.json")
         self.features.save(path / "retrieval_features.json")
         self.index.save(path / "index.npz")
-        (path / "retrieval.json").write_text(json.dumps({"format": 1}))
+        (path / "retrieval.json").write_text(json.dumps({"format": 1, "popularity_prior": self.prior}))
         return path
 
     @classmethod
@@ -59,11 +60,13 @@ class RetrievalBundle:
         transform = Transform.load(path / "transform.json")
         index = ItemIndex.load(path / "index.npz", hnsw_m=settings.hnsw_m, ef_search=settings.ef_search)
         index.backend = choose_backend(len(index), settings.exact_max_items)
+        meta = json.loads((path / "retrieval.json").read_text())
         return cls(
             keras.saving.load_model(path / "model.keras", compile=False),
             RetrievalFeatures.load(path / "retrieval_features.json", transform),
             index,
             version,
+            float(meta.get("popularity_prior", 0.0)),
         )
 
 
@@ -80,10 +83,13 @@ def fit_retrieval(
     *,
     seed: int,
     index_at,
-) -> tuple[RetrievalBundle, dict[str, list[float]]]:
+    valid: pd.DataFrame | None = None,
+) -> tuple[RetrievalBundle, dict]:
     """Train on the clicked rows of ``train`` and export the index of the catalog visible at ``index_at``.
 
-    Returns the bundle and the per-epoch loss history.
+    ``valid``: the validation days' rows (same columns), on which ``popularity_prior="auto"`` is chosen
+    (without them, or without a new engagement in them, the prior is 0). Returns the bundle and the
+    history: the per-epoch ``loss``, and ``prior_recall`` (the validation recall of each prior tried).
     """
     import keras
 
@@ -111,10 +117,60 @@ def fit_retrieval(
     batch = min(settings.batch_size, len(engagements))
     hist = model.fit(x, epochs=settings.epochs, batch_size=batch, shuffle=True, verbose=0)
     clicks = engagements["video_id"].astype("int64").value_counts()
-    index = export_index(model, features, videos, index_at, settings, clicks=clicks)
-    return RetrievalBundle(model, features, index), {
-        k: [float(v) for v in vs] for k, vs in hist.history.items()
-    }
+    bundle = RetrievalBundle(model, features, export_index(model, features, videos, index_at, settings))
+    history: dict = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    prior, history["prior_recall"] = settings.popularity_prior, {}
+    if prior == "auto":
+        prior, history["prior_recall"] = choose_prior(
+            bundle, clicks, engagements, valid, videos, settings, seed
+        )
+    bundle.prior, bundle.index = float(prior), with_prior(bundle.index, model, clicks, float(prior))
+    return bundle, history
+
+
+def with_prior(index: ItemIndex, model, clicks: pd.Series, prior: float) -> ItemIndex:
+    """``index`` with ``prior x log(1 + clicks)`` added to its bias column (``clicks``: video_id -> the
+    training engagements); the index itself when the prior is 0."""
+    if not prior or not len(index):
+        return index
+    if not getattr(model, "item_bias", False):
+        raise ValueError("retrieval.popularity_prior needs retrieval.item_bias (the index's bias column)")
+    n = pd.Series(index.video_ids).map(clicks).fillna(0).to_numpy(float)
+    emb = index.embeddings.copy()
+    emb[:, -1] += np.float32(prior) * np.log1p(n).astype(np.float32)
+    return dataclasses.replace(index, embeddings=emb)
+
+
+def choose_prior(
+    bundle: RetrievalBundle, clicks, engagements, valid, videos, settings: RetrievalSettings, seed: int
+) -> tuple[float, dict[str, float]]:
+    """The prior of ``settings.prior_grid`` whose pool recalls the most of the validation days' new
+    engagements at ``eval_k`` (the smallest on a tie; 0 without validation engagements or item bias)."""
+    from recsys.serving.candidates import generate_candidates
+
+    if valid is None or not getattr(bundle.model, "item_bias", False):
+        return 0.0, {}
+    v = valid[pd.to_numeric(valid["click"], errors="coerce").fillna(0) > 0]
+    hist = engagements.assign(clicked=1, session_key=engagements["user_key"].astype(str))
+    held = held_out_engagements(hist, v)
+    if held.empty:
+        return 0.0, {}
+    keys = np.sort(held["user_key"].astype(str).unique())
+    if len(keys) > settings.prior_users:
+        keys = np.sort(np.random.default_rng(seed).choice(keys, settings.prior_users, replace=False))
+        held = held[held["user_key"].isin(keys)]
+    at = pd.to_datetime(v["ts"], utc=True).min().floor("D")
+    users = v[["user_key", "device"]].drop_duplicates("user_key", keep="last")
+    k, recall = settings.eval_k, {}
+    for prior in sorted(settings.prior_grid):
+        b = dataclasses.replace(bundle, index=with_prior(bundle.index, bundle.model, clicks, prior))
+        pool = retrieve(b, keys, hist, videos, users, at, k)
+        prev = (at - pd.Timedelta(days=1)).date()
+        cands = generate_candidates(hist, videos, list(keys), prev, k, retrieved=pool, pools=("two_tower",))
+        recall[str(prior)] = recall_at_k(cands, held)
+    best = max(recall, key=lambda p: (recall[p], -float(p)))
+    log.info("retrieval popularity prior %s (validation recall@%d by prior: %s)", best, k, recall)
+    return float(best), recall
 
 
 def export_index(
@@ -123,14 +179,9 @@ def export_index(
     videos: pd.DataFrame,
     at,
     settings: RetrievalSettings,
-    clicks: pd.Series | None = None,
 ):
-    """Item embeddings of the visible videos uploaded before ``at``: the index of this model version.
-
-    With an item bias, the last column holds it; ``settings.popularity_prior`` adds
-    ``prior x log(1 + clicks)`` to it (``clicks``: video_id -> the training engagements), so the search
-    ranks by the model's logit plus a popularity prior fixed with the model version.
-    """
+    """Item embeddings of the visible videos uploaded before ``at``: the index of this model version
+    (with an item bias, its last column holds the bias: :func:`with_prior` adds the prior to it)."""
     at = pd.Timestamp(at)
     at = at.tz_localize("UTC") if at.tzinfo is None else at
     v = videos[videos["visible"].astype(bool)].drop_duplicates("video_id", keep="last")
@@ -139,11 +190,6 @@ def export_index(
     emb = _batched(lambda b: model.candidate_vectors({k: b[k] for k in ITEM_INPUTS}), x, len(v))
     dim = model.output_dim + int(getattr(model, "item_bias", False))
     emb = emb.reshape(len(v), -1) if len(v) else np.zeros((0, dim), np.float32)
-    if settings.popularity_prior and len(v):
-        if dim == model.output_dim:
-            raise ValueError("retrieval.popularity_prior needs retrieval.item_bias (the index's bias column)")
-        n = v["video_id"].astype("int64").map(clicks if clicks is not None else {}).fillna(0).to_numpy(float)
-        emb[:, -1] += np.float32(settings.popularity_prior) * np.log1p(n).astype(np.float32)
     return ItemIndex(
         v["video_id"].to_numpy(np.int64),
         emb,

@@ -260,33 +260,62 @@ def test_the_index_space_inner_product_is_the_training_logit_bias_included():
 
 
 def test_the_popularity_prior_adds_to_the_bias_column_and_needs_one(trained):
-    from recsys.retrieval.train import export_index
+    from recsys.retrieval.train import with_prior
 
     ex, videos, bundle, hist, s = trained
+    assert bundle.prior == 0.0 and hist["prior_recall"] == {}  # "auto" without validation rows: no prior
     clicks = ex["video_id"].astype("int64").value_counts()
-    base = export_index(bundle.model, bundle.features, videos, AT, s)
-    prior = export_index(
-        bundle.model,
-        bundle.features,
-        videos,
-        AT,
-        s.model_copy(update={"popularity_prior": 2.0}),
-        clicks=clicks,
-    )
-    want = 2.0 * np.log1p(pd.Series(base.video_ids).map(clicks).fillna(0).to_numpy(float))
-    np.testing.assert_allclose(prior.embeddings[:, -1] - base.embeddings[:, -1], want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(prior.embeddings[:, :-1], base.embeddings[:, :-1])
+    prior = with_prior(bundle.index, bundle.model, clicks, 2.0)
+    want = 2.0 * np.log1p(pd.Series(bundle.index.video_ids).map(clicks).fillna(0).to_numpy(float))
+    np.testing.assert_allclose(prior.embeddings[:, -1] - bundle.index.embeddings[:, -1], want, rtol=1e-5)
+    np.testing.assert_array_equal(prior.embeddings[:, :-1], bundle.index.embeddings[:, :-1])
     model = bundle.model
     model.item_bias = False
     try:
         with pytest.raises(ValueError, match="needs retrieval.item_bias"):
-            export_index(
-                model,
-                bundle.features,
-                videos,
-                AT,
-                s.model_copy(update={"popularity_prior": 2.0}),
-                clicks=clicks,
-            )
+            with_prior(bundle.index, model, clicks, 2.0)
     finally:
         model.item_bias = True
+
+
+def _popular_elsewhere(ex: pd.DataFrame, videos: pd.DataFrame, n_fans: int = 40):
+    """The toy log plus ``n_fans`` one-off users who all click video 2 (category c2), and validation rows
+    where every toy user clicks video 2: popular, and outside the category of two users in three."""
+    fans = ex[ex["video_id"] == 2].iloc[[0] * n_fans].copy()
+    fans["user_key"] = [f"fan{i:03d}" for i in range(n_fans)]
+    fans["event_id"] = [f"f{i}" for i in range(n_fans)]
+    fans["ts"] = AT - pd.Timedelta(hours=200)
+    train = pd.concat([ex, fans], ignore_index=True).sort_values(["ts", "event_id"]).reset_index(drop=True)
+    valid = ex.drop_duplicates("user_key").copy()
+    valid = valid.drop(columns=[c for c in videos.columns if c in valid.columns and c != "video_id"])
+    valid = valid.assign(video_id=2, event_id=lambda d: "v" + d["user_key"], ts=AT + pd.Timedelta(hours=1))
+    valid = valid.merge(videos.drop(columns=["visible", "tags"]), on="video_id")
+    seen = set(ex.loc[ex["video_id"] == 2, "user_key"])
+    return train, valid[~valid["user_key"].isin(seen)].reset_index(drop=True)
+
+
+def test_the_auto_prior_is_the_one_with_the_best_validation_recall():
+    from recsys.features.transform import Transform
+    from recsys.retrieval.train import fit_retrieval
+
+    ex, videos = toy()
+    train, valid = _popular_elsewhere(ex, videos)
+    s = RetrievalSettings(
+        epochs=30, batch_size=64, history_len=5, learning_rate=1e-2, temperature=0.05, eval_k=3
+    )
+    bundle, hist = fit_retrieval(train, videos, Transform.fit(train), s, seed=3, index_at=AT, valid=valid)
+    recall = hist["prior_recall"]
+    assert set(recall) == {str(p) for p in s.prior_grid}
+    assert recall["4.0"] > recall["0.0"]  # the popular video is recalled only with the prior
+    assert bundle.prior == min(float(p) for p in recall if recall[p] == max(recall.values()))  # ties: smaller
+    assert bundle.prior > 0
+    fixed, h = fit_retrieval(
+        train,
+        videos,
+        Transform.fit(train),
+        s.model_copy(update={"popularity_prior": 0.0}),
+        seed=3,
+        index_at=AT,
+        valid=valid,
+    )
+    assert fixed.prior == 0.0 and h["prior_recall"] == {}
