@@ -152,3 +152,27 @@ def test_streamed_encryption_is_fernet_both_ways():
             b"".join(cipher.decrypt_file(io.BytesIO(bad)))
     with pytest.raises(DecryptionError):
         b"".join(Cipher([Fernet.generate_key().decode()]).decrypt_file(io.BytesIO(blob)))
+
+
+def test_chunked_collect_on_a_lake_at_a_url_commits_each_file_through_its_manifest(tmp_path):
+    from cryptography.fernet import Fernet
+
+    from hostile import users, videos
+
+    from recsys.config import Settings
+    from recsys.data.object_lake import open_lake
+    from recsys.privacy.crypto import Cipher
+
+    s = Settings(data_dir=tmp_path / "data", lake_url=(tmp_path / "bucket").as_uri())
+    lake = open_lake(s, s.data_dir, Cipher([Fernet.generate_key().decode()]))
+    data = hostile_day()
+    for dataset, body in (("events", data), ("videos", jsonl(videos())), ("users", jsonl(users()))):
+        lake.write_bytes("landing", dataset, DS, "part-0.jsonl", body)
+    summary = collect.collect_day(lake, DS, 7)
+    whole, malformed = parse_jsonl(data)
+    pd.testing.assert_frame_equal(lake.read_frame("raw", "events", DS), whole, check_exact=True)
+    assert summary["input_rows"] == len(whole) + len(malformed)
+    assert lake.store.names(f"landing/events/ds={DS}") == ["part-0.jsonl.enc"]
+    assert lake.read_bytes("landing", "events", DS, "part-0.jsonl.enc").startswith(b"RSENC1")
+    assert not [p for p in (s.data_dir / "cache").rglob("*") if p.is_file()]  # no staged file left
+    assert collect.collect_day(lake, DS, 3) == summary  # again, from the sealed copy
