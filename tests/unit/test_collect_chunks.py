@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hostile import DS, event, jsonl, land, landing_dir
+from hostile import DS, event, jsonl, land, landing_dir, users, videos
 
 from recsys.data import collect
 from recsys.data.lake import Lake
@@ -156,8 +156,6 @@ def test_streamed_encryption_is_fernet_both_ways():
 
 def test_chunked_collect_on_a_lake_at_a_url_commits_each_file_through_its_manifest(tmp_path):
     from cryptography.fernet import Fernet
-
-    from hostile import users, videos
 
     from recsys.config import Settings
     from recsys.data.object_lake import open_lake
