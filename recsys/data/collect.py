@@ -81,11 +81,15 @@ class _Staged:
         self.lake.commit(*self.where, self.name, self.path)
 
     def discard(self) -> None:
-        if not self._file.closed:
-            self._enc.abort()
-            self.stream.close()
-            self._file.close()
-        self.path.unlink(missing_ok=True)
+        """Remove the staged file (after an error: whatever state its writer is in)."""
+        try:
+            if not self._file.closed:
+                self._enc.abort()  # the token is left unfinished: no reader would accept the file
+                with contextlib.suppress(Exception):
+                    self.stream.close()
+                self._file.close()
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class _FrameFile:
@@ -296,19 +300,20 @@ def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS
     counts = {"videos_rows": len(videos), "users_rows": len(users)}
     source = _EventsSource(lake, ds)
     staged: list[_Staged] = []
+    outputs: tuple[_FrameFile, ...] = ()
     ok = False
     try:
         staged += [_stage_frame(lake, "videos", ds, videos), _stage_frame(lake, "users", ds, users)]
         del videos, users
-        events, malformed = _write_events(lake, ds, source, chunk_rows)
-        staged += [events.finish(), malformed.finish()]
+        outputs = events, malformed = _write_events(lake, ds, source, chunk_rows)
+        staged += [f.finish() for f in outputs]
         for one in staged:
             one.commit()
         ok = True
     finally:
         source.close(ok)
         if not ok:
-            for one in staged:
+            for one in [*staged, *outputs]:
                 one.discard()
     source.seal()
     for one in refs.values():

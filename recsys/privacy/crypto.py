@@ -112,7 +112,7 @@ class Cipher:
 
     def writer(self, sink: BinaryIO) -> FernetWriter:
         """A file that encrypts what is written to it into ``sink``, as :meth:`encrypt` would; ``close()``
-        finishes the file (``abort()`` leaves one no reader accepts). ``sink`` stays open."""
+        finishes the file (after ``abort()``, it leaves one no reader accepts). ``sink`` stays open."""
         return FernetWriter(self._keys[0], sink, prefix=MAGIC)
 
     def decrypt_file(self, f: BinaryIO, *, what: str = "data") -> Iterator[bytes]:

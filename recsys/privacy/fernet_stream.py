@@ -48,7 +48,7 @@ class FernetWriter(io.RawIOBase):
     """A writable binary file: what is written to it goes to ``sink`` as one Fernet token under ``key``.
 
     ``prefix`` is written before the token (the lake's file marker). :meth:`close` finishes the token
-    (padding, HMAC); :meth:`abort` closes without finishing it, so no reader accepts what was written.
+    (padding, HMAC), unless :meth:`abort` was called: then no reader accepts what was written.
     ``sink`` is not closed.
     """
 
@@ -91,9 +91,9 @@ class FernetWriter(io.RawIOBase):
             self._sink.write(base64.urlsafe_b64encode(buf[:cut]))
 
     def abort(self) -> None:
-        """Close without finishing the token (after an error: what was written must not be read)."""
+        """From now on :meth:`close` does not finish the token (after an error: what was written must
+        not be read: a reader rejects a token without its HMAC)."""
         self._aborted = True
-        self.close()
 
     def close(self) -> None:
         if self.closed:

@@ -152,6 +152,15 @@ def test_streamed_encryption_is_fernet_both_ways():
             b"".join(cipher.decrypt_file(io.BytesIO(bad)))
     with pytest.raises(DecryptionError):
         b"".join(Cipher([Fernet.generate_key().decode()]).decrypt_file(io.BytesIO(blob)))
+    aborted = io.BytesIO()
+    w = cipher.writer(aborted)
+    w.write(data)
+    w.abort()  # an error while writing: the file must not read as data
+    w.close()
+    with pytest.raises(DecryptionError):
+        cipher.decrypt(aborted.getvalue())
+    with pytest.raises(DecryptionError):
+        b"".join(cipher.decrypt_file(io.BytesIO(aborted.getvalue())))
 
 
 def test_chunked_collect_on_a_lake_at_a_url_commits_each_file_through_its_manifest(tmp_path):
@@ -174,3 +183,55 @@ def test_chunked_collect_on_a_lake_at_a_url_commits_each_file_through_its_manife
     assert lake.read_bytes("landing", "events", DS, "part-0.jsonl.enc").startswith(b"RSENC1")
     assert not [p for p in (s.data_dir / "cache").rglob("*") if p.is_file()]  # no staged file left
     assert collect.collect_day(lake, DS, 3) == summary  # again, from the sealed copy
+
+
+KILLED_CHILD = """
+import sys, time
+from pathlib import Path
+from recsys import stages
+from recsys.config import load_settings
+from recsys.data import collect
+
+original, calls = collect._events_table, []
+
+def stall(*args):
+    calls.append(1)
+    if len(calls) == 3:  # two chunks are in the staged files: stop here until killed
+        Path(sys.argv[2]).write_text("staged")
+        time.sleep(600)
+    return original(*args)
+
+collect._events_table = stall
+stages.collect(sys.argv[1], load_settings())
+"""
+
+
+def test_a_killed_collect_leaves_no_partial_raw_partition_and_the_next_run_cleans_up(settings, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    land(settings.data_dir, jsonl([event(i) for i in range(40)]))
+    marker = tmp_path / "marker"
+    env = {**os.environ, "RECSYS_DATA_DIR": str(settings.data_dir), "RECSYS_COLLECT__CHUNK_ROWS": "5"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(DS), str(marker)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert proc.poll() is None, "collect ended before it could be killed"
+            assert time.monotonic() < deadline, "collect did not reach its third chunk"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    staged = [p for p in settings.data_dir.rglob(".*.tmp-*") if p.is_file()]
+    assert staged  # the dead run's staged files (encrypted, hidden) ...
+    raw = settings.data_dir / "raw"
+    assert not [p for p in raw.rglob("*") if p.is_file() and not p.name.startswith(".")]  # ... no partition
+    assert (landing_dir(settings.data_dir, "events") / "part-0.jsonl").exists()
+    from recsys import stages
+
+    assert stages.collect(DS, settings)["input_rows"] == 40  # the next run removes them and succeeds
+    assert not [p for p in settings.data_dir.rglob(".*.tmp-*")]
+    assert len(lake_of(settings).read_frame("raw", "events", DS)) == 40
