@@ -294,15 +294,16 @@ def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    refs = {d: read_landing(lake, d, ds) for d in ("videos", "users")}
-    videos = parse_reference(refs["videos"].data, VIDEOS, source=str(refs["videos"].path), name="videos")
-    users = parse_reference(refs["users"].data, RAW_USERS, source=str(refs["users"].path), name="users")
-    counts = {"videos_rows": len(videos), "users_rows": len(users)}
-    source = _EventsSource(lake, ds)
+    source = _EventsSource(lake, ds)  # opened first, as before: a day not delivered names its events file
     staged: list[_Staged] = []
     outputs: tuple[_FrameFile, ...] = ()
     ok = False
     try:
+        refs = {d: read_landing(lake, d, ds) for d in ("videos", "users")}
+        v, u = refs["videos"], refs["users"]
+        videos = parse_reference(v.data, VIDEOS, source=str(v.path), name="videos")
+        users = parse_reference(u.data, RAW_USERS, source=str(u.path), name="users")
+        counts = {"videos_rows": len(videos), "users_rows": len(users)}
         staged += [_stage_frame(lake, "videos", ds, videos), _stage_frame(lake, "users", ds, users)]
         del videos, users
         outputs = events, malformed = _write_events(lake, ds, source, chunk_rows)
