@@ -2,6 +2,8 @@
 
 Run: ``.venv/bin/python bench/pipeline.py --interactions 100000 1000000 [--epochs 2]``
 Writes ``bench/results/pipeline.json`` (rewritten after every size, so a long run leaves partial results).
+``--until collect`` stops after that stage (``land`` still generates the day) and writes
+``bench/results/pipeline_until_collect.json``: e.g. the collect stage alone at 100k, 1M and 10M events.
 
 Design (how it compares with production):
 
@@ -141,14 +143,14 @@ def _run_stage(name: str, kwargs: dict, env: dict, work: Path) -> dict:
     }
 
 
-def run(interactions: int, epochs: int) -> dict:
+def run(interactions: int, epochs: int, until: str = STAGES[-1]) -> dict:
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
         work = Path(tmp)
         env = _env(work / "data", interactions, epochs)
         per: dict[str, dict] = {}
         t0 = time.perf_counter()
-        for name in STAGES:
+        for name in STAGES[: STAGES.index(until) + 1]:
             kwargs: dict = {}
             if name == "evaluate":
                 tr = per["train"]["result"]
@@ -165,17 +167,32 @@ def run(interactions: int, epochs: int) -> dict:
             )
         wall = time.perf_counter() - t0
         lake_bytes = sum(p.stat().st_size for p in (work / "data").rglob("*") if p.is_file())
+        landing_bytes = sum(p.stat().st_size for p in (work / "data" / "landing").rglob("*") if p.is_file())
     res = {k: per[k]["result"] for k in per}
-    return {
-        "interactions": int(res["collect"]["input_rows"]),
-        "target_interactions": interactions,
-        "wall_seconds": round(wall, 1),
-        "peak_rss_bytes": max(p["peak_rss_bytes"] for p in per.values()),
+    common = {
         "stages": {k: round(p["stage_seconds"], 2) for k, p in per.items()},
         "process_seconds": {k: round(p["process_seconds"], 2) for k, p in per.items()},
         "import_seconds": {k: round(p["import_seconds"], 2) for k, p in per.items()},
         "stage_peak_rss_bytes": {k: p["peak_rss_bytes"] for k, p in per.items()},
         "cpu_seconds": {k: round(p["cpu_seconds"], 1) for k, p in per.items()},
+        "lake_bytes": lake_bytes,
+        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
+    }
+    if until != STAGES[-1]:  # a partial run: the stages' own results instead of the whole pipeline's
+        return {
+            "interactions": int(res["collect"]["input_rows"]) if "collect" in res else None,
+            "target_interactions": interactions,
+            "wall_seconds": round(wall, 1),
+            "landing_bytes_after": landing_bytes,  # sealed (encrypted) once collect ran
+            **common,
+            "results": res,
+        }
+    return {
+        "interactions": int(res["collect"]["input_rows"]),
+        "target_interactions": interactions,
+        "wall_seconds": round(wall, 1),
+        "peak_rss_bytes": max(p["peak_rss_bytes"] for p in per.values()),
+        **common,
         "rows": {
             "users": int(res["collect"]["users_rows"]),
             "videos": int(res["collect"]["videos_rows"]),
@@ -189,8 +206,6 @@ def run(interactions: int, epochs: int) -> dict:
         },
         "train": {"epochs_setting": epochs, "epochs_run": res["train"]["epochs"]},
         "gate": {"blessed": res["evaluate"]["blessed"], "reasons": res["evaluate"]["reasons"]},
-        "lake_bytes": lake_bytes,
-        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
 
 
@@ -241,15 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interactions", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, json.loads(args.kwargs), Path(args.out))
+    partial = args.until != STAGES[-1]
+    if args.out is None:
+        args.out = RESULTS.with_name(f"pipeline_until_{args.until}.json") if partial else RESULTS
 
     doc = {
-        "benchmark": "one simulated day through every stage, one subprocess per stage",
+        "benchmark": "one simulated day through every stage, one subprocess per stage"
+        + (f" (stopped after {args.until})" if partial else ""),
         "method": __doc__.split("Design", 1)[1].strip(),
         "day": str(DS),
         "machine": machine(),
@@ -259,13 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     for n in args.interactions:
         print(f"pipeline bench: ~{n:,} interactions", flush=True)
-        doc["runs"].append(run(n, args.epochs))
+        doc["runs"].append(run(n, args.epochs, args.until))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(
         json.dumps(
             [
-                {k: r[k] for k in ("interactions", "wall_seconds", "peak_rss_bytes", "stages")}
+                {k: r[k] for k in ("interactions", "wall_seconds", "stage_peak_rss_bytes", "stages")}
                 for r in doc["runs"]
             ],
             indent=2,

@@ -55,7 +55,7 @@ def collect(ds: date, cat: Catalog) -> dict:
     """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
     from recsys.data.ingest import collect_day
 
-    return collect_day(cat.lake, ds)
+    return collect_day(cat.lake, ds, cat.settings.collect.chunk_rows)
 
 
 @stage("validate")

@@ -12,7 +12,8 @@ from datetime import date
 from pathlib import Path
 
 from recsys.config import ValidationSettings
-from recsys.data import sources
+from recsys.data import collect, sources
+from recsys.data.collect import DEFAULT_CHUNK_ROWS
 from recsys.data.lake import Lake
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,11 @@ def check_delivered(lake: Lake, ds: date) -> dict:
     return {"source": "landing"}
 
 
-def collect_day(lake: Lake, ds: date) -> dict:
+def collect_day(lake: Lake, ds: date, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
     """Landing -> raw zone (encrypted Parquet); each landing file is read once and exactly those bytes are
-    then encrypted in place (:func:`recsys.data.sources.collect_day`)."""
-    return sources.collect_day(lake, ds)
+    then encrypted in place; the events are parsed and written ``chunk_rows`` lines at a time, so memory
+    does not grow with the day (:func:`recsys.data.collect.collect_day`)."""
+    return collect.collect_day(lake, ds, chunk_rows)
 
 
 def validate_day(

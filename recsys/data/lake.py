@@ -148,6 +148,26 @@ class Lake:
     def has_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> bool:
         return self._frame_path(zone, dataset, ds, name).exists()
 
+    @staticmethod
+    def frame_file(zone: str, name: str = "part-0") -> str:
+        """The file name of frame ``name`` in a partition of ``zone`` (encrypted zones: ``.parquet.enc``)."""
+        return f"{name}.parquet.enc" if zone in ENCRYPTED_ZONES else f"{name}.parquet"
+
+    # Files written in pieces, then committed ------------------------------------------------------
+    def stage(self, zone: str, dataset: str, ds, name: str) -> Path:
+        """A local temporary path to write the partition's file ``name`` to before :meth:`commit`.
+
+        Here a hidden sibling in the partition folder (:func:`temp_name`: a killed writer's file is
+        removed by :func:`clean_orphans`); readers see nothing of it.
+        """
+        part = self.partition(zone, dataset, ds)
+        part.mkdir(parents=True, exist_ok=True)
+        return part / temp_name(name)
+
+    def commit(self, zone: str, dataset: str, ds, name: str, staged: Path) -> None:
+        """Put the staged file (complete and synced to disk) in place as the partition's file ``name``."""
+        os.replace(staged, self.partition(zone, dataset, ds) / name)
+
     def read_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> pd.DataFrame:
         path = self._frame_path(zone, dataset, ds, name)
         if not path.exists():

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from recsys.data.lake import ENCRYPTED_ZONES, ZONES, Lake, as_date, frame_to_parquet_bytes
+from recsys.data.lake import ENCRYPTED_ZONES, ZONES, Lake, as_date, frame_to_parquet_bytes, temp_name
 from recsys.data.store import PartitionStore, open_store
 from recsys.privacy.crypto import Cipher
 
@@ -100,6 +100,17 @@ class ObjectLake(Lake):
         part = self._part(zone, dataset, ds)
         if self.store.has(part, name):
             self.store.publish(part, {}, replace=False, drop=[name])
+
+    def stage(self, zone: str, dataset: str, ds, name: str) -> Path:  # type: ignore[override]
+        """A temporary file under the local cache, in the partition's folder there; committed by upload."""
+        folder = self.root / zone / dataset / f"ds={as_date(ds).isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / temp_name(name)
+
+    def commit(self, zone: str, dataset: str, ds, name: str, staged: Path) -> None:
+        """Upload the staged file (without reading it whole) and commit it in one manifest, then drop it."""
+        self.store.publish(self._part(zone, dataset, ds), {name: Path(staged)}, replace=False)
+        Path(staged).unlink(missing_ok=True)
 
     # Partitions as folders --------------------------------------------------------------------
     def replace_partition(self, zone: str, dataset: str, ds, build) -> str:

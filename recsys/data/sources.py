@@ -1,7 +1,8 @@
 """Where data comes from: the landing zone (fed by the simulator or an upstream system).
 
-The collect stage reads one logical day from the landing zone (:func:`collect_day`, over
-:func:`landing_interactions`, :func:`landing_content_metadata`, :func:`landing_contextual_info`). Events
+The collect stage (:func:`recsys.data.collect.collect_day`) reads one logical day from the landing zone
+with the readers and parsers of this module (:func:`read_landing`, :func:`parse_lines`,
+:func:`parse_reference`; :func:`landing_interactions` and its siblings read a whole file at once). Events
 are kept loose (every value as text, malformed lines kept) because deciding what is valid is the
 validation stage's job, and nothing may be lost before it.
 
@@ -22,11 +23,14 @@ Landing files are hostile input, so reading them is strict:
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -65,8 +69,9 @@ def landing_file(lake: Lake, dataset: str, ds) -> Path:
     return lake.partition("landing", dataset, ds) / LANDING_FILE
 
 
-def _read_regular(lake: Lake, path: Path) -> tuple[bytes, tuple[int, int, int, int]]:
-    """The bytes of ``path`` if it is a regular file reached without symlinks; else :class:`LandingError`."""
+def open_regular(lake: Lake, path: Path) -> tuple[BinaryIO, tuple[int, int, int, int]]:
+    """``path`` opened for reading if it is a regular file reached without symlinks, and its identity
+    (dev, inode, size, mtime_ns) when opened; else :class:`LandingError`."""
     root = lake.root.resolve()
     try:
         rel = path.absolute().relative_to(lake.root.absolute())
@@ -84,15 +89,22 @@ def _read_regular(lake: Lake, path: Path) -> tuple[bytes, tuple[int, int, int, i
             f"{path}: is not a regular file (mode {stat.filemode(st.st_mode)}); refusing to read it"
         )
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as f:
-        fst = os.fstat(f.fileno())
-        if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-            raise LandingError(f"{path}: was replaced by a non-regular file while being opened")
-        data = f.read()
-    return data, (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns)
+    f = os.fdopen(fd, "rb")
+    fst = os.fstat(f.fileno())
+    if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+        f.close()
+        raise LandingError(f"{path}: was replaced by a non-regular file while being opened")
+    return f, (fst.st_dev, fst.st_ino, fst.st_size, fst.st_mtime_ns)
 
 
-def _at_url(lake: Lake) -> bool:
+def _read_regular(lake: Lake, path: Path) -> tuple[bytes, tuple[int, int, int, int]]:
+    """The bytes of ``path`` if it is a regular file reached without symlinks (:func:`open_regular`)."""
+    f, identity = open_regular(lake, path)
+    with f:
+        return f.read(), identity
+
+
+def at_url(lake: Lake) -> bool:
     """A lake at a URL (object storage): no local files, symlinks or inodes; reads go through the lake."""
     from recsys.data.object_lake import ObjectLake
 
@@ -115,7 +127,7 @@ def _read_landing_at_url(lake: Lake, dataset: str, ds) -> Landed:
 
 def read_landing(lake: Lake, dataset: str, ds) -> Landed:
     """The day's landing file, read once: the plain one if newly delivered, else the sealed copy."""
-    if _at_url(lake):
+    if at_url(lake):
         return _read_landing_at_url(lake, dataset, ds)
     plain = landing_file(lake, dataset, ds)
     enc = plain.with_name(plain.name + ".enc")
@@ -141,7 +153,7 @@ def seal(lake: Lake, landed: Landed) -> None:
     """
     if landed.sealed:
         return
-    if _at_url(lake):  # one commit: the sealed copy in, the plain file out
+    if at_url(lake):  # one commit: the sealed copy in, the plain file out
         sealed = lake.cipher.encrypt(landed.data)
         lake.write_bytes("landing", landed.dataset, landed.ds, SEALED_FILE, sealed, drop=(LANDING_FILE,))
         return
@@ -156,7 +168,7 @@ def seal(lake: Lake, landed: Landed) -> None:
 
 def seal_landing(lake: Lake, dataset: str, ds) -> None:
     """Encrypt a landing file in place (raw identifiers are not kept in clear at rest)."""
-    if _at_url(lake):
+    if at_url(lake):
         if lake.has_file("landing", dataset, ds, LANDING_FILE):
             seal(lake, read_landing(lake, dataset, ds))
         return
@@ -173,9 +185,15 @@ def split_jsonl(data: bytes | str, source: str = "") -> tuple[list[dict], list[i
     ``not_json_object`` (valid JSON that is not an object). ``raw_bytes`` keeps the line as delivered.
     """
     raw = data.encode() if isinstance(data, str) else data
-    raw = raw.removeprefix(BOM)
+    rows, numbers, bad = parse_lines(enumerate(raw.removeprefix(BOM).split(b"\n"), start=1), source)
+    return rows, numbers, malformed_frame(bad)
+
+
+def parse_lines(lines: Iterable[tuple[int, bytes]], source: str) -> tuple[list[dict], list[int], list[tuple]]:
+    """(line number, bytes) pairs -> (objects, their line numbers, malformed lines as tuples of
+    :data:`MALFORMED_COLUMNS`): the rules of :func:`split_jsonl`, for a whole file or a chunk of one."""
     rows, numbers, bad = [], [], []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    for number, line in lines:
         if not line.strip():
             continue
         try:
@@ -196,7 +214,12 @@ def split_jsonl(data: bytes | str, source: str = "") -> tuple[list[dict], list[i
             continue
         rows.append(value)
         numbers.append(number)
-    malformed = pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
+    return rows, numbers, bad
+
+
+def malformed_frame(bad: list[tuple]) -> pd.DataFrame:
+    """Malformed lines (tuples of :data:`MALFORMED_COLUMNS`) as the raw zone's ``events_malformed`` frame."""
+    return pd.DataFrame(bad, columns=list(MALFORMED_COLUMNS)).astype(
         {
             "source": "string",
             "line_number": "int64",
@@ -205,27 +228,30 @@ def split_jsonl(data: bytes | str, source: str = "") -> tuple[list[dict], list[i
             "error": "string",
         }
     )
-    return rows, numbers, malformed
 
 
 def loose_text(value) -> str | None:
     """A JSON value as text: strings as they are, anything else as its JSON text (``true``, ``1e400``)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
+    if value is None or isinstance(value, str):
         return value
+    kind = type(value)
+    if kind is int or (kind is float and math.isfinite(value)):
+        return repr(value)  # what json.dumps writes for them, without its overhead
     return json.dumps(value, ensure_ascii=False)
 
 
 def parse_jsonl(data: bytes | str, source: str = "") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows, malformed): every JSON object becomes a row of text values (see :func:`split_jsonl`)."""
     rows, _, malformed = split_jsonl(data, source)
-    frame = (
-        pd.DataFrame([{k: loose_text(v) for k, v in r.items()} for r in rows]).astype("string")
-        if rows
-        else pd.DataFrame(columns=list(RAW_EVENTS), dtype="string")
-    )
-    return frame, malformed
+    return loose_frame(rows), malformed
+
+
+def loose_frame(rows: list[dict]) -> pd.DataFrame:
+    """JSON objects as a frame of text values (:func:`loose_text`), one column per key in the order keys
+    first appear; no rows: the columns of ``RAW_EVENTS``."""
+    if not rows:
+        return pd.DataFrame(columns=list(RAW_EVENTS), dtype="string")
+    return pd.DataFrame([{k: loose_text(v) for k, v in r.items()} for r in rows]).astype("string")
 
 
 def parse_reference(data: bytes, schema: dict[str, str], *, source: str, name: str) -> pd.DataFrame:
@@ -292,30 +318,6 @@ def landing_contextual_info(lake: Lake, ds: str | date) -> pd.DataFrame:
     """User attributes and devices (context for every impression), in the canonical schema."""
     landed = read_landing(lake, "users", ds)
     return parse_reference(landed.data, RAW_USERS, source=str(landed.path), name="users")
-
-
-def collect_day(lake: Lake, ds: str | date) -> dict:
-    """Landing -> raw zone for one day, reading each landing file once and sealing exactly what was read.
-
-    The three files are read and parsed first (a reference-file error stops the day before anything is
-    written), the raw partitions written, and only then the landing files sealed.
-    """
-    landed = {d: read_landing(lake, d, ds) for d in ("events", "videos", "users")}
-    events, malformed = parse_jsonl(landed["events"].data, source=str(landed["events"].path))
-    videos = parse_reference(landed["videos"].data, VIDEOS, source=str(landed["videos"].path), name="videos")
-    users = parse_reference(landed["users"].data, RAW_USERS, source=str(landed["users"].path), name="users")
-    lake.write_frame("raw", "events", ds, events)
-    lake.write_frame("raw", "events_malformed", ds, malformed)
-    lake.write_frame("raw", "videos", ds, videos)
-    lake.write_frame("raw", "users", ds, users)
-    for one in landed.values():
-        seal(lake, one)
-    return {
-        "input_rows": len(events) + len(malformed),
-        "malformed_rows": len(malformed),
-        "videos_rows": len(videos),
-        "users_rows": len(users),
-    }
 
 
 # ------------------------------------------------------------------------------ the seed's readers

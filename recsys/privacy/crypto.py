@@ -4,6 +4,10 @@ Keys come from ``RECSYS_PRIVACY__ENCRYPTION_KEYS`` (comma-separated, newest firs
 (one key per line, newest first, readable only by its owner). In demo mode a local key file is created
 under the data folder, and a message says so. Decryption with a wrong key raises
 :class:`DecryptionError`; it never returns garbage.
+
+Files too large to hold in memory are written and read as a stream (:meth:`Cipher.writer`,
+:meth:`Cipher.decrypt_file`): the same file format, one Fernet token built piece by piece
+(:mod:`recsys.privacy.fernet_stream`), so either form reads what the other wrote.
 """
 
 from __future__ import annotations
@@ -11,11 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from recsys.config import Settings
+from recsys.privacy.fernet_stream import FernetWriter, TokenError, decrypt_blocks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,7 @@ class Cipher:
             self._f = MultiFernet([Fernet(k.encode()) for k in keys])
         except (ValueError, TypeError) as exc:
             raise KeyConfigError(f"malformed Fernet key: {exc}") from None
+        self._keys = [k.encode() for k in keys]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Cipher:
@@ -102,6 +110,27 @@ class Cipher:
                 f"{what} cannot be decrypted with the configured key(s): wrong key, or the file is damaged"
             ) from None
 
+    def writer(self, sink: BinaryIO) -> FernetWriter:
+        """A file that encrypts what is written to it into ``sink``, as :meth:`encrypt` would; ``close()``
+        finishes the file (after ``abort()``, it leaves one no reader accepts). ``sink`` stays open."""
+        return FernetWriter(self._keys[0], sink, prefix=MAGIC)
+
+    def decrypt_file(self, f: BinaryIO, *, what: str = "data") -> Iterator[bytes]:
+        """The plaintext of the encrypted file ``f`` (seekable, opened at its start), piece by piece.
+
+        The whole file is authenticated before the first piece is returned (:func:`decrypt_blocks`).
+        """
+        if f.read(len(MAGIC)) != MAGIC:
+            raise DecryptionError(f"{what} is not an encrypted recsys file")
+        blocks = decrypt_blocks(f, self._keys, start=len(MAGIC))
+        try:
+            first = next(blocks, b"")
+        except TokenError:
+            raise DecryptionError(
+                f"{what} cannot be decrypted with the configured key(s): wrong key, or the file is damaged"
+            ) from None
+        return _chain(first, blocks, what)
+
     def rotate(self, blob: bytes, *, what: str = "data") -> bytes:
         """Re-encrypt ``blob`` under the newest key (it must decrypt under one of the keys)."""
         if not blob.startswith(MAGIC):
@@ -110,3 +139,12 @@ class Cipher:
             return MAGIC + self._f.rotate(blob[len(MAGIC) :])
         except InvalidToken:
             raise DecryptionError(f"{what} cannot be decrypted with the configured key(s)") from None
+
+
+def _chain(first: bytes, rest: Iterator[bytes], what: str) -> Iterator[bytes]:
+    if first:
+        yield first
+    try:
+        yield from rest
+    except TokenError:  # only after authentication: padding of a verified token
+        raise DecryptionError(f"{what} is damaged") from None

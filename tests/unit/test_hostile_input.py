@@ -52,21 +52,22 @@ def test_a_file_redelivered_during_collect_is_neither_mixed_nor_lost(settings, m
 
     first = land(settings.data_dir, jsonl([event(i) for i in range(5)]))
     redelivered = jsonl([event(i) for i in range(100, 103)])
-    original = Lake.write_frame
+    original = Lake.commit
     done = []
 
-    def write_then_redeliver(self, *args, **kwargs):
+    def commit_then_redeliver(self, *args, **kwargs):
         out = original(self, *args, **kwargs)
-        if not done:  # upstream replaces the file (atomically) while collect runs
+        if not done:  # upstream replaces the file (atomically) while collect commits the raw zone
             tmp = first.with_name("incoming")
             tmp.write_bytes(redelivered)
             os.replace(tmp, first)
             done.append(True)
         return out
 
-    monkeypatch.setattr(Lake, "write_frame", write_then_redeliver)
+    monkeypatch.setattr(Lake, "commit", commit_then_redeliver)
     run_stages(settings, names=("collect",))
-    monkeypatch.setattr(Lake, "write_frame", original)
+    monkeypatch.setattr(Lake, "commit", original)
+    assert done
     from recsys.stages import open_lake
 
     lake = open_lake(settings)

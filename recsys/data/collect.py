@@ -1,0 +1,326 @@
+"""The collect stage: landing -> raw zone for one day, the events streamed in chunks with bounded memory.
+
+The day's events file is read once, in blocks: each block is parsed (by chunks of ``chunk_rows`` lines,
+with the rules of :func:`recsys.data.sources.parse_lines` and the file's own line numbers) and, as it is
+read, encrypted into a staged sealed copy, so the bytes that are parsed are exactly the bytes that are
+sealed (a re-delivery while collect runs is neither half-used nor lost: :func:`recsys.data.sources.seal`).
+Each chunk is written as Parquet row groups into an encrypted file staged beside its partition
+(:meth:`recsys.privacy.crypto.Cipher.writer`: the raw zone's usual format, one Fernet token, built
+piece by piece). Nothing is visible until every output is complete: the four raw files are then committed
+(renamed, or uploaded under one manifest each at a URL) and only then the landing files sealed. A failed
+or killed run leaves only hidden staged files, removed on failure or by the next run of the day
+(:func:`recsys.data.lake.clean_orphans`).
+
+The frames are the ones the whole file would give (:func:`recsys.data.sources.parse_jsonl`): columns in
+the order their keys first appear in the file. If a key appears after the first chunk's columns were
+fixed (a hostile or drifting upstream), the events are written again in a second pass over the staged
+sealed copy (or the already-sealed file), never over the landing file again.
+
+The reference files (videos, users) are parsed whole, first, as before: an error in them stops the day
+before anything is written. A lake at a URL reads the events file whole (one object GET), then parses
+and writes it in chunks as here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterable, Iterator
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from recsys.data.lake import Lake, frame_to_parquet_bytes
+from recsys.data.schema import RAW_USERS, VIDEOS
+from recsys.data.sources import (
+    BOM,
+    SEALED_FILE,
+    Landed,
+    NotLandedError,
+    at_url,
+    landing_file,
+    loose_frame,
+    loose_text,
+    malformed_frame,
+    open_regular,
+    parse_lines,
+    parse_reference,
+    read_landing,
+    seal,
+)
+
+DEFAULT_CHUNK_ROWS = 50_000  # lines per chunk: ~0.5 GB peak for the simulator's events (bench/pipeline.py)
+READ_BYTES = 1 << 22  # bytes read (and sealed) from the landing file at a time
+
+
+class _Staged:
+    """A file of the lake written in pieces, encrypted as it is written, then committed or discarded."""
+
+    def __init__(self, lake: Lake, zone: str, dataset: str, ds, name: str):
+        self.lake, self.where, self.name = lake, (zone, dataset, ds), name
+        self.path = lake.stage(zone, dataset, ds, name)
+        self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close() or discard())
+        self._enc = lake.cipher.writer(self._file)
+        self.stream = io.BufferedWriter(self._enc, 1 << 20)
+
+    def close(self) -> Path:
+        """Finish the encrypted file and sync it to disk (still staged)."""
+        if not self._file.closed:
+            self.stream.close()  # flushes, then finishes the token
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        return self.path
+
+    def commit(self) -> None:
+        self.close()
+        self.lake.commit(*self.where, self.name, self.path)
+
+    def discard(self) -> None:
+        """Remove the staged file (after an error: whatever state its writer is in)."""
+        try:
+            if not self._file.closed:
+                self._enc.abort()  # the token is left unfinished: no reader would accept the file
+                with contextlib.suppress(Exception):
+                    self.stream.close()
+                self._file.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+
+
+class _FrameFile:
+    """Chunks of one frame as row groups of one encrypted Parquet file, the schema taken from ``schema``
+    or the first non-empty chunk; no chunk at all: ``empty`` written whole."""
+
+    def __init__(self, lake: Lake, dataset: str, ds, empty: pd.DataFrame, schema: pa.Schema | None = None):
+        self.lake, self.dataset, self.ds, self.empty = lake, dataset, ds, empty
+        self.schema, self.rows = schema, 0
+        self._staged: _Staged | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        if self._writer is None:
+            self.schema = self.schema or table.schema
+            self._staged = _Staged(self.lake, "raw", self.dataset, self.ds, Lake.frame_file("raw"))
+            self._writer = pq.ParquetWriter(self._staged.stream, self.schema)
+        self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
+        self.rows += table.num_rows
+
+    def finish(self) -> _Staged:
+        if self._writer is None:  # nothing written: the whole (empty) frame, as a frame write gives it
+            self._staged = _Staged(self.lake, "raw", self.dataset, self.ds, Lake.frame_file("raw"))
+            self._staged.stream.write(frame_to_parquet_bytes(self.empty))
+        else:
+            self._writer.close()
+        self._staged.close()
+        return self._staged
+
+    def discard(self) -> None:
+        if self._staged is not None:
+            self._staged.discard()  # first: the Parquet footer written below goes nowhere
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+
+
+# The events file, read once ------------------------------------------------------------------------
+class _EventsSource:
+    """The day's events landing file opened for one streaming read that seals what it reads.
+
+    ``blocks()`` gives the file's bytes once (sealing them into a staged copy when the file is new);
+    ``replay()`` gives the same bytes again from that sealed copy, for a second pass.
+    """
+
+    def __init__(self, lake: Lake, ds):
+        self.lake, self.ds = lake, ds
+        self._whole: Landed | None = None  # a lake at a URL: the object, read whole
+        self._file = None
+        self._sealing: _Staged | None = None
+        self.identity = None
+        if at_url(lake):
+            self._whole = read_landing(lake, "events", ds)
+            self.path, self.sealed = self._whole.path, self._whole.sealed
+            return
+        plain = landing_file(lake, "events", ds)
+        enc = plain.with_name(SEALED_FILE)
+        if os.path.lexists(plain):
+            self.path, self.sealed = plain, False
+            self._file, self.identity = open_regular(lake, plain)
+        elif os.path.lexists(enc):
+            self.path, self.sealed = enc, True
+            self._file, _ = open_regular(lake, enc)
+        else:
+            raise NotLandedError(f"nothing landed for events on ds={ds} (looked for {plain})")
+
+    def blocks(self) -> Iterator[bytes]:
+        if self._whole is not None:
+            yield self._whole.data
+            return
+        if self.sealed:
+            yield from self.lake.cipher.decrypt_file(self._file, what=str(self.path))
+            return
+        self._sealing = _Staged(self.lake, "landing", "events", self.ds, SEALED_FILE)
+        while block := self._file.read(READ_BYTES):
+            self._sealing.stream.write(block)
+            yield block
+        self._sealing.close()
+
+    def replay(self) -> Iterator[bytes]:
+        if self._whole is not None or self.sealed:
+            if self._file is not None:
+                self._file.seek(0)
+            yield from self.blocks()
+            return
+        with open(self._sealing.path, "rb") as f:
+            yield from self.lake.cipher.decrypt_file(f, what=str(self._sealing.path))
+
+    def seal(self) -> None:
+        """Put the sealed copy in place, then remove the plain file if it is still the one read."""
+        if self._whole is not None:
+            seal(self.lake, self._whole)
+            return
+        if self.sealed:
+            return
+        self._sealing.commit()
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == self.identity:
+            self.path.unlink()
+
+    def close(self, ok: bool) -> None:
+        if self._file is not None:
+            self._file.close()
+        if not ok and self._sealing is not None:
+            self._sealing.discard()
+
+
+def numbered_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, line) of a file given in blocks: split on ``\\n`` only, a leading BOM dropped, as
+    :func:`recsys.data.sources.split_jsonl` does on the whole file."""
+    number, carry, started = 0, b"", False
+    for block in blocks:
+        carry += block
+        if not started:
+            if len(carry) < len(BOM) and BOM.startswith(carry):
+                continue  # too short to tell a BOM yet
+            carry, started = carry.removeprefix(BOM), True
+        lines = carry.split(b"\n")
+        carry = lines.pop()
+        for line in lines:
+            number += 1
+            yield number, line
+    if not started:
+        carry = carry.removeprefix(BOM)
+    yield number + 1, carry
+
+
+def chunks(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
+    chunk: list[tuple[int, bytes]] = []
+    for item in lines:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# The stage -----------------------------------------------------------------------------------------
+def _events_schema(columns: list[str]) -> pa.Schema:
+    return pa.Schema.from_pandas(pd.DataFrame(columns=columns, dtype="string"), preserve_index=False)
+
+
+def _events_table(rows: list[dict], columns: list[str], schema: pa.Schema) -> pa.Table:
+    """The rows as :func:`recsys.data.sources.loose_frame` gives them, in ``columns`` (missing: null),
+    built column by column in Arrow (the frame's own conversion is four times slower)."""
+    arrays = [pa.array([loose_text(r.get(c)) for r in rows], type=pa.large_string()) for c in columns]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tuple[_FrameFile, _FrameFile]:
+    """One pass over the events (two if a key appears after the first chunk): the staged events and
+    malformed files."""
+    source = str(landed.path)
+    events = _FrameFile(lake, "events", ds, loose_frame([]))
+    malformed = _FrameFile(lake, "events_malformed", ds, malformed_frame([]))
+    columns: list[str] = []
+    schema = None
+    try:
+        for chunk in chunks(numbered_lines(landed.blocks()), chunk_rows):
+            rows, _, bad = parse_lines(chunk, source)
+            malformed.write(pa.Table.from_pandas(malformed_frame(bad), preserve_index=False))
+            known = set(columns)
+            new = list(dict.fromkeys(k for r in rows for k in r if k not in known))
+            if new and schema is not None and events is not None:
+                events.discard()  # a late key: the events are written again below, with every column
+                events = None
+            columns += new
+            if events is not None and rows:
+                schema = schema or _events_schema(columns)
+                events.write(_events_table(rows, columns, schema))
+        if events is None:
+            events = _FrameFile(lake, "events", ds, loose_frame([]), _events_schema(columns))
+            for chunk in chunks(numbered_lines(landed.replay()), chunk_rows):
+                rows, _, _ = parse_lines(chunk, source)
+                events.write(_events_table(rows, columns, events.schema))
+        return events, malformed
+    except BaseException:
+        for f in (events, malformed):
+            if f is not None:
+                f.discard()
+        raise
+
+
+def _stage_frame(lake: Lake, dataset: str, ds, frame: pd.DataFrame) -> _Staged:
+    staged = _Staged(lake, "raw", dataset, ds, Lake.frame_file("raw"))
+    staged.stream.write(frame_to_parquet_bytes(frame))
+    staged.close()
+    return staged
+
+
+def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+    """Landing -> raw zone for one day (see the module's docstring); returns the row counts.
+
+    ``chunk_rows``: lines of the events file parsed and written at a time (memory grows with it, not with
+    the day; the outputs do not depend on it).
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    source = _EventsSource(lake, ds)  # opened first, as before: a day not delivered names its events file
+    staged: list[_Staged] = []
+    outputs: tuple[_FrameFile, ...] = ()
+    ok = False
+    try:
+        refs = {d: read_landing(lake, d, ds) for d in ("videos", "users")}
+        v, u = refs["videos"], refs["users"]
+        videos = parse_reference(v.data, VIDEOS, source=str(v.path), name="videos")
+        users = parse_reference(u.data, RAW_USERS, source=str(u.path), name="users")
+        counts = {"videos_rows": len(videos), "users_rows": len(users)}
+        staged += [_stage_frame(lake, "videos", ds, videos), _stage_frame(lake, "users", ds, users)]
+        del videos, users
+        outputs = events, malformed = _write_events(lake, ds, source, chunk_rows)
+        staged += [f.finish() for f in outputs]
+        for one in staged:
+            one.commit()
+        ok = True
+    finally:
+        source.close(ok)
+        if not ok:
+            for one in [*staged, *outputs]:
+                one.discard()
+    source.seal()
+    for one in refs.values():
+        seal(lake, one)
+    return {
+        "input_rows": events.rows + malformed.rows,
+        "malformed_rows": malformed.rows,
+        **counts,
+    }

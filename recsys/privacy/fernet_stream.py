@@ -1,0 +1,199 @@
+"""Fernet tokens written and read in pieces, for files too large to hold in memory twice.
+
+A Fernet token (the spec: https://github.com/fernet/spec/blob/master/Spec.md) is
+``base64url(0x80 | timestamp | IV | AES-128-CBC(PKCS7(plaintext)) | HMAC-SHA256(everything before))``.
+Nothing in it needs the whole plaintext at once: CBC, PKCS7 padding, HMAC and base64 all work on a
+stream. :class:`FernetWriter` produces, from plaintext written in pieces, exactly the token
+``Fernet(key).encrypt`` would produce for the same time and IV, so ``Fernet.decrypt`` (and
+:meth:`recsys.privacy.crypto.Cipher.decrypt`) reads it unchanged; :func:`decrypt_blocks` reads a token
+in pieces: it first checks the HMAC over the whole token and only then decrypts, so no byte of an
+altered file is ever returned. No new construction: the same primitives of ``cryptography`` that
+``Fernet`` itself uses, in the same order; the tests check both directions against ``Fernet``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import time
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.hmac import HMAC
+
+VERSION = b"\x80"
+HEADER = 1 + 8 + 16  # version, timestamp, IV
+TAG = 32
+READ_BLOCK = 1 << 22  # base64 characters read at a time (a multiple of 4)
+
+
+class TokenError(ValueError):
+    """The token is not a Fernet token under any of the keys (wrong key, damaged or truncated file)."""
+
+
+def split_key(key: bytes | str) -> tuple[bytes, bytes]:
+    """A Fernet key (urlsafe base64 of 32 bytes) -> (signing key, encryption key), as ``Fernet`` does."""
+    raw = base64.urlsafe_b64decode(key)
+    if len(raw) != 32:
+        raise ValueError("Fernet key must be 32 url-safe base64-encoded bytes")
+    return raw[:16], raw[16:]
+
+
+class FernetWriter(io.RawIOBase):
+    """A writable binary file: what is written to it goes to ``sink`` as one Fernet token under ``key``.
+
+    ``prefix`` is written before the token (the lake's file marker). :meth:`close` finishes the token
+    (padding, HMAC), unless :meth:`abort` was called: then no reader accepts what was written.
+    ``sink`` is not closed.
+    """
+
+    def __init__(self, key: bytes | str, sink: BinaryIO, *, prefix: bytes = b"", iv: bytes | None = None):
+        super().__init__()
+        signing, encryption = split_key(key)
+        self._sink = sink
+        self._hmac = HMAC(signing, hashes.SHA256())
+        iv = os.urandom(16) if iv is None else iv
+        self._encryptor = Cipher(algorithms.AES(encryption), modes.CBC(iv)).encryptor()
+        self._padder = padding.PKCS7(algorithms.AES.block_size).padder()
+        self._pending = b""  # token bytes not yet base64-encoded (fewer than 3)
+        self._size = 0
+        self._aborted = False
+        sink.write(prefix)
+        self._emit(VERSION + int(time.time()).to_bytes(8, "big") + iv)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if self.closed:
+            raise ValueError("write to a closed FernetWriter")
+        data = bytes(data)
+        self._emit(self._encryptor.update(self._padder.update(data)))
+        self._size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._size
+
+    def _emit(self, raw: bytes, *, tag: bool = False) -> None:
+        """Write ``raw`` base64-encoded (whole 3-byte groups; the rest waits), HMAC-ing all but the tag."""
+        if not tag:
+            self._hmac.update(raw)
+        buf = self._pending + raw
+        cut = len(buf) if tag else len(buf) - len(buf) % 3
+        self._pending = buf[cut:]
+        if cut:
+            self._sink.write(base64.urlsafe_b64encode(buf[:cut]))
+
+    def abort(self) -> None:
+        """From now on :meth:`close` does not finish the token (after an error: what was written must
+        not be read: a reader rejects a token without its HMAC)."""
+        self._aborted = True
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if not self._aborted:
+            self._emit(self._encryptor.update(self._padder.finalize()) + self._encryptor.finalize())
+            self._emit(self._hmac.finalize(), tag=True)
+        super().close()
+
+
+def _decoded_blocks(src: BinaryIO, start: int) -> Iterator[bytes]:
+    """The token at ``start`` of ``src``, base64-decoded piece by piece (strict alphabet and padding)."""
+    src.seek(start)
+    carry = b""
+    while True:
+        chunk = src.read(READ_BLOCK)
+        buf = carry + chunk
+        if not chunk:
+            if buf:
+                yield _b64(buf)
+            return
+        cut = len(buf) - len(buf) % 4
+        if cut == len(buf):  # keep the last quantum back: it may carry the padding
+            cut -= 4
+        carry = buf[cut:]
+        if cut > 0:
+            yield _b64(buf[:cut])
+
+
+def _b64(text: bytes) -> bytes:
+    try:
+        return base64.b64decode(text.translate(_URLSAFE), validate=True)
+    except (binascii.Error, ValueError):
+        raise TokenError("not a Fernet token (bad base64)") from None
+
+
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _split_tag(blocks: Iterator[bytes]) -> Iterator[tuple[bytes, bytes | None]]:
+    """(bytes before the tag, None) pieces, then (b"", tag) at the end."""
+    held = b""
+    for block in blocks:
+        held += block
+        if len(held) > TAG:
+            yield held[:-TAG], None
+            held = held[-TAG:]
+    if len(held) < TAG:
+        raise TokenError("not a Fernet token (too short)")
+    yield b"", held
+
+
+def _verify(src: BinaryIO, start: int, keys: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+    """One pass over the token: the (signing, encryption) key whose HMAC matches; else TokenError."""
+    macs = [HMAC(signing, hashes.SHA256()) for signing, _ in keys]
+    head, size = b"", 0
+    for body, tag in _split_tag(_decoded_blocks(src, start)):
+        if len(head) < HEADER:
+            head += body[: HEADER - len(head)]
+        size += len(body)
+        for mac in macs:
+            mac.update(body)
+        if tag is not None:
+            if size < HEADER or head[:1] != VERSION or (size - HEADER) % 16:
+                raise TokenError("not a Fernet token (bad header or length)")
+            for mac, key in zip(macs, keys, strict=True):
+                try:
+                    mac.verify(tag)
+                except InvalidSignature:
+                    continue
+                return key
+    raise TokenError("the token's HMAC matches none of the keys (wrong key, or the file was altered)")
+
+
+def decrypt_blocks(src: BinaryIO, keys: list[bytes | str], *, start: int = 0) -> Iterator[bytes]:
+    """The plaintext of the Fernet token at ``start`` of the seekable file ``src``, piece by piece.
+
+    ``keys``: Fernet keys, tried in order (``MultiFernet``). The whole token is authenticated first (one
+    pass), then decrypted (a second pass): nothing is yielded from a token that does not verify.
+
+    Raises:
+        TokenError: wrong key, or a damaged or truncated token (before any plaintext is yielded).
+    """
+    _, encryption = _verify(src, start, [split_key(k) for k in keys])
+    head, decryptor, unpadder = b"", None, padding.PKCS7(algorithms.AES.block_size).unpadder()
+    for body, _tag in _split_tag(_decoded_blocks(src, start)):
+        if decryptor is None:
+            head += body
+            if len(head) < HEADER:
+                continue
+            iv, body = head[9:HEADER], head[HEADER:]
+            decryptor = Cipher(algorithms.AES(encryption), modes.CBC(iv)).decryptor()
+        out = unpadder.update(decryptor.update(body))
+        if out:
+            yield out
+    if decryptor is None:
+        raise TokenError("not a Fernet token (too short)")
+    try:
+        out = unpadder.update(decryptor.finalize()) + unpadder.finalize()
+    except ValueError:
+        raise TokenError("bad padding in an authenticated token") from None
+    if out:
+        yield out
