@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -189,7 +190,9 @@ def train_model(
     from recsys.incremental import plan_training
 
     # full: the features as they are; incremental: the champion grown, the new rows re-encoded
+    t_plan = time.perf_counter()
     plan = plan_training(features_dir, settings, work_dir)
+    prepare_seconds = time.perf_counter() - t_plan
     tags.update(plan.tags)
     state = TrainState(work_dir)
     start = state.backed_up_epochs()
@@ -242,10 +245,12 @@ def train_model(
             from recsys.lineage import log_feature_datasets
 
             log_feature_datasets(features_dir)  # the run's inputs: source, digest, rows of each split
+        t_fit = time.perf_counter()
         fit = fit_model(
             plan.data_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks, model=plan.model
         )
         model, hist = fit.model, fit.history
+        fit_seconds = time.perf_counter() - t_fit
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _plot_curves(hist, tmp / "learning_curves.png")
@@ -268,6 +273,8 @@ def train_model(
                 "best_val_loss": fit.best_val_loss,
                 "epochs_run": epochs_run,
                 "best_epoch": -1 if fit.best_epoch is None else fit.best_epoch,
+                "prepare_seconds": prepare_seconds,  # planning (incremental: champion load, re-encoding)
+                "fit_seconds": fit_seconds,  # this call's fit (after a resume: the resumed epochs only)
             }
         )
         result = TrainResult(run.info.run_id, model_uri, epochs_run, fit.best_val_loss)
