@@ -172,3 +172,12 @@ def test_the_bias_table_keeps_its_cells_when_devices_grow_and_other_architecture
     assert not cells[:, 4:].any()
     with pytest.raises(IncompatibleModel, match="embedding_dim"):
         warm_started_model(old, spec, ms.model_copy(update={"embedding_dim": 8}), seed=2)
+
+
+def test_a_drift_retrain_is_a_full_training_whatever_the_configured_mode(settings):
+    from recsys.monitoring.retrain import retrain_settings
+
+    inc = settings.model_copy(update={"train": settings.train.model_copy(update={"mode": "incremental"})})
+    out = retrain_settings({"window_days": 2}, inc)
+    assert out.train.mode == "full" and out.features.window_days == 2
+    assert inc.train.mode == "incremental"  # the configured settings are left as they are
