@@ -132,6 +132,11 @@ class TrainSettings(BaseModel):
     learning_rate: float = 3e-3
     patience: int = 3
     train_every_days: int = 1
+    # "incremental": warm-start the ranker from the champion (vocabularies grown, old rows kept) and train
+    # on the train split's last ``incremental_days`` days only (recsys/incremental.py); without a champion
+    # it can extend, a full training with the reason tagged (docs/model.md "Incremental training")
+    mode: Literal["full", "incremental"] = "full"
+    incremental_days: int = Field(default=1, ge=1)
 
 
 class EvaluateSettings(BaseModel):

@@ -14,6 +14,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -66,9 +67,11 @@ def fit_model(
     extra_callbacks: list | None = None,
     verbose: int = 0,
     tasks: Sequence[Task] | None = None,
+    model=None,
 ) -> FitResult:
     """Build, compile and fit the model on ``features_dir`` with the resumable callbacks, one head per task
-    of ``tasks`` (default: the task spec, whose labels the features were built with).
+    of ``tasks`` (default: the task spec, whose labels the features were built with). ``model``: a built
+    model to start from instead (a warm start, :mod:`recsys.incremental`); its feature spec is used.
 
     It opens no MLflow run (the epoch logger writes into the active one, if any). ``work_dir`` holds the
     backup, the best checkpoint and the state; a call after a kill resumes from them. With the same
@@ -80,8 +83,7 @@ def fit_model(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     state = state or TrainState(work_dir)
-    transform = Transform.load(features_dir / "transform.json")
-    spec = transform.spec()
+    spec = model.feature_spec if model is not None else Transform.load(features_dir / "transform.json").spec()
     keras.utils.set_random_seed(settings.seed)
     ts = settings.train
     shuffle_epoch = ShuffleEpoch()
@@ -96,7 +98,8 @@ def fit_model(
     )
     valid_ds = parquet_dataset(features_dir / "valid.parquet", spec, ts.batch_size, tasks=tasks)
 
-    model = build_multi_task_model(spec, settings.model, seed=settings.seed, tasks=tasks)
+    if model is None:
+        model = build_multi_task_model(spec, settings.model, seed=settings.seed, tasks=tasks)
     compile_multi_task_model(model, settings.model, ts.learning_rate)
     start = state.backed_up_epochs()
     state.history = {e: h for e, h in state.history.items() if e < start}
@@ -182,10 +185,15 @@ def train_model(
     from recsys.tracking import configure
 
     experiment_id = configure(settings)
-    transform = Transform.load(features_dir / "transform.json")
-    spec = transform.spec()
     ts, ms = settings.train, settings.model
     work_dir.mkdir(parents=True, exist_ok=True)
+    from recsys.incremental import plan_training
+
+    # full: the features as they are; incremental: the champion grown, the new rows re-encoded
+    t_plan = time.perf_counter()
+    plan = plan_training(features_dir, settings, work_dir)
+    prepare_seconds = time.perf_counter() - t_plan
+    tags.update(plan.tags)
     state = TrainState(work_dir)
     start = state.backed_up_epochs()
     resuming = start > 0 and state.run_id is not None and _run_exists(state.run_id)
@@ -194,8 +202,8 @@ def train_model(
             mlflow.MlflowClient().set_terminated(state.run_id, status="FAILED")  # cannot be resumed
         state.history = {}
         shutil.rmtree(work_dir / "backup", ignore_errors=True)
-    n_train = pq.ParquetFile(features_dir / "train.parquet").metadata.num_rows
-    n_valid = pq.ParquetFile(features_dir / "valid.parquet").metadata.num_rows
+    n_train = pq.ParquetFile(plan.data_dir / "train.parquet").metadata.num_rows
+    n_valid = pq.ParquetFile(plan.data_dir / "valid.parquet").metadata.num_rows
     run_kw = (
         {"run_id": state.run_id}
         if resuming
@@ -204,6 +212,7 @@ def train_model(
     with mlflow.start_run(**run_kw) as run:
         state.run_id = run.info.run_id
         state.save()
+        mlflow.set_tags(plan.tags)
         if resuming:
             mlflow.set_tag("resumed_from_epoch", str(start))
             log.info("resuming MLflow run %s at epoch %d", run.info.run_id, start)
@@ -229,18 +238,24 @@ def train_model(
                     "seed": settings.seed,
                     "train_rows": n_train,
                     "valid_rows": n_valid,
+                    "train_mode": plan.mode,
+                    **plan.params,
                 }
             )
             from recsys.lineage import log_feature_datasets
 
             log_feature_datasets(features_dir)  # the run's inputs: source, digest, rows of each split
-        fit = fit_model(features_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks)
+        t_fit = time.perf_counter()
+        fit = fit_model(
+            plan.data_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks, model=plan.model
+        )
         model, hist = fit.model, fit.history
+        fit_seconds = time.perf_counter() - t_fit
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _plot_curves(hist, tmp / "learning_curves.png")
             (tmp / "history.json").write_text(json.dumps(hist, indent=1))
-            gates = _gate_utilization(model, features_dir / "valid.parquet", spec)
+            gates = _gate_utilization(model, plan.data_dir / "valid.parquet", plan.spec)
             if gates:
                 (tmp / "gate_utilization.json").write_text(json.dumps(gates, indent=2))
                 for task, weights in gates.items():
@@ -250,7 +265,7 @@ def train_model(
                     mlflow.log_metric(f"gate_{task}_entropy", _normalized_entropy(weights))
             mlflow.log_artifacts(str(tmp), artifact_path="training")
             # served after the validation days: the logged transform's state has seen them too
-            serving = serving_transform(features_dir, transform)
+            serving = serving_transform(features_dir, plan.transform)
             model_uri = log_ranker(model, serving, settings, features_dir / "valid.parquet")
         epochs_run = len(hist.get("loss", []))
         mlflow.log_metrics(
@@ -258,6 +273,8 @@ def train_model(
                 "best_val_loss": fit.best_val_loss,
                 "epochs_run": epochs_run,
                 "best_epoch": -1 if fit.best_epoch is None else fit.best_epoch,
+                "prepare_seconds": prepare_seconds,  # planning (incremental: champion load, re-encoding)
+                "fit_seconds": fit_seconds,  # this call's fit (after a resume: the resumed epochs only)
             }
         )
         result = TrainResult(run.info.run_id, model_uri, epochs_run, fit.best_val_loss)

@@ -131,6 +131,8 @@ class Transform:
     sampled_negatives_power: float = 0.0
     # item-item co-engagement and the users' engaged videos (recsys.features.coengagement)
     coengagement: dict = field(default_factory=dict)
+    # rows the normalization statistics were computed over (0: unknown, a transform saved before it)
+    numeric_count: float = 0.0
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ fitting
@@ -177,6 +179,7 @@ class Transform:
         raw = t._raw_numeric(train, ordered=True)
         t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
         t.numeric_std = {n: float(np.std(raw[:, i]) or 1.0) for i, n in enumerate(t.numeric)}
+        t.numeric_count = float(len(raw))
         return t
 
     def _fit_affinity(self, train: pd.DataFrame) -> None:
@@ -372,6 +375,7 @@ class Transform:
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
             "sampled_negatives_power": self.sampled_negatives_power,
+            "numeric_count": self.numeric_count,
             # only when fitted: a transform without it stays loadable by code that predates it
             **({"coengagement": self.coengagement} if self.coengagement else {}),
         }

@@ -47,10 +47,14 @@ def conf_reasons(conf: Mapping[str, Any] | None) -> list[str]:
 
 
 def retrain_settings(conf: Mapping[str, Any] | None, settings=None):
-    """Settings for a retrain run: the configured ones with the conf's ``window_days`` applied."""
+    """Settings for a retrain run: the configured ones with the conf's ``window_days`` applied, and a full
+    training whatever ``train.mode`` says: a retrain answers a drift, and a warm start from the champion
+    would carry over what the drift made wrong."""
     from recsys.config import load_settings
 
     settings = settings or load_settings()
+    if settings.train.mode != "full":
+        settings = settings.model_copy(update={"train": settings.train.model_copy(update={"mode": "full"})})
     window = (conf or {}).get("window_days")
     if window:
         window = max(1, int(window))
