@@ -227,15 +227,17 @@ def pipeline_ranking(
     videos: pd.DataFrame,
     margin: float,
     seed: int = 0,
+    max_users: int = 0,
 ) -> dict:
     """Catalog ranking figures of ``rankers`` (name -> ranker: candidate, champion) and of every baseline
     on the held-out rows ``test``, baselines fitted on ``history`` (the training window); the gate's check.
 
-    Lists are computed as of the start of the held-out period, over the catalog of ``videos``.
+    Lists are computed as of the start of the held-out period, over the catalog of ``videos``, for at most
+    ``max_users`` held-out users (:func:`make_holdout`; 0: all).
     """
     from recsys.catalog_baselines import fit_catalog_baselines
 
-    holdout = make_holdout(history, test, videos)
+    holdout = make_holdout(history, test, videos, max_users=max_users)
     if holdout.n_users == 0 or len(holdout.catalog) == 0:  # nothing to rank for, or nothing to rank
         return {"figures": {}, "check": None, "users": holdout.n_users, "catalog": len(holdout.catalog)}
     cols = ["user_key", "device", "region", "age_band", "activity"]
@@ -288,5 +290,6 @@ def pipeline_ranking_of_run(
         videos,
         cfg.ranking_margin,
         seed=seed,
+        max_users=cfg.ranking_users,
     )
     return result, logged

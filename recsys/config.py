@@ -154,6 +154,10 @@ class EvaluateSettings(BaseModel):
     truth_candidates: int = 500
     # catalog ranking check: the candidate's Recall@10 must beat the best baseline's by this relative margin
     ranking_margin: float = 0.05
+    # at most this many held-out users (every k-th by pseudonym: a fixed pseudo-random sample) are ranked
+    # over the whole catalog for that check; 0: all. Each costs a catalog's worth of model scores for the
+    # candidate and the champion: at 1M interactions a day, most of the evaluate stage (docs/scaling.md)
+    ranking_users: int = Field(default=2000, ge=0)
     # With logged exposures the ranking check is recorded but advisory by default: next-day clicks follow
     # what the logging policy showed, so Recall on them favours popularity (measured on the simulator: the
     # model's true-utility NDCG@10 0.608 vs popularity's 0.516 while its Recall@10 was 0.091 vs 0.122).

@@ -125,3 +125,22 @@ def test_gate_without_logged_exposures_is_decided_by_the_ranking_check():
         "floor_click_auc",
         "ranking_over_best_baseline",
     }
+
+
+def test_the_pipelines_ranking_check_ranks_at_most_ranking_users_held_out_users():
+    """The evaluate stage bounds its catalog ranking cost: a fixed sample of ``ranking_users`` users (every
+    k-th by key), the same whatever the scorers; 0 keeps them all."""
+    from recsys.catalog_eval import pipeline_ranking
+
+    rng = np.random.default_rng(0)
+    keys = [f"{i:04x}" for i in range(60)]
+    train = pd.DataFrame([_rows(u, int(v), 0) for u in keys for v in rng.integers(1, 30, 3)])
+    test = pd.DataFrame([_rows(u, int(rng.integers(1, 30)), 5) for u in keys])
+    videos = _videos(list(range(1, 30)))
+    full = pipeline_ranking({}, train, test, videos, 0.05)
+    capped = pipeline_ranking({}, train, test, videos, 0.05, max_users=20)
+    assert full["users"] == make_holdout(train, test, videos).n_users > 20
+    assert capped["users"] == 20
+    assert capped["figures"]["baseline_popularity"]["users"] == 20.0
+    again = pipeline_ranking({}, train, test, videos, 0.05, max_users=20)
+    assert again["figures"] == capped["figures"]  # a fixed sample, not a random one
