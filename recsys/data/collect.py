@@ -70,7 +70,9 @@ class _Staged:
     def close(self) -> Path:
         """Finish the encrypted file and sync it to disk (still staged)."""
         if not self._file.closed:
-            self.stream.close()  # flushes, then finishes the token
+            self.stream.flush()
+            self._enc.finish()  # the only way the token is completed
+            self.stream.close()
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
@@ -253,9 +255,11 @@ def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tup
     malformed = _FrameFile(lake, "events_malformed", ds, malformed_frame([]))
     columns: list[str] = []
     schema = None
+    n_rows = 0
     try:
         for chunk in chunks(numbered_lines(landed.blocks()), chunk_rows):
             rows, _, bad = parse_lines(chunk, source)
+            n_rows += len(rows)
             malformed.write(pa.Table.from_pandas(malformed_frame(bad), preserve_index=False))
             known = set(columns)
             new = list(dict.fromkeys(k for r in rows for k in r if k not in known))
@@ -271,6 +275,11 @@ def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tup
             for chunk in chunks(numbered_lines(landed.replay()), chunk_rows):
                 rows, _, _ = parse_lines(chunk, source)
                 events.write(_events_table(rows, columns, events.schema))
+        if n_rows and not columns:  # only objects without a key ({}): a table needs a column to hold
+            # rows, so they get a null event_id and reach validate, which judges them (never dropped here)
+            events.discard()
+            events = _FrameFile(lake, "events", ds, loose_frame([]), _events_schema(["event_id"]))
+            events.write(pa.table({"event_id": pa.nulls(n_rows, pa.large_string())}, schema=events.schema))
         return events, malformed
     except BaseException:
         for f in (events, malformed):
@@ -281,8 +290,12 @@ def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tup
 
 def _stage_frame(lake: Lake, dataset: str, ds, frame: pd.DataFrame) -> _Staged:
     staged = _Staged(lake, "raw", dataset, ds, Lake.frame_file("raw"))
-    staged.stream.write(frame_to_parquet_bytes(frame))
-    staged.close()
+    try:
+        staged.stream.write(frame_to_parquet_bytes(frame))
+        staged.close()
+    except BaseException:
+        staged.discard()
+        raise
     return staged
 
 
@@ -315,7 +328,8 @@ def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS
         source.close(ok)
         if not ok:
             for one in [*staged, *outputs]:
-                one.discard()
+                with contextlib.suppress(Exception):  # one failed clean-up must not keep the others
+                    one.discard()
     source.seal()
     for one in refs.values():
         seal(lake, one)

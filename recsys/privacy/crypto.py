@@ -111,8 +111,8 @@ class Cipher:
             ) from None
 
     def writer(self, sink: BinaryIO) -> FernetWriter:
-        """A file that encrypts what is written to it into ``sink``, as :meth:`encrypt` would; ``close()``
-        finishes the file (after ``abort()``, it leaves one no reader accepts). ``sink`` stays open."""
+        """A file that encrypts what is written to it into ``sink``, as :meth:`encrypt` would; ``finish()``
+        completes the file; closed without it, it leaves one no reader accepts. ``sink`` stays open."""
         return FernetWriter(self._keys[0], sink, prefix=MAGIC)
 
     def decrypt_file(self, f: BinaryIO, *, what: str = "data") -> Iterator[bytes]:

@@ -47,9 +47,9 @@ def split_key(key: bytes | str) -> tuple[bytes, bytes]:
 class FernetWriter(io.RawIOBase):
     """A writable binary file: what is written to it goes to ``sink`` as one Fernet token under ``key``.
 
-    ``prefix`` is written before the token (the lake's file marker). :meth:`close` finishes the token
-    (padding, HMAC), unless :meth:`abort` was called: then no reader accepts what was written.
-    ``sink`` is not closed.
+    ``prefix`` is written before the token (the lake's file marker). Only :meth:`finish` completes the
+    token (padding, HMAC); closing it without (an error, a dropped or garbage-collected writer, a buffered
+    wrapper closed on the way out) leaves a token no reader accepts. ``sink`` is not closed.
     """
 
     def __init__(self, key: bytes | str, sink: BinaryIO, *, prefix: bytes = b"", iv: bytes | None = None):
@@ -91,16 +91,15 @@ class FernetWriter(io.RawIOBase):
             self._sink.write(base64.urlsafe_b64encode(buf[:cut]))
 
     def abort(self) -> None:
-        """From now on :meth:`close` does not finish the token (after an error: what was written must
-        not be read: a reader rejects a token without its HMAC)."""
+        """From now on :meth:`finish` refuses (after an error: what was written must not be read)."""
         self._aborted = True
 
-    def close(self) -> None:
-        if self.closed:
-            return
-        if not self._aborted:
-            self._emit(self._encryptor.update(self._padder.finalize()) + self._encryptor.finalize())
-            self._emit(self._hmac.finalize(), tag=True)
+    def finish(self) -> None:
+        """Complete the token (padding, HMAC) and close the writer."""
+        if self.closed or self._aborted:
+            raise ValueError("finish() on a closed or aborted FernetWriter")
+        self._emit(self._encryptor.update(self._padder.finalize()) + self._encryptor.finalize())
+        self._emit(self._hmac.finalize(), tag=True)
         super().close()
 
 
@@ -172,14 +171,25 @@ def decrypt_blocks(src: BinaryIO, keys: list[bytes | str], *, start: int = 0) ->
     """The plaintext of the Fernet token at ``start`` of the seekable file ``src``, piece by piece.
 
     ``keys``: Fernet keys, tried in order (``MultiFernet``). The whole token is authenticated first (one
-    pass), then decrypted (a second pass): nothing is yielded from a token that does not verify.
+    pass), then decrypted (a second pass): nothing is yielded from a token that does not verify. The
+    second pass authenticates what it decrypts again and raises before the last piece if the file changed
+    between the passes, so a caller that commits nothing before the iterator is exhausted (collect) never
+    keeps bytes of an altered file.
 
     Raises:
-        TokenError: wrong key, or a damaged or truncated token (before any plaintext is yielded).
+        TokenError: wrong key, or a damaged or truncated token (before any plaintext is yielded), or a
+            file altered during the second pass (before the last piece).
     """
-    _, encryption = _verify(src, start, [split_key(k) for k in keys])
+    signing, encryption = _verify(src, start, [split_key(k) for k in keys])
+    mac = HMAC(signing, hashes.SHA256())
     head, decryptor, unpadder = b"", None, padding.PKCS7(algorithms.AES.block_size).unpadder()
-    for body, _tag in _split_tag(_decoded_blocks(src, start)):
+    for body, tag in _split_tag(_decoded_blocks(src, start)):
+        mac.update(body)
+        if tag is not None:
+            try:
+                mac.verify(tag)
+            except InvalidSignature:
+                raise TokenError("the file changed while it was decrypted (second HMAC)") from None
         if decryptor is None:
             head += body
             if len(head) < HEADER:

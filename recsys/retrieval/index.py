@@ -5,8 +5,13 @@ Two backends, chosen by configuration (``RetrievalSettings.exact_max_items``):
 * ``exact``: brute force, every query against every video (``faiss.IndexFlatIP``: blocked BLAS matrix
   products and a heap per query, about 3x NumPy's matmul + argpartition here). Exact, and fast enough
   for catalogs of up to a few hundred thousand videos scored once a day.
-* ``faiss``: an HNSW graph over inner products (``faiss.IndexHNSWFlat``, ``METRIC_INNER_PRODUCT``) for
-  larger catalogs; approximate, with ``ef_search`` trading recall for speed.
+* ``faiss``: an HNSW graph (``faiss.IndexHNSWFlat``) for larger catalogs; approximate, with
+  ``ef_search`` trading recall for speed. The item vectors are not of one length (the item bias and the
+  popularity prior sit in the last column), and a graph search by inner product loses most of its recall
+  on such vectors, so the graph is built in L2 over the usual reduction of inner-product search to
+  nearest-neighbour search (Bachrach et al. 2014): each item gets one more coordinate
+  ``sqrt(M^2 - |x|^2)`` (M the largest item norm) and each query a 0, so the nearest item in L2 is the one
+  of largest inner product; the scores returned are the inner products.
 
 Both return video ids (``-1`` pads a row when the index holds fewer than K videos) and scores, best
 first; a test checks that they agree on a small catalog. An empty index returns only padding.
@@ -72,19 +77,31 @@ class ItemIndex:
         if self._faiss is None:
             if self.backend == "exact":  # brute force: blocked BLAS matrix products and a heap per query
                 index = faiss.IndexFlatIP(self.dim)
+                index.add(self.embeddings)
             else:
-                index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexHNSWFlat(self.dim + 1, self.hnsw_m, faiss.METRIC_L2)
                 index.hnsw.efConstruction = max(40, 2 * self.hnsw_m)
-            index.add(self.embeddings)
+                index.add(self._augmented_items())
             self._faiss = index
         return self._faiss
 
+    def _augmented_items(self) -> np.ndarray:
+        """Items with the coordinate ``sqrt(M^2 - |x|^2)``: every row then has the norm M."""
+        sq = np.einsum("ij,ij->i", self.embeddings, self.embeddings)
+        extra = np.sqrt(np.maximum(sq.max() - sq, 0.0))[:, None]
+        return np.ascontiguousarray(np.hstack([self.embeddings, extra]), dtype=np.float32)
+
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         index = self._faiss_index()
-        if self.backend == "faiss":
-            index.hnsw.efSearch = max(self.ef_search, k)
-        sc, pos = index.search(q, k)
-        return pos.astype(np.int64), sc.astype(np.float32)
+        if self.backend == "exact":
+            sc, pos = index.search(q, k)
+            return pos.astype(np.int64), sc.astype(np.float32)
+        index.hnsw.efSearch = max(self.ef_search, k)
+        dist, pos = index.search(np.hstack([q, np.zeros((len(q), 1), np.float32)]), k)
+        # |q - x'|^2 = |q|^2 + M^2 - 2 q.x, so q.x = (|q|^2 + M^2 - distance) / 2
+        m2 = float(np.einsum("ij,ij->i", self.embeddings, self.embeddings).max())
+        sc = (np.einsum("ij,ij->i", q, q)[:, None] + m2 - dist.astype(np.float64)) / 2.0
+        return pos.astype(np.int64), np.where(pos >= 0, sc, -np.inf).astype(np.float32)
 
     # ------------------------------------------------------------------ persistence
     def to_bytes(self) -> bytes:
