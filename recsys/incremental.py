@@ -82,10 +82,40 @@ def plan_training(features_dir: Path, settings: Settings, work_dir: Path) -> Tra
     except Exception as exc:  # a champion that cannot be loaded is no starting point
         log.warning("the champion could not be loaded", exc_info=True)
         return full_plan(features_dir, f"the champion could not be loaded: {type(exc).__name__}: {exc}")
+    gap = _days_since_champion(features_dir, settings, champion.version)
+    if gap is not None and gap > settings.train.incremental_days:
+        # the days between (a refused gate, a skipped training) would never be trained on
+        return full_plan(
+            features_dir,
+            f"champion version {champion.version} was trained {gap} days before this one, more than"
+            f" incremental_days ({settings.train.incremental_days})",
+        )
     try:
         return incremental_plan(features_dir, settings, champion, Path(work_dir) / "incremental")
     except (IncompatibleTransform, IncompatibleModel) as exc:
         return full_plan(features_dir, f"champion version {champion.version} cannot be extended: {exc}")
+
+
+def _days_since_champion(features_dir: Path, settings: Settings, version: str) -> int | None:
+    """Days from the champion's registration day (its ``ds`` tag) to this partition's; None if unknown."""
+    import mlflow
+
+    try:
+        tags = mlflow.MlflowClient().get_model_version(settings.model_name, str(version)).tags
+    except Exception:  # an unknown day is no reason to refuse; the plan stays incremental
+        return None
+    return days_between(Path(features_dir).name, tags.get("ds"))
+
+
+def days_between(partition: str, champion_ds: str | None) -> int | None:
+    """Days from ``champion_ds`` to the day of the features partition named ``partition`` (``ds=...``);
+    None when either is not a day."""
+    try:
+        ds = pd.Timestamp(partition.removeprefix("ds=")[:10]) if partition.startswith("ds=") else None
+        then = pd.Timestamp(champion_ds) if champion_ds else None
+    except ValueError:
+        return None
+    return None if ds is None or then is None else int((ds - then).days)
 
 
 def read_examples(path: Path) -> pd.DataFrame:

@@ -181,3 +181,16 @@ def test_a_drift_retrain_is_a_full_training_whatever_the_configured_mode(setting
     out = retrain_settings({"window_days": 2}, inc)
     assert out.train.mode == "full" and out.features.window_days == 2
     assert inc.train.mode == "incremental"  # the configured settings are left as they are
+
+
+def test_the_gap_to_the_champion_is_read_from_the_partition_and_the_champions_day():
+    """An incremental run trains on the last ``incremental_days`` only: a champion older than that (a
+    refused gate, a skipped training) would leave days untrained, so plan_training falls back to full."""
+    from recsys.incremental import days_between
+
+    assert days_between("ds=2026-01-06", "2026-01-05") == 1
+    assert days_between("ds=2026-01-06", "2026-01-03") == 3
+    assert days_between("ds=2026-01-06-1a2b3c", "2026-01-05") == 1  # the seed API's partitions
+    assert days_between("features", "2026-01-05") is None
+    assert days_between("ds=2026-01-06", None) is None
+    assert days_between("ds=not-a-day", "2026-01-05") is None
