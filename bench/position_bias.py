@@ -53,7 +53,10 @@ def build_self_ranked(settings, days: int, self_ranked_from: int) -> dict:
     last = START + timedelta(days=days - 1)
     done = settings.data_dir / "self_ranked.json"
     if done.exists() and (stages.features_dir(settings, last) / "test.parquet").exists():
-        return json.loads(done.read_text())
+        info = json.loads(done.read_text())
+        if info.get("days_built") == days and info.get("self_ranked_from") == self_ranked_from:
+            return info
+        raise SystemExit(f"{settings.data_dir} holds another logging setup: remove it or pass --data-dir")
     log = []
     for i in range(days):
         ds = START + timedelta(days=i)
@@ -70,21 +73,21 @@ def build_self_ranked(settings, days: int, self_ranked_from: int) -> dict:
             row["recs_rows"] = stages.recommend(ds, settings).get("recs_rows")
             stages.publish(ds, settings)
         log.append(row)
-    info = {"days": log}
+    info = {"days": log, "days_built": days, "self_ranked_from": self_ranked_from}
     done.write_text(json.dumps(info, indent=2))
     return info
 
 
 def from_lists_share(settings, ds) -> float:
-    """Share of the training split's impressions (days before ``ds``) shown from a published list."""
+    """Share of the training split's impressions (the features of ``ds``: what the variants are trained
+    on, validation tail excluded) that were shown from a published list."""
     from recsys import stages
 
-    lake = stages.open_lake(settings)
-    frames = [
-        lake.read_frame("clean", "interactions", START + timedelta(days=i)) for i in range((ds - START).days)
-    ]
-    rows = pd.concat(frames, ignore_index=True)
-    return float(rows["rec_version"].notna().mean()) if "rec_version" in rows else float("nan")
+    path = stages.features_dir(settings, ds) / "train.parquet"
+    have = set(pd.read_parquet(path, columns=None).columns) if path.exists() else set()
+    if "rec_version" not in have:
+        return float("nan")
+    return float(pd.read_parquet(path, columns=["rec_version"])["rec_version"].notna().mean())
 
 
 def stat(vals) -> dict:

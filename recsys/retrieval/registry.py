@@ -47,8 +47,10 @@ def _pyfunc_class():
     import mlflow.pyfunc
 
     class RetrievalPyfunc(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper: item rows (video_id, author_id, category, tags, title, upload_ts) -> the item
-        tower's embeddings, one list per row (what the index holds)."""
+        """MLflow wrapper: item rows (video_id, author_id, category, tags, title, upload_ts) -> the vectors
+        the index holds, one list per row: for a model with an item bias ``[embedding / temperature, bias
+        + prior x log(1 + clicks)]`` (the index's row for a video it has; the item tower's, with no
+        prior, for one it has not), else the unit-norm embedding."""
 
         def load_context(self, context):
             from recsys.retrieval.settings import RetrievalSettings
@@ -62,7 +64,10 @@ def _pyfunc_class():
 
             b = self.bundle
             at = pd.Timestamp(b.index.built_at) if b.index.built_at else pd.Timestamp.now(tz="UTC")
-            emb = np.asarray(b.model.candidate_vectors(b.features.items(model_input, at)))
+            emb = np.array(b.model.candidate_vectors(b.features.items(model_input, at)), dtype=np.float32)
+            # the index's own rows where it has the video (they carry the popularity prior too)
+            pos = pd.Index(b.index.video_ids).get_indexer(model_input["video_id"].astype("int64"))
+            emb[pos >= 0] = b.index.embeddings[pos[pos >= 0]]
             return pd.DataFrame({"embedding": list(emb)})
 
     return RetrievalPyfunc

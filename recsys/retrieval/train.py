@@ -162,8 +162,9 @@ def choose_prior(
     at = pd.to_datetime(v["ts"], utc=True).min().floor("D")
     users = v[["user_key", "device"]].drop_duplicates("user_key", keep="last")
     k, recall = settings.eval_k, {}
+    exact = dataclasses.replace(bundle.index, backend="exact")  # no HNSW graph built per prior
     for prior in sorted(settings.prior_grid):
-        b = dataclasses.replace(bundle, index=with_prior(bundle.index, bundle.model, clicks, prior))
+        b = dataclasses.replace(bundle, index=with_prior(exact, bundle.model, clicks, prior))
         pool = retrieve(b, keys, hist, videos, users, at, k)
         prev = (at - pd.Timedelta(days=1)).date()
         cands = generate_candidates(hist, videos, list(keys), prev, k, retrieved=pool, pools=("two_tower",))

@@ -227,3 +227,27 @@ def test_erasure_repairs_a_served_retrieval_version_without_aliases(settings, tm
     # a second erasure of the same key finds nothing left to repair and keeps the pairing
     again = repair_models(settings, {erased}, "req-served-2")
     assert again["repaired"] == [] and again["pairing"] == [] and serving_pair(settings) == (k1, new[r1])
+
+
+def test_the_registered_pyfunc_returns_the_vectors_the_index_holds(settings, tmp_path):
+    """A data scientist loading the registered retrieval model from MLflow gets, for a video of the index,
+    exactly its row (popularity prior included) and, for a video the index does not have, the item
+    tower's vector of the same length (no prior: it had no training clicks)."""
+    import mlflow
+
+    from recsys.features.transform import Transform
+    from recsys.retrieval.registry import retrieval_model_name
+    from recsys.retrieval.train import fit_retrieval
+
+    ex, videos = toy()
+    s = RetrievalSettings(epochs=1, history_len=5, popularity_prior=2.0)
+    bundle, _ = fit_retrieval(ex, videos, Transform.fit(ex), s, seed=1, index_at=AT)
+    assert bundle.prior == 2.0 and bundle.model.item_bias
+    version = _register_retrieval(settings, bundle)
+    model = mlflow.pyfunc.load_model(f"models:/{retrieval_model_name(settings)}/{version}")
+    late = videos.iloc[:2].assign(video_id=[9001, 9002], upload_ts=AT + pd.Timedelta(days=1))
+    rows = pd.concat([videos.iloc[:5], late], ignore_index=True)
+    got = np.stack(model.predict(rows)["embedding"].to_numpy())
+    pos = pd.Index(bundle.index.video_ids).get_indexer(rows["video_id"].iloc[:5])
+    np.testing.assert_allclose(got[:5], bundle.index.embeddings[pos], rtol=0, atol=1e-6)
+    assert got.shape == (7, bundle.index.dim) and np.isfinite(got[5:]).all()
