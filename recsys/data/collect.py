@@ -205,23 +205,28 @@ class _EventsSource:
 
 
 def numbered_lines(blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line number, line) of a file given in blocks: split on ``\\n`` only, a leading BOM dropped, as
-    :func:`recsys.data.sources.split_jsonl` does on the whole file."""
-    number, carry, started = 0, b"", False
+    """(line number, line) of a file given in blocks: split on ``\n`` only, a leading BOM dropped, as
+    :func:`recsys.data.sources.split_jsonl` does on the whole file. A line longer than a block is joined
+    once, when it ends (linear, however long a hostile line is)."""
+    number, pending, started, head = 0, [], False, b""
     for block in blocks:
-        carry += block
         if not started:
-            if len(carry) < len(BOM) and BOM.startswith(carry):
+            head += block
+            if len(head) < len(BOM) and BOM.startswith(head):
                 continue  # too short to tell a BOM yet
-            carry, started = carry.removeprefix(BOM), True
-        lines = carry.split(b"\n")
-        carry = lines.pop()
+            block, started = head.removeprefix(BOM), True
+        if b"\n" not in block:
+            pending.append(block)
+            continue
+        lines = block.split(b"\n")
+        lines[0] = b"".join([*pending, lines[0]])
+        pending = [lines.pop()]
         for line in lines:
             number += 1
             yield number, line
     if not started:
-        carry = carry.removeprefix(BOM)
-    yield number + 1, carry
+        pending = [head.removeprefix(BOM)]
+    yield number + 1, b"".join(pending)
 
 
 def chunks(lines: Iterator[tuple[int, bytes]], size: int) -> Iterator[list[tuple[int, bytes]]]:
