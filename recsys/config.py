@@ -255,8 +255,8 @@ class RetrievalSettings(BaseModel):
     # "auto" picks the value of prior_grid with the best Recall@eval_k of the validation days' new
     # engagements (ties: the smaller); a number fixes it (docs/retrieval.md)
     popularity_prior: float | Literal["auto"] = "auto"
-    prior_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-    prior_users: int = 20_000  # validation users (a seeded sample) the auto prior is chosen on
+    prior_grid: tuple[float, ...] = Field(default=(0.0, 0.5, 1.0, 2.0, 4.0), min_length=1)
+    prior_users: int = Field(default=20_000, ge=1)  # validation users (seeded sample) it is chosen on
     epochs: int = 4  # more overfit the few engagements per video here (bench/candidates.py, seed 1)
     batch_size: int = 256
     learning_rate: float = 3e-3
@@ -267,6 +267,12 @@ class RetrievalSettings(BaseModel):
     ef_search: int = 128
     eval_k: int = 200  # the gate's candidate Recall@K
     max_recall_regression: float = 0.0  # candidate recall may not fall more than this below the champion's
+
+    @model_validator(mode="after")
+    def _prior_needs_the_bias_column(self):
+        if self.popularity_prior != "auto" and self.popularity_prior != 0 and not self.item_bias:
+            raise ValueError("retrieval.popularity_prior needs retrieval.item_bias (the index's bias column)")
+        return self
 
 
 class S3Settings(BaseModel):
