@@ -14,18 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import TINY_MODEL
 
 pytestmark = pytest.mark.slow
 DAYS = [date(2026, 1, 1) + timedelta(days=i) for i in range(3)]
 TINY_SIM = {"n_users": 80, "n_videos": 100, "n_categories": 5, "n_authors": 12}
-TINY_MODEL = {
-    "embedding_dim": 4,
-    "shallow_units": [16],
-    "n_experts": 2,
-    "n_shared_experts": 1,
-    "expert_units": 8,
-    "tower_units": 4,
-}
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,10 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import TINY_MODEL, TINY_SIM
 
 from recsys.features.extend import IncompatibleTransform, grown_vocab, merged_stats
 from recsys.features.spec import CATEGORICAL, FeatureSpec
-
-TINY_SIM = {"n_users": 60, "n_videos": 80, "n_categories": 5, "n_authors": 10}
-TINY_MODEL = {
-    "embedding_dim": 4,
-    "shallow_units": [16],
-    "n_experts": 2,
-    "n_shared_experts": 1,
-    "expert_units": 8,
-    "tower_units": 4,
-}
 
 
 @pytest.fixture(scope="module")

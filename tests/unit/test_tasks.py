@@ -9,20 +9,12 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import TINY_MODEL, TINY_SIM
 
 from recsys import tasks
 from recsys.tasks import Task
 
 NAN = np.nan
-TINY_SIM = {"n_users": 60, "n_videos": 80, "n_categories": 5, "n_authors": 10}
-TINY_MODEL = {
-    "embedding_dim": 4,
-    "shallow_units": [16],
-    "n_experts": 2,
-    "n_shared_experts": 1,
-    "expert_units": 8,
-    "tower_units": 4,
-}
 # The fifth head: did a click lead to more than a minute of watching? Derived from an existing column.
 LONG_WATCH = Task(
     "long_watch", "binary", column="watch_seconds", threshold=60.0, loss_weight=0.5, score_weight=0.25

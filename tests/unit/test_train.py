@@ -8,18 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import TINY_MODEL, TINY_SIM
 
 from recsys.train import TrainState, _normalized_entropy, fit_model, parquet_dataset
-
-TINY_SIM = {"n_users": 60, "n_videos": 80, "n_categories": 5, "n_authors": 10}
-TINY_MODEL = {
-    "embedding_dim": 4,
-    "shallow_units": [16],
-    "n_experts": 2,
-    "n_shared_experts": 1,
-    "expert_units": 8,
-    "tower_units": 4,
-}
 
 
 def build_tiny_features(settings, days: int = 2) -> Path:
