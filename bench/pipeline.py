@@ -4,6 +4,10 @@ Run: ``.venv/bin/python bench/pipeline.py --interactions 100000 1000000 [--epoch
 Writes ``bench/results/pipeline.json`` (rewritten after every size, so a long run leaves partial results).
 ``--until collect`` stops after that stage (``land`` still generates the day) and writes
 ``bench/results/pipeline_until_collect.json``: e.g. the collect stage alone at 100k, 1M and 10M events.
+``--keep DIR`` keeps each size's work folder (data, keys, each stage's result) under ``DIR/<interactions>``;
+``--reuse DIR --stages evaluate recommend publish`` reruns only those stages on such a kept folder (same
+keys, same trained run and champion) and writes ``bench/results/pipeline_stages_<names>.json``: how a change
+to a late stage is measured without regenerating and retraining the day.
 
 Design (how it compares with production):
 
@@ -116,6 +120,7 @@ def _env(data_dir: Path, interactions: int, epochs: int) -> dict[str, str]:
 
 
 def _run_stage(name: str, kwargs: dict, env: dict, work: Path) -> dict:
+    """Run stage ``name`` in a child process; its result JSON stays in ``work`` (reused by ``--reuse``)."""
     out = work / f"{name}.result.json"
     log = work / f"{name}.log"
     t0 = time.perf_counter()
@@ -143,22 +148,62 @@ def _run_stage(name: str, kwargs: dict, env: dict, work: Path) -> dict:
     }
 
 
-def run(interactions: int, epochs: int, until: str = STAGES[-1]) -> dict:
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
-        work = Path(tmp)
+def _kwargs(name: str, per: dict) -> dict:
+    if name == "evaluate":
+        tr = per["train"]["result"]
+        return {"run_id": tr["run_id"], "model_uri": tr["model_uri"]}
+    if name == "register":
+        ev = per["evaluate"]["result"]
+        return {"run_id": ev["run_id"], "model_uri": ev["model_uri"], "blessed": True}
+    return {}
+
+
+def _prepare(work: Path, interactions: int, epochs: int, reuse: bool) -> tuple[dict, dict]:
+    """The environment of the work folder (created, or read back from a kept one) and, when reusing, the
+    kept results of every stage that ran there."""
+    env_file = work / "env.json"
+    if not reuse:
+        work.mkdir(parents=True, exist_ok=True)
         env = _env(work / "data", interactions, epochs)
+        keep = {k: v for k, v in env.items() if k.startswith(("RECSYS_", "MLFLOW_", "GX_", "TF_"))}
+        env_file.write_text(json.dumps(keep))
+        return env, {}
+    if not env_file.exists():
+        raise SystemExit(f"{work} is not a kept work folder (no env.json); make one with --keep")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
+    env.update(json.loads(env_file.read_text()))
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    kept = {}
+    for name in STAGES:
+        f = work / f"{name}.result.json"
+        if f.exists():
+            kept[name] = {"result": json.loads(f.read_text())["result"]}
+    return env, kept
+
+
+def run(
+    interactions: int,
+    epochs: int,
+    until: str = STAGES[-1],
+    *,
+    keep: Path | None = None,
+    reuse: Path | None = None,
+    only: tuple[str, ...] = (),
+) -> dict:
+    load_before = os.getloadavg()[0]
+    with contextlib.ExitStack() as stack:
+        if reuse is not None:
+            work = reuse / str(interactions)
+        elif keep is not None:
+            work = keep / str(interactions)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="recsys-bench-")))
+        env, kept = _prepare(work, interactions, epochs, reuse is not None)
+        names = list(only) if only else list(STAGES[: STAGES.index(until) + 1])
         per: dict[str, dict] = {}
         t0 = time.perf_counter()
-        for name in STAGES[: STAGES.index(until) + 1]:
-            kwargs: dict = {}
-            if name == "evaluate":
-                tr = per["train"]["result"]
-                kwargs = {"run_id": tr["run_id"], "model_uri": tr["model_uri"]}
-            elif name == "register":
-                ev = per["evaluate"]["result"]
-                kwargs = {"run_id": ev["run_id"], "model_uri": ev["model_uri"], "blessed": True}
-            per[name] = _run_stage(name, kwargs, env, work)
+        for name in names:
+            per[name] = _run_stage(name, _kwargs(name, {**kept, **per}), env, work)
             p = per[name]
             print(
                 f"  {interactions:>9,} {name:<10} {p['stage_seconds']:8.1f}s body "
@@ -178,9 +223,10 @@ def run(interactions: int, epochs: int, until: str = STAGES[-1]) -> dict:
         "lake_bytes": lake_bytes,
         "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)},
     }
-    if until != STAGES[-1]:  # a partial run: the stages' own results instead of the whole pipeline's
+    if only or until != STAGES[-1]:  # a partial run: the stages' own results instead of the whole pipeline's
+        collect = res.get("collect") or kept.get("collect", {}).get("result")
         return {
-            "interactions": int(res["collect"]["input_rows"]) if "collect" in res else None,
+            "interactions": int(collect["input_rows"]) if collect else None,
             "target_interactions": interactions,
             "wall_seconds": round(wall, 1),
             "landing_bytes_after": landing_bytes,  # sealed (encrypted) once collect ran
@@ -258,18 +304,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--keep", type=Path, default=None, help="keep each size's work folder under DIR/<n>")
+    parser.add_argument("--reuse", type=Path, default=None, help="rerun --stages on DIR/<n> (from --keep)")
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=(), help="with --reuse: stages to run")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, json.loads(args.kwargs), Path(args.out))
-    partial = args.until != STAGES[-1]
+    if bool(args.reuse) != bool(args.stages):
+        parser.error("--reuse and --stages go together")
+    partial = args.until != STAGES[-1] or bool(args.stages)
     if args.out is None:
-        args.out = RESULTS.with_name(f"pipeline_until_{args.until}.json") if partial else RESULTS
+        if args.stages:
+            args.out = RESULTS.with_name(f"pipeline_stages_{'_'.join(args.stages)}.json")
+        else:
+            args.out = RESULTS.with_name(f"pipeline_until_{args.until}.json") if partial else RESULTS
 
     doc = {
         "benchmark": "one simulated day through every stage, one subprocess per stage"
-        + (f" (stopped after {args.until})" if partial else ""),
+        + (
+            f" (only {', '.join(args.stages)}, rerun on the kept day)"
+            if args.stages
+            else (f" (stopped after {args.until})" if partial else "")
+        ),
         "method": __doc__.split("Design", 1)[1].strip(),
         "day": str(DS),
         "machine": machine(),
@@ -279,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     for n in args.interactions:
         print(f"pipeline bench: ~{n:,} interactions", flush=True)
-        doc["runs"].append(run(n, args.epochs, args.until))
+        doc["runs"].append(
+            run(n, args.epochs, args.until, keep=args.keep, reuse=args.reuse, only=tuple(args.stages))
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(
