@@ -150,12 +150,19 @@ def train_retrieval(ds: date, cat: Catalog, trigger: str = "schedule") -> dict:
 # --------------------------------------------------------------------------------- serving
 @stage("recommend")
 def recommend(ds: date, cat: Catalog) -> dict:
-    """Candidates for every user active on ``ds``, ranked by the champion, top N -> recs zone."""
-    from recsys.serving import batch_recommendations
+    """Candidates for every user active on ``ds``, ranked by the champion, top N -> recs zone.
 
-    recs, info = batch_recommendations(cat.lake, ds, cat.settings)
-    cat.lake.write_frame("recs", "lists", ds, recs)
-    return {"recs_rows": len(recs), **info}
+    Shard by shard of users (``serving.users_per_shard``): each shard's lists are appended as row groups
+    to a staged file, committed whole once the last shard (and the fallback list) is written; a failed
+    or killed run leaves the previous partition as it was.
+    """
+    from recsys.serving import recommendation_shards
+
+    info: dict = {}
+    with cat.lake.frame_writer("recs", "lists", ds) as out:
+        for recs in recommendation_shards(cat.lake, ds, cat.settings, info=info):
+            out.write(recs)
+    return {"recs_rows": out.rows, **info}
 
 
 @stage("publish")

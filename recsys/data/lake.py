@@ -17,6 +17,7 @@ so that the next run of a day can remove what a killed run left behind (:func:`c
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -168,14 +169,22 @@ class Lake:
         """Put the staged file (complete and synced to disk) in place as the partition's file ``name``."""
         os.replace(staged, self.partition(zone, dataset, ds) / name)
 
-    def read_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> pd.DataFrame:
+    def frame_writer(self, zone: str, dataset: str, ds, name: str = "part-0") -> FrameWriter:
+        """A writer of the partition's frame ``name`` in pieces (Parquet row groups), committed whole at
+        the end (:class:`FrameWriter`); plaintext zones only."""
+        return FrameWriter(self, zone, dataset, ds, name)
+
+    def read_frame(
+        self, zone: str, dataset: str, ds, name: str = "part-0", columns: list[str] | None = None
+    ) -> pd.DataFrame:
+        """The partition's frame ``name`` (``columns``: only those, read from the file alone)."""
         path = self._frame_path(zone, dataset, ds, name)
         if not path.exists():
             raise FileNotFoundError(f"no {zone}/{dataset} partition for ds={as_date(ds)} ({path})")
         data = path.read_bytes()
         if zone in ENCRYPTED_ZONES:
             data = self.cipher.decrypt(data, what=str(path))
-        return pd.read_parquet(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
 
     def read_window(self, zone: str, dataset: str, start, end, name: str = "part-0") -> pd.DataFrame:
         """Concatenate the partitions with start <= ds <= end (missing days are skipped)."""
@@ -235,3 +244,81 @@ class Lake:
     def local_dir(self, zone: str, dataset: str, ds) -> Path:
         """A local folder holding the partition's files (here: the partition itself)."""
         return self.partition(zone, dataset, ds)
+
+
+class FrameWriter:
+    """One frame of a partition written a piece at a time: each :meth:`write` appends row groups to a file
+    staged with :meth:`Lake.stage` (a hidden sibling on disk, a local file for a lake at a URL), and
+    :meth:`commit` syncs it and puts it in place with :meth:`Lake.commit` (a rename, or an upload under
+    one manifest). Readers see the old frame or the whole new one; on an error (``with`` block) the
+    staged file is removed, and a killed writer's is removed by the next run (:func:`clean_orphans`).
+
+    The schema (with its pandas metadata) is the first piece's: the file reads back as
+    ``pd.concat(pieces, ignore_index=True)`` when the pieces share their dtypes; no rows at all: the first
+    (empty) piece is written as a whole-frame write would.
+    """
+
+    def __init__(self, lake: Lake, zone: str, dataset: str, ds, name: str = "part-0"):
+        if zone in ENCRYPTED_ZONES:
+            raise ValueError(f"{zone} is encrypted: its frames are written whole (Lake.write_frame)")
+        self.lake, self.where = lake, (zone, dataset, ds)
+        self.file = Lake.frame_file(zone, name)
+        self.rows = 0
+        self._path: Path | None = None
+        self._writer = None
+        self._schema = None
+        self._empty: pd.DataFrame | None = None
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._empty is None:
+            self._empty = df.iloc[:0]
+        if len(df) == 0:
+            return
+        if self._writer is None:
+            self._path = Path(self.lake.stage(*self.where, self.file))
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            self._schema = table.schema
+            self._writer = pq.ParquetWriter(self._path, self._schema)
+        else:
+            table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
+        self._writer.write_table(table)
+        self.rows += len(df)
+
+    def commit(self) -> None:
+        if self._writer is None:  # nothing written: the (empty) frame whole
+            if self._empty is None:
+                raise ValueError("no frame was written, not even an empty one (its columns are unknown)")
+            self._path = Path(self.lake.stage(*self.where, self.file))
+            self._path.write_bytes(frame_to_parquet_bytes(self._empty))
+        else:
+            self._writer.close()
+            self._writer = None
+        try:
+            with open(self._path, "rb+") as f:
+                os.fsync(f.fileno())
+            self.lake.commit(*self.where, self.file, self._path)
+        except BaseException:
+            self.discard()
+            raise
+        self._path = None
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):  # the file is removed next, whatever state it is in
+                self._writer.close()
+            self._writer = None
+        if self._path is not None:
+            Path(self._path).unlink(missing_ok=True)
+            self._path = None
+
+    def __enter__(self) -> FrameWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()

@@ -70,7 +70,9 @@ class ObjectLake(Lake):
     def has_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> bool:
         return self.has_file(zone, dataset, ds, self._frame_name(zone, name))
 
-    def read_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> pd.DataFrame:
+    def read_frame(
+        self, zone: str, dataset: str, ds, name: str = "part-0", columns: list[str] | None = None
+    ) -> pd.DataFrame:
         fname = self._frame_name(zone, name)
         try:
             data = self.read_bytes(zone, dataset, ds, fname)
@@ -80,7 +82,7 @@ class ObjectLake(Lake):
             ) from None
         if zone in ENCRYPTED_ZONES:
             data = self.cipher.decrypt(data, what=f"{self.partition(zone, dataset, ds)}/{fname}")
-        return pd.read_parquet(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
 
     # Files of a partition ----------------------------------------------------------------------
     def write_bytes(

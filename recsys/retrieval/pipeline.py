@@ -132,6 +132,16 @@ def two_tower_pool(settings: Settings, ranker_version: str | None, user_keys, hi
     """The pool of the retrieval version paired with ``ranker_version``; None (the rule pools serve alone)
     when retrieval is disabled, nothing is paired, or it cannot be loaded. Never raises for a missing
     or empty index: a list is always served."""
+    bundle = paired_retrieval(settings, ranker_version)
+    if bundle is None:
+        return None
+    h = history[(history["clicked"] == 1) & history["video_id"].notna()]
+    return shard_pool(bundle, settings, ranker_version, user_keys, h, videos, users, at)
+
+
+def paired_retrieval(settings: Settings, ranker_version: str | None):
+    """The retrieval bundle paired with ``ranker_version`` (loaded once for a day's shards), or None when
+    retrieval is disabled, nothing is paired, or it cannot be loaded (the rule pools then serve alone)."""
     from recsys.retrieval.registry import paired_retrieval_version
 
     if not settings.retrieval.enabled or ranker_version is None:
@@ -141,11 +151,23 @@ def two_tower_pool(settings: Settings, ranker_version: str | None, user_keys, hi
         if version is None:
             return None
         from recsys.retrieval.registry import load_retrieval
-        from recsys.retrieval.train import retrieve
 
-        bundle = load_retrieval(settings, version)
-        h = history[(history["clicked"] == 1) & history["video_id"].notna()]
-        return retrieve(bundle, user_keys, h, videos, users, at, settings.retrieval.k)
+        return load_retrieval(settings, version)
     except Exception as exc:  # candidates must still be served from the rule pools
+        log.warning("two-tower pool unavailable (ranker %s): %s; serving the rule pools", ranker_version, exc)
+        return None
+
+
+def shard_pool(
+    bundle, settings: Settings, ranker_version, user_keys, clicks, videos, users, at, seen_max=None
+):
+    """The two-tower pool of ``user_keys`` from their ``clicks`` (clicked rows with a video) with a loaded
+    ``bundle``; None if it fails (never raises: the rule pools serve). ``seen_max``: see
+    :func:`recsys.retrieval.train.retrieve`."""
+    from recsys.retrieval.train import retrieve
+
+    try:
+        return retrieve(bundle, user_keys, clicks, videos, users, at, settings.retrieval.k, seen_max=seen_max)
+    except Exception as exc:
         log.warning("two-tower pool unavailable (ranker %s): %s; serving the rule pools", ranker_version, exc)
         return None

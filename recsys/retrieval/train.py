@@ -219,6 +219,7 @@ def retrieve(
     k: int,
     *,
     chunk_users: int = CHUNK_USERS,
+    seen_max: int | None = None,
 ):
     """The two-tower pool (:class:`recsys.serving.candidates.Retrieved`) for the users with history.
 
@@ -226,7 +227,8 @@ def retrieve(
     (their tower has nothing of theirs to go on; the fallback pools serve them). None when there is no
     model or its index is empty. The search asks for ``k`` plus the longest history so that removing
     seen videos still leaves ``k``. Users are embedded and searched ``chunk_users`` at a time, which
-    bounds memory whatever their number.
+    bounds memory whatever their number. ``seen_max``: the longest history to allow for (default: of
+    these users); serving in shards passes the day's, so a user's pool does not depend on the shard.
     """
     from recsys.serving.candidates import Retrieved
 
@@ -238,7 +240,8 @@ def retrieve(
     c, owner = clicks.loc[mine, ["user_key", "video_id", "ts"]], owner[mine]  # what the tower reads
     order = np.argsort(owner, kind="stable")  # by user, so a chunk of users is a slice of clicks
     c, owner = c.iloc[order], owner[order]
-    seen_max = int(np.bincount(owner).max()) if len(owner) else 0
+    if seen_max is None:
+        seen_max = int(np.bincount(owner).max()) if len(owner) else 0
     width = k + min(seen_max, k)
     out_keys, out_ids = [], []
     for lo in range(0, len(keys), chunk_users):  # bounds the history frames and tower inputs

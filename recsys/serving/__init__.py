@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 
+import numpy as np
 import pandas as pd
 
 from recsys.config import Settings, load_settings
-from recsys.serving.candidates import generate_candidates
 from recsys.serving.rank import rank_candidates, rank_pairs, scoring_frame, serving_time, top_n
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,27 @@ __all__ = [
     "get_recommendations",
     "parallel_recommendations",
     "recommend_videos",
+    "recommendation_shards",
     "score_for_user",
 ]
 
 HISTORY_DAYS = 7
+CLICK_COLUMNS = ["user_key", "session_key", "video_id", "clicked", "ts"]  # what the candidate pools read
+SHARDS_PER_DASK_BLOCK = 8  # Dask: shards of users_per_shard scored concurrently per block of users
 
 
 def _context(lake, ds: date, settings: Settings):
+    """(the clicked rows of the history window, videos, users). The rule pools, the two-tower pool and
+    the fallback read only clicks, so each day is cut to its clicked rows as it is read."""
     start = ds - timedelta(days=HISTORY_DAYS - 1)
-    history = lake.read_window("clean", "interactions", start, ds)
+    frames = []
+    for d in lake.list_ds("clean", "interactions"):
+        if start <= d <= ds and lake.has_frame("clean", "interactions", d):
+            f = lake.read_frame("clean", "interactions", d, columns=CLICK_COLUMNS)
+            frames.append(f[f["clicked"] == 1])
+    if not frames:
+        raise FileNotFoundError(f"no clean/interactions partitions between {start} and {ds}")
+    history = pd.concat(frames, ignore_index=True)
     videos = lake.read_frame("clean", "videos", ds)
     users = lake.read_frame("clean", "users", ds)
     return history, videos, users
@@ -49,14 +62,56 @@ def batch_recommendations(
     parallel: bool | None = None,
     client=None,
     ranker=None,
+    users_per_shard: int | None = None,
 ):
-    """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users).
+    """Top-N lists for every user active on ``ds`` (plus a fallback list for unknown users), in one frame:
+    the shards of :func:`recommendation_shards` concatenated. Returns (frame, info)."""
+    info: dict = {}
+    parts = list(
+        recommendation_shards(
+            lake,
+            ds,
+            settings,
+            user_keys,
+            parallel=parallel,
+            client=client,
+            ranker=ranker,
+            info=info,
+            users_per_shard=users_per_shard,
+        )
+    )
+    return pd.concat(parts, ignore_index=True), info
 
-    ``parallel`` (default ``settings.serving.parallel_scoring``) scores user shards on Dask: on ``client``
-    if given, else on :func:`recsys.scale.dask_client` (the configured scheduler or a LocalCluster).
-    ``ranker``: rank with this model instead of the champion (in process only; a counterfactual replay).
+
+def recommendation_shards(
+    lake,
+    ds: date,
+    settings: Settings,
+    user_keys: list[str] | None = None,
+    *,
+    parallel: bool | None = None,
+    client=None,
+    ranker=None,
+    info: dict | None = None,
+    users_per_shard: int | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The top-N lists of ``ds``, a shard of users at a time: frames of (user_key, rank, video_id, score,
+    model_version) in user-key order, the fallback list (``__fallback__``) last.
+
+    Users are ``user_keys`` (default: every user engaged in the active window, and the day's actives),
+    sorted and distinct. What all users share is built once (the recent clicks, the catalog's pools, the
+    co-visitation table, the model); candidates, the two-tower search, scoring and the diversity rule run
+    per shard of ``settings.serving.users_per_shard`` (or ``users_per_shard``) users, so memory follows
+    the shard, not the day. A user's list does not depend on the shard it is in (a test checks it).
+
+    ``parallel`` (default ``settings.serving.parallel_scoring``) scores blocks of shards on Dask: on
+    ``client`` if given, else on :func:`recsys.scale.dask_client` (the configured scheduler or a
+    LocalCluster). ``ranker``: rank with this model instead of the champion (in process only; a
+    counterfactual replay). ``info`` (a dict) receives the run's summary once the last frame is out.
     """
     from recsys.registry import NoChampionError, load_ranker
+    from recsys.retrieval.pipeline import paired_retrieval, shard_pool
+    from recsys.serving.candidates import CandidateGenerator
     from recsys.serving.publish import FALLBACK_KEY
 
     sv = settings.serving
@@ -71,60 +126,97 @@ def batch_recommendations(
         from recsys.serving.active import active_user_keys
 
         user_keys = active_user_keys(lake, ds, sv.active_window_days)
+    user_keys = sorted(set(user_keys))
     at = serving_time(ds)
-    from recsys.retrieval.pipeline import two_tower_pool  # the pool of the retrieval paired with the ranker
-
-    pool = two_tower_pool(settings, getattr(ranker, "version", None), user_keys, history, videos, users, at)
-    cands = generate_candidates(
+    version = ranker.version if ranker is not None else BASELINE_VERSION
+    gen = CandidateGenerator(
         history,
         videos,
-        user_keys,
         ds,
         sv.n_candidates,
-        retrieved=pool,
         fresh_quota=settings.retrieval.fresh_quota,
+        users=user_keys,
     )
+    fallback = _fallback(history, videos, sv.top_n)
+    del history  # the generator keeps the clicks it needs, sorted by user
+    # the retrieval paired with the ranker, loaded once; searched per shard with the day's longest history
+    bundle = paired_retrieval(settings, getattr(ranker, "version", None))
+    seen_max = gen.clicks_max(user_keys) if bundle is not None else None
+    size = max(1, int(users_per_shard or sv.users_per_shard))
+    dask = None
     if ranker is not None and parallel:
-        from recsys.scale import RankerRef, dask_client, rank_on_dask
+        from recsys.scale import RankerRef, dask_client
 
         ref = RankerRef.from_registry(settings, ranker.version)
-        args = (
-            ref,
-            user_keys,
-            cands,
-            users,
-            videos,
-            at,
-            sv.top_n,
-            sv.max_per_author,
-            sv.max_per_category,
-            sv.users_per_shard,
+        if client is None:
+            cm = dask_client(settings)
+            client = cm.__enter__()
+            dask = cm
+        size *= SHARDS_PER_DASK_BLOCK
+    n_cands, tt_users = 0, 0
+    try:
+        for lo in range(0, len(user_keys), size):
+            keys = user_keys[lo : lo + size]
+            pool = None
+            if bundle is not None:
+                pool = shard_pool(
+                    bundle, settings, version, keys, gen.user_clicks(keys), videos, users, at, seen_max
+                )
+            cands = gen.for_users(keys, retrieved=pool)
+            n_cands += int(cands.sizes().sum())
+            tt_users += 0 if pool is None else len(pool.user_keys)
+            if ranker is not None and parallel:
+                from recsys.scale import rank_on_dask
+
+                recs = rank_on_dask(
+                    client,
+                    ref,
+                    keys,
+                    cands,
+                    users,
+                    videos,
+                    at,
+                    sv.top_n,
+                    sv.max_per_author,
+                    sv.max_per_category,
+                    sv.users_per_shard if users_per_shard is None else users_per_shard,
+                )
+            elif ranker is not None:
+                recs = rank_pairs(
+                    ranker, keys, cands, users, videos, at, sv.top_n, sv.max_per_author, sv.max_per_category
+                )
+            else:
+                frame = scoring_frame(keys, cands, users, videos, at)
+                order = -frame.groupby("user_key").cumcount().to_numpy(float)
+                recs = top_n(frame, order, sv.top_n, sv.max_per_author, sv.max_per_category)
+            yield _with_version(recs, version)
+    finally:
+        if dask is not None:
+            dask.__exit__(None, None, None)
+    yield _with_version(fallback.assign(user_key=FALLBACK_KEY), version)
+    if info is not None:
+        info.update(
+            {
+                "model_version": version,
+                "users": len(user_keys),
+                "mean_candidates": float(n_cands / len(user_keys)) if user_keys else 0.0,
+                "parallel": bool(parallel and ranker is not None),
+                "two_tower_users": tt_users,
+            }
         )
-        if client is not None:
-            recs = rank_on_dask(client, *args)
-        else:
-            with dask_client(settings) as c:
-                recs = rank_on_dask(c, *args)
-    elif ranker is not None:
-        recs = rank_pairs(
-            ranker, user_keys, cands, users, videos, at, sv.top_n, sv.max_per_author, sv.max_per_category
-        )
-    else:
-        frame = scoring_frame(user_keys, cands, users, videos, at)
-        order = -frame.groupby("user_key").cumcount().to_numpy(float)
-        recs = top_n(frame, order, sv.top_n, sv.max_per_author, sv.max_per_category)
-    fallback = _fallback(history, videos, sv.top_n)
-    recs = pd.concat([recs, fallback.assign(user_key=FALLBACK_KEY)], ignore_index=True)
-    version = ranker.version if ranker is not None else BASELINE_VERSION
-    recs["model_version"] = version
-    sizes = [len(cands.get(u, [])) for u in user_keys]
-    return recs, {
-        "model_version": version,
-        "users": len(user_keys),
-        "mean_candidates": float(sum(sizes) / len(sizes)) if sizes else 0.0,
-        "parallel": bool(parallel and ranker is not None),
-        "two_tower_users": 0 if pool is None else len(pool.user_keys),
-    }
+
+
+def _with_version(recs: pd.DataFrame, version: str) -> pd.DataFrame:
+    """A shard's rows in the recs zone's columns and dtypes (the same for every shard and the fallback)."""
+    return pd.DataFrame(
+        {
+            "user_key": recs["user_key"].astype(str).to_numpy(object),
+            "rank": recs["rank"].to_numpy(np.int64),
+            "video_id": recs["video_id"].to_numpy(np.int64),
+            "score": recs["score"].to_numpy(np.float64),
+            "model_version": np.full(len(recs), version, dtype=object),
+        }
+    ).astype({"user_key": "str", "model_version": "str"})
 
 
 def _fallback(history: pd.DataFrame, videos: pd.DataFrame, n: int) -> pd.DataFrame:

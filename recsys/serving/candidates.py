@@ -211,52 +211,123 @@ def generate_candidates(
 ) -> CandidateLists:
     """Candidates per user key from the recent clean history (user_key, session_key, video_id, clicked,
     ts), the catalog (video_id, visible, category, author_id, upload_ts) and the two-tower pool."""
-    unknown = set(pools) - set(POOLS)
-    if unknown:
-        raise ValueError(f"unknown candidate pools {sorted(unknown)}; known: {POOLS}")
-    h = history.loc[history["video_id"].notna(), ["user_key", "session_key", "video_id", "clicked"]]
-    h["video_id"] = h["video_id"].astype("int64")  # .loc with a column list made a copy
-    clicks = h[h["clicked"] == 1]
-    cat = _Catalog(videos, clicks, ds, fresh_days)
-    keys = pd.Index(list(users), dtype=object)
-    ctx = _UserContext(cat, keys, clicks, h, pools)
-    fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
-    # long enough to fill a list after removing what its most active user has seen
-    popular = cat.by_score[: n_candidates + ctx.seen_max] if "popular" in pools else np.zeros(0, np.int64)
-    shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
-    personal_cap = max(0, n_candidates - len(fresh))
-    tt_rows = None
-    if "two_tower" in pools and retrieved is not None and np.ndim(retrieved.video_ids) == 2:
-        tt_rows = pd.Index(np.asarray(retrieved.user_keys, dtype=object)).get_indexer(keys)
-    # the dense "taken" matrix of a chunk stays under ~64 MB whatever the catalog size
-    step = max(1, min(chunk_users, int(64e6 // max(len(cat.ids), 1))))
-    offsets, out_codes, base = [np.zeros(1, np.int64)], [], 0
-    for lo in range(0, len(keys), step):
-        hi = min(len(keys), lo + step)
-        u, code = _chunk(cat, ctx, lo, hi, retrieved, tt_rows, shared, personal_cap, n_candidates)
-        sizes = np.bincount(u - lo, minlength=hi - lo)
-        offsets.append(base + np.cumsum(sizes))
-        base += int(sizes.sum())
-        out_codes.append(code.astype(np.int32))  # catalog codes: half the memory of int64
-    flat = np.concatenate(out_codes) if out_codes else np.zeros(0, np.int32)
-    del out_codes
-    return CandidateLists(np.asarray(keys, dtype=object), np.concatenate(offsets), cat.ids[flat])
+    gen = CandidateGenerator(
+        history, videos, ds, n_candidates, fresh_days, pools=pools, fresh_quota=fresh_quota, users=users
+    )
+    return gen.for_users(users, retrieved=retrieved, chunk_users=chunk_users)
+
+
+class CandidateGenerator:
+    """What every user's candidates share, built once from the recent history: the catalog and its
+    popularity, the co-visitation table, the fresh and popular pools. :meth:`for_users` then gives the
+    lists of any set of users (a shard at a time: the per-user work and output follow the shard, not the
+    day); a user's list does not depend on which other users are in the call.
+
+    ``history`` need only hold the clicked rows (the rule pools read nothing else); ``users``: every user
+    the generator will be asked about (sets the popular pool's length, as one call over all of them would).
+    """
+
+    def __init__(
+        self,
+        history: pd.DataFrame,
+        videos: pd.DataFrame,
+        ds: date,
+        n_candidates: int = 200,
+        fresh_days: int = 3,
+        *,
+        pools: tuple[str, ...] = POOLS,
+        fresh_quota: int = FRESH_MAX,
+        users=None,
+    ):
+        unknown = set(pools) - set(POOLS)
+        if unknown:
+            raise ValueError(f"unknown candidate pools {sorted(unknown)}; known: {POOLS}")
+        cols = [c for c in ("user_key", "session_key", "video_id", "clicked", "ts") if c in history.columns]
+        h = history.loc[history["video_id"].notna(), cols]
+        h["video_id"] = h["video_id"].astype("int64")  # .loc with a column list made a copy
+        clicks = h[h["clicked"] == 1]
+        del h
+        self.pools, self.n = pools, n_candidates
+        self.cat = cat = _Catalog(videos, clicks, ds, fresh_days)
+        self.covis = covisitation(clicks) if "covisitation" in pools else None
+        # the users' clicks sorted by user key (history order within): a shard of sorted keys is a slice
+        clicks = clicks[clicks["user_key"].notna()]  # a click of no user is in no user's list
+        keys = clicks["user_key"].astype(str).to_numpy(object)
+        order = np.argsort(keys, kind="stable")
+        self.click_keys = keys[order]
+        cols = [c for c in ("user_key", "video_id", "ts") if c in clicks.columns]  # ts: the two-tower's
+        self.clicks = clicks.iloc[order][cols].reset_index(drop=True)
+        vis = cat.codes(self.clicks["video_id"].to_numpy(np.int64)) >= 0
+        if users is not None:
+            vis &= pd.Index(list(users), dtype=object).get_indexer(self.click_keys) >= 0
+        seen = pd.Series(self.click_keys[vis]).value_counts()
+        self.seen_max = int(seen.max()) if len(seen) else 0
+        fresh = cat.fresh[: min(fresh_quota, FRESH_MAX)] if "fresh" in pools else np.zeros(0, np.int64)
+        # long enough to fill a list after removing what its most active user has seen
+        popular = (
+            cat.by_score[: n_candidates + self.seen_max] if "popular" in pools else np.zeros(0, np.int64)
+        )
+        self.shared = pd.unique(np.concatenate([fresh, popular]).astype(np.int64))
+        self.personal_cap = max(0, n_candidates - len(fresh))
+
+    def user_clicks(self, user_keys) -> pd.DataFrame:
+        """The clicks of ``user_keys`` (sorted, distinct: a contiguous range of keys is one slice)."""
+        keys = np.asarray(list(user_keys), dtype=object)
+        if not len(keys):
+            return self.clicks.iloc[:0]
+        lo = int(np.searchsorted(self.click_keys, keys[0], side="left"))
+        hi = int(np.searchsorted(self.click_keys, keys[-1], side="right"))
+        part = self.clicks.iloc[lo:hi]
+        return part[pd.Index(keys).get_indexer(self.click_keys[lo:hi]) >= 0]
+
+    def clicks_max(self, user_keys) -> int:
+        """The most clicks (with a video) one of ``user_keys`` has in the history: the longest history a
+        shard's two-tower search must allow for."""
+        mine = pd.Index(list(user_keys), dtype=object).get_indexer(self.click_keys) >= 0
+        counts = pd.Series(self.click_keys[mine]).value_counts()
+        return int(counts.max()) if len(counts) else 0
+
+    def for_users(
+        self, users, *, retrieved: Retrieved | None = None, chunk_users: int = CHUNK_USERS
+    ) -> CandidateLists:
+        cat, n_candidates = self.cat, self.n
+        keys = pd.Index(list(users), dtype=object)
+        srt = len(keys) and all(isinstance(k, str) for k in keys[:1]) and keys.is_monotonic_increasing
+        srt = bool(srt and keys.is_unique)
+        clicks = self.user_clicks(keys) if srt else self.clicks[self.clicks["user_key"].isin(keys)]
+        ctx = _UserContext(cat, keys, clicks, self.covis, self.pools)
+        tt_rows = None
+        if "two_tower" in self.pools and retrieved is not None and np.ndim(retrieved.video_ids) == 2:
+            tt_rows = pd.Index(np.asarray(retrieved.user_keys, dtype=object)).get_indexer(keys)
+        # the dense "taken" matrix of a chunk stays under ~64 MB whatever the catalog size
+        step = max(1, min(chunk_users, int(64e6 // max(len(cat.ids), 1))))
+        offsets, out_codes, base = [np.zeros(1, np.int64)], [], 0
+        for lo in range(0, len(keys), step):
+            hi = min(len(keys), lo + step)
+            u, code = _chunk(
+                cat, ctx, lo, hi, retrieved, tt_rows, self.shared, self.personal_cap, n_candidates
+            )
+            sizes = np.bincount(u - lo, minlength=hi - lo)
+            offsets.append(base + np.cumsum(sizes))
+            base += int(sizes.sum())
+            out_codes.append(code.astype(np.int32))  # catalog codes: half the memory of int64
+        flat = np.concatenate(out_codes) if out_codes else np.zeros(0, np.int32)
+        del out_codes
+        return CandidateLists(np.asarray(keys, dtype=object), np.concatenate(offsets), cat.ids[flat])
 
 
 class _UserContext:
     """The users' clicks and the rule pools' per-user keys, sorted by user so a chunk is a slice."""
 
-    def __init__(self, cat: _Catalog, keys: pd.Index, clicks: pd.DataFrame, h: pd.DataFrame, pools):
+    def __init__(self, cat: _Catalog, keys: pd.Index, clicks: pd.DataFrame, cov: pd.DataFrame | None, pools):
         c = clicks[clicks["user_key"].isin(keys)]
         cu = keys.get_indexer(c["user_key"]).astype(np.int64)
         order = np.argsort(cu, kind="stable")  # by user, history order within
         self.cu, self.cv = cu[order], c["video_id"].to_numpy(np.int64)[order]
         self.ccode = cat.codes(self.cv)
         vis = self.ccode >= 0
-        self.seen_max = int(np.bincount(self.cu[vis]).max()) if vis.any() else 0
         self.tables: dict[str, tuple] = {}  # pool -> (user, rank, key, ragged table, width), sorted by user
-        if "covisitation" in pools and len(self.cu):
-            cov = covisitation(h)
+        if "covisitation" in pools and len(self.cu) and cov is not None:
             src, src_code = np.unique(cov["video_id"].to_numpy(np.int64), return_inverse=True)
             table = _Ragged.from_sorted(src_code, cat.codes(cov["other"].to_numpy()), len(src))
             from_end = _rank_within(self.cu[::-1])[::-1]

@@ -41,6 +41,17 @@ def test_daily_two_stage_run(small):
     assert serving_pair(small) == (reg["version"], rt["version"]) and ev["run_id"] == tr["run_id"]
     out = stages.recommend(ds, small)
     assert out["two_tower_users"] > 0 and out["recs_rows"] > 0
+    # the two-tower search per shard of users (1, 7 per shard) gives the partition's lists (all in one)
+    import pandas as pd
+
+    from recsys.serving import batch_recommendations
+
+    lake = stages.open_lake(small)
+    written = lake.read_frame("recs", "lists", ds)
+    for size in (1, 7):
+        got, info = batch_recommendations(lake, ds, small, users_per_shard=size)
+        assert info["two_tower_users"] == out["two_tower_users"]
+        pd.testing.assert_frame_equal(got, written, check_exact=True)
 
     # a second retrieval run is gated against the first (same day, same data: recall cannot regress much)
     again = stages.train_retrieval(ds, small)

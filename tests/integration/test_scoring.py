@@ -194,3 +194,54 @@ def test_rank_pairs_equals_rank_candidates_over_the_scoring_frame(world, ranker)
         assert a[["user_key", "rank", "video_id"]].equals(b[["user_key", "rank", "video_id"]])
         np.testing.assert_allclose(a["score"].to_numpy(), b["score"].to_numpy(), rtol=1e-6, atol=1e-7)
     assert rank_pairs(ranker, [], {}, world.users, world.videos, AT, 10, 3).empty
+
+
+def test_recommend_in_user_shards_gives_the_same_partition(settings, world, ranker, monkeypatch):
+    """Lists computed a shard of users at a time (1, 7 or all users per shard; with the champion and with
+    the candidate-order fallback) are the same rows; the recommend stage writes them shard by shard as one
+    partition, and a shard that fails leaves the previous partition whole and nothing staged."""
+    import recsys.registry as registry
+    import recsys.serving as serving
+    from recsys import stages
+    from recsys.serving import batch_recommendations
+
+    ids = [f"person-{i}" for i in range(len(world.users))]
+    lake, _, _ = write_day(settings, world, ids)
+    monkeypatch.setattr(registry, "load_ranker", lambda s, alias="champion": ranker)
+    whole, info = batch_recommendations(lake, DS, settings, users_per_shard=len(ids))
+    assert info["users"] == len(ids) and len(whole) > len(ids)
+    for size in (1, 7):
+        got, got_info = batch_recommendations(lake, DS, settings, users_per_shard=size)
+        pd.testing.assert_frame_equal(got, whole, check_exact=True)
+        assert got_info == info
+
+    small = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"users_per_shard": 7})}
+    )
+    out = stages.recommend(DS, small)
+    assert out["recs_rows"] == len(whole) and out["users"] == len(ids)
+    pd.testing.assert_frame_equal(lake.read_frame("recs", "lists", DS), whole, check_exact=True)
+
+    real, calls = serving.rank_pairs, []
+
+    def fails_on_the_third_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("lost the shard")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(serving, "rank_pairs", fails_on_the_third_shard)
+    with pytest.raises(RuntimeError, match="lost the shard"):
+        stages.recommend(DS, small)
+    pd.testing.assert_frame_equal(lake.read_frame("recs", "lists", DS), whole, check_exact=True)
+    assert [p.name for p in lake.partition("recs", "lists", DS).iterdir()] == ["part-0.parquet"]
+
+    def no_champion(s, alias="champion"):
+        raise registry.NoChampionError("none yet")
+
+    monkeypatch.setattr(registry, "load_ranker", no_champion)
+    order, _ = batch_recommendations(lake, DS, settings, users_per_shard=len(ids))
+    assert (order["model_version"] == serving.BASELINE_VERSION).all()
+    pd.testing.assert_frame_equal(
+        batch_recommendations(lake, DS, settings, users_per_shard=7)[0], order, check_exact=True
+    )

@@ -179,3 +179,46 @@ def test_key_rotation_reaches_the_lake_at_a_url(tmp_path, monkeypatch):
     assert sources.read_landing_bytes(only_new, "events", DAY) == b'{"user_id": "alice"}\n'
     with pytest.raises(DecryptionError):
         open_lake(s, s.data_dir, Cipher([old])).read_frame("quarantine", "events", DAY)
+
+
+@pytest.mark.parametrize("backend", ["local", "url"])
+def test_frame_writer_commits_the_pieces_as_one_frame_or_nothing(tmp_path, backend):
+    """Row groups written piece by piece read back as the concatenated frame (what a whole-frame write
+    gives), only once committed; a failure leaves the previous frame and no staged file behind."""
+    from recsys.data.lake import Lake
+
+    lake = (
+        Lake(tmp_path / "lake")
+        if backend == "local"
+        else ObjectLake(open_store(str(tmp_path / "lake")), tmp_path / "cache")
+    )
+    pieces = [
+        pd.DataFrame({"user_key": ["a", "b"], "rank": [1, 1], "score": [0.5, 0.25]}),
+        pd.DataFrame({"user_key": ["c"], "rank": [2], "score": [0.125]}),
+    ]
+    whole = pd.concat(pieces, ignore_index=True)
+    lake.write_frame("recs", "lists", DAY, whole.iloc[:1])  # the previous version
+    with lake.frame_writer("recs", "lists", DAY) as out:
+        out.write(pieces[0])
+        assert lake.read_frame("recs", "lists", DAY).equals(whole.iloc[:1])  # nothing visible yet
+        out.write(pieces[1].iloc[:0])  # an empty piece adds nothing
+        out.write(pieces[1])
+    assert out.rows == 3
+    got = lake.read_frame("recs", "lists", DAY)
+    pd.testing.assert_frame_equal(got, whole)
+    lake.write_frame("recs", "lists", DAY + pd.Timedelta(days=1), whole)
+    pd.testing.assert_frame_equal(got, lake.read_frame("recs", "lists", DAY + pd.Timedelta(days=1)))
+
+    with pytest.raises(RuntimeError, match="shard failed"), lake.frame_writer("recs", "lists", DAY) as out:
+        out.write(pieces[1])
+        raise RuntimeError("shard failed")
+    pd.testing.assert_frame_equal(lake.read_frame("recs", "lists", DAY), whole)
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file() and ".tmp-" in p.name]
+    assert leftovers == []
+
+    with lake.frame_writer("recs", "lists", DAY) as out:  # no rows at all: the empty frame, whole
+        out.write(pieces[0].iloc[:0])
+    empty = lake.read_frame("recs", "lists", DAY)
+    assert empty.empty and list(empty.columns) == ["user_key", "rank", "score"]
+    with pytest.raises(ValueError, match="encrypted"):
+        lake.frame_writer("raw", "events", DAY)
