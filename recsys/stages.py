@@ -167,14 +167,21 @@ def recommend(ds: date, cat: Catalog) -> dict:
 
 @stage("publish")
 def publish(ds: date, cat: Catalog) -> dict:
-    """Load the day's lists into the recommendations DB as a new version and switch to it atomically."""
-    from recsys.privacy.access import ensure_app_role
-    from recsys.serving.publish import engine_for, publish_day
+    """Load the day's lists into the recommendations DB as a new version and switch to it atomically.
 
-    recs = cat.lake.read_frame("recs", "lists", ds)
-    active = set(cat.lake.read_frame("clean", "interactions", ds)["user_key"].astype(str))
+    The partition is read a few row groups at a time and inserted in batches in the version's one
+    transaction (:func:`recsys.serving.publish.publish`): memory does not grow with the day."""
+    from recsys.data.lake import Lake
+    from recsys.privacy.access import ensure_app_role
+    from recsys.serving.publish import engine_for, publish_day, read_partition
+
+    lake = cat.lake
+    if not lake.has_frame("recs", "lists", ds):
+        raise FileNotFoundError(f"no recs/lists partition for ds={ds}: run recommend first")
+    path = lake.local_dir("recs", "lists", ds) / Lake.frame_file("recs")  # a local copy for a lake at a URL
+    active = set(lake.read_frame("clean", "interactions", ds, columns=["user_key"])["user_key"].astype(str))
     engine = engine_for(cat.db_url)
-    info = publish_day(engine, recs, ds, active, cat.settings.serving)
+    info = publish_day(engine, read_partition(path), ds, active, cat.settings.serving)
     if engine.dialect.name == "postgresql":  # apps get SELECT on the live view, nothing else
         ensure_app_role(engine, role="recsys_app")
     return info

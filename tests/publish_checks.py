@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from recsys.serving.publish import publish, rollback
 
@@ -91,3 +92,45 @@ def many_publishes(engine, users, n, days=4):
         )
 
     return run
+
+
+def publishing_in_pieces_and_batches(engine):
+    """A version given in pieces (row groups) and inserted in small batches holds exactly the rows of the
+    frame (scores bit for bit); a user split across two pieces is checked whole; a check that fails in
+    the last piece (or a user whose rows come in two places) refuses the version with nothing written."""
+    import numpy as np
+    import sqlalchemy as sa
+
+    from recsys.serving.publish import FALLBACK_KEY, PublishCheckError, publish, read_live, recommendations
+
+    users = [f"user-{i:03d}" for i in range(40)]
+    frame = lists(users, n=5)
+    frame["score"] = np.random.default_rng(7).random(len(frame))  # no short decimal form
+    frame = pd.concat([frame, lists([FALLBACK_KEY], n=5)], ignore_index=True)
+    pieces = [frame.iloc[a:b] for a, b in ((0, 13), (13, 14), (14, 120), (120, len(frame)))]
+    kw = {"ds": "2026-03-01", "model_version": "m1", "active_users": set(users), "top_n": 5}
+    info = publish(engine, iter(pieces), batch_rows=7, **kw)
+    assert info["rows"] == len(frame) and info["users"] == len(users) + 1
+    live = read_live(engine)
+    want = frame.sort_values(["user_key", "rank"]).reset_index(drop=True)
+    got = live[["user_key", "rank", "video_id", "score"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=True)
+    assert set(live["model_version"]) == {"m1"} and set(live["version"]) == {info["version"]}
+    with engine.connect() as conn:  # the time is stored as SQLAlchemy's own insert stores it
+        stamps = conn.execute(sa.select(recommendations.c.generated_at).distinct()).scalars().all()
+    assert len(stamps) == 1 and stamps[0] is not None and stamps[0].year >= 2026
+
+    def refused(version_pieces, match):
+        with engine.connect() as conn:
+            before = conn.execute(sa.select(sa.func.count()).select_from(recommendations)).scalar()
+        with pytest.raises(PublishCheckError, match=match):
+            publish(engine, iter(version_pieces), batch_rows=7, **{**kw, "ds": "2026-03-02"})
+        with engine.connect() as conn:
+            after = conn.execute(sa.select(sa.func.count()).select_from(recommendations)).scalar()
+        assert after == before and read_live(engine)["version"].unique().tolist() == [info["version"]]
+
+    late_dup = frame.copy()
+    late_dup.loc[late_dup.index[-7], "video_id"] = late_dup["video_id"].iloc[-8]  # user-039, last piece
+    refused([late_dup.iloc[:120], late_dup.iloc[120:]], "1 list\\(s\\) repeat a video")
+    apart = pd.concat([frame.iloc[:3], frame.iloc[10:], frame.iloc[3:5]], ignore_index=True)  # user-000
+    refused([apart], "1 user\\(s\\) with rows in several places")

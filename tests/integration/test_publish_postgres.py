@@ -124,3 +124,10 @@ def test_concurrent_reader_never_sees_a_mixed_partial_or_empty_list(eng):
     with eng.connect() as c:  # pruned to keep=3 (the live one included), the live one is the last publish
         assert c.exec_driver_sql("select count(*) from recommendation_versions").scalar() <= 3
     assert set(read_live(eng)["version"]) == {"2026-02-09"}
+
+
+def test_publishing_in_pieces_and_batches_with_copy(eng):
+    from publish_checks import publishing_in_pieces_and_batches
+
+    assert eng.dialect.driver in ("psycopg", "psycopg2")  # the COPY path
+    publishing_in_pieces_and_batches(eng)

@@ -196,15 +196,20 @@ def test_rank_pairs_equals_rank_candidates_over_the_scoring_frame(world, ranker)
     assert rank_pairs(ranker, [], {}, world.users, world.videos, AT, 10, 3).empty
 
 
-def test_recommend_in_user_shards_gives_the_same_partition(settings, world, ranker, monkeypatch):
+@pytest.mark.parametrize("lake_at", ["folder", "url"])
+def test_recommend_in_user_shards_gives_the_same_partition(settings, world, ranker, monkeypatch, lake_at):
     """Lists computed a shard of users at a time (1, 7 or all users per shard; with the champion and with
     the candidate-order fallback) are the same rows; the recommend stage writes them shard by shard as one
-    partition, and a shard that fails leaves the previous partition whole and nothing staged."""
+    partition (on the local lake and on a lake at a URL), publish loads exactly those rows by row groups,
+    and a shard that fails leaves the previous partition whole and nothing staged."""
     import recsys.registry as registry
     import recsys.serving as serving
     from recsys import stages
     from recsys.serving import batch_recommendations
+    from recsys.serving.publish import engine_for, read_live
 
+    if lake_at == "url":
+        settings = settings.model_copy(update={"lake_url": (settings.data_dir / "objects").as_uri()})
     ids = [f"person-{i}" for i in range(len(world.users))]
     lake, _, _ = write_day(settings, world, ids)
     monkeypatch.setattr(registry, "load_ranker", lambda s, alias="champion": ranker)
@@ -221,6 +226,12 @@ def test_recommend_in_user_shards_gives_the_same_partition(settings, world, rank
     out = stages.recommend(DS, small)
     assert out["recs_rows"] == len(whole) and out["users"] == len(ids)
     pd.testing.assert_frame_equal(lake.read_frame("recs", "lists", DS), whole, check_exact=True)
+    pub = stages.publish(DS, small)
+    live = read_live(engine_for(small.resolved_db_url))
+    assert pub["rows"] == len(whole) and pub["users"] == len(ids) + 1
+    want = whole.sort_values(["user_key", "rank"]).reset_index(drop=True)
+    cols = ["user_key", "rank", "video_id", "score", "model_version"]
+    pd.testing.assert_frame_equal(live[cols], want[cols], check_dtype=False, check_exact=True)
 
     real, calls = serving.rank_pairs, []
 
@@ -234,7 +245,10 @@ def test_recommend_in_user_shards_gives_the_same_partition(settings, world, rank
     with pytest.raises(RuntimeError, match="lost the shard"):
         stages.recommend(DS, small)
     pd.testing.assert_frame_equal(lake.read_frame("recs", "lists", DS), whole, check_exact=True)
-    assert [p.name for p in lake.partition("recs", "lists", DS).iterdir()] == ["part-0.parquet"]
+    if lake_at == "folder":
+        assert [p.name for p in lake.partition("recs", "lists", DS).iterdir()] == ["part-0.parquet"]
+    staged = [p for p in settings.data_dir.rglob("*") if ".tmp-" in p.name]
+    assert staged == []
 
     def no_champion(s, alias="champion"):
         raise registry.NoChampionError("none yet")

@@ -130,3 +130,24 @@ def test_the_reader_check_catches_a_non_atomic_writer(eng):
 
     problems, _, _ = reader_sees_consistent_lists(eng, bad, [users[0], users[-1]], 10)
     assert problems
+
+
+def test_publishing_in_pieces_and_batches(eng):
+    from publish_checks import publishing_in_pieces_and_batches
+
+    publishing_in_pieces_and_batches(eng)
+    import sqlalchemy as sa
+
+    from recsys.serving.publish import recommendations
+
+    # SQLite: the raw executemany stores the time exactly as SQLAlchemy's insert does (same text)
+    with eng.begin() as conn:
+        at = conn.execute(sa.select(recommendations.c.generated_at).limit(1)).scalar()
+        conn.execute(
+            recommendations.insert().values(
+                version="x", user_key="x", rank=1, video_id=1, score=0.0, model_version="x", generated_at=at
+            )
+        )
+        texts = conn.exec_driver_sql("SELECT DISTINCT CAST(generated_at AS TEXT) FROM recommendations").all()
+        conn.exec_driver_sql("DELETE FROM recommendations WHERE version = 'x'")
+    assert len(texts) == 1
