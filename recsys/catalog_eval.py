@@ -144,10 +144,21 @@ def list_metrics(lists: np.ndarray, truth: list[np.ndarray], catalog_size: int) 
     return out
 
 
+PAIRS_PER_CHUNK = 1 << 17  # (user, catalog video) pairs scored at a time: ~30 users of a 4,400-video catalog
+
+
+def chunk_users(catalog_size: int, pairs: int = PAIRS_PER_CHUNK) -> int:
+    """Users per scoring chunk so that a chunk holds about ``pairs`` (user, video) pairs whatever the
+    catalog size (the model's pair frame of a chunk is the evaluation's largest allocation)."""
+    return max(1, pairs // max(1, catalog_size))
+
+
 def scorer_lists(
-    scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int = 256
+    scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """([users, 50] lists, bool served per user) of one scorer; users it does not serve get ``fallback``'s."""
+    """([users, 50] lists, bool served per user) of one scorer; users it does not serve get ``fallback``'s.
+    ``chunk``: users scored at a time (default :func:`chunk_users`; the lists do not depend on it)."""
+    chunk = chunk or chunk_users(len(holdout.catalog))
     k = max(KS)
     lists = np.full((holdout.n_users, k), -1, dtype=np.int64)
     served = np.asarray(scorer.serves(holdout.users), dtype=bool)
@@ -163,7 +174,9 @@ def scorer_lists(
     return lists, served
 
 
-def evaluate_scorer(scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int = 256) -> dict[str, float]:
+def evaluate_scorer(
+    scorer: Scorer, holdout: Holdout, fallback: Scorer, chunk: int | None = None
+) -> dict[str, float]:
     """The figures of one scorer on ``holdout``; users it does not serve get ``fallback``'s lists."""
     lists, served = scorer_lists(scorer, holdout, fallback, chunk)
     out = list_metrics(lists, holdout.truth, len(holdout.catalog))
@@ -220,6 +233,20 @@ def model_scorer(
 
 
 # ------------------------------------------------------------------------------- in the daily pipeline
+USER_ATTRIBUTES = ["user_key", "device", "region", "age_band", "activity"]
+
+
+def latest_user_attributes(history: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Each user's attributes on their latest row of ``history`` then ``test`` (by ``ts``). Only those
+    columns are concatenated: the test split's other columns would be copied, NaN-filled, for every
+    history row."""
+    have = [c for c in ["ts", *USER_ATTRIBUTES] if c in history.columns or c in test.columns]
+    parts = [f[[c for c in have if c in f.columns]] for f in (history, test)]
+    rows = pd.concat(parts, ignore_index=True)
+    latest = rows.sort_values("ts").drop_duplicates("user_key", keep="last")
+    return latest[[c for c in USER_ATTRIBUTES if c in rows]]
+
+
 def pipeline_ranking(
     rankers: dict[str, object],
     history: pd.DataFrame,
@@ -235,16 +262,26 @@ def pipeline_ranking(
     Lists are computed as of the start of the held-out period, over the catalog of ``videos``, for at most
     ``max_users`` held-out users (:func:`make_holdout`; 0: all).
     """
+    return _ranking_figures(rankers, _prepare(history, test, videos, seed, max_users), videos, margin)
+
+
+def _prepare(history: pd.DataFrame, test: pd.DataFrame, videos: pd.DataFrame, seed: int, max_users: int):
+    """What the figures need of the history: (holdout, users' attributes, list time, fitted baselines), or
+    the holdout alone when there is nothing to rank. The history frame is not needed afterwards."""
     from recsys.catalog_baselines import fit_catalog_baselines
 
     holdout = make_holdout(history, test, videos, max_users=max_users)
     if holdout.n_users == 0 or len(holdout.catalog) == 0:  # nothing to rank for, or nothing to rank
-        return {"figures": {}, "check": None, "users": holdout.n_users, "catalog": len(holdout.catalog)}
-    cols = ["user_key", "device", "region", "age_band", "activity"]
-    rows = pd.concat([history, test], ignore_index=True)
-    users = rows.sort_values("ts").drop_duplicates("user_key", keep="last")[[c for c in cols if c in rows]]
+        return holdout, None, None, None
+    users = latest_user_attributes(history, test)
     at = pd.to_datetime(test["ts"], utc=True).min().normalize()
-    baselines = fit_catalog_baselines(history, seed=seed)
+    return holdout, users, at, fit_catalog_baselines(history, seed=seed)
+
+
+def _ranking_figures(rankers: dict[str, object], prepared, videos: pd.DataFrame, margin: float) -> dict:
+    holdout, users, at, baselines = prepared
+    if baselines is None:
+        return {"figures": {}, "check": None, "users": holdout.n_users, "catalog": len(holdout.catalog)}
     figures = {
         name: evaluate_scorer(model_scorer(r, users, videos, at, name), holdout, baselines["popularity"])
         for name, r in rankers.items()
@@ -282,14 +319,10 @@ def pipeline_ranking_of_run(
         have = set(pq.ParquetFile(path).schema_arrow.names)
         parts.append(pd.read_parquet(path, columns=[c for c in cols if c in have]))
     history = pd.concat(parts, ignore_index=True)
+    del parts
     videos = pd.read_parquet(features_dir / "catalog.parquet")
-    result = pipeline_ranking(
-        {"candidate": ranker, "champion": champion},
-        history,
-        test,
-        videos,
-        cfg.ranking_margin,
-        seed=seed,
-        max_users=cfg.ranking_users,
-    )
-    return result, logged
+    # what pipeline_ranking does, with the history frame freed before the models score the catalog
+    prepared = _prepare(history, test, videos, seed, cfg.ranking_users)
+    del history
+    rankers = {"candidate": ranker, "champion": champion}
+    return _ranking_figures(rankers, prepared, videos, cfg.ranking_margin), logged

@@ -204,6 +204,7 @@ def evaluate_run(
     if champion is not None:
         scorers["champion"] = champion
     baselines = fit_baselines(history)
+    del history  # only the baselines read it (the catalog ranking reads its own columns)
     scorers.update({f"baseline_{n}": b for n, b in baselines.items()})
 
     metrics: dict[str, dict] = {}

@@ -144,3 +144,54 @@ def test_the_pipelines_ranking_check_ranks_at_most_ranking_users_held_out_users(
     assert capped["figures"]["baseline_popularity"]["users"] == 20.0
     again = pipeline_ranking({}, train, test, videos, 0.05, max_users=20)
     assert again["figures"] == capped["figures"]  # a fixed sample, not a random one
+
+
+def test_catalog_ranking_figures_do_not_depend_on_the_scoring_chunk(monkeypatch):
+    """The model is scored over the catalog a chunk of users at a time (a budget of pairs, which bounds
+    the evaluation's memory): one user per chunk, the default and every user at once give the same
+    figures, for the model and every baseline."""
+    import recsys.catalog_eval as ce
+    from recsys.serving.synthetic import make_ranker, make_world
+
+    world = make_world(n_users=40, n_videos=60, n_examples=1500, seed=11)
+    ranker = make_ranker(world, seed=12)
+    ex = world.examples.assign(ts=pd.to_datetime(world.examples["ts"], utc=True))
+    cut = ex["ts"].max().normalize()
+    history, test = ex[ex["ts"] < cut], ex[ex["ts"] >= cut]
+    videos = world.videos
+    runs = []
+    for pairs in (1, ce.PAIRS_PER_CHUNK, 10**9):
+        monkeypatch.setattr(ce, "PAIRS_PER_CHUNK", pairs)
+        runs.append(ce.pipeline_ranking({"candidate": ranker}, history, test, videos, 0.05, max_users=25))
+    assert runs[0]["users"] > 1 and set(runs[0]["figures"]) > {"candidate", "baseline_popularity"}
+    assert runs[0]["figures"]["candidate"]["model_share"] > 0
+    assert runs[0] == runs[1] == runs[2]
+
+
+def test_latest_user_attributes_equal_the_whole_frame_concatenation():
+    """The users' latest attributes from the needed columns only equal those of the whole history and
+    test frames concatenated (what the catalog ranking used to build), extra columns, ties and a
+    column missing from one side included."""
+    from recsys.catalog_eval import USER_ATTRIBUTES, latest_user_attributes
+
+    rng = np.random.default_rng(5)
+    n = 400
+    ts = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 50, n), unit="h")
+    history = pd.DataFrame(
+        {
+            "user_key": rng.choice([f"u{i}" for i in range(30)], n),
+            "ts": ts,
+            "device": rng.choice(["ios", "web"], n),
+            "region": rng.choice(["EU", "US"], n),
+            "activity": rng.integers(0, 3, n),
+            "click": rng.integers(0, 2, n),
+        }
+    )
+    test = history.sample(120, random_state=1).assign(
+        ts=lambda d: d["ts"] + pd.Timedelta(days=3), age_band="25-34", title="t", position=3
+    )
+    test.loc[test.index[:40], "ts"] = test["ts"].iloc[0]  # ties in ts
+    rows = pd.concat([history, test], ignore_index=True)
+    old = rows.sort_values("ts").drop_duplicates("user_key", keep="last")
+    old = old[[c for c in USER_ATTRIBUTES if c in rows]]
+    pd.testing.assert_frame_equal(latest_user_attributes(history, test), old)
