@@ -188,7 +188,13 @@ def evaluate_run(
     over the visible catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
     """
     features_dir = Path(features_dir)
-    test = pd.read_parquet(features_dir / "test.parquet")
+    import pyarrow.parquet as pq
+
+    # the rows as examples, without the model's pre-encoded x_* columns (training's; scoring here applies
+    # the ranker's transform to the rows): per-row title and numeric arrays are most of the split's memory
+    names = pq.ParquetFile(features_dir / "test.parquet").schema_arrow.names
+    examples = [n for n in names if not n.startswith("x_")]
+    test = pd.read_parquet(features_dir / "test.parquet", columns=examples)
     cols = ["user_key", "video_id", "category", "ts", "click"]
     history = pd.concat(
         [pd.read_parquet(features_dir / f"{part}.parquet", columns=cols) for part in ("train", "valid")],

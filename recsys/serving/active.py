@@ -21,7 +21,8 @@ def active_user_keys(lake, ds: date, window_days: int) -> list[str]:
     for d in lake.list_ds("clean", "interactions"):
         if not start <= d <= ds or not lake.has_frame("clean", "interactions", d):
             continue
-        frame = lake.read_frame("clean", "interactions", d)  # one day at a time: bounded memory
+        # one day at a time, the two columns read: bounded memory
+        frame = lake.read_frame("clean", "interactions", d, columns=["user_key", "clicked"])
         if d == ds:
             keys.update(frame["user_key"].dropna().astype(str))
         clicked = pd.to_numeric(frame["clicked"], errors="coerce").fillna(0) > 0
