@@ -240,7 +240,7 @@ def _lone_surrogate(value) -> str | None:
                     k.encode("utf-8")
                 except UnicodeEncodeError:
                     return "a key"
-                stack.append((f"the value of {k!r}" if not where else where, item))
+                stack.append((where or f"the value of {k!r}", item))
         elif isinstance(v, list):
             stack.extend((where, item) for item in v)
     return None
