@@ -88,16 +88,33 @@ def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
     return np.asarray(codes), list(uniques)
 
 
+def _per_row(col: pd.Series) -> bool:
+    """An object column holding anything but strings: hashing could merge values that ``str`` spells
+    differently (1 and 1.0), so per-distinct-value shortcuts must take the per-row path."""
+    return col.dtype == object and not all(type(v) is str for v in col.dropna().unique())
+
+
+def _key_counts(col: pd.Series) -> Counter:
+    """``Counter(_key(v) for v in col)``, computed once per distinct value."""
+    if _per_row(col):
+        return Counter(_key(v) for v in col)
+    codes, uniques = _factorize(col)
+    counts: Counter = Counter()
+    for v, n in zip(uniques, np.bincount(codes[codes >= 0], minlength=len(uniques)), strict=True):
+        counts[_key(v)] += int(n)
+    if (codes < 0).any():  # missing values: _key decides (NaT, for one, has a spelling)
+        counts.update(_key(v) for v in col.to_numpy(dtype=object)[codes < 0])
+    return counts
+
+
 def _lookup(col: pd.Series, vocab: dict[str, int]) -> np.ndarray:
     """``vocab.get(_key(v), 0)`` for every value, computed once per distinct value.
 
     Exactly the per-row result: hashing may only merge values that ``str`` spells the same, so an object
     column holding anything but strings (1 and 1.0 would merge) takes the per-row path.
     """
-    if col.dtype == object:
-        sample = col.dropna().unique()
-        if not all(type(v) is str for v in sample):
-            return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
+    if _per_row(col):
+        return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
     codes, uniques = _factorize(col)
     table = np.fromiter((vocab.get(_key(v), 0) for v in uniques), dtype=np.int32, count=len(uniques))
     out = np.zeros(len(col), dtype=np.int32)
@@ -151,11 +168,15 @@ class Transform:
         ``coengagement``: add the ``user_video_coengagement`` input (:func:`use_coengagement` decides)."""
         vocabs = {}
         for name, col in SOURCE_COLUMN.items():
-            counts = Counter(_key(v) for v in train[col])
+            counts = _key_counts(train[col])
             counts.pop("", None)
             kept = [k for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
             vocabs[name] = {k: i + 1 for i, k in enumerate(kept)}
-        words = Counter(t for title in train["title"] for t in tokenize(title))
+        words: Counter = Counter()
+        codes, titles = _factorize(train["title"])  # a title per video: each tokenized once
+        for title, n in zip(titles, np.bincount(codes[codes >= 0], minlength=len(titles)), strict=True):
+            for t in tokenize(title):
+                words[t] += int(n)
         top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:title_vocab_size]
         title_vocab = {w: i + 2 for i, (w, _) in enumerate(top)}
         video_clicks = train.groupby(train["video_id"].astype(str))["click"].sum()
