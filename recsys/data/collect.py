@@ -248,8 +248,23 @@ def _events_schema(columns: list[str]) -> pa.Schema:
 def _events_table(rows: list[dict], columns: list[str], schema: pa.Schema) -> pa.Table:
     """The rows as :func:`recsys.data.sources.loose_frame` gives them, in ``columns`` (missing: null),
     built column by column in Arrow (the frame's own conversion is four times slower)."""
-    arrays = [pa.array([loose_text(r.get(c)) for r in rows], type=pa.large_string()) for c in columns]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays([_text_column([r.get(c) for r in rows]) for c in columns], schema=schema)
+
+
+_NONE = type(None)
+
+
+def _text_column(values: list) -> pa.Array:
+    """``loose_text`` of every value as a large_string array. Columns of text (the usual case) go to Arrow
+    as they are and columns of integers through Arrow's integer-to-text cast (Python's own spelling of an
+    int64); anything else (floats, booleans, objects, integers beyond 64 bits) value by value."""
+    kinds = set(map(type, values))
+    if kinds <= {str, _NONE}:
+        return pa.array(values, type=pa.large_string())
+    if kinds <= {int, _NONE}:
+        with contextlib.suppress(OverflowError, pa.ArrowInvalid):
+            return pa.array(values, type=pa.int64()).cast(pa.large_string())
+    return pa.array(list(map(loose_text, values)), type=pa.large_string())
 
 
 def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tuple[_FrameFile, _FrameFile]:

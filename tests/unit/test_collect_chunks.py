@@ -289,3 +289,22 @@ def test_objects_without_a_key_are_kept_as_rows_for_validate_to_judge(settings, 
     assert summary["input_rows"] == 3 and summary["malformed_rows"] == 0
     assert len(frames["events"]) == 3 and frames["events"]["event_id"].isna().all()
     assert sealed == b"{}\n{}\n{}\n"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "", "é\u2028"],
+        [1, -2, None, 0, 2**63 - 1, -(2**63)],
+        [1, 2**63, None],  # beyond int64: value by value
+        [1, True, False, None],  # booleans are JSON's true/false, not 1/0
+        [1.0, 0.1, 1e400, -0.0, None, float("nan")],
+        [{"a": [1, "é"]}, [], "x", 3],
+        [None, None],
+    ],
+)
+def test_a_column_of_json_values_is_their_loose_text(values):
+    from recsys.data.collect import _text_column
+    from recsys.data.sources import loose_text
+
+    assert _text_column(values).to_pylist() == [loose_text(v) for v in values]
