@@ -7,7 +7,7 @@ name is refused (deny by default): a new upstream field cannot slip personal dat
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -154,6 +154,7 @@ def anonymize_day(
     key: bytes,
     erased: set[str] | frozenset[str] = frozenset(),
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    map_chunks: Callable = map,
 ) -> dict:
     """Valid raw rows of ``ds`` -> clean zone: keyed pseudonyms, PII dropped or generalized; users in
     ``erased`` (pseudonyms of erasure requests) are left out, so they never come back through a new day.
@@ -162,6 +163,10 @@ def anonymize_day(
     written as row groups of a staged file; the three clean files are committed only when all are
     complete (a failed or killed run leaves hidden staged files only). The policy works row by row, so
     the output does not depend on ``chunk_rows``.
+
+    ``map_chunks(fn, frames)``: how the chunks are minimized, results in chunk order (default: here, one
+    after another; :func:`recsys.scale.map_in_order` runs them on Dask workers, the stage's choice when
+    ``RECSYS_DASK_SCHEDULER`` is set). Reading, writing and committing stay in this process.
     """
     import contextlib
 
@@ -187,8 +192,8 @@ def anonymize_day(
                 lake, "interactions", ds, minimized(reader.schema.empty_table().to_pandas()), zone="clean"
             )
             staged.append(interactions)
-            for frame in reader.frame_batches(chunk_rows):
-                interactions.write(pa.Table.from_pandas(minimized(frame), preserve_index=False))
+            for events in map_chunks(minimized, reader.frame_batches(chunk_rows)):
+                interactions.write(pa.Table.from_pandas(events, preserve_index=False))
             interactions.finish()
             reader.verify()  # the input did not change while it was read
         users = anonymize_users(lake.read_frame("raw", "users", ds), key)
