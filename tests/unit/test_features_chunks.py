@@ -69,7 +69,7 @@ def test_chunked_features_equal_the_whole_frame_path(lake, ds, coengagement):
         x = np.stack(whole["train"]["x_numeric"].to_numpy())
         assert x.shape[1] == 7 and x[:, -1].std() > 0
     # one-row chunks (every carried statistic crosses a chunk boundary) on two of the four cases: slow
-    for chunk_rows in (1, 7, 10**6) if (ds == START) == (coengagement == "off") else (7, 10**6):
+    for chunk_rows in (1, 7, 10**6) if (ds == START) == (coengagement == "on") else (7, 10**6):
         summary, got = outputs(lake, ds, fs, chunk_rows)
         assert summary["chunked"] is True
         assert {k: v for k, v in summary.items() if k not in ("chunked", "whole_because", "path")} == {
