@@ -110,6 +110,8 @@ class FeatureSettings(BaseModel):
     # sources only, where it lifts Recall@10 above item-kNN; on the simulator's logged exposures it
     # lowered held-out Recall@10 (0.0703 -> 0.0586) and true NDCG@10 (0.779 -> 0.753): docs/model.md
     coengagement: Literal["auto", "on", "off"] = "auto"
+    # the features stage reads, fits and writes the window this many rows at a time (issue 15); 0: whole
+    chunk_rows: int = Field(100_000, ge=0)
 
 
 class ModelSettings(BaseModel):
