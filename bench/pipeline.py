@@ -1,6 +1,7 @@
 """Benchmark: the whole daily pipeline on one simulated day, stage by stage: wall time and peak memory.
 
-Run: ``.venv/bin/python bench/pipeline.py --interactions 100000 1000000 [--epochs 2]``
+Run: ``.venv/bin/python bench/pipeline.py --interactions 100000 1000000 [--epochs 2]`` (default: the
+production settings' epochs)
 Writes ``bench/results/pipeline.json`` (rewritten after every size, so a long run leaves partial results).
 ``--until collect`` stops after that stage (``land`` still generates the day) and writes
 ``bench/results/pipeline_until_collect.json``: e.g. the collect stage alone at 100k, 1M and 10M events.
@@ -21,8 +22,8 @@ Design (how it compares with production):
   each, 10 impressions per session: about 20 events per user), 5,000 videos, 800 authors; the day is
   2026-01-05 and it is the only day in the lake (the feature window and the 7-day serving history hold
   one day). The actual event count is recorded.
-* Training: ``--epochs`` (default 2, production default 12) with early stopping as configured; training
-  time is roughly linear in epochs, so multiply ``train`` by epochs/2 for the production figure.
+* Training: the production settings (12 epochs, early stopping as configured) unless ``--epochs`` sets
+  fewer for a quick look (training time is roughly linear in the epochs run).
 * Promotion is forced (``register`` gets ``blessed=True``), so ``recommend`` always scores with a model
   (a not-blessed first model would fall back to popularity lists and skip scoring); the gate's own
   decision is recorded.
@@ -95,7 +96,13 @@ def child(stage_name: str, kwargs: dict, out: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def _env(data_dir: Path, interactions: int, epochs: int) -> dict[str, str]:
+def _default_epochs() -> int:
+    from recsys.config import TrainSettings
+
+    return TrainSettings().epochs
+
+
+def _env(data_dir: Path, interactions: int, epochs: int | None) -> dict[str, str]:
     from cryptography.fernet import Fernet
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
@@ -108,7 +115,6 @@ def _env(data_dir: Path, interactions: int, epochs: int) -> dict[str, str]:
             "RECSYS_SIMULATOR__N_VIDEOS": "5000",
             "RECSYS_SIMULATOR__N_AUTHORS": "800",
             "RECSYS_SIMULATOR__SESSIONS_PER_ACTIVE_USER": "3.4",
-            "RECSYS_TRAIN__EPOCHS": str(epochs),
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "GX_ANALYTICS_ENABLED": "False",
@@ -116,6 +122,8 @@ def _env(data_dir: Path, interactions: int, epochs: int) -> dict[str, str]:
             "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         }
     )
+    if epochs is not None:
+        env["RECSYS_TRAIN__EPOCHS"] = str(epochs)
     return env
 
 
@@ -158,7 +166,7 @@ def _kwargs(name: str, per: dict) -> dict:
     return {}
 
 
-def _prepare(work: Path, interactions: int, epochs: int, reuse: bool) -> tuple[dict, dict]:
+def _prepare(work: Path, interactions: int, epochs: int | None, reuse: bool) -> tuple[dict, dict]:
     """The environment of the work folder (created, or read back from a kept one) and, when reusing, the
     kept results of every stage that ran there."""
     env_file = work / "env.json"
@@ -183,7 +191,7 @@ def _prepare(work: Path, interactions: int, epochs: int, reuse: bool) -> tuple[d
 
 def run(
     interactions: int,
-    epochs: int,
+    epochs: int | None,
     until: str = STAGES[-1],
     *,
     keep: Path | None = None,
@@ -250,7 +258,7 @@ def run(
             "scored_users": int(res["recommend"]["users"]),
             "mean_candidates": res["recommend"]["mean_candidates"],
         },
-        "train": {"epochs_setting": epochs, "epochs_run": res["train"]["epochs"]},
+        "train": {"epochs_setting": epochs or _default_epochs(), "epochs_run": res["train"]["epochs"]},
         "gate": {"blessed": res["evaluate"]["blessed"], "reasons": res["evaluate"]["reasons"]},
     }
 
@@ -301,7 +309,7 @@ def machine() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interactions", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the settings' (production) epochs")
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--keep", type=Path, default=None, help="keep each size's work folder under DIR/<n>")

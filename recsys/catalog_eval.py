@@ -75,18 +75,28 @@ def make_holdout(
     logged = pd.concat([train["video_id"], test["video_id"]]).dropna().astype("int64").unique()
     hidden = videos.loc[~videos["visible"].fillna(True).astype(bool), "video_id"].astype("int64")
     catalog = np.union1d(visible_catalog(videos, until), np.setdiff1d(logged, hidden.to_numpy()))
-    truth = test_pos.groupby(test_pos["user_key"].astype(str))["video_id"].agg(
-        lambda s: np.unique(s.astype("int64"))
-    )
-    users = sorted(truth.index)
+    users = sorted(pd.unique(test_pos["user_key"].astype(str)))
     if max_users and len(users) > max_users:
         users = users[:: int(np.ceil(len(users) / max_users))]
-    train_pos = engagements(train)
-    seen_by = train_pos.groupby(train_pos["user_key"].astype(str))["video_id"].agg(
-        lambda s: np.unique(s.astype("int64"))
-    )
+    truth = _videos_by_user(test_pos, users)
+    seen_by = _videos_by_user(engagements(train), users)
     empty = np.zeros(0, dtype=np.int64)
     return Holdout(users, [truth[u] for u in users], [seen_by.get(u, empty) for u in users], catalog)
+
+
+def _videos_by_user(rows: pd.DataFrame, users: list[str]) -> dict[str, np.ndarray]:
+    """Each of ``users``' distinct video ids in ``rows`` (sorted int64), for those with a row."""
+    keys = rows["user_key"].astype(str)
+    mine = keys.isin(users).to_numpy()
+    pairs = pd.DataFrame({"u": keys.to_numpy()[mine], "v": rows["video_id"].to_numpy()[mine].astype("int64")})
+    pairs = pairs.drop_duplicates().sort_values(["u", "v"])
+    u, v = pairs["u"].to_numpy(), pairs["v"].to_numpy()
+    cuts = np.flatnonzero(u[1:] != u[:-1]) + 1
+    return {
+        group[0]: videos
+        for group, videos in zip(np.split(u, cuts), np.split(v, cuts), strict=True)
+        if len(group)
+    }
 
 
 # A scorer: (user keys, catalog video ids) -> [users, videos] scores, and which users it serves.

@@ -87,6 +87,11 @@ class ValidationSettings(BaseModel):
     max_watch_multiple: float = 5.0  # watch_seconds above this x the video's duration: quarantined
     min_volume_fraction: float = 0.3  # a day below this x the trailing median of rows fails the batch
     max_quarantine_share: float = 0.5  # above this share of quarantined rows the batch fails
+    # raw rows validated (GX + row rules) and written at a time: memory grows with it, not with the day
+    chunk_rows: int = Field(100_000, ge=1)
+    # event ids held at a time to find the day's duplicated and reused ids (one scan of the day's and the
+    # window's id columns per bucket of this many ids)
+    id_bucket_rows: int = Field(1_000_000, ge=1)
 
 
 class FeatureSettings(BaseModel):
@@ -105,6 +110,8 @@ class FeatureSettings(BaseModel):
     # sources only, where it lifts Recall@10 above item-kNN; on the simulator's logged exposures it
     # lowered held-out Recall@10 (0.0703 -> 0.0586) and true NDCG@10 (0.779 -> 0.753): docs/model.md
     coengagement: Literal["auto", "on", "off"] = "auto"
+    # the features stage reads, fits and writes the window this many rows at a time (issue 15); 0: whole
+    chunk_rows: int = Field(100_000, ge=0)
 
 
 class ModelSettings(BaseModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,18 +88,44 @@ def dask_client(settings: Settings, *, processes: bool = True, n_workers: int | 
         finally:
             client.close()
         return
-    cluster = LocalCluster(
-        n_workers=n_workers or settings.serving.dask_workers,
-        threads_per_worker=1,
-        processes=processes,
-        dashboard_address=None,
-    )
+    import dask
+
+    # raw chunks (the anonymize stage's input) must never be spilled to a worker's disk in the clear
+    no_spill = {"distributed.worker.memory.spill": False, "distributed.worker.memory.target": False}
+    with dask.config.set(no_spill):
+        cluster = LocalCluster(
+            n_workers=n_workers or settings.serving.dask_workers,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+        )
     client = Client(cluster)
     try:
         yield client
     finally:
         client.close()
         cluster.close()
+
+
+def map_in_order(client, fn: Callable, items: Iterable, *, in_flight: int | None = None) -> Iterator:
+    """``fn`` over ``items`` on ``client``'s workers, the results yielded in the items' order (so what is
+    written from them does not depend on which worker finished first). At most ``in_flight`` items
+    (default twice the workers) are submitted and not yet consumed: memory follows the chunk, not the
+    day, when ``items`` is a stream of chunks. A failure raises here and cancels what is still pending."""
+    from collections import deque
+
+    in_flight = in_flight or 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(client.submit(fn, item, pure=False))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        if pending:
+            client.cancel(list(pending))
 
 
 def shards(user_keys: list[str], size: int) -> list[list[str]]:

@@ -82,7 +82,15 @@ def anonymize(ds: date, cat: Catalog) -> dict:
     from recsys.privacy.pseudonymize import load_pseudonym_key
 
     # users who asked to be erased never come back through a new day
-    return anonymize_day(cat.lake, ds, load_pseudonym_key(cat.settings), erased_keys(cat.settings))
+    args = (cat.lake, ds, load_pseudonym_key(cat.settings), erased_keys(cat.settings))
+    if not cat.settings.dask_scheduler:
+        return anonymize_day(*args)
+    from functools import partial
+
+    from recsys.scale import dask_client, map_in_order
+
+    with dask_client(cat.settings) as client:  # the chunks are minimized on the cluster's workers
+        return anonymize_day(*args, map_chunks=partial(map_in_order, client))
 
 
 # --------------------------------------------------------------------------------- modelling

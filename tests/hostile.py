@@ -107,3 +107,24 @@ def zone(settings, zone_name: str, dataset: str, ds: date = DS) -> pd.DataFrame:
 
 def reasons(settings, ds: date = DS) -> list[str]:
     return [str(r) for r in zone(settings, "quarantine", "events", ds)["reason"]]
+
+
+CORPUS = Path(__file__).resolve().parent / "fixtures" / "hostile"
+EVENT_FILES = [
+    n for n, spec in json.loads((CORPUS / "expected.json").read_text()).items() if spec["kind"] == "events"
+]
+
+
+def hostile_day() -> bytes:
+    """Every hostile events file of the corpus, then clean events whose duplicates straddle chunks of 7,
+    a key first seen late in the file, blank lines, CRLF and no final newline; a BOM in front."""
+    parts = [(CORPUS / n).read_bytes().removeprefix(b"\xef\xbb\xbf") for n in sorted(EVENT_FILES)]
+    parts = [p if p.endswith(b"\n") else p + b"\n" for p in parts]
+    clean = [event(i) for i in range(40)]
+    clean[12] = clean[5]  # duplicates 7 lines apart: in different chunks of 7
+    clean[20] = dict(clean[19], watch_seconds=3.0)  # a conflicting copy across a chunk boundary
+    clean[30] = b"{not json"
+    clean[33] = b"   "
+    tail = jsonl(clean).replace(b"\n", b"\r\n", 5)
+    late = jsonl([event(100, late_key="x")]).rstrip(b"\n")
+    return b"\xef\xbb\xbf" + b"".join(parts) + tail + late

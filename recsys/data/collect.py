@@ -24,15 +24,12 @@ and writes it in chunks as here.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from collections.abc import Iterable, Iterator
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from recsys.data.lake import Lake, frame_to_parquet_bytes
 from recsys.data.schema import RAW_USERS, VIDEOS
@@ -52,83 +49,11 @@ from recsys.data.sources import (
     read_landing,
     seal,
 )
+from recsys.data.staged import FrameFile as _FrameFile
+from recsys.data.staged import Staged as _Staged
 
 DEFAULT_CHUNK_ROWS = 50_000  # lines per chunk: ~0.5 GB peak for the simulator's events (bench/pipeline.py)
 READ_BYTES = 1 << 22  # bytes read (and sealed) from the landing file at a time
-
-
-class _Staged:
-    """A file of the lake written in pieces, encrypted as it is written, then committed or discarded."""
-
-    def __init__(self, lake: Lake, zone: str, dataset: str, ds, name: str):
-        self.lake, self.where, self.name = lake, (zone, dataset, ds), name
-        self.path = lake.stage(zone, dataset, ds, name)
-        self._file = open(self.path, "wb")  # noqa: SIM115 (closed by close() or discard())
-        self._enc = lake.cipher.writer(self._file)
-        self.stream = io.BufferedWriter(self._enc, 1 << 20)
-
-    def close(self) -> Path:
-        """Finish the encrypted file and sync it to disk (still staged)."""
-        if not self._file.closed:
-            self.stream.flush()
-            self._enc.finish()  # the only way the token is completed
-            self.stream.close()
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        return self.path
-
-    def commit(self) -> None:
-        self.close()
-        self.lake.commit(*self.where, self.name, self.path)
-
-    def discard(self) -> None:
-        """Remove the staged file (after an error: whatever state its writer is in)."""
-        try:
-            if not self._file.closed:
-                self._enc.abort()  # the token is left unfinished: no reader would accept the file
-                with contextlib.suppress(Exception):
-                    self.stream.close()
-                self._file.close()
-        finally:
-            self.path.unlink(missing_ok=True)
-
-
-class _FrameFile:
-    """Chunks of one frame as row groups of one encrypted Parquet file, the schema taken from ``schema``
-    or the first non-empty chunk; no chunk at all: ``empty`` written whole."""
-
-    def __init__(self, lake: Lake, dataset: str, ds, empty: pd.DataFrame, schema: pa.Schema | None = None):
-        self.lake, self.dataset, self.ds, self.empty = lake, dataset, ds, empty
-        self.schema, self.rows = schema, 0
-        self._staged: _Staged | None = None
-        self._writer: pq.ParquetWriter | None = None
-
-    def write(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
-        if self._writer is None:
-            self.schema = self.schema or table.schema
-            self._staged = _Staged(self.lake, "raw", self.dataset, self.ds, Lake.frame_file("raw"))
-            self._writer = pq.ParquetWriter(self._staged.stream, self.schema)
-        self._writer.write_table(table.cast(self.schema) if table.schema != self.schema else table)
-        self.rows += table.num_rows
-
-    def finish(self) -> _Staged:
-        if self._writer is None:  # nothing written: the whole (empty) frame, as a frame write gives it
-            self._staged = _Staged(self.lake, "raw", self.dataset, self.ds, Lake.frame_file("raw"))
-            self._staged.stream.write(frame_to_parquet_bytes(self.empty))
-        else:
-            self._writer.close()
-        self._staged.close()
-        return self._staged
-
-    def discard(self) -> None:
-        if self._staged is not None:
-            self._staged.discard()  # first: the Parquet footer written below goes nowhere
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.close()
 
 
 # The events file, read once ------------------------------------------------------------------------
@@ -248,8 +173,23 @@ def _events_schema(columns: list[str]) -> pa.Schema:
 def _events_table(rows: list[dict], columns: list[str], schema: pa.Schema) -> pa.Table:
     """The rows as :func:`recsys.data.sources.loose_frame` gives them, in ``columns`` (missing: null),
     built column by column in Arrow (the frame's own conversion is four times slower)."""
-    arrays = [pa.array([loose_text(r.get(c)) for r in rows], type=pa.large_string()) for c in columns]
-    return pa.Table.from_arrays(arrays, schema=schema)
+    return pa.Table.from_arrays([_text_column([r.get(c) for r in rows]) for c in columns], schema=schema)
+
+
+_NONE = type(None)
+
+
+def _text_column(values: list) -> pa.Array:
+    """``loose_text`` of every value as a large_string array. Columns of text (the usual case) go to Arrow
+    as they are and columns of integers through Arrow's integer-to-text cast (Python's own spelling of an
+    int64); anything else (floats, booleans, objects, integers beyond 64 bits) value by value."""
+    kinds = set(map(type, values))
+    if kinds <= {str, _NONE}:
+        return pa.array(values, type=pa.large_string())
+    if kinds <= {int, _NONE}:
+        with contextlib.suppress(OverflowError, pa.ArrowInvalid):
+            return pa.array(values, type=pa.int64()).cast(pa.large_string())
+    return pa.array(list(map(loose_text, values)), type=pa.large_string())
 
 
 def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tuple[_FrameFile, _FrameFile]:

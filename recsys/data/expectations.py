@@ -25,7 +25,7 @@ import pandas as pd
 from recsys.data import formats
 from recsys.data.parsing import is_missing, parse_number, parse_ts
 from recsys.data.schema import DEVICES, RAW_EVENTS
-from recsys.data.suite_run import Check, SuiteRun, run_suite  # noqa: F401  (re-exported)
+from recsys.data.suite_run import Check, ChunkedSuite, SuiteRun, run_suite  # noqa: F401  (re-exported)
 
 KEYS = ("event_id", "user_id", "video_id", "ts")
 BINARY = ("clicked", "liked", "shared")
@@ -49,6 +49,7 @@ TEXT = tuple(c for c, t in RAW_EVENTS.items() if t == "string")
 FORMAT_SUFFIX = "__format_ok"  # helper column: the value matches its column's pattern and length
 PERSONAL_SUFFIX = "__not_personal"  # helper column: the value does not look like an e-mail/phone/IP
 REUSED = "event_id__unseen"  # helper column: the event id was not accepted on an earlier day
+ONCE = "event_id__once"  # helper column: the event id appears once in the whole day (null: True)
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,12 @@ def events_suite(
             "ts_outside_ds",
             {"column": "ts", "min_value": ds_start, "max_value": ds_end, "strict_max": True},
         ),
-        Spec("ExpectColumnValuesToBeUnique", "duplicate_event_id", {"column": "event_id"}),
+        Spec(
+            "ExpectColumnValuesToBeInSet",
+            "duplicate_event_id",
+            {"column": ONCE, "value_set": [True]},
+            description="the event id appears once in the day (counted over the whole day, every chunk)",
+        ),
     ]
     if check_reused:
         specs.append(

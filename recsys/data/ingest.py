@@ -45,54 +45,23 @@ def validate_day(
     reports_dir: Path,
     cfg: ValidationSettings,
     id_window_days: int = 14,
+    chunk_rows: int | None = None,
 ) -> dict:
     """Great Expectations on the raw day: bad rows to quarantine (with the rule), bad batches fail.
+
+    The raw events are read ``chunk_rows`` rows at a time (default ``cfg.chunk_rows``) through the
+    decrypting reader; each chunk is validated (:class:`recsys.data.validate.EventsValidation`) and its
+    accepted and quarantined rows written as row groups of staged encrypted files, committed only when the
+    whole day passed. The outputs do not depend on ``chunk_rows``.
 
     ``trailing_volumes``: the input rows of the days before (newest first), for the volume check.
     ``id_window_days``: an event id accepted on one of these days before ``ds`` may not come back.
     """
-    from recsys.data.validate import (
-        accepted_event_ids,
-        quarantine_frame,
-        validate_events,
-        validate_users,
-        validate_videos,
-    )
+    from recsys.data.validate_chunks import validate_events_chunked
 
-    events = lake.read_frame("raw", "events", ds)
-    malformed = lake.read_frame("raw", "events_malformed", ds)
-    videos = lake.read_frame("raw", "videos", ds)
-    users = lake.read_frame("raw", "users", ds)
-    # reference tables: any failure stops the run; their runs go to the same Data Docs as the events'
-    validate_videos(videos, ds=ds, reports_dir=reports_dir)
-    validate_users(users, ds=ds, reports_dir=reports_dir)
-    durations = dict(
-        zip(videos["video_id"].astype(int), videos["duration_seconds"].astype(float), strict=True)
+    summary = validate_events_chunked(
+        lake, ds, trailing_volumes, reports_dir, cfg, id_window_days, chunk_rows or cfg.chunk_rows
     )
-    res = validate_events(
-        events,
-        ds,
-        set(durations),
-        trailing_volumes,
-        reports_dir,
-        durations=durations,
-        n_malformed=len(malformed),
-        seen_event_ids=accepted_event_ids(lake, ds, id_window_days),
-        max_watch_multiple=cfg.max_watch_multiple,
-        min_volume_fraction=cfg.min_volume_fraction,
-        max_quarantine_share=cfg.max_quarantine_share,
-    )
-    quarantine = quarantine_frame(res.quarantined, malformed)
-    lake.write_frame("quarantine", "events", ds, quarantine)
-    lake.write_frame("raw", "valid_events", ds, res.accepted)
-    if res.data_docs_path:
-        log.info("validation Data Docs: %s", res.data_docs_path)
-    if len(res.accepted) + len(res.quarantined) != len(events):
-        raise AssertionError("validation lost rows: accepted + quarantined != input")
-    return {
-        "input_rows": len(events) + len(malformed),
-        "accepted_rows": len(res.accepted),
-        "quarantined_rows": len(quarantine),
-        "data_docs": str(res.data_docs_path or ""),
-        "rules": {k: v for k, v in res.report.get("rule_counts", {}).items() if v},
-    }
+    if summary["data_docs"]:
+        log.info("validation Data Docs: %s", summary["data_docs"])
+    return summary

@@ -25,10 +25,13 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from recsys.privacy.crypto import Cipher
 
@@ -186,6 +189,24 @@ class Lake:
             data = self.cipher.decrypt(data, what=str(path))
         return pd.read_parquet(io.BytesIO(data), columns=columns)
 
+    def _open_file(self, zone: str, dataset: str, ds, fname: str):
+        """The partition's file ``fname`` opened for reading (seekable), and a name for messages."""
+        path = self.partition(zone, dataset, ds) / fname
+        if not path.exists():
+            raise FileNotFoundError(f"no {zone}/{dataset} partition for ds={as_date(ds)} ({path})")
+        return open(path, "rb"), str(path)  # noqa: SIM115 (closed by open_frame)
+
+    @contextlib.contextmanager
+    def open_frame(self, zone: str, dataset: str, ds, name: str = "part-0") -> Iterator[FrameReader]:
+        """The partition's frame ``name`` opened for reading in chunks (:class:`FrameReader`), decrypted
+        where it is read in the encrypted zones: memory follows the chunk, not the file."""
+        f, what = self._open_file(zone, dataset, ds, self.frame_file(zone, name))
+        try:
+            plain = self.cipher.open_file(f, what=what) if zone in ENCRYPTED_ZONES else f
+            yield FrameReader(plain, what)
+        finally:
+            f.close()
+
     def read_window(self, zone: str, dataset: str, start, end, name: str = "part-0") -> pd.DataFrame:
         """Concatenate the partitions with start <= ds <= end (missing days are skipped)."""
         start, end = as_date(start), as_date(end)
@@ -322,3 +343,40 @@ class FrameWriter:
             self.commit()
         else:
             self.discard()
+
+
+class FrameReader:
+    """One Parquet frame of the lake read in chunks of rows (Arrow tables), whatever its row groups."""
+
+    def __init__(self, f, what: str):
+        self._f, self.what = f, what
+        self.file = pq.ParquetFile(f)
+        self.num_rows = self.file.metadata.num_rows
+        self.schema = self.file.schema_arrow
+
+    def batches(self, chunk_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The frame's rows in order, ``chunk_rows`` at a time (the last chunk may be shorter)."""
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        held: list[pa.RecordBatch] = []
+        n = 0
+        for batch in self.file.iter_batches(batch_size=min(chunk_rows, 1 << 16), columns=columns):
+            held.append(batch)
+            n += batch.num_rows
+            while n >= chunk_rows:
+                table = pa.Table.from_batches(held)
+                yield table.slice(0, chunk_rows)
+                rest = table.slice(chunk_rows)
+                held, n = rest.to_batches(), rest.num_rows
+        if n:
+            yield pa.Table.from_batches(held, schema=self.schema if columns is None else None)
+
+    def frame_batches(self, chunk_rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+        """:meth:`batches` as the frames :meth:`Lake.read_frame` gives for those rows."""
+        for table in self.batches(chunk_rows, columns):
+            yield table.to_pandas().reset_index(drop=True)
+
+    def verify(self) -> None:
+        """For an encrypted file: authenticate it again (it did not change while it was read)."""
+        if hasattr(self._f, "verify_again"):
+            self._f.verify_again()

@@ -84,6 +84,16 @@ class ObjectLake(Lake):
             data = self.cipher.decrypt(data, what=f"{self.partition(zone, dataset, ds)}/{fname}")
         return pd.read_parquet(io.BytesIO(data), columns=columns)
 
+    def _open_file(self, zone: str, dataset: str, ds, fname: str):
+        """The object read whole (one GET) into memory: its ciphertext, decrypted where it is read."""
+        try:
+            data = self.read_bytes(zone, dataset, ds, fname)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"no {zone}/{dataset} partition for ds={as_date(ds)} ({self.partition(zone, dataset, ds)})"
+            ) from None
+        return io.BytesIO(data), f"{self.partition(zone, dataset, ds)}/{fname}"
+
     # Files of a partition ----------------------------------------------------------------------
     def write_bytes(
         self, zone: str, dataset: str, ds, name: str, data: bytes, drop: Iterable[str] = ()

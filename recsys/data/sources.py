@@ -181,7 +181,8 @@ def seal_landing(lake: Lake, dataset: str, ds) -> None:
 def split_jsonl(data: bytes | str, source: str = "") -> tuple[list[dict], list[int], pd.DataFrame]:
     """Strictly parse JSON lines: (objects, their line numbers, malformed lines). Blank lines are skipped.
 
-    Reasons of a malformed line: ``bad_encoding`` (not strict UTF-8), ``malformed_json``, or
+    Reasons of a malformed line: ``bad_encoding`` (not strict UTF-8, or a ``\\ud800``-style escape of half
+    a surrogate pair, which no UTF-8 store can hold), ``malformed_json``, or
     ``not_json_object`` (valid JSON that is not an object). ``raw_bytes`` keeps the line as delivered.
     """
     raw = data.encode() if isinstance(data, str) else data
@@ -212,9 +213,37 @@ def parse_lines(lines: Iterable[tuple[int, bytes]], source: str) -> tuple[list[d
         if not isinstance(value, dict):
             bad.append((source, number, text, "not_json_object", f"a JSON {type(value).__name__}", line))
             continue
+        if "\\u" in text and (where := _lone_surrogate(value)) is not None:
+            # JSON allows the escape of half a surrogate pair ("\ud800"); Python decodes it, but no UTF-8
+            # writer (Arrow, Parquet, the database) can store it: the line's bytes are UTF-8, its value not
+            bad.append((source, number, text, "bad_encoding", f"lone surrogate escape in {where}", line))
+            continue
         rows.append(value)
         numbers.append(number)
     return rows, numbers, bad
+
+
+def _lone_surrogate(value) -> str | None:
+    """Where a decoded JSON value holds a lone UTF-16 surrogate (a key or a string value): ``key 'k'``,
+    ``value of 'k'``; None when every string is encodable as UTF-8."""
+    stack = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "a value"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    return "a key"
+                stack.append((where or f"the value of {k!r}", item))
+        elif isinstance(v, list):
+            stack.extend((where, item) for item in v)
+    return None
 
 
 def malformed_frame(bad: list[tuple]) -> pd.DataFrame:

@@ -217,3 +217,164 @@ def _jsonable(v: Any) -> Any:
     if hasattr(v, "item"):
         return v.item()
     return str(v)
+
+
+# Chunks ---------------------------------------------------------------------------------------------
+_SUMMED = ("element_count", "missing_count", "unexpected_count")
+_PARTIAL = 20
+
+
+class ChunkedSuite:
+    """One suite run over a day given in chunks: GX evaluates each chunk, the verdicts are summed.
+
+    The context, suite and batch definition are built once; each :meth:`run` validates one chunk and
+    returns its checks (with the chunk's unexpected row positions, for the quarantine); :meth:`finish`
+    returns the day's :class:`SuiteRun`: per expectation the summed element, missing and unexpected
+    counts, the first unexpected values, a table row count summed and judged against its bounds again.
+    With ``reports_dir`` the summed result is stored in that GX project (one validation result for the
+    day, as a whole-day checkpoint run stores) and its Data Docs updated.
+    """
+
+    def __init__(self, suite_name: str, specs: list[Spec], *, run_name: str, reports_dir: Path | None = None):
+        gx = _gx()
+        import great_expectations.expectations as gxe
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.specs, self.run_name, self.reports_dir = specs, run_name, reports_dir
+        if reports_dir is None:
+            context = gx.get_context(mode="ephemeral")
+        else:
+            reports_dir = Path(reports_dir)
+            reports_dir.mkdir(parents=True, exist_ok=True)
+            context = gx.get_context(mode="file", project_root_dir=reports_dir)
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        for factory in (context.checkpoints, context.validation_definitions, context.suites):
+            if suite_name in {x.name for x in factory.all()}:
+                factory.delete(name=suite_name)
+        source = context.data_sources.add_or_update_pandas(name=suite_name)
+        self._batch_definition = source.add_dataframe_asset(
+            name=suite_name
+        ).add_batch_definition_whole_dataframe(name="whole_frame")
+        expectations = [
+            getattr(gxe, s.expectation)(
+                **s.kwargs,
+                meta={"rule": s.rule, "level": s.level},
+                **({"description": s.description} if s.description else {}),
+            )
+            for s in specs
+        ]
+        self._suite = context.suites.add(gx.ExpectationSuite(name=suite_name, expectations=expectations))
+        self.context, self.suite_name = context, suite_name
+        self._merged = None  # the first chunk's GX result, its numbers replaced by the sums
+        self._sums: list[dict] = []
+        self._batch_id = None
+
+    def run(self, frame: pd.DataFrame) -> SuiteRun:
+        """Validate one chunk; its checks (row positions in ``frame``, which gets a RangeIndex)."""
+        from great_expectations.validator.v1_validator import Validator
+
+        frame = frame.reset_index(drop=True)
+        validator = Validator(self._batch_definition, _RESULT_FORMAT, {"dataframe": frame})
+        result = validator.validate_expectation_suite(self._suite)
+        self._batch_id = self._batch_id or validator.active_batch_id
+        self._add(result)
+        return SuiteRun(self.suite_name, bool(result.success), self._checks(result.results))
+
+    def _checks(self, results) -> tuple[Check, ...]:
+        order = {s.rule: i for i, s in enumerate(self.specs)}
+        return tuple(sorted((_check(r) for r in results), key=lambda c: order.get(c.rule, len(order))))
+
+    def _add(self, result) -> None:
+        if self._merged is None:
+            self._merged = result
+            self._sums = [dict(r.result or {}) for r in result.results]
+            for s in self._sums:
+                s.pop("unexpected_index_list", None)  # positions in a chunk mean nothing for the day
+                s.pop("unexpected_list", None)  # every bad value of the day: not kept in memory
+            return
+        for total, r in zip(self._sums, result.results, strict=True):
+            res = r.result or {}
+            for key in _SUMMED:
+                if key in total and res.get(key) is not None:
+                    total[key] += res[key]
+            if "partial_unexpected_list" in total:
+                room = _PARTIAL - len(total["partial_unexpected_list"])
+                total["partial_unexpected_list"] = [
+                    *total["partial_unexpected_list"],
+                    *(res.get("partial_unexpected_list") or [])[: max(room, 0)],
+                ]
+            if r.expectation_config.type == "expect_table_row_count_to_be_between":
+                total["observed_value"] = total.get("observed_value", 0) + res.get("observed_value", 0)
+        for mine, r in zip(self._merged.results, result.results, strict=True):
+            if r.exception_info and not mine.exception_info:
+                mine.exception_info = r.exception_info
+            mine.success = bool(mine.success and r.success)
+
+    def finish(self) -> SuiteRun:
+        """The day's verdicts (sums over the chunks); the Data Docs updated when ``reports_dir`` is set."""
+        if self._merged is None:
+            raise ValueError("no chunk was validated")
+        merged = self._merged
+        for r, total in zip(merged.results, self._sums, strict=True):
+            _percentages(total)
+            if r.expectation_config.type == "expect_table_row_count_to_be_between":
+                kw = r.expectation_config.kwargs
+                lo, hi, seen = kw.get("min_value"), kw.get("max_value"), total.get("observed_value", 0)
+                r.success = (lo is None or seen >= lo) and (hi is None or seen <= hi)
+            elif "unexpected_count" in total and not r.exception_info:
+                r.success = total["unexpected_count"] == 0
+            r.result = total
+        ok = [bool(r.success) for r in merged.results]
+        merged.success = all(ok)
+        merged.statistics.update(
+            evaluated_expectations=len(ok),
+            successful_expectations=sum(ok),
+            unsuccessful_expectations=len(ok) - sum(ok),
+            success_percent=100.0 * sum(ok) / len(ok) if ok else None,
+        )
+        docs = self._record(merged) if self.reports_dir is not None else None
+        return SuiteRun(self.suite_name, bool(merged.success), self._checks(merged.results), docs)
+
+    def _record(self, merged) -> Path:
+        """Store the day's result in the project (as a checkpoint run does) and update its Data Docs."""
+        import datetime
+
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        run_id = RunIdentifier(run_name=self.run_name, run_time=datetime.datetime.now(datetime.UTC))
+        merged.meta.update(run_id=run_id, validation_time=run_id.run_time, batch_parameters=None)
+        suite_id = ExpectationSuiteIdentifier(name=self.suite_name)
+        result_id = ValidationResultIdentifier(
+            batch_identifier=self._batch_id, expectation_suite_identifier=suite_id, run_id=run_id
+        )
+        self.context.validation_results_store.store_validation_results(
+            suite_validation_result=merged,
+            suite_validation_result_identifier=result_id,
+            expectation_suite_identifier=suite_id,
+        )
+        docs = _docs_index(self.reports_dir)
+        if not _DEFER_DOCS.get():
+            self.context.build_data_docs(resource_identifiers=[result_id, suite_id], build_index=True)
+            if not docs.exists():
+                raise RuntimeError(f"GX did not build Data Docs at {docs}")
+        return docs
+
+
+def _percentages(total: dict) -> None:
+    n, missing, bad = total.get("element_count"), total.get("missing_count"), total.get("unexpected_count")
+    if n is None or bad is None:
+        return
+    present = n - (missing or 0)
+    if "missing_percent" in total:
+        total["missing_percent"] = 100.0 * (missing or 0) / n if n else None
+    if "unexpected_percent_total" in total:
+        total["unexpected_percent_total"] = 100.0 * bad / n if n else None
+    for key in ("unexpected_percent", "unexpected_percent_nonmissing"):
+        if key in total:
+            total[key] = 100.0 * bad / present if present else None
+    total.pop("partial_unexpected_counts", None)
+    total.pop("partial_unexpected_index_list", None)

@@ -33,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import expectations as ex
+from recsys.data import formats
 from recsys.data.lake import as_date
-from recsys.data.parsing import is_null
+from recsys.data.parsing import is_missing, is_null
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
 from recsys.data.validate_io import (  # noqa: F401  (re-exported)
     accepted_event_ids,
@@ -71,6 +72,19 @@ class BatchValidationError(ValueError):
 
 
 # Events ---------------------------------------------------------------------------------------------
+def event_id_text(values) -> pd.Series:
+    """Raw event ids as the typed frame holds them (a string, or null for a missing value)."""
+    return pd.Series(
+        pd.array(formats.map_values(pd.Series(values), lambda v: None if is_missing(v) else str(v)), "string")
+    )
+
+
+def day_duplicates(event_ids: pd.Series) -> set[str]:
+    """The ids that appear more than once among ``event_ids`` (typed, nulls ignored)."""
+    ids = event_ids.dropna()
+    return set(ids[ids.duplicated(keep=False)])
+
+
 def validate_events(
     events: pd.DataFrame,
     ds: date | str,
@@ -85,7 +99,10 @@ def validate_events(
     min_volume_fraction: float = 0.3,
     max_quarantine_share: float = 0.5,
 ) -> ValidationResult:
-    """Validate one day of raw interaction events (loose types, as parsed from JSON).
+    """Validate one day of raw interaction events (loose types, as parsed from JSON), held in memory.
+
+    The whole frame is one chunk of :class:`EventsValidation` (the validate stage streams the day in
+    chunks through the same class: :func:`recsys.data.ingest.validate_day`).
 
     Args:
         known_video_ids: the catalog; a row with another video id is quarantined (None: no check).
@@ -104,96 +121,205 @@ def validate_events(
         BatchValidationError: an empty partition, missing columns, a volume collapse, or too many
             quarantined rows.
     """
-    ds = as_date(ds)
-    name = f"raw_events ds={ds}"
-    n = len(events)
+    check_columns(ds, list(events.columns), len(events), n_malformed)
+    raw = events.reset_index(drop=True)
+    ids = event_id_text(raw["event_id"])
+    reused = None if seen_event_ids is None else set(ids.dropna()) & {str(e) for e in seen_event_ids}
+    run = EventsValidation(
+        ds,
+        known_video_ids,
+        trailing_volumes,
+        reports_dir,
+        durations=durations,
+        duplicated_ids=day_duplicates(ids),
+        reused_ids=reused,
+        max_watch_multiple=max_watch_multiple,
+        min_volume_fraction=min_volume_fraction,
+        max_quarantine_share=max_quarantine_share,
+    )
+    accepted, quarantined = run.chunk(raw)
+    report, docs = run.finish(n_malformed)
+    return ValidationResult(accepted, quarantined, report, docs)
+
+
+def check_columns(ds: date | str, columns: list[str], n: int, n_malformed: int = 0) -> None:
+    """The batch rules known before any row is read: a non-empty partition with every raw column."""
+    name = f"raw_events ds={as_date(ds)}"
     if n == 0:
         raise BatchValidationError(
             f"{name}: expect_table_row_count_to_be_between(min_value=1) failed: the partition is empty "
             f"(observed 0 rows, {n_malformed} malformed line(s))"
         )
-    missing = [c for c in RAW_EVENTS if c not in events.columns]
+    missing = [c for c in RAW_EVENTS if c not in columns]
     if missing:
         raise BatchValidationError(
             f"{name}: expect_table_columns_to_match_set failed: missing required column(s) {missing} "
-            f"(observed columns {sorted(map(str, events.columns))})"
+            f"(observed columns {sorted(map(str, columns))})"
         )
 
-    raw = events.reset_index(drop=True)
-    typed, bad_type, frame = ex.events_check_frame(raw, durations, max_watch_multiple)
-    if seen_event_ids is not None:
-        frame[ex.REUSED] = ~typed["event_id"].isin(set(seen_event_ids)).to_numpy(bool)
-    start = datetime.combine(ds, time(), tzinfo=UTC)
-    min_rows, median, volumes = _volume_floor(trailing_volumes, min_volume_fraction)
-    ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not is_null(v)})
-    specs = ex.events_suite(
-        list(RAW_EVENTS),
-        ds_start=start,
-        ds_end=start + timedelta(days=1),
-        min_rows=min_rows,
-        known_video_ids=ids,
-        check_reused=seen_event_ids is not None,
-    )
-    run = ex.run_suite(frame, "raw_events", specs, run_name=f"ds={ds}", reports_dir=reports_dir)
-    _raise_on_gx_errors(name, run)
 
-    masks = _resolve_duplicates(_row_masks(run, typed["event_id"], bad_type), raw, typed["event_id"])
-    reason = _join_reasons(masks, n)
-    bad = reason.notna().to_numpy()
-    accepted = conform(typed[~bad], RAW_EVENTS, name="accepted raw_events")
-    quarantined = _as_strings(raw[bad]).assign(reason=reason[bad].astype("string")).reset_index(drop=True)
-    _invariant(
-        len(accepted) + len(quarantined) == n,
-        f"{name}: {len(accepted)} accepted + {len(quarantined)} quarantined != {n} input rows",
-    )
+class EventsValidation:
+    """One day of raw events validated chunk by chunk, in order; the results are those of the whole day.
 
-    share = (len(quarantined) + n_malformed) / (n + n_malformed)
-    report = {
-        "dataset": "raw_events",
-        "ds": ds.isoformat(),
-        "input_rows": n,
-        "malformed_lines": int(n_malformed),
-        "accepted": len(accepted),
-        "quarantined": len(quarantined),
-        "quarantine_share": round(share, 6),
-        "rule_counts": {rule: int(m.sum()) for rule, m in masks.items()},
-        "expectations": [c.summary() for c in run.checks],
-        "gx_success": run.success,
-        "volume": {
-            "observed": n,
-            "min_rows": min_rows,
-            "trailing_median": median,
-            "trailing_volumes": volumes,
-        },
-        "data_docs_path": str(run.data_docs_path) if run.data_docs_path else None,
-        "passed": True,
-    }
+    Per chunk (:meth:`chunk`): the typed frame, GX's suite (:class:`recsys.data.expectations.ChunkedSuite`),
+    the row rules' verdicts, the accepted and the quarantined rows of that chunk. What is not a property
+    of one row is given for the whole day or carried from chunk to chunk:
 
-    # Batch rules are judged after GX has recorded the run, so the Data Docs show the failing batch.
-    volume = run.by_rule["volume_collapse"]
-    if not volume.success:
-        report.update(passed=False, failed="volume_collapse")
-        raise BatchValidationError(
-            f"{name}: expect_table_row_count_to_be_between(min_value={min_rows}) failed: volume collapse, "
-            f"observed {volume.observed_value} rows < {min_volume_fraction:.0%} of the trailing median "
-            f"{median:g} (trailing volumes {volumes})",
-            report,
-            run.data_docs_path,
+    * ``duplicated_ids``: the ids that appear more than once in the day (any chunks); GX flags their rows.
+      The first *valid* copy is kept whichever chunk holds it: ``kept`` remembers, for those ids only,
+      the content hash of the kept copy, so a later copy is ``duplicate_event_id`` (identical) or
+      ``conflicting_duplicate`` (different) in any later chunk.
+    * ``reused_ids``: the ids of the day accepted on earlier days (None: no check).
+    * the row count (volume collapse) and the quarantine share: from the summed counts, in :meth:`finish`,
+      which also sums GX's verdicts and raises :class:`BatchValidationError` for a bad batch.
+    """
+
+    def __init__(
+        self,
+        ds: date | str,
+        known_video_ids: Iterable[int] | None,
+        trailing_volumes: list[int],
+        reports_dir: Path | None = None,
+        *,
+        durations: dict[int, float] | None = None,
+        duplicated_ids: set[str] = frozenset(),
+        reused_ids: set[str] | None = None,
+        max_watch_multiple: float = 5.0,
+        min_volume_fraction: float = 0.3,
+        max_quarantine_share: float = 0.5,
+    ):
+        self.ds = as_date(ds)
+        self.name = f"raw_events ds={self.ds}"
+        self.durations, self.max_watch_multiple = durations, max_watch_multiple
+        self.duplicated, self.reused = set(duplicated_ids), reused_ids
+        self.min_volume_fraction, self.max_quarantine_share = min_volume_fraction, max_quarantine_share
+        start = datetime.combine(self.ds, time(), tzinfo=UTC)
+        self.min_rows, self.median, self.volumes = _volume_floor(trailing_volumes, min_volume_fraction)
+        ids = None if known_video_ids is None else sorted({int(v) for v in known_video_ids if not is_null(v)})
+        specs = ex.events_suite(
+            list(RAW_EVENTS),
+            ds_start=start,
+            ds_end=start + timedelta(days=1),
+            min_rows=self.min_rows,
+            known_video_ids=ids,
+            check_reused=reused_ids is not None,
         )
-    if share > max_quarantine_share:
-        report.update(passed=False, failed="max_quarantine_share")
-        top = dict(sorted(((r, k) for r, k in report["rule_counts"].items() if k), key=lambda kv: -kv[1])[:5])
-        raise BatchValidationError(
-            f"{name}: max_quarantine_share={max_quarantine_share:.0%} failed: observed {share:.1%} "
-            f"({len(quarantined)} of {n} rows quarantined, {n_malformed} malformed line(s)); "
-            f"top rules {top}",
-            report,
-            run.data_docs_path,
+        self.suite = ex.ChunkedSuite("raw_events", specs, run_name=f"ds={self.ds}", reports_dir=reports_dir)
+        self.kept: dict[str, int] = {}
+        self.rows = self.accepted = self.quarantined = 0
+        self.rule_counts: dict[str, int] = {}
+
+    def chunk(self, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The next chunk of raw rows (every raw column, loose values): (accepted, quarantined) rows."""
+        raw = raw.reset_index(drop=True)
+        n = len(raw)
+        typed, bad_type, frame = ex.events_check_frame(raw, self.durations, self.max_watch_multiple)
+        event_id = typed["event_id"]
+        frame[ex.ONCE] = ~event_id.isin(self.duplicated).to_numpy(bool)
+        if self.reused is not None:
+            frame[ex.REUSED] = ~event_id.isin(self.reused).to_numpy(bool)
+        run = self.suite.run(frame)
+        _raise_on_gx_errors(self.name, run)
+        masks = self._resolve_duplicates(_row_masks(run, event_id, bad_type, self.duplicated), raw, event_id)
+        reason = _join_reasons(masks, n)
+        bad = reason.notna().to_numpy()
+        accepted = conform(typed[~bad], RAW_EVENTS, name="accepted raw_events")
+        quarantined = _as_strings(raw[bad]).assign(reason=reason[bad].astype("string")).reset_index(drop=True)
+        _invariant(
+            len(accepted) + len(quarantined) == n,
+            f"{self.name}: {len(accepted)} accepted + {len(quarantined)} quarantined != {n} input rows",
         )
-    return ValidationResult(accepted, quarantined, report, run.data_docs_path)
+        self.rows += n
+        self.accepted += len(accepted)
+        self.quarantined += len(quarantined)
+        for rule, m in masks.items():
+            self.rule_counts[rule] = self.rule_counts.get(rule, 0) + int(m.sum())
+        return accepted, quarantined
+
+    def _resolve_duplicates(
+        self, masks: dict[str, np.ndarray], raw: pd.DataFrame, event_id: pd.Series
+    ) -> dict:
+        """Keep the first *valid* copy of each event id of the day; quarantine the other valid copies.
+
+        A later copy identical to the kept one is ``duplicate_event_id``; one that differs from it is
+        ``conflicting_duplicate`` (two versions of one event: the second is not silently dropped as a
+        repeat). Invalid copies keep only their own reasons, so a bad first copy never hides a good
+        second, in this chunk or a later one.
+        """
+        dup = masks.get("duplicate_event_id")
+        if dup is None:
+            return masks
+        others = [m for r, m in masks.items() if r != "duplicate_event_id"]
+        invalid = np.logical_or.reduce(others) if others else np.zeros(len(raw), dtype=bool)
+        rows = np.flatnonzero(dup & ~invalid)
+        later = np.zeros(len(raw), dtype=bool)
+        differs = np.zeros(len(raw), dtype=bool)
+        if len(rows):
+            content = pd.util.hash_pandas_object(_as_strings(raw.iloc[rows]), index=False).to_numpy()
+            for i, e, h in zip(rows, event_id.iloc[rows], content, strict=True):
+                kept = self.kept.get(e)
+                if kept is None:
+                    self.kept[e] = h  # the first valid copy of the day
+                else:
+                    later[i], differs[i] = True, kept != h
+        out = dict(masks)
+        out["duplicate_event_id"] = later & ~differs
+        out["conflicting_duplicate"] = later & differs
+        return out
+
+    def finish(self, n_malformed: int = 0) -> tuple[dict[str, Any], Path | None]:
+        """The day's report (summed over the chunks) and Data Docs; raises for a bad batch."""
+        name, n = self.name, self.rows
+        check_columns(self.ds, list(RAW_EVENTS), n, n_malformed)
+        run = self.suite.finish()
+        share = (self.quarantined + n_malformed) / (n + n_malformed)
+        report = {
+            "dataset": "raw_events",
+            "ds": self.ds.isoformat(),
+            "input_rows": n,
+            "malformed_lines": int(n_malformed),
+            "accepted": self.accepted,
+            "quarantined": self.quarantined,
+            "quarantine_share": round(share, 6),
+            "rule_counts": dict(self.rule_counts),
+            "expectations": [c.summary() for c in run.checks],
+            "gx_success": run.success,
+            "volume": {
+                "observed": n,
+                "min_rows": self.min_rows,
+                "trailing_median": self.median,
+                "trailing_volumes": self.volumes,
+            },
+            "data_docs_path": str(run.data_docs_path) if run.data_docs_path else None,
+            "passed": True,
+        }
+        # Batch rules are judged after GX has recorded the run, so the Data Docs show the failing batch.
+        volume = run.by_rule["volume_collapse"]
+        if not volume.success:
+            report.update(passed=False, failed="volume_collapse")
+            raise BatchValidationError(
+                f"{name}: expect_table_row_count_to_be_between(min_value={self.min_rows}) failed: volume "
+                f"collapse, observed {volume.observed_value} rows < {self.min_volume_fraction:.0%} of the "
+                f"trailing median {self.median:g} (trailing volumes {self.volumes})",
+                report,
+                run.data_docs_path,
+            )
+        if share > self.max_quarantine_share:
+            report.update(passed=False, failed="max_quarantine_share")
+            top = dict(sorted(((r, k) for r, k in self.rule_counts.items() if k), key=lambda kv: -kv[1])[:5])
+            raise BatchValidationError(
+                f"{name}: max_quarantine_share={self.max_quarantine_share:.0%} failed: observed {share:.1%} "
+                f"({self.quarantined} of {n} rows quarantined, {n_malformed} malformed line(s)); "
+                f"top rules {top}",
+                report,
+                run.data_docs_path,
+            )
+        return report, run.data_docs_path
 
 
-def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[str, np.ndarray]:
+def _row_masks(
+    run: ex.SuiteRun, event_id: pd.Series, bad_type: dict, duplicated: set[str]
+) -> dict[str, np.ndarray]:
     """Per row rule, the rows to quarantine for it, from GX's unexpected row positions."""
     n, masks = len(event_id), {}
     for check in run.checks:
@@ -210,38 +336,13 @@ def _row_masks(run: ex.SuiteRun, event_id: pd.Series, bad_type: dict) -> dict[st
             _invariant(not (bad_type[col] & ~rows).any(), f"GX missed unparseable {col} values")
             rows &= ~bad_type[col]
         if check.rule == "duplicate_event_id":
-            # GX flags every copy; :func:`_resolve_duplicates` decides which one is kept.
+            # GX flags every copy; :meth:`EventsValidation._resolve_duplicates` decides which one is kept.
             _invariant(
-                bool((rows == (event_id.duplicated(keep=False) & event_id.notna())).all()),
-                "GX duplicate rows disagree with pandas",
+                bool((rows == (event_id.isin(duplicated) & event_id.notna()).to_numpy(bool)).all()),
+                "GX duplicate rows disagree with the day's duplicated ids",
             )
         masks[check.rule] = rows
     return masks
-
-
-def _resolve_duplicates(masks: dict[str, np.ndarray], raw: pd.DataFrame, event_id: pd.Series) -> dict:
-    """Keep the first *valid* copy of each event id; quarantine the other valid copies.
-
-    A later copy identical to the kept one is ``duplicate_event_id``; one that differs from it is
-    ``conflicting_duplicate`` (two versions of one event: the second is not silently dropped as a
-    repeat). Invalid copies keep only their own reasons, so a bad first copy never hides a good second.
-    """
-    dup = masks.get("duplicate_event_id")
-    if dup is None:
-        return masks
-    others = [m for r, m in masks.items() if r != "duplicate_event_id"]
-    invalid = np.logical_or.reduce(others) if others else np.zeros(len(raw), dtype=bool)
-    candidates = dup & ~invalid
-    keep = np.zeros(len(raw), dtype=bool)
-    keep[np.flatnonzero(candidates)] = ~event_id[candidates].duplicated(keep="first").to_numpy(bool)
-    later = candidates & ~keep
-    content = pd.util.hash_pandas_object(_as_strings(raw), index=False).to_numpy()
-    kept_hash = dict(zip(event_id[keep], content[keep], strict=True))
-    differs = np.array([kept_hash.get(e) != h for e, h in zip(event_id, content, strict=True)], dtype=bool)
-    out = dict(masks)
-    out["duplicate_event_id"] = later & ~differs
-    out["conflicting_duplicate"] = later & differs
-    return out
 
 
 def _join_reasons(masks: dict[str, np.ndarray], n: int) -> pd.Series:

@@ -84,12 +84,12 @@ def window_start(ds: date, window_days: int) -> date:
     return ds - timedelta(days=window_days - 1)
 
 
-def encode(examples: pd.DataFrame, transform: Transform, ordered: bool = False) -> pd.DataFrame:
+def encode(examples: pd.DataFrame, transform: Transform, ordered: bool = False, raw=None) -> pd.DataFrame:
     """Examples plus their model inputs as ``x_*`` columns (title as a list column).
 
     ``ordered``: these are the training rows (time order): affinities from the impressions before each
-    row only (:meth:`Transform.apply`)."""
-    x = transform.apply(examples, ordered=ordered)
+    row only (:meth:`Transform.apply`). ``raw``: their raw numerics, already computed."""
+    x = transform.apply(examples, ordered=ordered, raw=raw)
     out = examples.copy()
     for name, arr in x.items():
         out[f"x_{name}"] = list(arr) if arr.ndim == 2 else arr

@@ -118,12 +118,30 @@ def serving_transform(features_dir: Path, transform: Transform | None = None) ->
 
 
 def build_feature_partition(
-    lake, ds: date, settings: FeatureSettings, seed: int = 0, window_days: int | None = None
+    lake,
+    ds: date,
+    settings: FeatureSettings,
+    seed: int = 0,
+    window_days: int | None = None,
+    chunk_rows: int | None = None,
 ) -> dict:
     """Build ``features/ds=D/{train,valid,test}.parquet``, ``catalog.parquet`` (the day's videos, for the
     catalog ranking evaluation) and ``transform.json`` from the clean zone, over ``window_days`` (default
-    ``settings.window_days``)."""
+    ``settings.window_days``).
+
+    ``chunk_rows`` (default ``settings.chunk_rows``; 0: whole): the window is read, fitted and written that
+    many rows at a time (:mod:`recsys.features.chunked`), with the outputs of the whole-frame path; the
+    cases that need the whole window in memory (a positive-only source's sampled negatives, among others)
+    take the whole path, and the summary says which (``chunked``, ``whole_because``)."""
     window_days = window_days or settings.window_days
+    chunk_rows = settings.chunk_rows if chunk_rows is None else chunk_rows
+    why = "chunk_rows = 0"
+    if chunk_rows > 0:
+        from recsys.features.chunked import build_feature_partition_chunked
+
+        summary, why = build_feature_partition_chunked(lake, ds, settings, seed, window_days, chunk_rows)
+        if summary is not None:
+            return {**summary, "chunked": True}
     events = lake.read_window("clean", "interactions", window_start(ds, window_days), ds)
     videos = lake.read_frame("clean", "videos", ds)
     users = lake.read_frame("clean", "users", ds)
@@ -141,6 +159,8 @@ def build_feature_partition(
         "window_start": str(window_start(ds, window_days)),
         "vocab_users": len(transform.vocabs["user"]),
         "vocab_videos": len(transform.vocabs["video"]),
+        "chunked": False,
+        "whole_because": why,
     }
 
 

@@ -88,16 +88,33 @@ def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
     return np.asarray(codes), list(uniques)
 
 
+def _per_row(col: pd.Series) -> bool:
+    """An object column holding anything but strings: hashing could merge values that ``str`` spells
+    differently (1 and 1.0), so per-distinct-value shortcuts must take the per-row path."""
+    return col.dtype == object and not all(type(v) is str for v in col.dropna().unique())
+
+
+def _key_counts(col: pd.Series) -> Counter:
+    """``Counter(_key(v) for v in col)``, computed once per distinct value."""
+    if _per_row(col):
+        return Counter(_key(v) for v in col)
+    codes, uniques = _factorize(col)
+    counts: Counter = Counter()
+    for v, n in zip(uniques, np.bincount(codes[codes >= 0], minlength=len(uniques)), strict=True):
+        counts[_key(v)] += int(n)
+    if (codes < 0).any():  # missing values: _key decides (NaT, for one, has a spelling)
+        counts.update(_key(v) for v in col.to_numpy(dtype=object)[codes < 0])
+    return counts
+
+
 def _lookup(col: pd.Series, vocab: dict[str, int]) -> np.ndarray:
     """``vocab.get(_key(v), 0)`` for every value, computed once per distinct value.
 
     Exactly the per-row result: hashing may only merge values that ``str`` spells the same, so an object
     column holding anything but strings (1 and 1.0 would merge) takes the per-row path.
     """
-    if col.dtype == object:
-        sample = col.dropna().unique()
-        if not all(type(v) is str for v in sample):
-            return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
+    if _per_row(col):
+        return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
     codes, uniques = _factorize(col)
     table = np.fromiter((vocab.get(_key(v), 0) for v in uniques), dtype=np.int32, count=len(uniques))
     out = np.zeros(len(col), dtype=np.int32)
@@ -149,55 +166,42 @@ class Transform:
     ) -> Transform:
         """Learn the transform from training examples (see :func:`recsys.features.build.build_examples`).
         ``coengagement``: add the ``user_video_coengagement`` input (:func:`use_coengagement` decides)."""
-        vocabs = {}
-        for name, col in SOURCE_COLUMN.items():
-            counts = Counter(_key(v) for v in train[col])
-            counts.pop("", None)
-            kept = [k for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
-            vocabs[name] = {k: i + 1 for i, k in enumerate(kept)}
-        words = Counter(t for title in train["title"] for t in tokenize(title))
-        top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))[:title_vocab_size]
-        title_vocab = {w: i + 2 for i, (w, _) in enumerate(top)}
-        video_clicks = train.groupby(train["video_id"].astype(str))["click"].sum()
-        user_imps = train.groupby(train["user_key"].astype(str)).size()
-        t = cls(
-            vocabs,
-            title_vocab,
-            title_len,
-            {},
-            {},
-            {k: float(np.log1p(v)) for k, v in video_clicks.items()},
-            {k: float(np.log1p(v)) for k, v in user_imps.items()},
-            affinity_strength=float(affinity_strength),
-            numeric=[n for n in NUMERIC if coengagement or n != COENGAGEMENT],
-            version=2,
+        stats = FitStats(coengagement=coengagement)
+        stats.add(train)
+        t = stats.transform(
+            title_len=title_len,
+            title_vocab_size=title_vocab_size,
+            min_count=min_count,
+            affinity_strength=affinity_strength,
         )
-        t._fit_affinity(train)
-        if coengagement:
-            t.coengagement = fit_examples(train).to_dict()
         # normalized with the statistics of what the model trains on: ordered affinities on train rows
         raw = t._raw_numeric(train, ordered=True)
-        t.numeric_mean = {n: float(np.mean(raw[:, i])) for i, n in enumerate(t.numeric)}
-        t.numeric_std = {n: float(np.std(raw[:, i]) or 1.0) for i, n in enumerate(t.numeric)}
-        t.numeric_count = float(len(raw))
+        t.set_normalization(lambda: iter((raw,)))
         return t
 
+    def set_normalization(self, raw_chunks) -> None:
+        """``numeric_mean``/``numeric_std``/``numeric_count`` from the training rows' raw numerics:
+        ``raw_chunks()`` gives them (in row order, in chunks of any size) and is called twice (the mean,
+        then the squared deviations from it). The sums are taken over fixed blocks of rows
+        (:class:`ColumnSums`), so the figures do not depend on how the rows were chunked."""
+        k = len(self.numeric)
+        first = ColumnSums(k)
+        for raw in raw_chunks():
+            first.add(raw)
+        n = first.rows
+        mean = first.totals() / n if n else np.full(k, np.nan)
+        second = ColumnSums(k)
+        for raw in raw_chunks():
+            second.add((raw - mean) ** 2)
+        std = np.sqrt(second.totals() / n) if n else np.full(k, np.nan)
+        self.numeric_mean = {name: float(mean[i]) for i, name in enumerate(self.numeric)}
+        self.numeric_std = {name: float(std[i] or 1.0) for i, name in enumerate(self.numeric)}
+        self.numeric_count = float(n)
+
     def _fit_affinity(self, train: pd.DataFrame) -> None:
-        clicks = pd.to_numeric(train["click"], errors="coerce").fillna(0).to_numpy(float)
-        base = float(np.clip(clicks.mean() if len(clicks) else 0.5, 1e-4, 1 - 1e-4))
-        users = _keys(train["user_key"])
-        m = self.affinity_strength
-        for name, col in AFFINITY.items():
-            frame = pd.DataFrame({"user": users, "side": _keys(train[col]), "click": clicks})
-            frame = frame[(frame["user"] != "") & (frame["side"] != "")]
-            side = frame.groupby("side")["click"].agg(["sum", "size"])
-            prior = (side["sum"] + m * base) / (side["size"] + m)
-            self.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
-            pairs = frame.groupby(["user", "side"])["click"].agg(["sum", "size"])
-            table: dict[str, dict[str, list[float]]] = {}
-            for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
-                table.setdefault(user, {})[value] = [float(c), float(n)]
-            self.affinity[name] = table
+        stats = FitStats(affinity_only=True)
+        stats.add(train)
+        stats.fit_affinity(self)
 
     def refreshed(self, rows: pd.DataFrame) -> Transform:
         """This transform with the users' evidence recomputed from ``rows``: the affinity tables and
@@ -243,10 +247,12 @@ class Transform:
             self._tables[name] = (index, np.asarray(c, float), np.asarray(n, float))
         return self._tables[name]
 
-    def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool) -> np.ndarray:
+    def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool, state=None) -> np.ndarray:
         users, sides = _keys(df["user_key"]), _keys(df[AFFINITY[name]])
         prior = self.prior(name, sides)
-        if ordered:  # training rows: only the impressions before each row (rows are in time order)
+        if ordered and state is not None:  # a chunk of the training rows: counts carried from before it
+            c, n = state.affinity_before(self, name, users, sides, df["click"])
+        elif ordered:  # training rows: only the impressions before each row (rows are in time order)
             clicks = pd.to_numeric(df["click"], errors="coerce").fillna(0).to_numpy(float)
             frame = pd.DataFrame({"user": users, "side": sides, "click": clicks})
             group = frame.groupby(["user", "side"], sort=False)["click"]
@@ -261,7 +267,7 @@ class Transform:
         known = (users != "") & (sides != "")
         return np.where(known, affinity_lift(c, n, prior, self.affinity_strength), 0.0)
 
-    def _popularity_raw(self, df: pd.DataFrame, ordered: bool) -> np.ndarray:
+    def _popularity_raw(self, df: pd.DataFrame, ordered: bool, state=None) -> np.ndarray:
         """log1p(the video's training clicks); on training rows (``ordered``) leave-one-out: the video's
         training clicks minus the row's own, so a row never counts its own click (flipping its label
         leaves its value as it is), and the scale is the serving one (every training click), where
@@ -277,7 +283,10 @@ class Transform:
         if not ordered:
             return videos.map(self.video_clicks).fillna(0.0).to_numpy(float)
         clicks = pd.to_numeric(df["click"], errors="coerce").fillna(0).to_numpy(float)
-        total = pd.Series(clicks).groupby(videos.to_numpy(), sort=False).transform("sum").to_numpy(float)
+        if state is not None:  # a chunk of the training rows: the video's total over the whole split
+            total = videos.map(state.video_totals).fillna(0.0).to_numpy(float)
+        else:
+            total = pd.Series(clicks).groupby(videos.to_numpy(), sort=False).transform("sum").to_numpy(float)
         return np.log1p(total - clicks)
 
     def coengagement_table(self):
@@ -288,7 +297,10 @@ class Transform:
         return self._tables["coengagement"]
 
     # ------------------------------------------------------------------ applying
-    def _raw_numeric(self, df: pd.DataFrame, ordered: bool = False) -> np.ndarray:
+    def _raw_numeric(self, df: pd.DataFrame, ordered: bool = False, state=None) -> np.ndarray:
+        """Raw (unnormalized) numeric inputs, one column per ``self.numeric``. ``state``
+        (:class:`OrderedState`): ``df`` is one chunk of the training rows in time order, and the ordered
+        statistics continue from the chunks before it (the result is the whole split's, chunk by chunk)."""
         cols = []
         for name in self.numeric:
             if name == "log_duration":
@@ -300,11 +312,11 @@ class Transform:
                 age = (ts - upload).dt.total_seconds().to_numpy(float) / 86400.0
                 cols.append(np.clip(np.nan_to_num(age, nan=0.0), 0, None))
             elif name == "video_popularity":
-                cols.append(self._popularity_raw(df, ordered))
+                cols.append(self._popularity_raw(df, ordered, state))
             elif name == "user_activity":
                 cols.append(df["user_key"].astype(str).map(self.user_impressions).fillna(0.0).to_numpy(float))
             elif name in AFFINITY:
-                cols.append(self._affinity_raw(df, name, ordered))
+                cols.append(self._affinity_raw(df, name, ordered, state))
             elif name == COENGAGEMENT:
                 cols.append(self.coengagement_table().raw(df["user_key"], df["video_id"], loo=ordered))
             else:
@@ -314,12 +326,15 @@ class Transform:
     def normalize(self, name: str, raw: np.ndarray) -> np.ndarray:
         return ((raw - self.numeric_mean[name]) / self.numeric_std[name]).astype(np.float32)
 
-    def apply(self, df: pd.DataFrame, ordered: bool = False) -> dict[str, np.ndarray]:
+    def apply(
+        self, df: pd.DataFrame, ordered: bool = False, raw: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Model inputs for the rows of ``df`` (names and shapes as in :mod:`recsys.features.spec`).
 
         ``ordered``: the rows are the training split in time order, with their ``click`` labels; the
         affinity features then use only the impressions before each row (see the module docstring).
-        Everywhere else (validation, test, serving) they use the fitted tables.
+        Everywhere else (validation, test, serving) they use the fitted tables. ``raw``: the rows' raw
+        numerics already computed (:meth:`_raw_numeric`; the chunked features stage keeps them from the fit).
         """
         out: dict[str, np.ndarray] = {}
         for name, col in SOURCE_COLUMN.items():
@@ -328,7 +343,7 @@ class Transform:
         out["hour"] = (ts.dt.hour.to_numpy() + 1).astype(np.int32)
         out["dow"] = (ts.dt.dayofweek.to_numpy() + 1).astype(np.int32)
         out["title"] = self._titles(df["title"])
-        raw = self._raw_numeric(df, ordered)
+        raw = self._raw_numeric(df, ordered) if raw is None else raw
         mean = np.array([self.numeric_mean[n] for n in self.numeric])
         std = np.array([self.numeric_std[n] for n in self.numeric])
         out["numeric"] = ((raw - mean) / std).astype(np.float32)
@@ -388,3 +403,212 @@ class Transform:
     @classmethod
     def load(cls, path: Path) -> Transform:
         return cls(**json.loads(Path(path).read_text()))
+
+
+class ColumnSums:
+    """Per-column sums of float rows fed in chunks of any size, summed over fixed blocks of ``BLOCK`` rows
+    (pairwise within a block, the block sums then with :func:`math.fsum`): the same rows give the same
+    sums to the bit however they were chunked, which the features stage's chunked and whole-frame paths
+    rely on (they must write the same normalization)."""
+
+    BLOCK = 1 << 15
+
+    def __init__(self, k: int):
+        self.k, self.rows = k, 0
+        self._held: list[np.ndarray] = []
+        self._n_held = 0
+        self._blocks: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, self.k)
+        self.rows += len(rows)
+        self._held.append(rows)
+        self._n_held += len(rows)
+        if self._n_held >= self.BLOCK:
+            held = np.concatenate(self._held)
+            whole = len(held) // self.BLOCK * self.BLOCK
+            for lo in range(0, whole, self.BLOCK):
+                self._sum_block(held[lo : lo + self.BLOCK])
+            self._held, self._n_held = [held[whole:]], len(held) - whole
+
+    def _sum_block(self, block: np.ndarray) -> None:
+        self._blocks.append(np.ascontiguousarray(block.T).sum(axis=1))
+
+    def totals(self) -> np.ndarray:
+        import math
+
+        if self._n_held:
+            self._sum_block(np.concatenate(self._held))
+            self._held, self._n_held = [], 0
+        return np.array([math.fsum(b[i] for b in self._blocks) for i in range(self.k)], dtype=np.float64)
+
+
+def _summed(parts: list[pd.Series]) -> pd.Series:
+    if len(parts) == 1:
+        return parts[0]
+    both = pd.concat(parts)
+    return both.groupby(level=list(range(both.index.nlevels)), sort=True).sum()
+
+
+class _Sums:
+    """Per-key sums of pandas Series added chunk by chunk (partial sums compacted as they pile up)."""
+
+    def __init__(self):
+        self.parts: list[pd.Series] = []
+        self._n = 0
+        self._compacted = 0
+
+    def add(self, part: pd.Series) -> None:
+        self.parts.append(part)
+        self._n += len(part)
+        if self._n > 2 * self._compacted + 200_000:
+            self.parts = [_summed(self.parts)]
+            self._n = self._compacted = len(self.parts[0])
+
+    def total(self, empty: pd.Series) -> pd.Series:
+        return _summed(self.parts) if self.parts else empty
+
+
+class FitStats:
+    """What :meth:`Transform.fit` learns from the training rows, accumulated chunk by chunk (rows in time
+    order): counts and sums only, so the transform of the chunks equals the transform of their
+    concatenation. Sums of the click label are exact when the labels are whole numbers (``integral``);
+    the chunked features stage checks that before it trusts a chunked fit."""
+
+    def __init__(self, coengagement: bool = False, affinity_only: bool = False):
+        self.affinity_only, self.coengagement = affinity_only, coengagement
+        self.vocab = {name: Counter() for name in SOURCE_COLUMN}
+        self.words: Counter = Counter()
+        self.video_clicks, self.user_imps, self.video_totals = _Sums(), _Sums(), _Sums()
+        self.click_sum, self.rows, self.integral = 0.0, 0, True
+        self.side = {name: _Sums() for name in AFFINITY}
+        self.pairs = {name: _Sums() for name in AFFINITY}
+        self.engaged: list[pd.DataFrame] = []
+
+    def add(self, train: pd.DataFrame) -> None:
+        clicks = pd.to_numeric(train["click"], errors="coerce").fillna(0).to_numpy(float)
+        self.integral &= bool(np.all(clicks == np.round(clicks)))
+        self.rows += len(clicks)
+        self.click_sum += float(clicks.sum())
+        users = _keys(train["user_key"])
+        for name, col in AFFINITY.items():
+            frame = pd.DataFrame({"user": users, "side": _keys(train[col]), "click": clicks})
+            frame = frame[(frame["user"] != "") & (frame["side"] != "")]
+            self.side[name].add(frame.groupby("side")["click"].agg(["sum", "size"]).stack())
+            self.pairs[name].add(frame.groupby(["user", "side"])["click"].agg(["sum", "size"]).stack())
+        if self.affinity_only:
+            return
+        for name, col in SOURCE_COLUMN.items():
+            self.vocab[name].update(_key_counts(train[col]))
+        codes, titles = _factorize(train["title"])  # a title per video: each tokenized once
+        for title, n in zip(titles, np.bincount(codes[codes >= 0], minlength=len(titles)), strict=True):
+            for t in tokenize(title):
+                self.words[t] += int(n)
+        videos = train["video_id"].astype(str)
+        self.video_clicks.add(train.groupby(videos)["click"].sum())
+        self.user_imps.add(train.groupby(train["user_key"].astype(str)).size())
+        self.video_totals.add(pd.Series(clicks).groupby(videos.to_numpy()).sum())
+        if self.coengagement:
+            engaged = clicks > 0
+            if "sampled" in train.columns:
+                engaged &= ~train["sampled"].fillna(False).astype(bool).to_numpy()
+            self.engaged.append(train.loc[engaged, ["user_key", "video_id", "ts"]])
+
+    @staticmethod
+    def _agg(sums: _Sums) -> pd.DataFrame:
+        """(sum, size) per key of the stacked partial aggregates."""
+        total = sums.total(pd.Series(dtype=float))
+        if total.empty:
+            return pd.DataFrame({"sum": pd.Series(dtype=float), "size": pd.Series(dtype="int64")})
+        return total.unstack()
+
+    def fit_affinity(self, t: Transform) -> None:
+        """The affinity priors and (user, side) tables of ``t`` from the rows added."""
+        base = float(np.clip(self.click_sum / self.rows if self.rows else 0.5, 1e-4, 1 - 1e-4))
+        m = t.affinity_strength
+        for name in AFFINITY:
+            side = self._agg(self.side[name])
+            prior = (side["sum"] + m * base) / (side["size"] + m)
+            t.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
+            pairs = self._agg(self.pairs[name])
+            table: dict[str, dict[str, list[float]]] = {}
+            for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
+                table.setdefault(user, {})[value] = [float(c), float(n)]
+            t.affinity[name] = table
+
+    def transform(
+        self,
+        *,
+        title_len: int = 8,
+        title_vocab_size: int = 2000,
+        min_count: int = 1,
+        affinity_strength: float = AFFINITY_STRENGTH,
+    ) -> Transform:
+        """The fitted transform, without its normalization (:meth:`Transform.set_normalization`)."""
+        vocabs = {}
+        for name, counts in self.vocab.items():
+            counts = Counter(counts)
+            counts.pop("", None)
+            kept = [k for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_count]
+            vocabs[name] = {k: i + 1 for i, k in enumerate(kept)}
+        top = sorted(self.words.items(), key=lambda kv: (-kv[1], kv[0]))[:title_vocab_size]
+        title_vocab = {w: i + 2 for i, (w, _) in enumerate(top)}
+        video_clicks = self.video_clicks.total(pd.Series(dtype=np.float32))
+        user_imps = self.user_imps.total(pd.Series(dtype="int64"))
+        t = Transform(
+            vocabs,
+            title_vocab,
+            title_len,
+            {},
+            {},
+            {k: float(np.log1p(v)) for k, v in video_clicks.items()},
+            {k: float(np.log1p(v)) for k, v in user_imps.items()},
+            affinity_strength=float(affinity_strength),
+            numeric=[n for n in NUMERIC if self.coengagement or n != COENGAGEMENT],
+            version=2,
+        )
+        self.fit_affinity(t)
+        if self.coengagement:
+            engaged = pd.concat(self.engaged, ignore_index=True) if self.engaged else None
+            t.coengagement = (
+                CoEngagement.fit(engaged).to_dict()
+                if engaged is not None
+                else CoEngagement.fit(pd.DataFrame({"user_key": [], "video_id": [], "ts": []})).to_dict()
+            )
+        return t
+
+    def ordered_state(self) -> OrderedState:
+        return OrderedState(self.video_totals.total(pd.Series(dtype=float)).to_dict())
+
+
+class OrderedState:
+    """The ordered statistics of the training rows carried from chunk to chunk (rows in time order): per
+    (user, side) pair the clicks and impressions seen so far; per video its clicks over the whole split
+    (``video_popularity`` is leave-one-out of that total)."""
+
+    def __init__(self, video_totals: dict[str, float]):
+        self.video_totals = video_totals
+        self._clicks: dict[str, np.ndarray] = {}
+        self._imps: dict[str, np.ndarray] = {}
+
+    def affinity_before(self, t: Transform, name: str, users, sides, click) -> tuple[np.ndarray, np.ndarray]:
+        """(clicks, impressions) of each row's (user, side) pair before the row; the pairs are the fitted
+        table's (every training row's known pair is in it); 0 for a row without a known pair."""
+        index, _, _ = t.affinity_table(name)
+        if name not in self._clicks:
+            self._clicks[name], self._imps[name] = np.zeros(len(index)), np.zeros(len(index))
+        clicks = pd.to_numeric(click, errors="coerce").fillna(0).to_numpy(float)
+        pos = (
+            index.get_indexer(pd.MultiIndex.from_arrays([users, sides]))
+            if len(index)
+            else np.full(len(users), -1)
+        )
+        ok = pos >= 0
+        c, n = np.zeros(len(pos)), np.zeros(len(pos))
+        frame = pd.DataFrame({"pos": pos[ok], "click": clicks[ok]})
+        group = frame.groupby("pos", sort=False)["click"]
+        c[ok] = self._clicks[name][pos[ok]] + group.cumsum().to_numpy(float) - clicks[ok]
+        n[ok] = self._imps[name][pos[ok]] + group.cumcount().to_numpy(float)
+        np.add.at(self._clicks[name], pos[ok], clicks[ok])
+        np.add.at(self._imps[name], pos[ok], 1.0)
+        return c, n

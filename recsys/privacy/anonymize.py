@@ -7,7 +7,7 @@ name is refused (deny by default): a new upstream field cannot slip personal dat
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import pandas as pd
@@ -145,15 +145,71 @@ def anonymize_users(users: pd.DataFrame, key: bytes) -> pd.DataFrame:
     return apply_policy(users, USER_POLICY, key)
 
 
-def anonymize_day(lake, ds, key: bytes, erased: set[str] | frozenset[str] = frozenset()) -> dict:
+DEFAULT_CHUNK_ROWS = 100_000  # valid raw rows pseudonymized and written at a time
+
+
+def anonymize_day(
+    lake,
+    ds,
+    key: bytes,
+    erased: set[str] | frozenset[str] = frozenset(),
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    map_chunks: Callable = map,
+) -> dict:
     """Valid raw rows of ``ds`` -> clean zone: keyed pseudonyms, PII dropped or generalized; users in
-    ``erased`` (pseudonyms of erasure requests) are left out, so they never come back through a new day."""
-    events = anonymize_data(lake.read_frame("raw", "valid_events", ds), key)
-    users = anonymize_users(lake.read_frame("raw", "users", ds), key)
-    if erased:
-        events = events[~events["user_key"].isin(erased)].reset_index(drop=True)
-        users = users[~users["user_key"].isin(erased)].reset_index(drop=True)
-    lake.write_frame("clean", "interactions", ds, events)
-    lake.write_frame("clean", "users", ds, users)
-    lake.write_frame("clean", "videos", ds, lake.read_frame("raw", "videos", ds))
-    return {"interactions_rows": len(events), "users_rows": len(users)}
+    ``erased`` (pseudonyms of erasure requests) are left out, so they never come back through a new day.
+
+    The valid events are read ``chunk_rows`` rows at a time through the decrypting reader, minimized and
+    written as row groups of a staged file; the three clean files are committed only when all are
+    complete (a failed or killed run leaves hidden staged files only). The policy works row by row, so
+    the output does not depend on ``chunk_rows``.
+
+    ``map_chunks(fn, frames)``: how the chunks are minimized, results in chunk order (default: here, one
+    after another; :func:`recsys.scale.map_in_order` runs them on Dask workers, the stage's choice when
+    ``RECSYS_DASK_SCHEDULER`` is set). Reading, writing and committing stay in this process.
+    """
+    import contextlib
+
+    import pyarrow as pa
+
+    from recsys.data.lake import frame_to_parquet_bytes
+    from recsys.data.staged import FrameFile, Staged
+
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+
+    def minimized(frame: pd.DataFrame) -> pd.DataFrame:
+        events = anonymize_data(frame, key)
+        if erased:
+            events = events[~events["user_key"].isin(erased)].reset_index(drop=True)
+        return events
+
+    staged: list = []
+    ok = False
+    try:
+        with lake.open_frame("raw", "valid_events", ds) as reader:
+            interactions = FrameFile(
+                lake, "interactions", ds, minimized(reader.schema.empty_table().to_pandas()), zone="clean"
+            )
+            staged.append(interactions)
+            for events in map_chunks(minimized, reader.frame_batches(chunk_rows)):
+                interactions.write(pa.Table.from_pandas(events, preserve_index=False))
+            interactions.finish()
+            reader.verify()  # the input did not change while it was read
+        users = anonymize_users(lake.read_frame("raw", "users", ds), key)
+        if erased:
+            users = users[~users["user_key"].isin(erased)].reset_index(drop=True)
+        for dataset, frame in (("users", users), ("videos", lake.read_frame("raw", "videos", ds))):
+            one = Staged(lake, "clean", dataset, ds, lake.frame_file("clean"))
+            staged.append(one)
+            one.stream.write(frame_to_parquet_bytes(frame))
+            one.close()
+        for one in staged:
+            (one._staged if isinstance(one, FrameFile) else one).commit()
+        ok = True
+    finally:
+        if not ok:
+            for one in staged:
+                with contextlib.suppress(Exception):
+                    one.discard()
+    return {"interactions_rows": interactions.rows, "users_rows": len(users)}

@@ -22,7 +22,7 @@ from typing import BinaryIO
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from recsys.config import Settings
-from recsys.privacy.fernet_stream import FernetWriter, TokenError, decrypt_blocks
+from recsys.privacy.fernet_stream import DecryptedFile, FernetWriter, TokenError, decrypt_blocks
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +130,20 @@ class Cipher:
                 f"{what} cannot be decrypted with the configured key(s): wrong key, or the file is damaged"
             ) from None
         return _chain(first, blocks, what)
+
+    def open_file(self, f: BinaryIO, *, what: str = "data") -> DecryptedFile:
+        """A seekable, read-only plaintext view of the encrypted file ``f`` (seekable), decrypted where it is
+        read (:class:`~recsys.privacy.fernet_stream.DecryptedFile`): the whole file is authenticated first,
+        and again by ``verify_again()``; memory does not grow with the file."""
+        f.seek(0)
+        if f.read(len(MAGIC)) != MAGIC:
+            raise DecryptionError(f"{what} is not an encrypted recsys file")
+        try:
+            return DecryptedFile(f, self._keys, start=len(MAGIC))
+        except TokenError:
+            raise DecryptionError(
+                f"{what} cannot be decrypted with the configured key(s): wrong key, or the file is damaged"
+            ) from None
 
     def rotate(self, blob: bytes, *, what: str = "data") -> bytes:
         """Re-encrypt ``blob`` under the newest key (it must decrypt under one of the keys)."""

@@ -207,3 +207,90 @@ def decrypt_blocks(src: BinaryIO, keys: list[bytes | str], *, start: int = 0) ->
         raise TokenError("bad padding in an authenticated token") from None
     if out:
         yield out
+
+
+class DecryptedFile(io.RawIOBase):
+    """A read-only, *seekable* view of the plaintext of the Fernet token at ``start`` of ``src``.
+
+    Parquet is read from its footer backwards and by column chunk, so a streamed (front-to-back)
+    decryption does not fit it. CBC and base64 are both random-access: plaintext block ``b`` is
+    ``AES-decrypt(C[b]) xor C[b-1]`` (``C[-1]`` is the IV), and every 4 base64 characters are 3 token
+    bytes. So a read at any offset decodes and decrypts only the blocks it covers, and memory does not
+    grow with the file. The whole token is authenticated first (:func:`_verify`, one pass, nothing is
+    read before); :meth:`verify_again` authenticates it again, so a caller that commits nothing before
+    calling it (validate, anonymize) never keeps bytes of a file altered between the passes.
+
+    Raises:
+        TokenError: wrong key, or a damaged or truncated token.
+    """
+
+    def __init__(self, src: BinaryIO, keys: list[bytes | str], *, start: int = 0):
+        super().__init__()
+        self._src, self._start, self._keys = src, start, [split_key(k) for k in keys]
+        _, encryption = _verify(src, start, self._keys)
+        self._aes = algorithms.AES(encryption)
+        src.seek(0, io.SEEK_END)
+        chars = src.tell() - start
+        if chars % 4:
+            raise TokenError("not a Fernet token (bad base64 length)")
+        src.seek(start + chars - 4)
+        tail = src.read(4)
+        token_len = chars // 4 * 3 - tail.count(b"=")
+        self._cipher_len = token_len - HEADER - TAG  # a multiple of 16 (checked by _verify)
+        self._iv = self._token(9, 16)
+        last = self._plain_blocks(self._cipher_len // 16 - 1, 1)
+        pad = last[-1]
+        if not 1 <= pad <= 16 or last[-pad:] != bytes([pad]) * pad:
+            raise TokenError("bad padding in an authenticated token")
+        self._size = self._cipher_len - pad
+        self._pos = 0
+
+    def _token(self, offset: int, n: int) -> bytes:
+        """Token bytes [offset, offset + n), from the base64 text."""
+        q0, q1 = offset // 3, (offset + n + 2) // 3
+        self._src.seek(self._start + 4 * q0)
+        raw = _b64(self._src.read(4 * (q1 - q0)))
+        skip = offset - 3 * q0
+        return raw[skip : skip + n]
+
+    def _plain_blocks(self, first: int, count: int) -> bytes:
+        """Plaintext of cipher blocks [first, first + count) (padding included)."""
+        prev = self._iv if first == 0 else self._token(HEADER + 16 * (first - 1), 16)
+        body = self._token(HEADER + 16 * first, 16 * count)
+        dec = Cipher(self._aes, modes.CBC(prev)).decryptor()
+        return dec.update(body) + dec.finalize()
+
+    def verify_again(self) -> None:
+        """Authenticate the whole token again (after reading: the file did not change meanwhile)."""
+        _verify(self._src, self._start, self._keys)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buf) -> int:
+        n = max(0, min(len(buf), self._size - self._pos))
+        if n == 0:
+            return 0
+        first, last = self._pos // 16, (self._pos + n - 1) // 16
+        plain = self._plain_blocks(first, last - first + 1)
+        skip = self._pos - 16 * first
+        buf[:n] = plain[skip : skip + n]
+        self._pos += n
+        return n

@@ -107,6 +107,8 @@ def test_compose_config_refuses_missing_secrets(tmp_path):
 # --------------------------------------------------------------------------------------------------
 
 EXPECTED_SERVICES = {
+    "dask-scheduler",
+    "dask-worker",
     "postgres",
     "redis",
     "airflow-init",
@@ -344,3 +346,16 @@ def test_dockerfile_builds_one_image_from_the_repo(compose, services):
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
     users = [ln.split()[1] for ln in instructions if ln.startswith("USER ")]
     assert users and users[-1] not in {"root", "0"}, "the image must not run as root"
+
+
+def test_dask_workers_join_the_scheduler_the_pipeline_uses_and_never_spill(services):
+    # anonymize sends raw chunks to the workers (docs/scaling.md): same scheduler, no spill to disk
+    airflow_env = services["airflow-worker"]["environment"]
+    worker = services["dask-worker"]
+    scheduler_url = airflow_env["RECSYS_DASK_SCHEDULER"]
+    assert scheduler_url == "tcp://dask-scheduler:8786"
+    assert scheduler_url in worker["command"]
+    assert worker["environment"]["DASK_DISTRIBUTED__WORKER__MEMORY__SPILL"] == "false"
+    assert worker["environment"]["DASK_DISTRIBUTED__WORKER__MEMORY__TARGET"] == "false"
+    assert worker["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert "8786" not in str(services["dask-scheduler"].get("ports", []))  # the scheduler stays inside

@@ -195,3 +195,40 @@ def test_latest_user_attributes_equal_the_whole_frame_concatenation():
     old = rows.sort_values("ts").drop_duplicates("user_key", keep="last")
     old = old[[c for c in USER_ATTRIBUTES if c in rows]]
     pd.testing.assert_frame_equal(latest_user_attributes(history, test), old)
+
+
+@pytest.mark.parametrize("max_users", [0, 7])
+def test_holdout_video_sets_equal_a_groupby_per_user(max_users):
+    rng = np.random.default_rng(max_users)
+    users = [f"u{i:02d}" for i in range(40)]
+
+    def rows(n, days):
+        return pd.DataFrame(
+            [
+                _rows(
+                    str(rng.choice(users)),
+                    int(rng.integers(1, 30)),
+                    int(rng.choice(days)),
+                    float(rng.random() < 0.6),
+                )
+                for _ in range(n)
+            ]
+        ).astype({"video_id": "Int64"})
+
+    train, test = rows(600, [0, 1, 2]), rows(300, [5])
+    h = make_holdout(train, test, _videos(list(range(1, 30))), max_users=max_users)
+
+    def by_user(frame):
+        pos = frame[frame["click"] > 0]
+        return pos.groupby(pos["user_key"].astype(str))["video_id"].agg(
+            lambda s: np.unique(s.astype("int64"))
+        )
+
+    truth, seen = by_user(test), by_user(train)
+    expected = sorted(truth.index)
+    if max_users:
+        expected = expected[:: int(np.ceil(len(expected) / max_users))]
+    assert h.users == expected and (len(expected) <= 7 if max_users else len(expected) > 30)
+    assert [t.tolist() for t in h.truth] == [truth[u].tolist() for u in expected]
+    assert [s.tolist() for s in h.seen] == [seen.get(u, np.zeros(0, np.int64)).tolist() for u in expected]
+    assert all(s.dtype == np.int64 for s in h.truth + h.seen)

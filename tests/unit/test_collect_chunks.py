@@ -9,37 +9,15 @@ reads and writes the same format as ``Fernet``.
 from __future__ import annotations
 
 import io
-import json
 import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from hostile import DS, event, jsonl, land, landing_dir, users, videos
+from hostile import DS, event, hostile_day, jsonl, land, landing_dir, users, videos
 
 from recsys.data import collect
 from recsys.data.lake import Lake
 from recsys.data.sources import parse_jsonl
-
-CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
-EVENT_FILES = [
-    n for n, spec in json.loads((CORPUS / "expected.json").read_text()).items() if spec["kind"] == "events"
-]
-
-
-def hostile_day() -> bytes:
-    """Every hostile events file of the corpus, then clean events whose duplicates straddle chunks of 7,
-    a key first seen late in the file, blank lines, CRLF and no final newline; a BOM in front."""
-    parts = [(CORPUS / n).read_bytes().removeprefix(b"\xef\xbb\xbf") for n in sorted(EVENT_FILES)]
-    parts = [p if p.endswith(b"\n") else p + b"\n" for p in parts]
-    clean = [event(i) for i in range(40)]
-    clean[12] = clean[5]  # duplicates 7 lines apart: in different chunks of 7
-    clean[20] = dict(clean[19], watch_seconds=3.0)  # a conflicting copy across a chunk boundary
-    clean[30] = b"{not json"
-    clean[33] = b"   "
-    tail = jsonl(clean).replace(b"\n", b"\r\n", 5)
-    late = jsonl([event(100, late_key="x")]).rstrip(b"\n")
-    return b"\xef\xbb\xbf" + b"".join(parts) + tail + late
 
 
 def lake_of(settings) -> Lake:
@@ -289,3 +267,22 @@ def test_objects_without_a_key_are_kept_as_rows_for_validate_to_judge(settings, 
     assert summary["input_rows"] == 3 and summary["malformed_rows"] == 0
     assert len(frames["events"]) == 3 and frames["events"]["event_id"].isna().all()
     assert sealed == b"{}\n{}\n{}\n"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a", None, "", "é\u2028"],
+        [1, -2, None, 0, 2**63 - 1, -(2**63)],
+        [1, 2**63, None],  # beyond int64: value by value
+        [1, True, False, None],  # booleans are JSON's true/false, not 1/0
+        [1.0, 0.1, 1e400, -0.0, None, float("nan")],
+        [{"a": [1, "é"]}, [], "x", 3],
+        [None, None],
+    ],
+)
+def test_a_column_of_json_values_is_their_loose_text(values):
+    from recsys.data.collect import _text_column
+    from recsys.data.sources import loose_text
+
+    assert _text_column(values).to_pylist() == [loose_text(v) for v in values]

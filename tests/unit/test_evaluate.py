@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -316,3 +317,47 @@ def test_segments_are_in_natural_order_with_per_scorer_click_metrics():
     assert [r["position"] for r in rows] == [1, 2, 10]
     assert rows[0]["ctr"] == 0.5 and rows[0]["candidate_pred"] == pytest.approx(0.55)
     assert rows[0]["candidate_auc"] == 1.0 and "candidate_gauc" not in rows[0]
+
+
+def _ranking_metrics_per_list(users, items, rel, scores, k):
+    """The definition: each user's list through the per-list functions, one user at a time."""
+    from recsys.evaluate import average_precision_at_k, ndcg_at_k, recall_at_k
+
+    df = pd.DataFrame({"u": users, "i": items, "r": np.nan_to_num(np.asarray(rel, float)), "s": scores})
+    df = df.groupby(["u", "i"], sort=True).agg(r=("r", "max"), s=("s", "max")).reset_index()
+    nd, rc, ap, top = [], [], [], set()
+    for _, g in df.groupby("u", sort=True):
+        it, r, s = g["i"].to_numpy(), g["r"].to_numpy(float), g["s"].to_numpy(float)
+        top.update(it[np.argsort(-s, kind="stable")][:k].tolist())
+        if (r > 0).any():
+            nd.append(ndcg_at_k(r, s, k))
+            rc.append(recall_at_k(r, s, k))
+            ap.append(average_precision_at_k(r, s, k))
+    return np.mean(nd), np.mean(rc), np.mean(ap), len(top), len(nd)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ranking_metrics_of_all_users_at_once_equal_the_per_list_definition(seed):
+    from recsys.evaluate import ranking_metrics
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    users = rng.choice([f"u{i}" for i in range(150)], n)
+    items = rng.integers(0, 60, n)
+    rel = rng.choice([0.0, 0.0, 0.0, 1.0, 2.5, np.nan], n)
+    scores = rng.integers(0, 8, n) / 8.0  # many ties: broken by item id, as the per-list path does
+    k = int(rng.integers(1, 12))
+    m = ranking_metrics(users, items, rel, scores, k, catalog_size=60)
+    nd, rc, ap, covered, judged = _ranking_metrics_per_list(users, items, rel, scores, k)
+    assert m[f"ndcg_{k}"] == pytest.approx(nd, rel=1e-12)
+    assert m[f"recall_{k}"] == pytest.approx(rc, rel=1e-12)
+    assert m[f"map_{k}"] == pytest.approx(ap, rel=1e-12)
+    assert m[f"coverage_{k}"] == covered / 60
+    assert m["ranking_users"] == judged
+
+
+def test_ranking_metrics_of_no_rows_are_nan():
+    from recsys.evaluate import ranking_metrics
+
+    m = ranking_metrics(np.array([], str), np.array([], int), np.array([]), np.array([]), 10)
+    assert np.isnan(m["ndcg_10"]) and m["ranking_users"] == 0

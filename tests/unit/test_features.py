@@ -243,3 +243,33 @@ def test_the_coengagement_input_is_for_positive_only_sources_unless_configured()
     assert with_it.numeric[-1] == "user_video_coengagement" and with_it.spec().n_numeric == len(NUMERIC)
     assert [use_coengagement("auto", p) for p in (True, False)] == [True, False]
     assert use_coengagement("on", False) and not use_coengagement("off", True)
+
+
+@pytest.mark.parametrize(
+    "col",
+    [
+        pd.Series(["b", "a", None, "b", "a", "b"], dtype="string[pyarrow]"),
+        pd.Series(["x", None, float("nan"), "x"], dtype=object),
+        pd.Series([1, 1.0, "1", True, None, 2], dtype=object),  # per-row: 1 and 1.0 spell differently
+        pd.Series([3, 1, 3, 3], dtype="int64"),
+        pd.Series(pd.to_datetime(["2026-01-01", None, "2026-01-01"])),  # NaT has a spelling
+    ],
+)
+def test_vocabulary_counts_per_distinct_value_equal_the_per_row_counts(col):
+    from collections import Counter
+
+    from recsys.features.transform import _key, _key_counts
+
+    assert _key_counts(col) == Counter(_key(v) for v in col)
+
+
+def test_fit_counts_title_words_once_per_row_they_occur_in():
+    examples = tiny_examples()
+    t = Transform.fit(examples)
+    from collections import Counter
+
+    from recsys.features.transform import tokenize
+
+    words = Counter(w for title in examples["title"] for w in tokenize(title))
+    top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
+    assert t.title_vocab == {w: i + 2 for i, (w, _) in enumerate(top)}

@@ -30,6 +30,29 @@ def test_invalid_utf8_is_quarantined_as_bad_encoding_never_rewritten(settings):
     assert len(clean) == 2 and clean["event_id"].str.contains("\ufffd").sum() == 0
 
 
+def test_a_lone_surrogate_escape_is_quarantined_not_a_crash(settings):
+    # "\\ud800" is valid JSON text but half a UTF-16 surrogate pair: no UTF-8 store can hold the value
+    in_value = line(event(1)).replace(b'"ios"', b'"i\\ud800s"')
+    in_key = line(event(2)).replace(b'"device"', b'"dev\\uDC00ice"')
+    pair = line(event(3, note="ok")).replace(b'"ok"', b'"ok \\ud83d\\ude00"')  # a whole pair: an emoji
+    land(settings.data_dir, jsonl([event(0), in_value, in_key, pair, event(4), event(5)]))
+    out = run_stages(settings, names=("collect", "validate"))
+    assert out["collect"]["input_rows"] == 6 and out["collect"]["malformed_rows"] == 2
+    assert out["validate"]["accepted_rows"] == 4
+    q = zone(settings, "quarantine", "events")
+    bad = q[q["reason"] == "bad_encoding"]
+    bad = bad.assign(line_number=bad["line_number"].astype(int)).sort_values("line_number")
+    assert list(bad["line_number"]) == [2, 3]
+    assert list(bad["raw_bytes"]) == [in_value, in_key]  # the line as delivered
+    malformed = zone(settings, "raw", "events_malformed").sort_values("line_number")
+    assert list(malformed["error"]) == [
+        "lone surrogate escape in the value of 'device'",
+        "lone surrogate escape in a key",
+    ]
+    raw = zone(settings, "raw", "events")
+    assert list(raw.loc[raw["event_id"] == event(3)["event_id"], "note"]) == ["ok \U0001f600"]
+
+
 def test_a_utf8_bom_does_not_cost_the_first_row(settings):
     land(settings.data_dir, b"\xef\xbb\xbf" + jsonl([event(0), event(1)]))
     out = run_stages(settings, names=("collect", "validate"))

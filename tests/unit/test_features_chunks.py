@@ -1,0 +1,128 @@
+"""Issue 15 (bounded memory): the features stage reads, fits and writes the window in chunks; its outputs
+(rows, order, x_* values, transform.json) are those of the whole-frame path, whatever the chunk size."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from tiny import TINY_SIM
+
+from recsys.features.partition import build_feature_partition
+
+START = date(2026, 1, 1)
+DAYS = 2
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """A lake with ``DAYS`` small simulated days through the pipeline's own stages (built once)."""
+    from cryptography.fernet import Fernet
+
+    from recsys import stages
+    from recsys.config import load_settings
+
+    root = tmp_path_factory.mktemp("features_chunks")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", "test-pseudonym-key-0123456789")
+        mp.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", Fernet.generate_key().decode())
+        sim = {**TINY_SIM, "n_users": 20}  # a few hundred rows a day: chunks of 1 row stay quick
+        settings = load_settings(data_dir=root / "data", simulator=sim)
+        for i in range(DAYS):
+            for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
+                st(START + timedelta(days=i), settings)
+        yield stages.open_lake(settings), settings
+
+
+def outputs(lake, ds, settings, chunk_rows: int) -> tuple[dict, dict]:
+    summary = build_feature_partition(lake, ds, settings, seed=0, window_days=14, chunk_rows=chunk_rows)
+    folder = lake.partition("features", "examples", ds)
+    files = {
+        name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "valid", "test", "catalog")
+    }
+    files["transform.json"] = (folder / "transform.json").read_bytes()
+    return summary, files
+
+
+def assert_same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    assert got["transform.json"] == want["transform.json"]
+    for name in ("train", "valid", "test", "catalog"):
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True)
+
+
+@pytest.mark.parametrize("coengagement", ["off", "on"])
+@pytest.mark.parametrize("ds", [START, START + timedelta(days=DAYS - 1)], ids=["first-day", "history"])
+def test_chunked_features_equal_the_whole_frame_path(lake, ds, coengagement):
+    lake, settings = lake
+    fs = settings.features.model_copy(update={"coengagement": coengagement})
+    whole_summary, whole = outputs(lake, ds, fs, 0)
+    assert whole_summary["chunked"] is False
+    if ds == START:  # the first day is split 70/15/15 by time
+        n = sum(whole_summary[f"{s}_rows"] for s in ("train", "valid", "test"))
+        assert whole_summary["train_rows"] == int(n * 0.70)
+    else:
+        assert whole["test"]["ts"].min() >= pd.Timestamp(ds, tz="UTC") > whole["valid"]["ts"].max()
+    if coengagement == "on":  # the co-engagement input is fitted and not constant
+        x = np.stack(whole["train"]["x_numeric"].to_numpy())
+        assert x.shape[1] == 7 and x[:, -1].std() > 0
+    # one-row chunks (every carried statistic crosses a chunk boundary) on two of the four cases: slow
+    for chunk_rows in (1, 7, 10**6) if (ds == START) == (coengagement == "on") else (7, 10**6):
+        summary, got = outputs(lake, ds, fs, chunk_rows)
+        assert summary["chunked"] is True
+        assert {k: v for k, v in summary.items() if k not in ("chunked", "whole_because", "path")} == {
+            k: v for k, v in whole_summary.items() if k not in ("chunked", "whole_because", "path")
+        }
+        assert_same(got, whole)
+    # nothing left behind: no work files, no staged partitions
+    assert not [p for p in (settings.data_dir / "features").rglob(".*")]
+
+
+def test_a_failed_chunked_build_commits_nothing_and_leaves_no_work_files(lake, monkeypatch):
+    from recsys.features import chunked
+
+    lake, settings = lake
+    ds = START + timedelta(days=DAYS - 1)
+    _, before = outputs(lake, ds, settings.features, 0)
+    calls = []
+    original = chunked.encode
+
+    def fail_on_third_chunk(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(*args, **kw)
+
+    monkeypatch.setattr(chunked, "encode", fail_on_third_chunk)
+    with pytest.raises(OSError, match="disk full"):
+        build_feature_partition(lake, ds, settings.features, window_days=14, chunk_rows=50)
+    assert len(calls) == 3
+    folder = lake.partition("features", "examples", ds)
+    after = {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("train", "valid", "test")}
+    for name, frame in after.items():  # the previous partition is untouched
+        pd.testing.assert_frame_equal(frame, before[name], check_exact=True)
+    assert not [p for p in (settings.data_dir / "features").rglob(".*")]
+
+
+def test_a_positive_only_source_is_built_whole_with_its_sampled_negatives(lake, tmp_path):
+    """The sampled negatives are drawn over a whole split: such a window takes the whole path, says so,
+    and gives the whole path's outputs."""
+    from recsys.data.lake import Lake
+
+    lake, settings = lake
+    copy = Lake(tmp_path / "lake")
+    for i in range(DAYS):
+        d = START + timedelta(days=i)
+        events = lake.read_frame("clean", "interactions", d)
+        copy.write_frame("clean", "interactions", d, events[events["clicked"] > 0].reset_index(drop=True))
+        for dataset in ("videos", "users"):
+            copy.write_frame("clean", dataset, d, lake.read_frame("clean", dataset, d))
+    ds = START + timedelta(days=DAYS - 1)
+    whole_summary, whole = outputs(copy, ds, settings.features, 0)
+    summary, got = outputs(copy, ds, settings.features, 7)
+    assert summary["positive_only"] is True and summary["chunked"] is False
+    assert "positive-only" in summary["whole_because"]
+    assert got["train"]["sampled"].any()
+    assert_same(got, whole)
