@@ -143,11 +143,21 @@ def _run_stage(name: str, kwargs: dict, env: dict, work: Path) -> dict:
     }
 
 
-def run(interactions: int, epochs: int, until: str = STAGES[-1]) -> dict:
+def run(interactions: int, epochs: int, until: str = STAGES[-1], keep: Path | None = None) -> dict:
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory(prefix="recsys-bench-") as tmp:
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=False)  # a fresh folder: an old lake would add its days
+    with (
+        contextlib.nullcontext(str(keep))
+        if keep is not None
+        else tempfile.TemporaryDirectory(prefix="recsys-bench-")
+    ) as tmp:
         work = Path(tmp)
         env = _env(work / "data", interactions, epochs)
+        if keep is not None:  # what reruns a stage on the kept folder: the same keys and settings
+            (work / "env.json").write_text(
+                json.dumps({k: v for k, v in env.items() if k.startswith("RECSYS_")}, indent=1)
+            )
         per: dict[str, dict] = {}
         t0 = time.perf_counter()
         for name in STAGES[: STAGES.index(until) + 1]:
@@ -258,11 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--until", choices=STAGES, default=STAGES[-1], help="last stage to run")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        default=None,
+        help="keep the data folder here (a new folder; one size only) with env.json, the RECSYS_ settings "
+        "its stages ran with, e.g. to rerun train on a 1M features folder (bench/train_scale.py)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child, json.loads(args.kwargs), Path(args.out))
+    if args.keep is not None and len(args.interactions) != 1:
+        parser.error("--keep takes one --interactions size")
     partial = args.until != STAGES[-1]
     if args.out is None:
         args.out = RESULTS.with_name(f"pipeline_until_{args.until}.json") if partial else RESULTS
@@ -279,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     for n in args.interactions:
         print(f"pipeline bench: ~{n:,} interactions", flush=True)
-        doc["runs"].append(run(n, args.epochs, args.until))
+        doc["runs"].append(run(n, args.epochs, args.until, args.keep))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(
