@@ -10,6 +10,7 @@ The input pipeline is :mod:`recsys.features.dataset`. :func:`should_train` is th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -288,6 +289,13 @@ def train_model(
             from recsys.lineage import log_feature_datasets
 
             log_feature_datasets(features_dir)  # the run's inputs: source, digest, rows of each split
+        # The serving transform (a pure function of the features) before the fit: reading the train and
+        # validation rows for it then peaks before TensorFlow holds the model and its datasets, and the
+        # fitted transform it was grown from is dropped (at 1M interactions: the train stage's peak RSS,
+        # docs/scaling.md). Served after the validation days, so its state has seen them too.
+        spec = plan.spec
+        serving = serving_transform(features_dir, plan.transform)
+        plan = dataclasses.replace(plan, transform=None)
         t_fit = time.perf_counter()
         fit = fit_model(
             plan.data_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks, model=plan.model
@@ -298,7 +306,7 @@ def train_model(
             tmp = Path(tmp)
             _plot_curves(hist, tmp / "learning_curves.png")
             (tmp / "history.json").write_text(json.dumps(hist, indent=1))
-            gates = _gate_utilization(model, plan.data_dir / "valid.parquet", plan.spec)
+            gates = _gate_utilization(model, plan.data_dir / "valid.parquet", spec)
             if gates:
                 (tmp / "gate_utilization.json").write_text(json.dumps(gates, indent=2))
                 for task, weights in gates.items():
@@ -307,8 +315,6 @@ def train_model(
                     # 1 = uniform over the experts, 0 = collapsed onto one expert (a polarized gate)
                     mlflow.log_metric(f"gate_{task}_entropy", _normalized_entropy(weights))
             mlflow.log_artifacts(str(tmp), artifact_path="training")
-            # served after the validation days: the logged transform's state has seen them too
-            serving = serving_transform(features_dir, plan.transform)
             model_uri = log_ranker(model, serving, settings, features_dir / "valid.parquet")
         epochs_run = len(hist.get("loss", []))
         mlflow.log_metrics(
