@@ -16,7 +16,7 @@ Design:
   ``process_seconds`` includes Python start and the TensorFlow/MLflow imports (about 5 s).
 * ``auto`` is the configured rule (``train.batch_size = "auto"``); a number is an explicit batch size,
   trained at ``--lr-rule``'s learning rate for it (``sqrt``: 3e-3 x sqrt(batch / 256), the rule ``auto``
-  applies; ``none``: 3e-3), so a row says which learning rate it used.
+  applies; ``linear``: 3e-3 x batch / 256; ``none``: 3e-3), so a row says which learning rate it used.
 * Seeds are ``settings.seed`` (weights' initialization, dropout, the per-epoch shuffle) on the same day.
 * Quality: the logged ranker (the MLflow model, transform included, as evaluate loads it) scores the test
   split; per-task metrics are :func:`recsys.evaluate.task_metrics` (click AUC, GAUC, log loss, ECE, ...,
@@ -49,7 +49,8 @@ BASE_LR, BASE_BATCH = 3e-3, 256
 
 
 def learning_rate(batch: int, rule: str) -> float:
-    return BASE_LR * math.sqrt(batch / BASE_BATCH) if rule == "sqrt" else BASE_LR
+    scale = {"sqrt": math.sqrt(batch / BASE_BATCH), "linear": batch / BASE_BATCH, "none": 1.0}[rule]
+    return BASE_LR * scale
 
 
 # ---------------------------------------------------------------------------------------------- child
@@ -95,7 +96,9 @@ def child(out: Path, work: Path) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- parent
-def train_once(kept: Path, batch: str, seed: int, lr_rule: str, epochs: int, tmp: Path) -> dict:
+def train_once(
+    kept: Path, batch: str, seed: int, lr_rule: str, epochs: int, tmp: Path, lr: float | None = None
+) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(json.loads((kept / "env.json").read_text()))
     env.update(
@@ -110,7 +113,9 @@ def train_once(kept: Path, batch: str, seed: int, lr_rule: str, epochs: int, tmp
         }
     )
     if batch != "auto":
-        env["RECSYS_TRAIN__LEARNING_RATE"] = repr(learning_rate(int(batch), lr_rule))
+        env["RECSYS_TRAIN__LEARNING_RATE"] = repr(
+            lr if lr is not None else learning_rate(int(batch), lr_rule)
+        )
     out, log = tmp / "result.json", tmp / "train.log"
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -129,7 +134,7 @@ def train_once(kept: Path, batch: str, seed: int, lr_rule: str, epochs: int, tmp
     res = json.loads(out.read_text())
     return {
         "batch_setting": batch,
-        "lr_rule": None if batch == "auto" else lr_rule,
+        "lr_rule": None if batch == "auto" else ("fixed" if lr is not None else lr_rule),
         "seed": seed,
         **res,
         "process_seconds": round(wall, 2),
@@ -201,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kept", type=Path, help="a data folder kept by bench/pipeline.py --keep")
     ap.add_argument("--batch-sizes", nargs="+", default=["256", "auto"], help="numbers or 'auto'")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--lr-rule", choices=("sqrt", "none"), default="sqrt")
+    ap.add_argument("--lr-rule", choices=("sqrt", "linear", "none"), default="sqrt")
+    ap.add_argument(
+        "--learning-rate", type=float, default=None, help="for numeric batches, instead of the rule"
+    )
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -244,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for batch in args.batch_sizes:
             with tempfile.TemporaryDirectory(prefix="train-scale-") as tmp:
-                r = train_once(args.kept, batch, seed, args.lr_rule, args.epochs, Path(tmp))
+                r = train_once(
+                    args.kept, batch, seed, args.lr_rule, args.epochs, Path(tmp), args.learning_rate
+                )
             r["test"] = test_quality(args.kept, r["model_uri"], test)
             doc["runs"].append(r)
             p, auc = r["params"], r["test"].get("click_auc", float("nan"))

@@ -49,8 +49,9 @@ BASE_BATCH_SIZE = 256  # the batch train.learning_rate is set for
 def auto_batch_size(train_rows: int, ts: TrainSettings) -> int:
     """The batch size ``train.batch_size = "auto"`` picks for ``train_rows`` training examples: 256 below
     ``ts.auto_batch_min_rows``; from there the largest power of two from 256 to ``ts.auto_batch_max``
-    that leaves an epoch at least ``ts.auto_batch_min_steps`` steps (docs/scaling.md has the measurement:
-    at 700k rows, 4096 trains 3.6x faster than 256 at the same test quality)."""
+    that leaves an epoch at least ``ts.auto_batch_min_steps`` steps. ``auto_batch_max`` is 256 by default:
+    at 700k rows a larger batch trained faster but lost click AUC beyond the seeds' spread
+    (docs/scaling.md "Training by data size")."""
     batch = BASE_BATCH_SIZE
     if train_rows < ts.auto_batch_min_rows:
         return batch
@@ -73,7 +74,7 @@ def batch_and_learning_rate(train_rows: int, ts: TrainSettings) -> tuple[int, fl
 def jit_compile(train_rows: int, ts: TrainSettings) -> bool | str:
     """XLA for ``model.compile``: ``ts.jit_compile`` when set; ``"auto"``: Keras's own choice (XLA where
     the layers allow it) below ``ts.auto_batch_min_rows``, off from there (docs/scaling.md: at 700k rows,
-    XLA's compilation added about 36 s to the first epoch and the later epochs were no faster)."""
+    batch 4096, XLA's compilation added about 36 s to the first epoch and the later epochs were no faster)."""
     if ts.jit_compile != "auto":
         return ts.jit_compile
     return "auto" if train_rows < ts.auto_batch_min_rows else False

@@ -150,10 +150,14 @@ def test_auto_batch_size_keeps_256_for_small_days_and_grows_for_large_ones():
 
     ts = TrainSettings()
     assert ts.batch_size == "auto"
-    # below auto_batch_min_rows: exactly today's batch and learning rate (the 100k-interaction day: 71,295)
+    # the default: exactly today's batch and learning rate at every size (a larger batch lost click AUC)
+    for rows in (0, 1, 5_000, 71_295, 249_999, 700_266, 50_000_000):
+        assert batch_and_learning_rate(rows, ts) == (256, ts.learning_rate)
+    # with room to grow: still 256 below auto_batch_min_rows (the 100k-interaction day: 71,295 rows)...
+    ts = TrainSettings(auto_batch_max=4096)
     for rows in (0, 1, 5_000, 71_295, 249_999):
         assert batch_and_learning_rate(rows, ts) == (256, ts.learning_rate)
-    # from there: the largest power of two <= auto_batch_max leaving >= auto_batch_min_steps steps
+    # ...from there the largest power of two <= auto_batch_max leaving >= auto_batch_min_steps steps
     assert auto_batch_size(250_000, ts) == 1024  # 244 steps; 2048 would give 122 < 160
     assert auto_batch_size(700_266, ts) == 4096  # the 1M-interaction day: 171 steps
     assert auto_batch_size(50_000_000, ts) == 4096  # capped
@@ -213,7 +217,13 @@ def test_training_runs_and_records_the_chosen_batch_size_and_learning_rate(tiny,
 
     settings, fdir = tiny
     ts = settings.train.model_copy(
-        update={"batch_size": "auto", "epochs": 1, "auto_batch_min_rows": 1, "auto_batch_min_steps": 1}
+        update={
+            "batch_size": "auto",
+            "epochs": 1,
+            "auto_batch_min_rows": 1,
+            "auto_batch_min_steps": 1,
+            "auto_batch_max": 4096,
+        }
     )
     s = settings.model_copy(update={"train": ts, "data_dir": tmp_path / "data"})
     rows = pq.ParquetFile(fdir / "train.parquet").metadata.num_rows
