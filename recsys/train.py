@@ -49,8 +49,8 @@ BASE_BATCH_SIZE = 256  # the batch train.learning_rate is set for
 def auto_batch_size(train_rows: int, ts: TrainSettings) -> int:
     """The batch size ``train.batch_size = "auto"`` picks for ``train_rows`` training examples: 256 below
     ``ts.auto_batch_min_rows``; from there the largest power of two from 256 to ``ts.auto_batch_max``
-    that leaves an epoch at least ``ts.auto_batch_min_steps`` steps. ``auto_batch_max`` is 256 by default:
-    at 700k rows a larger batch trained faster but lost click AUC beyond the seeds' spread
+    that leaves an epoch at least ``ts.auto_batch_min_steps`` steps. ``auto_batch_max`` is 512 by default:
+    at 700k rows 512 kept the test quality of 256 and 4096 lost click AUC beyond the seeds' spread
     (docs/scaling.md "Training by data size")."""
     batch = BASE_BATCH_SIZE
     if train_rows < ts.auto_batch_min_rows:
@@ -71,13 +71,17 @@ def batch_and_learning_rate(train_rows: int, ts: TrainSettings) -> tuple[int, fl
     return batch, ts.learning_rate * math.sqrt(batch / BASE_BATCH_SIZE)
 
 
-def jit_compile(train_rows: int, ts: TrainSettings) -> bool | str:
+XLA_OFF_FROM_BATCH = 4096
+
+
+def jit_compile(batch_size: int, ts: TrainSettings) -> bool | str:
     """XLA for ``model.compile``: ``ts.jit_compile`` when set; ``"auto"``: Keras's own choice (XLA where
-    the layers allow it) below ``ts.auto_batch_min_rows``, off from there (docs/scaling.md: at 700k rows,
-    batch 4096, XLA's compilation added about 36 s to the first epoch and the later epochs were no faster)."""
+    the layers allow it) below batch :data:`XLA_OFF_FROM_BATCH`, off from there. Measured on the 1M day:
+    at 4096 XLA's compilation added about 36 s to the first epoch and the later ones were no faster; at 256
+    the later epochs were 3.5x faster with it (docs/scaling.md "Training by data size")."""
     if ts.jit_compile != "auto":
         return ts.jit_compile
-    return "auto" if train_rows < ts.auto_batch_min_rows else False
+    return "auto" if batch_size < XLA_OFF_FROM_BATCH else False
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def fit_model(
 
     if model is None:
         model = build_multi_task_model(spec, settings.model, seed=settings.seed, tasks=tasks)
-    compile_multi_task_model(model, settings.model, learning_rate, jit_compile=jit_compile(n_train, ts))
+    compile_multi_task_model(model, settings.model, learning_rate, jit_compile=jit_compile(batch_size, ts))
     start = state.backed_up_epochs()
     state.history = {e: h for e, h in state.history.items() if e < start}
     best_path = work_dir / "best.keras"
@@ -278,7 +282,7 @@ def train_model(
                     "batch_size_setting": ts.batch_size,
                     "learning_rate": learning_rate,  # the one trained with (an "auto" batch scales it)
                     "learning_rate_setting": ts.learning_rate,
-                    "jit_compile": jit_compile(n_train, ts),
+                    "jit_compile": jit_compile(batch_size, ts),
                     "patience": ts.patience,
                     "seed": settings.seed,
                     "train_rows": n_train,

@@ -150,9 +150,13 @@ def test_auto_batch_size_keeps_256_for_small_days_and_grows_for_large_ones():
 
     ts = TrainSettings()
     assert ts.batch_size == "auto"
-    # the default: exactly today's batch and learning rate at every size (a larger batch lost click AUC)
-    for rows in (0, 1, 5_000, 71_295, 249_999, 700_266, 50_000_000):
+    # the default: exactly today's batch and learning rate below auto_batch_min_rows (the 100k-interaction
+    # day: 71,295 rows), 512 above (a larger batch lost click AUC on the 1M day)
+    for rows in (0, 1, 5_000, 71_295, 249_999):
         assert batch_and_learning_rate(rows, ts) == (256, ts.learning_rate)
+    for rows in (250_000, 700_266, 50_000_000):
+        batch, lr = batch_and_learning_rate(rows, ts)
+        assert batch == 512 and lr == pytest.approx(ts.learning_rate * 2**0.5)
     # with room to grow: still 256 below auto_batch_min_rows (the 100k-interaction day: 71,295 rows)...
     ts = TrainSettings(auto_batch_max=4096)
     for rows in (0, 1, 5_000, 71_295, 249_999):
@@ -167,15 +171,15 @@ def test_auto_batch_size_keeps_256_for_small_days_and_grows_for_large_ones():
     assert auto_batch_size(700_266, ts.model_copy(update={"auto_batch_min_steps": 1000})) == 512
 
 
-def test_xla_stays_as_keras_chooses_for_small_days_and_is_off_for_large_ones():
+def test_xla_stays_as_keras_chooses_below_batch_4096_and_is_off_from_there():
     from recsys.config import TrainSettings
     from recsys.train import jit_compile
 
     ts = TrainSettings()
-    assert jit_compile(71_295, ts) == "auto" and jit_compile(249_999, ts) == "auto"
-    assert jit_compile(250_000, ts) is False and jit_compile(700_266, ts) is False
-    assert jit_compile(700_266, TrainSettings(jit_compile=True)) is True
-    assert jit_compile(10, TrainSettings(jit_compile=False)) is False
+    assert jit_compile(256, ts) == "auto" and jit_compile(2048, ts) == "auto"
+    assert jit_compile(4096, ts) is False and jit_compile(16384, ts) is False
+    assert jit_compile(4096, TrainSettings(jit_compile=True)) is True
+    assert jit_compile(256, TrainSettings(jit_compile=False)) is False
 
 
 def test_an_explicit_batch_size_is_kept_with_its_learning_rate():
@@ -242,4 +246,4 @@ def test_training_runs_and_records_the_chosen_batch_size_and_learning_rate(tiny,
     assert int(params["batch_size"]) == batch and params["batch_size_setting"] == "auto"
     assert float(params["learning_rate"]) == pytest.approx(ts.learning_rate * math.sqrt(batch / 256))
     assert float(params["learning_rate_setting"]) == ts.learning_rate
-    assert params["jit_compile"] == "False"  # at and above auto_batch_min_rows (here 1)
+    assert params["jit_compile"] == ("False" if batch >= 4096 else "auto")
