@@ -245,7 +245,10 @@ def build_multi_task_model(
 
 
 def compile_multi_task_model(
-    model: keras.Model, settings: ModelSettings | None = None, learning_rate: float | None = None
+    model: keras.Model,
+    settings: ModelSettings | None = None,
+    learning_rate: float | None = None,
+    jit_compile: bool | str = "auto",
 ) -> keras.Model:
     """Compile with Adam and, per task of the model's spec, its masked loss weighted by the task's loss
     weight (``settings.loss_weights`` overrides the spec's default by name; 0 turns a task off) and its
@@ -253,7 +256,8 @@ def compile_multi_task_model(
     name in ``loss_weights`` is an error. Returns the same model, compiled.
 
     Defaults: ``settings`` = the configured ``settings.model``; ``learning_rate`` =
-    ``settings.train.learning_rate`` (3e-3).
+    ``settings.train.learning_rate`` (3e-3). ``jit_compile``: Keras's (``"auto"``: XLA where the layers
+    allow it; :func:`recsys.train.jit_compile` turns it off for large days).
     """
     if settings is None or learning_rate is None:
         from recsys.defaults import settings_or_default
@@ -268,6 +272,7 @@ def compile_multi_task_model(
         loss={t.name: LOSSES[t.loss]() for t in tasks},
         loss_weights=weights,
         metrics={t.name: [METRICS[m](name=m) for m in t.metrics] for t in tasks if t.metrics},
+        jit_compile=jit_compile,
     )
     return model
 

@@ -141,3 +141,109 @@ def test_normalized_gate_entropy():
     assert _normalized_entropy([0.25] * 4) == pytest.approx(1.0)
     assert _normalized_entropy([1.0, 0.0, 0.0]) == pytest.approx(0.0, abs=1e-9)
     assert 0.0 < _normalized_entropy([0.7, 0.2, 0.1]) < 1.0
+
+
+# ------------------------------------------------------------------------------ the batch size by data size
+def test_auto_batch_size_keeps_256_for_small_days_and_grows_for_large_ones():
+    from recsys.config import TrainSettings
+    from recsys.train import auto_batch_size, batch_and_learning_rate
+
+    ts = TrainSettings()
+    assert ts.batch_size == "auto"
+    # the default: exactly today's batch and learning rate below auto_batch_min_rows (the 100k-interaction
+    # day: 71,295 rows), 512 above (a larger batch lost click AUC on the 1M day)
+    for rows in (0, 1, 5_000, 71_295, 249_999):
+        assert batch_and_learning_rate(rows, ts) == (256, ts.learning_rate)
+    for rows in (250_000, 700_266, 50_000_000):
+        batch, lr = batch_and_learning_rate(rows, ts)
+        assert batch == 512 and lr == pytest.approx(ts.learning_rate * 2**0.5)
+    # with room to grow: still 256 below auto_batch_min_rows (the 100k-interaction day: 71,295 rows)...
+    ts = TrainSettings(auto_batch_max=4096)
+    for rows in (0, 1, 5_000, 71_295, 249_999):
+        assert batch_and_learning_rate(rows, ts) == (256, ts.learning_rate)
+    # ...from there the largest power of two <= auto_batch_max leaving >= auto_batch_min_steps steps
+    assert auto_batch_size(250_000, ts) == 1024  # 244 steps; 2048 would give 122 < 160
+    assert auto_batch_size(700_266, ts) == 4096  # the 1M-interaction day: 171 steps
+    assert auto_batch_size(50_000_000, ts) == 4096  # capped
+    batch, lr = batch_and_learning_rate(700_266, ts)
+    assert batch == 4096 and lr == pytest.approx(ts.learning_rate * 4)  # sqrt(4096 / 256)
+    assert auto_batch_size(700_266, ts.model_copy(update={"auto_batch_max": 1024})) == 1024
+    assert auto_batch_size(700_266, ts.model_copy(update={"auto_batch_min_steps": 1000})) == 512
+
+
+def test_xla_stays_as_keras_chooses_below_batch_4096_and_is_off_from_there():
+    from recsys.config import TrainSettings
+    from recsys.train import jit_compile
+
+    ts = TrainSettings()
+    assert jit_compile(256, ts) == "auto" and jit_compile(2048, ts) == "auto"
+    assert jit_compile(4096, ts) is False and jit_compile(16384, ts) is False
+    assert jit_compile(4096, TrainSettings(jit_compile=True)) is True
+    assert jit_compile(256, TrainSettings(jit_compile=False)) is False
+
+
+def test_an_explicit_batch_size_is_kept_with_its_learning_rate():
+    from recsys.config import TrainSettings
+    from recsys.train import batch_and_learning_rate
+
+    for rows in (10, 700_266, 50_000_000):
+        assert batch_and_learning_rate(rows, TrainSettings(batch_size=256)) == (256, 3e-3)
+        assert batch_and_learning_rate(rows, TrainSettings(batch_size=64, learning_rate=1e-2)) == (64, 1e-2)
+
+
+def test_batch_size_settings_validation(monkeypatch):
+    from pydantic import ValidationError
+
+    from recsys.config import TrainSettings, load_settings
+
+    for bad in (0, -256, "big", 2.5):
+        with pytest.raises(ValidationError):
+            TrainSettings(batch_size=bad)
+    for bad in ({"learning_rate": 0}, {"auto_batch_max": 128}, {"auto_batch_min_steps": 0}):
+        with pytest.raises(ValidationError):
+            TrainSettings(**bad)
+    monkeypatch.setenv("RECSYS_TRAIN__BATCH_SIZE", "4096")  # from the environment: an int, not a string
+    assert load_settings().train.batch_size == 4096
+    monkeypatch.setenv("RECSYS_TRAIN__BATCH_SIZE", "auto")
+    assert load_settings().train.batch_size == "auto"
+
+
+def test_training_runs_and_records_the_chosen_batch_size_and_learning_rate(tiny, tmp_path):
+    """An "auto" batch on the tiny day, with the thresholds lowered so it grows: the fit takes that many
+    steps per epoch and the MLflow run records the batch and learning rate it trained with."""
+    import math
+
+    import keras
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from recsys.train import auto_batch_size, train_model
+
+    settings, fdir = tiny
+    ts = settings.train.model_copy(
+        update={
+            "batch_size": "auto",
+            "epochs": 1,
+            "auto_batch_min_rows": 1,
+            "auto_batch_min_steps": 1,
+            "auto_batch_max": 4096,
+        }
+    )
+    s = settings.model_copy(update={"train": ts, "data_dir": tmp_path / "data"})
+    rows = pq.ParquetFile(fdir / "train.parquet").metadata.num_rows
+    batch = auto_batch_size(rows, ts)
+    assert batch > 256 and rows // batch >= 1, rows  # the rule did grow it (else the test shows nothing)
+
+    steps = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    res = train_model(fdir, s, work_dir=tmp_path / "work", extra_callbacks=[CountSteps()])
+    assert len(steps) == math.ceil(rows / batch)  # one chunk (< CHUNK_ROWS rows): ceil(rows / batch) steps
+    params = mlflow.MlflowClient().get_run(res.run_id).data.params
+    assert int(params["batch_size"]) == batch and params["batch_size_setting"] == "auto"
+    assert float(params["learning_rate"]) == pytest.approx(ts.learning_rate * math.sqrt(batch / 256))
+    assert float(params["learning_rate_setting"]) == ts.learning_rate
+    assert params["jit_compile"] == ("False" if batch >= 4096 else "auto")
