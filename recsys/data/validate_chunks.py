@@ -156,7 +156,7 @@ def validate_events_chunked(
         empty_valid = conform(pd.DataFrame({c: [] for c in RAW_EVENTS}), RAW_EVENTS, name="valid_events")
         valid = FrameFile(lake, "valid_events", ds, empty_valid, zone="raw")
         quarantine = FrameFile(
-            lake, "events", ds, pd.DataFrame(columns=q_columns), q_schema, zone="quarantine"
+            lake, "events", ds, q_schema.empty_table().to_pandas(), q_schema, zone="quarantine"
         )
         outputs = [quarantine, valid]
         try:
@@ -167,11 +167,13 @@ def validate_events_chunked(
             for bad in malformed.frame_batches(chunk_rows):
                 rows = quarantine_frame(pd.DataFrame(columns=[*columns, "reason"], dtype="string"), bad)
                 quarantine.write(_table(rows, q_columns, q_schema))
+            # the inputs did not change while they were read (authenticated again, earlier days' ids
+            # included), before anything is reported or stored from them
+            for reader in (events, malformed, *previous):
+                reader.verify()
             report, docs = run.finish(malformed.num_rows)
             for f in outputs:
                 f.finish()
-            for reader in (events, malformed):
-                reader.verify()  # the inputs did not change while they were read
             if run.accepted + run.quarantined != events.num_rows:
                 raise AssertionError("validation lost rows: accepted + quarantined != input")
             for f in outputs:
