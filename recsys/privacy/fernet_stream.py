@@ -119,10 +119,13 @@ def _decoded_blocks(src: BinaryIO, start: int) -> Iterator[bytes]:
             cut -= 4
         carry = buf[cut:]
         if cut > 0:
-            yield _b64(buf[:cut])
+            yield _b64(buf[:cut], final=False)
 
 
-def _b64(text: bytes) -> bytes:
+def _b64(text: bytes, final: bool = True) -> bytes:
+    # padding belongs to the token's last quantum only: a piece decoded alone would accept "=" inside it
+    if not final and b"=" in text:
+        raise TokenError("not a Fernet token (bad base64: padding inside the token)")
     try:
         return base64.b64decode(text.translate(_URLSAFE), validate=True)
     except (binascii.Error, ValueError):
