@@ -28,3 +28,22 @@ def test_padding_inside_a_token_is_refused_as_fernet_refuses_it():
         Fernet(KEY).decrypt(spliced)
     with pytest.raises(TokenError, match="padding inside"):
         b"".join(decrypt_blocks(io.BytesIO(spliced), [KEY]))
+
+
+def test_a_file_rewritten_in_place_after_it_was_authenticated_is_refused(tmp_path):
+    import os
+
+    from recsys.privacy.fernet_stream import DecryptedFile
+
+    path = tmp_path / "f.enc"
+    path.write_bytes(Fernet(KEY).encrypt(b"y" * 5000))
+    with open(path, "rb") as src:
+        view = DecryptedFile(src, [KEY])
+        assert view.read(10) == b"y" * 10
+        with open(path, "r+b") as w:  # same bytes, written again in place: a new mtime
+            data = w.read()
+            w.seek(0)
+            w.write(data)
+        os.utime(path, ns=(1, 1))
+        with pytest.raises(TokenError, match="changed after it was authenticated"):
+            view.read(10)
