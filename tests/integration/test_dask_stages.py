@@ -155,3 +155,16 @@ def test_map_in_order_keeps_the_items_order_and_raises_a_worker_error(client):
         for x in map_in_order(client, _fail_on_three, iter(range(8)), in_flight=2):
             got.append(x)
     assert got == [0, 1, 2]
+
+
+def test_map_in_order_refuses_a_scheduler_without_workers():
+    from distributed import Client, LocalCluster
+
+    from recsys.scale import map_in_order
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty,
+        Client(empty) as c,
+        pytest.raises(RuntimeError, match="has no workers"),
+    ):
+        next(map_in_order(c, _slow_square, iter(range(3))))
