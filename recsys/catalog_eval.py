@@ -157,10 +157,11 @@ def list_metrics(lists: np.ndarray, truth: list[np.ndarray], catalog_size: int) 
 PAIRS_PER_CHUNK = 1 << 17  # (user, catalog video) pairs scored at a time: ~30 users of a 4,400-video catalog
 
 
-def chunk_users(catalog_size: int, pairs: int = PAIRS_PER_CHUNK) -> int:
-    """Users per scoring chunk so that a chunk holds about ``pairs`` (user, video) pairs whatever the
-    catalog size (the model's pair frame of a chunk is the evaluation's largest allocation)."""
-    return max(1, pairs // max(1, catalog_size))
+def chunk_users(catalog_size: int, pairs: int | None = None) -> int:
+    """Users per scoring chunk so that a chunk holds about ``pairs`` (default :data:`PAIRS_PER_CHUNK`)
+    (user, video) pairs whatever the catalog size (the model's pair frame of a chunk is the evaluation's
+    largest allocation)."""
+    return max(1, (pairs or PAIRS_PER_CHUNK) // max(1, catalog_size))
 
 
 def scorer_lists(

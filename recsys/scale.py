@@ -114,7 +114,10 @@ def map_in_order(client, fn: Callable, items: Iterable, *, in_flight: int | None
     day, when ``items`` is a stream of chunks. A failure raises here and cancels what is still pending."""
     from collections import deque
 
-    in_flight = in_flight or 2 * max(1, len(client.scheduler_info().get("workers", {})))
+    workers = client.scheduler_info().get("workers", {})
+    if not workers:  # submitted tasks would wait forever
+        raise RuntimeError(f"the Dask scheduler {client.scheduler.address} has no workers")
+    in_flight = in_flight or 2 * len(workers)
     pending: deque = deque()
     try:
         for item in items:

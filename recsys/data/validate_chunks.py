@@ -17,7 +17,10 @@ The outputs are the frames the whole-day path gives (same rows, order, columns, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -37,9 +40,16 @@ def _bucket_of(ids: pd.Series, buckets: int) -> pd.Series:
 
 
 def day_ids(
-    events: FrameReader, previous: list[FrameReader], chunk_rows: int, bucket_rows: int, check_reused: bool
+    events: FrameReader,
+    previous: list[Callable[[], ContextManager[FrameReader]]],
+    chunk_rows: int,
+    bucket_rows: int,
+    check_reused: bool,
 ) -> tuple[set[str], set[str] | None]:
-    """(the ids that appear more than once in the day, the day's ids accepted on the earlier days)."""
+    """(the ids that appear more than once in the day, the day's ids accepted on the earlier days).
+
+    ``previous`` opens each earlier day's accepted events; one is open at a time (on a lake at a URL an
+    open file is its whole object in memory), and each is authenticated again after it was read."""
     from recsys.data.validate import day_duplicates, event_id_text
 
     buckets = max(1, math.ceil(events.num_rows / bucket_rows))
@@ -56,11 +66,15 @@ def day_ids(
         if reused is None:
             continue
         today = pd.Index(today.unique())
-        for reader in previous:
-            for table in reader.batches(chunk_rows, ["event_id"]):
-                seen = table.column(0).to_pandas().dropna().astype(str)
-                seen = seen[(_bucket_of(seen, buckets) == b).to_numpy()]
-                reused.update(seen[seen.isin(today)])
+        for open_day in previous:
+            with open_day() as reader:
+                found: set[str] = set()
+                for table in reader.batches(chunk_rows, ["event_id"]):
+                    seen = table.column(0).to_pandas().dropna().astype(str)
+                    seen = seen[(_bucket_of(seen, buckets) == b).to_numpy()]
+                    found.update(seen[seen.isin(today)])
+                reader.verify()  # the day did not change while it was read
+            reused |= found
     return duplicated, reused
 
 
@@ -136,7 +150,7 @@ def validate_events_chunked(
         columns = list(events.schema.names)
         check_columns(ds, columns, events.num_rows, malformed.num_rows)
         previous = [
-            stack.enter_context(lake.open_frame("raw", "valid_events", d))
+            functools.partial(lake.open_frame, "raw", "valid_events", d)
             for d in _previous_days(lake, ds, id_window_days)
         ]
         duplicated, reused = day_ids(events, previous, chunk_rows, cfg.id_bucket_rows, True)
@@ -156,7 +170,7 @@ def validate_events_chunked(
         empty_valid = conform(pd.DataFrame({c: [] for c in RAW_EVENTS}), RAW_EVENTS, name="valid_events")
         valid = FrameFile(lake, "valid_events", ds, empty_valid, zone="raw")
         quarantine = FrameFile(
-            lake, "events", ds, pd.DataFrame(columns=q_columns), q_schema, zone="quarantine"
+            lake, "events", ds, q_schema.empty_table().to_pandas(), q_schema, zone="quarantine"
         )
         outputs = [quarantine, valid]
         try:
@@ -167,11 +181,13 @@ def validate_events_chunked(
             for bad in malformed.frame_batches(chunk_rows):
                 rows = quarantine_frame(pd.DataFrame(columns=[*columns, "reason"], dtype="string"), bad)
                 quarantine.write(_table(rows, q_columns, q_schema))
+            # the inputs did not change while they were read (authenticated again; the earlier days
+            # were, each after its read), before anything is reported or stored from them
+            for reader in (events, malformed):
+                reader.verify()
             report, docs = run.finish(malformed.num_rows)
             for f in outputs:
                 f.finish()
-            for reader in (events, malformed):
-                reader.verify()  # the inputs did not change while they were read
             if run.accepted + run.quarantined != events.num_rows:
                 raise AssertionError("validation lost rows: accepted + quarantined != input")
             for f in outputs:

@@ -7,7 +7,9 @@ name is refused (deny by default): a new upstream field cannot slip personal dat
 from __future__ import annotations
 
 import ipaddress
+import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -52,6 +54,23 @@ DOMAIN = {"user_id": "user", "session_id": "session"}
 
 class PolicyError(ValueError):
     """A raw column has no declared policy."""
+
+
+class ChunkError(RuntimeError):
+    """Minimizing a chunk of raw rows failed; the original message is withheld (it may quote raw values)."""
+
+
+class RawChunk:
+    """A chunk of raw rows on its way to be minimized (on a Dask worker, perhaps): its repr, which is what
+    Dask logs of a failed task's arguments, shows no value."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+
+    def __repr__(self) -> str:
+        return f"<RawChunk: {len(self.frame)} raw rows, values withheld>"
 
 
 def coarse_region(region: str | None) -> str | None:
@@ -184,6 +203,18 @@ def anonymize_day(
             events = events[~events["user_key"].isin(erased)].reset_index(drop=True)
         return events
 
+    def minimized_chunk(chunk: RawChunk) -> pd.DataFrame:
+        try:
+            return minimized(chunk.frame)
+        except PolicyError:
+            raise  # names columns, never values
+        except Exception as exc:  # its message may quote a raw value: the type and the place only
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            raise ChunkError(
+                f"minimizing a chunk of {len(chunk.frame)} raw rows failed: {type(exc).__name__} at "
+                f"{Path(where.filename).name}:{where.lineno} (message withheld: it may hold raw values)"
+            ) from None
+
     staged: list = []
     ok = False
     try:
@@ -192,7 +223,8 @@ def anonymize_day(
                 lake, "interactions", ds, minimized(reader.schema.empty_table().to_pandas()), zone="clean"
             )
             staged.append(interactions)
-            for events in map_chunks(minimized, reader.frame_batches(chunk_rows)):
+            chunks = (RawChunk(frame) for frame in reader.frame_batches(chunk_rows))
+            for events in map_chunks(minimized_chunk, chunks):
                 interactions.write(pa.Table.from_pandas(events, preserve_index=False))
             interactions.finish()
             reader.verify()  # the input did not change while it was read

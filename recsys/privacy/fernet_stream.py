@@ -119,10 +119,13 @@ def _decoded_blocks(src: BinaryIO, start: int) -> Iterator[bytes]:
             cut -= 4
         carry = buf[cut:]
         if cut > 0:
-            yield _b64(buf[:cut])
+            yield _b64(buf[:cut], final=False)
 
 
-def _b64(text: bytes) -> bytes:
+def _b64(text: bytes, final: bool = True) -> bytes:
+    # padding belongs to the token's last quantum only: a piece decoded alone would accept "=" inside it
+    if not final and b"=" in text:
+        raise TokenError("not a Fernet token (bad base64: padding inside the token)")
     try:
         return base64.b64decode(text.translate(_URLSAFE), validate=True)
     except (binascii.Error, ValueError):
@@ -209,6 +212,15 @@ def decrypt_blocks(src: BinaryIO, keys: list[bytes | str], *, start: int = 0) ->
         yield out
 
 
+def _file_identity(src: BinaryIO) -> tuple | None:
+    """(inode, size, mtime) of a file on disk; None for an in-memory buffer (an object read whole)."""
+    try:
+        st = os.fstat(src.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class DecryptedFile(io.RawIOBase):
     """A read-only, *seekable* view of the plaintext of the Fernet token at ``start`` of ``src``.
 
@@ -227,8 +239,10 @@ class DecryptedFile(io.RawIOBase):
     def __init__(self, src: BinaryIO, keys: list[bytes | str], *, start: int = 0):
         super().__init__()
         self._src, self._start, self._keys = src, start, [split_key(k) for k in keys]
+        self._stat = _file_identity(src)
         _, encryption = _verify(src, start, self._keys)
         self._aes = algorithms.AES(encryption)
+        self._unchanged()
         src.seek(0, io.SEEK_END)
         chars = src.tell() - start
         if chars % 4:
@@ -253,8 +267,14 @@ class DecryptedFile(io.RawIOBase):
         skip = offset - 3 * q0
         return raw[skip : skip + n]
 
+    def _unchanged(self) -> None:
+        """Raise if the file is no longer the one authenticated (rewritten in place, grown, replaced)."""
+        if _file_identity(self._src) != self._stat:
+            raise TokenError("the file changed after it was authenticated")
+
     def _plain_blocks(self, first: int, count: int) -> bytes:
         """Plaintext of cipher blocks [first, first + count) (padding included)."""
+        self._unchanged()
         prev = self._iv if first == 0 else self._token(HEADER + 16 * (first - 1), 16)
         body = self._token(HEADER + 16 * first, 16 * count)
         dec = Cipher(self._aes, modes.CBC(prev)).decryptor()

@@ -14,13 +14,43 @@ from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
 
 
 @pytest.fixture(scope="module")
-def client():
-    """2 worker processes, 1 thread each (the LocalCluster dask_client starts by default)."""
-    from recsys.config import Settings
-    from recsys.scale import dask_client
+def security():
+    """Temporary TLS certificates (in memory): anonymize sends raw rows only over tls://."""
+    from distributed.security import Security
 
-    with dask_client(Settings(dask_scheduler=None), processes=True, n_workers=2) as c:
+    return Security.temporary()
+
+
+@pytest.fixture(scope="module")
+def client(security):
+    """A TLS LocalCluster of 2 worker processes, 1 thread each, no spilling (as dask_client's)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    no_spill = {"distributed.worker.memory.spill": False, "distributed.worker.memory.target": False}
+    with dask.config.set(no_spill):
+        cluster = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, security=security
+        )
+    with cluster, Client(cluster) as c:
+        assert c.scheduler.address.startswith("tls://")
         yield c
+
+
+@pytest.fixture
+def tls_config(security):
+    """What a stage's own Client needs to reach the TLS scheduler (the distributed.comm.tls settings)."""
+    import dask
+
+    with dask.config.set(
+        {
+            "distributed.comm.require-encryption": True,
+            "distributed.comm.tls.ca-file": security.tls_ca_file,
+            "distributed.comm.tls.client.cert": security.tls_client_cert,
+            "distributed.comm.tls.client.key": security.tls_client_key,
+        }
+    ):
+        yield
 
 
 def _prepared(settings):
@@ -54,12 +84,12 @@ def test_anonymize_on_two_dask_workers_writes_the_one_process_partition(settings
     for name, frame in _clean(lake).items():
         pd.testing.assert_frame_equal(frame, expected[name], check_exact=True)
     assert 0 < len(expected["interactions"]) < 60  # the erased user's rows left out, on the workers too
-    ran = [t for t in stream.data if t["key"].startswith("minimized")]
+    ran = [t for t in stream.data if t["key"].startswith("minimized_chunk")]
     assert len(ran) == -(-60 // 7)  # every chunk was a task on the cluster (9 chunks of 7 rows)
     assert {t["worker"] for t in ran} <= set(client.scheduler_info()["workers"])
 
 
-def test_the_stage_uses_the_configured_scheduler(settings, client):
+def test_the_stage_uses_the_configured_scheduler(settings, client, tls_config):
     from distributed import get_task_stream
 
     from recsys import stages
@@ -72,7 +102,37 @@ def test_the_stage_uses_the_configured_scheduler(settings, client):
         stages.anonymize(DS, on_cluster)
     for name, frame in _clean(lake).items():
         pd.testing.assert_frame_equal(frame, expected[name], check_exact=True)
-    assert [t for t in stream.data if t["key"].startswith("minimized")]  # it ran on that scheduler
+    assert [t for t in stream.data if t["key"].startswith("minimized_chunk")]  # it ran on that scheduler
+
+
+def test_a_plain_tcp_scheduler_never_gets_raw_rows(settings, caplog):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from recsys import stages
+
+    lake, _ = _prepared(settings)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as plain,
+        Client(plain) as c,
+        get_task_stream(c) as stream,
+    ):
+        assert plain.scheduler_address.startswith(("tcp://", "inproc://"))
+        stages.anonymize(DS, settings.model_copy(update={"dask_scheduler": plain.scheduler_address}))
+    assert not stream.data  # nothing was sent to it: the stage ran in its own process
+    assert "is not tls://" in caplog.text
+    assert len(lake.read_frame("clean", "interactions", DS)) == 60
+
+
+def test_a_chunk_failing_on_a_worker_leaves_no_raw_value_in_the_error_or_the_worker_logs(settings, client):
+    from recsys.privacy.anonymize import ChunkError
+    from recsys.scale import map_in_order
+
+    lake, _ = _prepared(settings)
+    with pytest.raises(ChunkError, match="message withheld"):  # no key: the HMAC fails on the worker
+        anonymize_day(lake, DS, None, frozenset(), 7, map_chunks=lambda fn, xs: map_in_order(client, fn, xs))
+    logs = str(client.get_worker_logs()) + str(client.get_scheduler_logs())
+    assert "RawChunk" in logs or "minimized_chunk" in logs  # the failure was logged, ...
+    assert "@example.org" not in logs and "10.0.0.1" not in logs  # ... without a raw value
 
 
 def _slow_square(x):
@@ -95,3 +155,16 @@ def test_map_in_order_keeps_the_items_order_and_raises_a_worker_error(client):
         for x in map_in_order(client, _fail_on_three, iter(range(8)), in_flight=2):
             got.append(x)
     assert got == [0, 1, 2]
+
+
+def test_map_in_order_refuses_a_scheduler_without_workers():
+    from distributed import Client, LocalCluster
+
+    from recsys.scale import map_in_order
+
+    with (
+        LocalCluster(n_workers=0, processes=False, dashboard_address=None) as empty,
+        Client(empty) as c,
+        pytest.raises(RuntimeError, match="has no workers"),
+    ):
+        next(map_in_order(c, _slow_square, iter(range(3))))

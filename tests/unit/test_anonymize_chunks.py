@@ -53,7 +53,27 @@ def test_a_failed_anonymize_commits_nothing(settings, monkeypatch):
         return original(*args, **kw)
 
     monkeypatch.setattr(anonymize, "anonymize_data", fail_on_third_chunk)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(anonymize.ChunkError, match=r"OSError at .*\(message withheld") as failed:
         anonymize_day(lake, DS, key, frozenset(), 5)
+    assert "disk full" not in str(failed.value)
     clean = settings.data_dir / "clean"
     assert not [p for p in clean.rglob("*") if p.is_file()]  # nothing committed, nothing staged
+
+
+def test_a_failed_chunk_names_no_raw_value(settings, monkeypatch):
+    from recsys.privacy import anonymize
+
+    lake, key = prepared(settings)
+    original = anonymize.anonymize_data
+
+    def quoting(frame, *args, **kw):  # an error whose message quotes a raw value, as pandas' can
+        if len(frame):
+            raise ValueError(f"cannot parse {frame['email'].iloc[0]!r}")
+        return original(frame, *args, **kw)
+
+    monkeypatch.setattr(anonymize, "anonymize_data", quoting)
+    with pytest.raises(anonymize.ChunkError) as failed:
+        anonymize_day(lake, DS, key, frozenset(), 5)
+    assert "@example.org" not in str(failed.value) and "ValueError" in str(failed.value)
+    chunk = anonymize.RawChunk(lake.read_frame("raw", "valid_events", DS))
+    assert "@example.org" not in repr(chunk) and "values withheld" in repr(chunk)

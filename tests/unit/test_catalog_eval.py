@@ -159,10 +159,20 @@ def test_catalog_ranking_figures_do_not_depend_on_the_scoring_chunk(monkeypatch)
     cut = ex["ts"].max().normalize()
     history, test = ex[ex["ts"] < cut], ex[ex["ts"] >= cut]
     videos = world.videos
-    runs = []
-    for pairs in (1, ce.PAIRS_PER_CHUNK, 10**9):
+    runs, chunks = [], []
+    scorer_lists = ce.scorer_lists
+
+    def counted(*args, **kw):  # how many chunks the model was scored in
+        chunk = (args[3] if len(args) > 3 else kw.get("chunk")) or ce.chunk_users(len(args[1].catalog))
+        chunks[-1] += -(-len(args[1].users) // chunk)
+        return scorer_lists(*args, **kw)
+
+    monkeypatch.setattr(ce, "scorer_lists", counted)
+    for pairs in (1, 7 * 60, 10**9):  # one user a chunk, seven users a chunk (a 60-video catalog), all
         monkeypatch.setattr(ce, "PAIRS_PER_CHUNK", pairs)
+        chunks.append(0)
         runs.append(ce.pipeline_ranking({"candidate": ranker}, history, test, videos, 0.05, max_users=25))
+    assert chunks[0] > chunks[1] > chunks[2] > 0  # the chunking really differed
     assert runs[0]["users"] > 1 and set(runs[0]["figures"]) > {"candidate", "baseline_popularity"}
     assert runs[0]["figures"]["candidate"]["model_share"] > 0
     assert runs[0] == runs[1] == runs[2]

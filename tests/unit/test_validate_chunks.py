@@ -209,3 +209,17 @@ def test_a_killed_validate_commits_nothing_and_the_next_run_cleans_up(settings, 
     assert summary["input_rows"] == summary["accepted_rows"] == 40
     assert not list(settings.data_dir.rglob(".*.tmp-*"))
     assert len(lake_of(settings).read_frame("raw", "valid_events", DS)) == 40
+
+
+@pytest.mark.parametrize("chunk_rows", [7, 10**6])
+def test_a_clean_day_commits_the_whole_day_s_empty_quarantine_types_and_all(settings, tmp_path, chunk_rows):
+    land(settings.data_dir, jsonl([event(i) for i in range(20)]))
+    lake = lake_of(settings)
+    collect.collect_day(lake, DS, 50)
+    whole, whole_quarantine = whole_day(lake, settings)
+    assert whole_quarantine.empty and len(whole.accepted) == 20
+    validate_day(lake, DS, [], tmp_path / "reports", lenient(settings), 14, chunk_rows)
+    valid = lake.read_frame("raw", "valid_events", DS)
+    pd.testing.assert_frame_equal(valid, whole.accepted, check_exact=True)
+    quarantine = lake.read_frame("quarantine", "events", DS)
+    pd.testing.assert_frame_equal(quarantine, whole_quarantine, check_exact=True)
