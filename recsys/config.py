@@ -151,7 +151,14 @@ class TrainSettings(BaseModel):
     # at 4096 its compilation made the first epoch 50 s instead of 14 and later epochs ran no faster, while
     # at 256 it made them 3.5x faster (23 s vs 80 s)
     jit_compile: bool | Literal["auto"] = "auto"
-    patience: int = 3
+    # early stopping's patience in epochs; "auto": auto_patience_small below auto_batch_min_rows training
+    # rows (every small day stops as before), auto_patience_large from there. On large days the best
+    # validation loss came after the first epoch in every run measured (1M: 6 runs at batch 256, 512 and
+    # 4096; 10M: 1 run), so with restore_best_weights a patience of 1 keeps the same weights as 3 and
+    # stops after 2 epochs instead of 4 (docs/scaling.md "Training by data size")
+    patience: int | Literal["auto"] = "auto"
+    auto_patience_small: int = Field(default=3, ge=0)
+    auto_patience_large: int = Field(default=1, ge=0)
     train_every_days: int = 1
     # "incremental": warm-start the ranker from the champion (vocabularies grown, old rows kept) and train
     # on the train split's last ``incremental_days`` days only (recsys/incremental.py); without a champion
@@ -164,6 +171,13 @@ class TrainSettings(BaseModel):
     def _positive_batch(cls, v):
         if v != "auto" and v < 1:
             raise ValueError("train.batch_size must be a positive int or 'auto'")
+        return v
+
+    @field_validator("patience")
+    @classmethod
+    def _patience(cls, v):
+        if v != "auto" and v < 0:
+            raise ValueError("train.patience must be an int >= 0 or 'auto'")
         return v
 
 

@@ -191,6 +191,32 @@ def test_an_explicit_batch_size_is_kept_with_its_learning_rate():
         assert batch_and_learning_rate(rows, TrainSettings(batch_size=64, learning_rate=1e-2)) == (64, 1e-2)
 
 
+def test_auto_patience_keeps_3_for_small_days_and_1_for_large_ones(monkeypatch):
+    from pydantic import ValidationError
+
+    from recsys.config import TrainSettings, load_settings
+    from recsys.train import patience
+
+    ts = TrainSettings()
+    assert ts.patience == "auto"
+    for rows in (0, 1, 71_295, 249_999):  # every small day stops as before
+        assert patience(rows, ts) == 3
+    for rows in (250_000, 700_266, 7_000_000):  # the large days: their best epoch was the first
+        assert patience(rows, ts) == 1
+    # the threshold is the auto batch's, and both ends are settings
+    assert patience(300_000, TrainSettings(auto_batch_min_rows=500_000)) == 3
+    assert patience(700_266, TrainSettings(auto_patience_large=2)) == 2
+    assert patience(10, TrainSettings(auto_patience_small=5)) == 5
+    for rows in (10, 700_266):  # an explicit patience is kept whatever the data size
+        assert patience(rows, TrainSettings(patience=4)) == 4
+        assert patience(rows, TrainSettings(patience=0)) == 0
+    for bad in (-1, "soon", 1.5):
+        with pytest.raises(ValidationError):
+            TrainSettings(patience=bad)
+    monkeypatch.setenv("RECSYS_TRAIN__PATIENCE", "3")  # from the environment: an int, not a string
+    assert load_settings().train.patience == 3
+
+
 def test_batch_size_settings_validation(monkeypatch):
     from pydantic import ValidationError
 
@@ -227,6 +253,7 @@ def test_training_runs_and_records_the_chosen_batch_size_and_learning_rate(tiny,
             "auto_batch_min_rows": 1,
             "auto_batch_min_steps": 1,
             "auto_batch_max": 4096,
+            "patience": "auto",
         }
     )
     s = settings.model_copy(update={"train": ts, "data_dir": tmp_path / "data"})
@@ -247,3 +274,5 @@ def test_training_runs_and_records_the_chosen_batch_size_and_learning_rate(tiny,
     assert float(params["learning_rate"]) == pytest.approx(ts.learning_rate * math.sqrt(batch / 256))
     assert float(params["learning_rate_setting"]) == ts.learning_rate
     assert params["jit_compile"] == ("False" if batch >= 4096 else "auto")
+    # a "large" day (auto_batch_min_rows lowered): the large-day patience, and the setting it came from
+    assert params["patience"] == str(ts.auto_patience_large) and params["patience_setting"] == "auto"
