@@ -9,8 +9,11 @@ their day: each replaces its own outputs.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from datetime import date
+from functools import partial
 
 from recsys.catalog import Catalog
 from recsys.config import Settings
@@ -50,12 +53,32 @@ def land(ds: date, cat: Catalog) -> dict:
     return importers.land(ds, cat.settings, cat.plain_lake)
 
 
+@contextlib.contextmanager
+def raw_chunks_on_dask(settings: Settings, stage_name: str) -> Iterator[Callable | None]:
+    """``map_chunks`` for a stage that sends raw values to its chunks (collect, anonymize): the configured
+    Dask scheduler's workers when it is ``tls://``, else None (this process). Over a plain ``tcp://``
+    scheduler raw rows (and the pseudonym key) would cross the wire in the clear (docs/scaling.md)."""
+    scheduler = settings.dask_scheduler
+    if not scheduler:
+        yield None
+        return
+    if not scheduler.startswith("tls://"):
+        log.warning("%s runs in this process: the Dask scheduler %s is not tls://", stage_name, scheduler)
+        yield None
+        return
+    from recsys.scale import dask_client, map_in_order
+
+    with dask_client(settings) as client:
+        yield partial(map_in_order, client)
+
+
 @stage("collect")
 def collect(ds: date, cat: Catalog) -> dict:
     """Landing -> raw zone (encrypted Parquet); the landing files are then encrypted in place."""
     from recsys.data.ingest import collect_day
 
-    return collect_day(cat.lake, ds, cat.settings.collect.chunk_rows)
+    with raw_chunks_on_dask(cat.settings, "collect") as map_chunks:  # the chunks parsed there, if set
+        return collect_day(cat.lake, ds, cat.settings.collect.chunk_rows, map_chunks)
 
 
 @stage("validate")
@@ -83,19 +106,8 @@ def anonymize(ds: date, cat: Catalog) -> dict:
 
     # users who asked to be erased never come back through a new day
     args = (cat.lake, ds, load_pseudonym_key(cat.settings), erased_keys(cat.settings))
-    scheduler = cat.settings.dask_scheduler
-    if not scheduler:
-        return anonymize_day(*args)
-    if not scheduler.startswith("tls://"):
-        # raw rows and the pseudonym key would cross the wire in the clear (docs/scaling.md)
-        log.warning("anonymize runs in this process: the Dask scheduler %s is not tls://", scheduler)
-        return anonymize_day(*args)
-    from functools import partial
-
-    from recsys.scale import dask_client, map_in_order
-
-    with dask_client(cat.settings) as client:  # the chunks are minimized on the cluster's workers
-        return anonymize_day(*args, map_chunks=partial(map_in_order, client))
+    with raw_chunks_on_dask(cat.settings, "anonymize") as map_chunks:  # the chunks minimized there, if set
+        return anonymize_day(*args) if map_chunks is None else anonymize_day(*args, map_chunks=map_chunks)
 
 
 # --------------------------------------------------------------------------------- modelling

@@ -19,14 +19,23 @@ sealed copy (or the already-sealed file), never over the landing file again.
 The reference files (videos, users) are parsed whole, first, as before: an error in them stops the day
 before anything is written. A lake at a URL reads the events file whole (one object GET), then parses
 and writes it in chunks as here.
+
+Parsing a chunk (JSON decoding, the rules, the chunk's own Arrow table) is a pure function of its lines
+(:func:`parsed_chunk`), so ``map_chunks`` can run it elsewhere: :func:`recsys.scale.map_in_order` on Dask
+workers (the stage's choice with a ``tls://`` ``RECSYS_DASK_SCHEDULER``), the results taken in chunk
+order. Reading, sealing, the columns (in first-appearance order over the file), writing and committing
+stay in this process, so the outputs are the same wherever the chunks were parsed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -192,7 +201,68 @@ def _text_column(values: list) -> pa.Array:
     return pa.array(list(map(loose_text, values)), type=pa.large_string())
 
 
-def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tuple[_FrameFile, _FrameFile]:
+class ChunkError(RuntimeError):
+    """Parsing a chunk of landed lines failed; the original message is withheld (it may quote raw values)."""
+
+
+class LineChunk:
+    """A chunk of the events file's (line number, bytes) pairs on its way to be parsed (on a Dask worker,
+    perhaps): its repr, which is what Dask logs of a failed task's arguments, shows no value."""
+
+    __slots__ = ("lines", "source")
+
+    def __init__(self, lines: list[tuple[int, bytes]], source: str):
+        self.lines, self.source = lines, source
+
+    def __repr__(self) -> str:
+        return f"<LineChunk: {len(self.lines)} landed lines, values withheld>"
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """A chunk parsed: its objects as a table of the keys they have (first-appearance order), the count,
+    and its malformed lines as the malformed table."""
+
+    keys: list[str]
+    rows: int
+    table: pa.Table
+    malformed: pa.Table
+
+
+def parsed_chunk(chunk: LineChunk) -> ParsedChunk:
+    """Parse ``chunk`` by :func:`recsys.data.sources.parse_lines`'s rules into a :class:`ParsedChunk`: a
+    pure function of its lines, wherever it runs."""
+    try:
+        rows, _, bad = parse_lines(chunk.lines, chunk.source)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        table = _events_table(rows, keys, _events_schema(keys))
+        malformed = pa.Table.from_pandas(malformed_frame(bad), preserve_index=False)
+        return ParsedChunk(keys, len(rows), table, malformed)
+    except Exception as exc:  # its message may quote a landed value: the type and the place only
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        raise ChunkError(
+            f"parsing a chunk of {len(chunk.lines)} landed lines failed: {type(exc).__name__} at "
+            f"{Path(where.filename).name}:{where.lineno} (message withheld: it may hold raw values)"
+        ) from None
+
+
+def _in_columns(table: pa.Table, columns: list[str], schema: pa.Schema) -> pa.Table:
+    """A chunk's table in the file's ``columns``: a key its objects lack is a column of nulls, as
+    :func:`_events_table` over all ``columns`` gives it."""
+    have = set(table.column_names)
+    return pa.Table.from_arrays(
+        [table.column(c) if c in have else pa.nulls(table.num_rows, pa.large_string()) for c in columns],
+        schema=schema,
+    )
+
+
+def _in_process(fn: Callable, items: Iterable) -> Iterator:
+    return map(fn, items)
+
+
+def _write_events(
+    lake: Lake, ds, landed: _EventsSource, chunk_rows: int, map_chunks: Callable = _in_process
+) -> tuple[_FrameFile, _FrameFile]:
     """One pass over the events (two if a key appears after the first chunk): the staged events and
     malformed files."""
     source = str(landed.path)
@@ -201,25 +271,28 @@ def _write_events(lake: Lake, ds, landed: _EventsSource, chunk_rows: int) -> tup
     columns: list[str] = []
     schema = None
     n_rows = 0
+
+    def parsed(blocks: Iterable[bytes]) -> Iterator[ParsedChunk]:
+        lines = (LineChunk(c, source) for c in chunks(numbered_lines(blocks), chunk_rows))
+        return map_chunks(parsed_chunk, lines)
+
     try:
-        for chunk in chunks(numbered_lines(landed.blocks()), chunk_rows):
-            rows, _, bad = parse_lines(chunk, source)
-            n_rows += len(rows)
-            malformed.write(pa.Table.from_pandas(malformed_frame(bad), preserve_index=False))
+        for chunk in parsed(landed.blocks()):
+            n_rows += chunk.rows
+            malformed.write(chunk.malformed)
             known = set(columns)
-            new = list(dict.fromkeys(k for r in rows for k in r if k not in known))
+            new = [k for k in chunk.keys if k not in known]
             if new and schema is not None and events is not None:
                 events.discard()  # a late key: the events are written again below, with every column
                 events = None
             columns += new
-            if events is not None and rows:
+            if events is not None and chunk.rows:
                 schema = schema or _events_schema(columns)
-                events.write(_events_table(rows, columns, schema))
+                events.write(_in_columns(chunk.table, columns, schema))
         if events is None:
             events = _FrameFile(lake, "events", ds, loose_frame([]), _events_schema(columns))
-            for chunk in chunks(numbered_lines(landed.replay()), chunk_rows):
-                rows, _, _ = parse_lines(chunk, source)
-                events.write(_events_table(rows, columns, events.schema))
+            for chunk in parsed(landed.replay()):
+                events.write(_in_columns(chunk.table, columns, events.schema))
         if n_rows and not columns:  # only objects without a key ({}): a table needs a column to hold
             # rows, so they get a null event_id and reach validate, which judges them (never dropped here)
             events.discard()
@@ -244,11 +317,14 @@ def _stage_frame(lake: Lake, dataset: str, ds, frame: pd.DataFrame) -> _Staged:
     return staged
 
 
-def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+def collect_day(
+    lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS, map_chunks: Callable = _in_process
+) -> dict:
     """Landing -> raw zone for one day (see the module's docstring); returns the row counts.
 
     ``chunk_rows``: lines of the events file parsed and written at a time (memory grows with it, not with
-    the day; the outputs do not depend on it).
+    the day; the outputs do not depend on it). ``map_chunks(fn, chunks)``: how the chunks are parsed,
+    results in chunk order (default: here, one after another; :func:`recsys.scale.map_in_order` on Dask).
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
@@ -264,7 +340,7 @@ def collect_day(lake: Lake, ds: str | date, chunk_rows: int = DEFAULT_CHUNK_ROWS
         counts = {"videos_rows": len(videos), "users_rows": len(users)}
         staged += [_stage_frame(lake, "videos", ds, videos), _stage_frame(lake, "users", ds, users)]
         del videos, users
-        outputs = events, malformed = _write_events(lake, ds, source, chunk_rows)
+        outputs = events, malformed = _write_events(lake, ds, source, chunk_rows, map_chunks)
         staged += [f.finish() for f in outputs]
         for one in staged:
             one.commit()

@@ -31,11 +31,14 @@ def check_delivered(lake: Lake, ds: date) -> dict:
     return {"source": "landing"}
 
 
-def collect_day(lake: Lake, ds: date, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+def collect_day(lake: Lake, ds: date, chunk_rows: int = DEFAULT_CHUNK_ROWS, map_chunks=None) -> dict:
     """Landing -> raw zone (encrypted Parquet); each landing file is read once and exactly those bytes are
     then encrypted in place; the events are parsed and written ``chunk_rows`` lines at a time, so memory
-    does not grow with the day (:func:`recsys.data.collect.collect_day`)."""
-    return collect.collect_day(lake, ds, chunk_rows)
+    does not grow with the day (:func:`recsys.data.collect.collect_day`); ``map_chunks``: where the
+    chunks are parsed (default: this process)."""
+    if map_chunks is None:
+        return collect.collect_day(lake, ds, chunk_rows)
+    return collect.collect_day(lake, ds, chunk_rows, map_chunks)
 
 
 def validate_day(

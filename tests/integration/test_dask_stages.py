@@ -1,5 +1,6 @@
-"""Issue 15 (Dask for the data plane): with a Dask scheduler the anonymize stage minimizes its chunks on
-the cluster's worker processes; the clean partition is the one a single process writes."""
+"""Issue 15 (Dask for the data plane): with a Dask scheduler the collect stage parses its chunks and the
+anonymize stage minimizes its chunks on the cluster's worker processes; the raw and clean partitions are
+the ones a single process writes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 import pandas as pd
 import pytest
-from hostile import DS, event, jsonl, land
+from hostile import DS, event, hostile_day, jsonl, land
 
 from recsys.privacy.anonymize import anonymize_day
 from recsys.privacy.pseudonymize import load_pseudonym_key, pseudonym
@@ -168,3 +169,92 @@ def test_map_in_order_refuses_a_scheduler_without_workers():
         pytest.raises(RuntimeError, match="has no workers"),
     ):
         next(map_in_order(c, _slow_square, iter(range(3))))
+
+
+# ------------------------------------------------------------------------------------------------ collect
+RAW = ("events", "events_malformed", "videos", "users")
+
+
+def _collected(settings, data: bytes, map_chunks=None) -> tuple[dict, dict[str, pd.DataFrame]]:
+    from recsys import stages
+    from recsys.data import collect
+
+    land(settings.data_dir, data)
+    lake = stages.open_lake(settings)
+    kw = {} if map_chunks is None else {"map_chunks": map_chunks}
+    summary = collect.collect_day(lake, DS, 7, **kw)
+    return summary, {d: lake.read_frame("raw", d, DS) for d in RAW}
+
+
+def test_collect_on_two_dask_workers_writes_the_one_process_partition(settings, client):
+    """The hostile day (malformed lines of every rule, a key first seen late: a second pass) parsed in
+    chunks of 7 lines on the workers gives the frames one process gives, and every chunk ran there."""
+    from distributed import get_task_stream
+
+    from recsys.scale import map_in_order
+
+    data = hostile_day()
+    one_summary, one = _collected(settings, data)
+    with get_task_stream(client) as stream:
+        summary, frames = _collected(settings, data, lambda fn, xs: map_in_order(client, fn, xs))
+    assert summary == one_summary and summary["malformed_rows"] > 3
+    for name, frame in one.items():
+        pd.testing.assert_frame_equal(frames[name], frame, check_exact=True)
+    assert "late_key" in frames["events"].columns  # the second pass (a late key) ran on the workers too
+    ran = [t for t in stream.data if t["key"].startswith("parsed_chunk")]
+    lines = len([line for line in data.split(b"\n") if line.strip()])
+    assert len(ran) > 2 * (lines // 7)  # both passes, every chunk a task on the cluster
+    assert {t["worker"] for t in ran} <= set(client.scheduler_info()["workers"])
+
+
+def test_the_collect_stage_uses_the_configured_tls_scheduler(settings, client, tls_config):
+    from distributed import get_task_stream
+
+    from recsys import stages
+
+    rows = [event(i) for i in range(40)]
+    land(settings.data_dir, jsonl(rows))
+    stages.collect(DS, settings)  # no scheduler: one process
+    lake = stages.open_lake(settings)
+    expected = {d: lake.read_frame("raw", d, DS) for d in RAW}
+    land(settings.data_dir, jsonl(rows))
+    with get_task_stream(client) as stream:
+        stages.collect(DS, settings.model_copy(update={"dask_scheduler": client.scheduler.address}))
+    assert [t for t in stream.data if t["key"].startswith("parsed_chunk")]  # it ran on that scheduler
+    for name, frame in expected.items():
+        pd.testing.assert_frame_equal(lake.read_frame("raw", name, DS), frame, check_exact=True)
+
+
+def test_a_plain_tcp_scheduler_never_gets_raw_lines(settings, caplog):
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from recsys import stages
+
+    rows = [event(i) for i in range(40)]
+    land(settings.data_dir, jsonl(rows))
+    stages.collect(DS, settings)  # no scheduler: one process
+    lake = stages.open_lake(settings)
+    expected = lake.read_frame("raw", "events", DS)
+    land(settings.data_dir, jsonl(rows))
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as plain,
+        Client(plain) as c,
+        get_task_stream(c) as plain_stream,
+    ):
+        stages.collect(DS, settings.model_copy(update={"dask_scheduler": plain.scheduler_address}))
+    assert not plain_stream.data  # raw lines never go to a plain tcp scheduler
+    assert "collect runs in this process" in caplog.text
+    pd.testing.assert_frame_equal(lake.read_frame("raw", "events", DS), expected, check_exact=True)
+
+
+def test_a_collect_chunk_failing_on_a_worker_leaves_no_raw_value_in_the_error_or_the_logs(client):
+    from recsys.data.collect import ChunkError, LineChunk, parsed_chunk
+
+    secret = "who@example.org"
+    bad = LineChunk([(1, secret)], "part-0.jsonl")  # text, not bytes: parsing fails on the worker
+    assert secret not in repr(bad)
+    with pytest.raises(ChunkError, match="message withheld") as err:
+        client.submit(parsed_chunk, bad, pure=False).result()
+    assert secret not in str(err.value)
+    logs = str(client.get_worker_logs()) + str(client.get_scheduler_logs())
+    assert secret not in logs

@@ -89,7 +89,7 @@ def test_lines_are_split_as_the_whole_file_is():
 
 def test_a_failed_collect_leaves_no_raw_partition_and_no_staged_file(settings, monkeypatch):
     path = land(settings.data_dir, jsonl([event(i) for i in range(30)]))
-    original = collect._events_table
+    original = collect._in_columns  # each parsed chunk on its way to the staged file
     calls = []
 
     def fail_on_third_chunk(*args):
@@ -98,14 +98,14 @@ def test_a_failed_collect_leaves_no_raw_partition_and_no_staged_file(settings, m
             raise OSError("disk full")
         return original(*args)
 
-    monkeypatch.setattr(collect, "_events_table", fail_on_third_chunk)
+    monkeypatch.setattr(collect, "_in_columns", fail_on_third_chunk)
     with pytest.raises(OSError, match="disk full"):
         collect.collect_day(lake_of(settings), DS, 4)
     raw = settings.data_dir / "raw"
     assert not [p for p in raw.rglob("*") if p.is_file()]  # nothing committed, nothing staged
     leftovers = [p.name for p in path.parent.iterdir()]
     assert leftovers == ["part-0.jsonl"]  # the landing file is untouched, no sealed copy
-    monkeypatch.setattr(collect, "_events_table", original)
+    monkeypatch.setattr(collect, "_in_columns", original)
     assert collect.collect_day(lake_of(settings), DS, 4)["input_rows"] == 30
 
 
