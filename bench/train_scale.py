@@ -97,7 +97,14 @@ def child(out: Path, work: Path) -> int:
 
 # ---------------------------------------------------------------------------------------------- parent
 def train_once(
-    kept: Path, batch: str, seed: int, lr_rule: str, epochs: int, tmp: Path, lr: float | None = None
+    kept: Path,
+    batch: str,
+    seed: int,
+    lr_rule: str,
+    epochs: int,
+    tmp: Path,
+    lr: float | None = None,
+    patience: str = "auto",
 ) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECSYS_")}
     env.update(json.loads((kept / "env.json").read_text()))
@@ -106,6 +113,7 @@ def train_once(
             "RECSYS_SEED": str(seed),
             "RECSYS_TRAIN__EPOCHS": str(epochs),
             "RECSYS_TRAIN__BATCH_SIZE": batch,
+            "RECSYS_TRAIN__PATIENCE": patience,
             "MLFLOW_DISABLE_TELEMETRY": "true",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
             "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -174,8 +182,13 @@ def summary(runs: list[dict]) -> dict:
     import numpy as np
 
     out: dict[str, dict] = {}
-    for batch in dict.fromkeys(r["batch_setting"] for r in runs):
-        rs = [r for r in runs if r["batch_setting"] == batch]
+
+    def key(r: dict) -> str:  # a batch setting, and the patience when it is not the default
+        p = r.get("patience_setting", "auto")
+        return r["batch_setting"] if p == "auto" else f"{r['batch_setting']} patience {p}"
+
+    for batch in dict.fromkeys(map(key, runs)):
+        rs = [r for r in runs if key(r) == batch]
         figs = {
             "process_seconds": [r["process_seconds"] for r in rs],
             "train_seconds": [r["train_seconds"] for r in rs],
@@ -213,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         "--learning-rate", type=float, default=None, help="for numeric batches, instead of the rule"
     )
     ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument(
+        "--patience", nargs="+", default=["auto"], help="early stopping's patience settings: ints or 'auto'"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -251,25 +267,27 @@ def main(argv: list[str] | None = None) -> int:
         kept_run = json.loads(meta_file.read_text())["runs"][0]
         doc["features"]["interactions_target"] = kept_run["target_interactions"]
         doc["features"]["interactions"] = kept_run["interactions"]
-    for seed in args.seeds:
-        for batch in args.batch_sizes:
-            with tempfile.TemporaryDirectory(prefix="train-scale-") as tmp:
-                r = train_once(
-                    args.kept, batch, seed, args.lr_rule, args.epochs, Path(tmp), args.learning_rate
-                )
-            r["test"] = test_quality(args.kept, r["model_uri"], test)
-            doc["runs"].append(r)
-            p, auc = r["params"], r["test"].get("click_auc", float("nan"))
-            print(
-                f"batch {batch:>5} (={p['batch_size']}, lr {p['learning_rate']}, jit {p['jit_compile']})"
-                f" seed {seed}: {r['process_seconds']:6.1f}s process, fit {r['fit_seconds']:6.1f}s,"
-                f" {r['epochs_run']} epochs, {r['peak_rss_bytes'] / 2**20:6.0f} MiB, click AUC {auc:.4f}"
-                f" load {r['load_average_1m']}",
-                flush=True,
+    runs = [(seed, batch, p) for seed in args.seeds for batch in args.batch_sizes for p in args.patience]
+    for seed, batch, patience in runs:
+        with tempfile.TemporaryDirectory(prefix="train-scale-") as tmp:
+            r = train_once(
+                args.kept, batch, seed, args.lr_rule, args.epochs, Path(tmp), args.learning_rate, patience
             )
-            doc["summary"] = summary(doc["runs"])
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        r["patience_setting"] = patience
+        r["test"] = test_quality(args.kept, r["model_uri"], test)
+        doc["runs"].append(r)
+        p, auc = r["params"], r["test"].get("click_auc", float("nan"))
+        print(
+            f"batch {batch:>5} (={p['batch_size']}, lr {p['learning_rate']}, jit {p['jit_compile']})"
+            f" patience {patience} seed {seed}: {r['process_seconds']:6.1f}s process,"
+            f" fit {r['fit_seconds']:6.1f}s,"
+            f" {r['epochs_run']} epochs, {r['peak_rss_bytes'] / 2**20:6.0f} MiB, click AUC {auc:.4f}"
+            f" load {r['load_average_1m']}",
+            flush=True,
+        )
+        doc["summary"] = summary(doc["runs"])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc["summary"], indent=1))
     return 0
 
