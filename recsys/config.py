@@ -169,18 +169,12 @@ class TrainSettings(BaseModel):
     mode: Literal["full", "incremental"] = "full"
     incremental_days: int = Field(default=1, ge=1)
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "patience")
     @classmethod
-    def _positive_batch(cls, v):
-        if v != "auto" and v < 1:
-            raise ValueError("train.batch_size must be a positive int or 'auto'")
-        return v
-
-    @field_validator("patience")
-    @classmethod
-    def _patience(cls, v):
-        if v != "auto" and v < 0:
-            raise ValueError("train.patience must be an int >= 0 or 'auto'")
+    def _auto_or_at_least(cls, v, info):
+        low = {"batch_size": 1, "patience": 0}[info.field_name]
+        if v != "auto" and v < low:
+            raise ValueError(f"train.{info.field_name} must be an int >= {low} or 'auto'")
         return v
 
 

@@ -31,11 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -60,6 +58,7 @@ from recsys.data.sources import (
 )
 from recsys.data.staged import FrameFile as _FrameFile
 from recsys.data.staged import Staged as _Staged
+from recsys.privacy.withheld import ChunkError, withheld  # noqa: F401  (ChunkError: what a chunk raises)
 
 DEFAULT_CHUNK_ROWS = 50_000  # lines per chunk: ~0.5 GB peak for the simulator's events (bench/pipeline.py)
 READ_BYTES = 1 << 22  # bytes read (and sealed) from the landing file at a time
@@ -201,10 +200,6 @@ def _text_column(values: list) -> pa.Array:
     return pa.array(list(map(loose_text, values)), type=pa.large_string())
 
 
-class ChunkError(RuntimeError):
-    """Parsing a chunk of landed lines failed; the original message is withheld (it may quote raw values)."""
-
-
 class LineChunk:
     """A chunk of the events file's (line number, bytes) pairs on its way to be parsed (on a Dask worker,
     perhaps): its repr, which is what Dask logs of a failed task's arguments, shows no value."""
@@ -239,11 +234,7 @@ def parsed_chunk(chunk: LineChunk) -> ParsedChunk:
         malformed = pa.Table.from_pandas(malformed_frame(bad), preserve_index=False)
         return ParsedChunk(keys, len(rows), table, malformed)
     except Exception as exc:  # its message may quote a landed value: the type and the place only
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        raise ChunkError(
-            f"parsing a chunk of {len(chunk.lines)} landed lines failed: {type(exc).__name__} at "
-            f"{Path(where.filename).name}:{where.lineno} (message withheld: it may hold raw values)"
-        ) from None
+        raise withheld(exc, f"parsing a chunk of {len(chunk.lines)} landed lines") from None
 
 
 def _in_columns(table: pa.Table, columns: list[str], schema: pa.Schema) -> pa.Table:

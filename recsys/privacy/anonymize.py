@@ -7,14 +7,13 @@ name is refused (deny by default): a new upstream field cannot slip personal dat
 from __future__ import annotations
 
 import ipaddress
-import traceback
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Literal
 
 import pandas as pd
 
 from recsys.privacy.pseudonymize import pseudonymize_many
+from recsys.privacy.withheld import ChunkError, withheld  # noqa: F401  (ChunkError: what a chunk raises)
 
 Action = Literal["drop", "pseudonymize", "generalize", "keep"]
 
@@ -54,10 +53,6 @@ DOMAIN = {"user_id": "user", "session_id": "session"}
 
 class PolicyError(ValueError):
     """A raw column has no declared policy."""
-
-
-class ChunkError(RuntimeError):
-    """Minimizing a chunk of raw rows failed; the original message is withheld (it may quote raw values)."""
 
 
 class RawChunk:
@@ -209,11 +204,7 @@ def anonymize_day(
         except PolicyError:
             raise  # names columns, never values
         except Exception as exc:  # its message may quote a raw value: the type and the place only
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            raise ChunkError(
-                f"minimizing a chunk of {len(chunk.frame)} raw rows failed: {type(exc).__name__} at "
-                f"{Path(where.filename).name}:{where.lineno} (message withheld: it may hold raw values)"
-            ) from None
+            raise withheld(exc, f"minimizing a chunk of {len(chunk.frame)} raw rows") from None
 
     staged: list = []
     ok = False
