@@ -74,7 +74,7 @@ def pack(counts: np.ndarray, budget: int) -> np.ndarray:
     bucket = np.empty(len(counts), dtype=np.int64)
     current, rows = 0, 0
     for i, c in enumerate(counts.tolist()):
-        if rows and rows + c > budget:
+        if rows and c and rows + c > budget:
             current, rows = current + 1, 0
         rows += c
         bucket[i] = current
@@ -102,11 +102,16 @@ def sorted_runs(source: Source, n: int, lo: int, hi: int, budget: int, work: Pat
     buckets = int(bucket_of_bin[-1]) + 1
     paths = [work / f"bucket-{depth}-{i}.arrow" for i in range(buckets)]
     rows = np.bincount(bucket_of_bin, weights=counts, minlength=buckets).astype(np.int64)
+    log.info("sorting %d rows in %d time buckets (level %d, budget %d rows)", n, buckets, depth, budget)
     try:
         _route(source, lo, width, bucket_of_bin, paths)
-        bins = np.arange(BINS)
+        occupied = np.flatnonzero(counts)
         for i, path in enumerate(paths):
-            first, last = int(bins[bucket_of_bin == i][0]), int(bins[bucket_of_bin == i][-1])
+            # the bucket's range: from its first to its last non-empty bin (one bin: BINS times narrower)
+            mine = occupied[bucket_of_bin[occupied] == i]
+            if not len(mine):
+                continue
+            first, last = int(mine[0]), int(mine[-1])
             sub_lo, sub_hi = lo + first * width, min(hi, lo + (last + 1) * width - 1)
             yield from sorted_runs(_ipc_source(path), int(rows[i]), sub_lo, sub_hi, budget, work, depth + 1)
             path.unlink(missing_ok=True)
