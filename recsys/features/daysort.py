@@ -97,7 +97,10 @@ def sorted_runs(source: Source, n: int, lo: int, hi: int, budget: int, work: Pat
     counts = np.zeros(BINS, dtype=np.int64)
     with source(["ts"]) as batches:
         for batch in batches:
-            counts += np.bincount((ts_ints(batch.column(0)) - lo) // width, minlength=BINS)
+            b = (ts_ints(batch.column(0)) - lo) // width
+            if len(b) and (b.min() < 0 or b.max() >= BINS):
+                raise RuntimeError(f"timestamps outside their bucket's range {lo}..{hi}")
+            counts += np.bincount(b, minlength=BINS)
     bucket_of_bin = pack(counts, max(budget, -(-n // MAX_BUCKETS)))
     buckets = int(bucket_of_bin[-1]) + 1
     paths = [work / f"bucket-{depth}-{i}.arrow" for i in range(buckets)]
