@@ -194,7 +194,7 @@ def build_chunked(
             f"train={sizes['train']} valid={sizes['valid']} test={sizes['test']}"
         )
     coengagement = use_coengagement(settings.coengagement, False)
-    stats = FitStats(coengagement=coengagement)
+    stats = FitStats(coengagement=coengagement, compact=True)
     for chunk in _chunks(window, *ranges["train"], chunk_rows, videos, users):
         stats.add(chunk)
     if not stats.integral:
