@@ -21,9 +21,9 @@ _SHIFT = 32  # key while adding: user code << 32 | side code
 
 def _codes(values: np.ndarray, known: dict[str, int]) -> np.ndarray:
     """Codes of ``values`` (strings) in ``known``, new ones appended."""
-    uniques, inverse = np.unique(values, return_inverse=True)
+    inverse, uniques = pd.factorize(values)
     codes = np.fromiter((known.setdefault(v, len(known)) for v in uniques), dtype=np.int64, count=len(uniques))
-    return codes[inverse.ravel()]
+    return codes[inverse]
 
 
 def _reduce(keys: np.ndarray, clicks: np.ndarray, imps: np.ndarray):
