@@ -94,6 +94,8 @@ class OrderedWindow:
             self.positive_only = _positive_only(table, self._engagement)
         pq.write_table(table, path, row_group_size=max(1, min(chunk_rows, 1 << 20)))
         self.files.append((path, table.num_rows))
+        del table, ts
+        pa.default_memory_pool().release_unused()  # the next bucket's table does not stack on this one's
 
     def ranges(self, valid_fraction: float) -> dict[str, tuple[int, int]]:
         """Row ranges of train, valid and test (what :func:`recsys.features.build.split_by_time` gives)."""
