@@ -5,14 +5,18 @@ The same outputs as the whole-frame path (:func:`recsys.features.partition.split
 the same ``transform.json``. How:
 
 1. **Order.** The clean partitions are not in (ts, event_id) order (anonymize keeps the delivery order), so
-   each day of the window is read and sorted on its own (Arrow's stable sort, the byte order of UTF-8 being
-   the code point order pandas sorts strings by) and kept as a sorted Parquet file in a work folder. Days
-   do not overlap in time, so the sorted days laid end to end are the window's order; that is checked
-   (each day's first key after the previous day's last), and a window where it fails takes the whole path.
-   Memory here follows the largest *day* (its Arrow table), not the window.
+   each day of the window is sorted on its own (Arrow's sort, the byte order of UTF-8 being the code point
+   order pandas sorts strings by) into sorted work files. A day above ``sort_bucket_rows`` rows is sorted
+   externally (:mod:`recsys.features.daysort`): routed by timestamp into time buckets, each bucket sorted
+   alone, the buckets laid end to end (rows of equal ts share a bucket). Days do not overlap in time, so
+   the sorted days laid end to end are the window's order; that is checked (each day's first key after the
+   previous day's last), and a window where it fails takes the whole path. Memory here follows
+   ``sort_bucket_rows`` (one bucket's table and its sorted copy), not the day nor the window.
 2. **Split.** The time split needs only counts: the rows before ``ds``, of ``ds`` and after it (dropped),
    so train, valid and test are row ranges of the ordered window.
-3. **Fit.** The train range in chunks: :class:`~recsys.features.transform.FitStats` adds counts and sums.
+3. **Fit.** The train range in chunks: :class:`~recsys.features.transform.FitStats` adds counts and sums;
+   the affinity features' (user, side) counts in arrays (:mod:`recsys.features.pair_counts`), from which
+   ``transform.json`` is written piece by piece (the same bytes as the whole path's dicts give).
 4. **Normalize.** The train range again: the ordered raw numerics, chunk by chunk with the statistics
    carried (:class:`~recsys.features.transform.OrderedState`), written to a work file; their mean and
    standard deviation are summed over fixed blocks of rows (the whole path sums the same way).

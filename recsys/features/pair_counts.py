@@ -104,9 +104,12 @@ class PairTable:
         """``{user: {side: [clicks, impressions], ...}, ...}`` as ``json.dumps(sort_keys=True)`` writes it."""
         n_sides = len(self.sides)
         user_of = self.keys // n_sides if n_sides else self.keys
-        starts = np.flatnonzero(np.r_[True, user_of[1:] != user_of[:-1]]) if len(self.keys) else []
-        ends = list(starts[1:]) + [len(self.keys)]
         f.write("{")
+        if not len(self.keys):
+            f.write("}")
+            return
+        starts = np.flatnonzero(np.r_[True, user_of[1:] != user_of[:-1]])
+        ends = list(starts[1:]) + [len(self.keys)]
         for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
             per = {
                 self.sides[k % n_sides]: [float(c), float(n)]
