@@ -1,4 +1,4 @@
-"""One day of clean interactions in (ts, event_id) order with bounded memory: an external sort by time buckets.
+"""One day of clean interactions in (ts, event_id) order in bounded memory: an external sort by time.
 
 The features stage (:mod:`recsys.features.chunked`) needs each day of its window in (ts, event_id) order,
 and the clean partitions keep the delivery order. A day of at most ``bucket_rows`` rows is read and sorted
@@ -46,7 +46,11 @@ Source = Callable[[list[str] | None], contextlib.AbstractContextManager[Iterator
 
 def ts_ints(column) -> np.ndarray:
     """A timestamp column (Arrow array or chunked array) as int64 values in its own unit (sorts alike)."""
-    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type) or pa.types.is_duration(column.type):
+    if (
+        pa.types.is_timestamp(column.type)
+        or pa.types.is_date(column.type)
+        or pa.types.is_duration(column.type)
+    ):
         column = pc.cast(column, pa.int64())
     return np.asarray(column.to_numpy(zero_copy_only=False) if isinstance(column, pa.Array) else column)
 

@@ -22,7 +22,9 @@ _SHIFT = 32  # key while adding: user code << 32 | side code
 def _codes(values: np.ndarray, known: dict[str, int]) -> np.ndarray:
     """Codes of ``values`` (strings) in ``known``, new ones appended."""
     inverse, uniques = pd.factorize(values)
-    codes = np.fromiter((known.setdefault(v, len(known)) for v in uniques), dtype=np.int64, count=len(uniques))
+    codes = np.fromiter(
+        (known.setdefault(v, len(known)) for v in uniques), dtype=np.int64, count=len(uniques)
+    )
     return codes[inverse]
 
 
@@ -113,9 +115,16 @@ class PairTable:
         for i, (a, b) in enumerate(zip(starts, ends, strict=True)):
             per = {
                 self.sides[k % n_sides]: [float(c), float(n)]
-                for k, c, n in zip(self.keys[a:b].tolist(), self.clicks[a:b].tolist(), self.imps[a:b].tolist(), strict=True)
+                for k, c, n in zip(
+                    self.keys[a:b].tolist(), self.clicks[a:b].tolist(), self.imps[a:b].tolist(), strict=True
+                )
             }
-            f.write((", " if i else "") + json.dumps(self.users[user_of[a]]) + ": " + json.dumps(per, sort_keys=True))
+            f.write(
+                (", " if i else "")
+                + json.dumps(self.users[user_of[a]])
+                + ": "
+                + json.dumps(per, sort_keys=True)
+            )
         f.write("}")
 
     def to_dict(self) -> dict[str, dict[str, list[float]]]:

@@ -529,7 +529,9 @@ class FitStats:
             self.side[name].add(frame.groupby("side")["click"].agg(["sum", "size"]).stack())
             if self.compact:
                 self.pairs[name].add(
-                    frame["user"].to_numpy(object), frame["side"].to_numpy(object), frame["click"].to_numpy(float)
+                    frame["user"].to_numpy(object),
+                    frame["side"].to_numpy(object),
+                    frame["click"].to_numpy(float),
                 )
             else:
                 self.pairs[name].add(frame.groupby(["user", "side"])["click"].agg(["sum", "size"]).stack())

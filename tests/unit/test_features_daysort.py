@@ -107,6 +107,8 @@ def test_a_day_within_the_budget_is_one_run(tmp_path):
 
 
 def test_null_timestamps_are_counted(tmp_path):
-    table = pa.table({"ts": pa.array([1, None, 3], pa.timestamp("ns", tz="UTC")), "event_id": ["a", "b", "c"]})
+    table = pa.table(
+        {"ts": pa.array([1, None, 3], pa.timestamp("ns", tz="UTC")), "event_id": ["a", "b", "c"]}
+    )
     pq.write_table(table, tmp_path / "d.parquet")
     assert ts_range(parquet_source(tmp_path / "d.parquet", 2)) == (3, 1, 1, 3)
