@@ -172,7 +172,9 @@ def _positive_only(table: pa.Table, engagement) -> bool:
 
 def _chunks(window, lo, hi, chunk_rows, videos, users) -> Iterator[pd.DataFrame]:
     for events in window.events(lo, hi, chunk_rows):
-        yield build_examples(events, videos, users)
+        # only the chunk's users: the same join (build_examples keeps each user's last row), without
+        # hashing the whole users table (500k rows at 10M interactions: 0.4 s) for every chunk
+        yield build_examples(events, videos, users[users["user_key"].isin(events["user_key"].unique())])
 
 
 def build_chunked(
