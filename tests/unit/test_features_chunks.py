@@ -169,3 +169,24 @@ def test_days_sorted_in_time_buckets_equal_the_whole_frame_path(lake, tmp_path, 
     assert summary["train_rows"] == whole_summary["train_rows"]
     assert_same(got, whole)
     assert not [p for p in (tmp_path / "lake" / "features").rglob(".*")]
+
+
+@pytest.mark.parametrize("case", ["null-ts", "overlap"])
+def test_a_bucketed_day_that_cannot_be_chunked_takes_the_whole_path(lake, tmp_path, case):
+    """Sorted in buckets, a day with a row without a timestamp, or whose first rows are earlier than the
+    day before's last, still takes the whole path (and says why), with the whole path's outputs."""
+    lake, settings = lake
+    copy = coarse_copy(lake, tmp_path, "30min")
+    ds = START + timedelta(days=DAYS - 1)
+    events = copy.read_frame("clean", "interactions", ds)
+    if case == "null-ts":
+        events.loc[len(events) // 2, "ts"] = pd.NaT
+    else:  # a row of ds stamped before the previous day's last row
+        events.loc[0, "ts"] = pd.Timestamp(START, tz="UTC") + pd.Timedelta(hours=1)
+    copy.write_frame("clean", "interactions", ds, events)
+    fs = settings.features.model_copy(update={"sort_bucket_rows": 5})
+    whole_summary, whole = outputs(copy, ds, fs, 0)
+    summary, got = outputs(copy, ds, fs, 7)
+    assert summary["chunked"] is False
+    assert ("without ts" if case == "null-ts" else "overlaps") in summary["whole_because"]
+    assert_same(got, whole)
