@@ -115,6 +115,9 @@ class FeatureSettings(BaseModel):
     coengagement: Literal["auto", "on", "off"] = "auto"
     # the features stage reads, fits and writes the window this many rows at a time (issue 15); 0: whole
     chunk_rows: int = Field(100_000, ge=0)
+    # chunked: a day of the window is sorted by time in buckets of at most this many rows (an external sort,
+    # recsys.features.daysort), so the sort's memory follows this number and not the day's volume
+    sort_bucket_rows: int = Field(1_000_000, ge=1)
 
 
 class ModelSettings(BaseModel):

@@ -5,14 +5,18 @@ The same outputs as the whole-frame path (:func:`recsys.features.partition.split
 the same ``transform.json``. How:
 
 1. **Order.** The clean partitions are not in (ts, event_id) order (anonymize keeps the delivery order), so
-   each day of the window is read and sorted on its own (Arrow's stable sort, the byte order of UTF-8 being
-   the code point order pandas sorts strings by) and kept as a sorted Parquet file in a work folder. Days
-   do not overlap in time, so the sorted days laid end to end are the window's order; that is checked
-   (each day's first key after the previous day's last), and a window where it fails takes the whole path.
-   Memory here follows the largest *day* (its Arrow table), not the window.
+   each day of the window is sorted on its own (Arrow's sort, the byte order of UTF-8 being the code point
+   order pandas sorts strings by) into sorted work files. A day above ``sort_bucket_rows`` rows is sorted
+   externally (:mod:`recsys.features.daysort`): routed by timestamp into time buckets, each bucket sorted
+   alone, the buckets laid end to end (rows of equal ts share a bucket). Days do not overlap in time, so
+   the sorted days laid end to end are the window's order; that is checked (each day's first key after the
+   previous day's last), and a window where it fails takes the whole path. Memory here follows
+   ``sort_bucket_rows`` (one bucket's table and its sorted copy), not the day nor the window.
 2. **Split.** The time split needs only counts: the rows before ``ds``, of ``ds`` and after it (dropped),
    so train, valid and test are row ranges of the ordered window.
-3. **Fit.** The train range in chunks: :class:`~recsys.features.transform.FitStats` adds counts and sums.
+3. **Fit.** The train range in chunks: :class:`~recsys.features.transform.FitStats` adds counts and sums;
+   the affinity features' (user, side) counts in arrays (:mod:`recsys.features.pair_counts`), from which
+   ``transform.json`` is written piece by piece (the same bytes as the whole path's dicts give).
 4. **Normalize.** The train range again: the ordered raw numerics, chunk by chunk with the statistics
    carried (:class:`~recsys.features.transform.OrderedState`), written to a work file; their mean and
    standard deviation are summed over fixed blocks of rows (the whole path sums the same way).
@@ -41,13 +45,13 @@ import pyarrow.parquet as pq
 
 from recsys.features.build import build_examples, encode, window_start
 from recsys.features.coengagement import use_coengagement
+from recsys.features.daysort import ORDER, sorted_runs, ts_range
 from recsys.features.transform import FitStats
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_ROWS = 100_000
 SPLITS = ("train", "valid", "test")
-ORDER = [("ts", "ascending"), ("event_id", "ascending")]
 
 
 class Fallback(Exception):
@@ -57,43 +61,45 @@ class Fallback(Exception):
 class OrderedWindow:
     """The window's clean interactions as sorted day files in ``work``, read back by global row range."""
 
-    def __init__(self, lake, days: list[date], work: Path, ds: date, chunk_rows: int):
+    def __init__(self, lake, days: list[date], work: Path, ds: date, chunk_rows: int, bucket_rows: int):
         from recsys import tasks
 
-        self.files: list[tuple[Path, int]] = []  # (sorted day file, rows)
-        start = pd.Timestamp(ds, tz="UTC")
-        end = start + pd.Timedelta(days=1)
+        self.files: list[tuple[Path, int]] = []  # (sorted run of a day, rows), in the window's order
+        self._start = pd.Timestamp(ds, tz="UTC")
         self.history = self.today = self.total = 0
-        engagement = next((t for t in tasks.current() if t.name == tasks.ENGAGEMENT), None)
+        self._engagement = next((t for t in tasks.current() if t.name == tasks.ENGAGEMENT), None)
         self.positive_only = True
-        last = None
+        self._last = None
         for d in days:
-            with lake.open_frame("clean", "interactions", d) as reader:
-                table = reader.file.read()
-                reader.verify()
-            if table.num_rows == 0:
-                continue
-            if table.column("ts").null_count or table.column("event_id").null_count:
-                raise Fallback(f"rows without ts or event_id on {d}")
-            table = table.sort_by(ORDER)
-            ts = pd.to_datetime(table.column("ts").to_pandas(), utc=True)
-            first = (ts.iloc[0], table.column("event_id")[0].as_py())
-            if last is not None and not last < first:
-                raise Fallback(f"day {d} overlaps the day before it in time")
-            last = (ts.iloc[-1], table.column("event_id")[-1].as_py())
-            before, on = int((ts < start).sum()), int(((ts >= start) & (ts < end)).sum())
-            if self.today and before:  # sorted: every earlier row must come before every row of ds
-                raise Fallback(f"day {d} has rows before {ds} after rows of {ds}")
-            self.history += before
-            self.today += on
-            self.total += table.num_rows
-            if self.positive_only:
-                self.positive_only = _positive_only(table, engagement)
-            path = work / f"day-{d.isoformat()}.parquet"
-            pq.write_table(table, path, row_group_size=max(1, min(chunk_rows, 1 << 20)))
-            self.files.append((path, table.num_rows))
-            del table, ts
+            for i, table in enumerate(_day_runs(lake, d, work, chunk_rows, bucket_rows)):
+                self._add_run(table, work / f"day-{d.isoformat()}-{i:05d}.parquet", d, i, chunk_rows)
         self.positive_only = self.positive_only and self.total > 0
+
+    def _add_run(self, table: pa.Table, path: Path, d: date, i: int, chunk_rows: int) -> None:
+        """Check and count a sorted run (the next rows of the window's order) and keep it as a file."""
+        if table.column("event_id").null_count:
+            raise Fallback(f"rows without ts or event_id on {d}")
+        ts = pd.to_datetime(table.column("ts").to_pandas(), utc=True)
+        first = (ts.iloc[0], table.column("event_id")[0].as_py())
+        if self._last is not None and not self._last < first:
+            if i:  # the runs of one day are its time buckets, in order by construction
+                raise RuntimeError(f"the time buckets of {d} are out of order")
+            raise Fallback(f"day {d} overlaps the day before it in time")
+        self._last = (ts.iloc[-1], table.column("event_id")[-1].as_py())
+        end = self._start + pd.Timedelta(days=1)
+        before = int((ts < self._start).sum())
+        on = int(((ts >= self._start) & (ts < end)).sum())
+        if self.today and before:  # sorted: every earlier row must come before every row of ds
+            raise Fallback(f"day {d} has rows before {self._start.date()} after rows of it")
+        self.history += before
+        self.today += on
+        self.total += table.num_rows
+        if self.positive_only:
+            self.positive_only = _positive_only(table, self._engagement)
+        pq.write_table(table, path, row_group_size=max(1, min(chunk_rows, 1 << 20)))
+        self.files.append((path, table.num_rows))
+        del table, ts
+        pa.default_memory_pool().release_unused()  # the next bucket's table does not stack on this one's
 
     def ranges(self, valid_fraction: float) -> dict[str, tuple[int, int]]:
         """Row ranges of train, valid and test (what :func:`recsys.features.build.split_by_time` gives)."""
@@ -125,6 +131,32 @@ class OrderedWindow:
                 break
 
 
+def _day_runs(lake, d: date, work: Path, chunk_rows: int, bucket_rows: int) -> Iterator[pa.Table]:
+    """Day ``d``'s clean interactions sorted by (ts, event_id), as consecutive tables of at most about
+    ``bucket_rows`` rows (:func:`recsys.features.daysort.sorted_runs`); a smaller day as one table."""
+    with lake.open_frame("clean", "interactions", d) as reader:
+        if reader.num_rows <= bucket_rows:
+            table = reader.file.read()
+            reader.verify()
+            if table.column("ts").null_count:
+                raise Fallback(f"rows without ts or event_id on {d}")
+            if table.num_rows:
+                yield table.sort_by(ORDER)
+            return
+
+        @contextlib.contextmanager
+        def source(columns):
+            yield reader.file.iter_batches(batch_size=max(1, min(chunk_rows, 1 << 16)), columns=columns)
+
+        n, nulls, lo, hi = ts_range(source)
+        if nulls:
+            raise Fallback(f"rows without ts or event_id on {d}")
+        metadata = reader.schema.metadata
+        for run in sorted_runs(source, n, lo, hi, bucket_rows, work):
+            yield run.replace_schema_metadata(metadata)
+        reader.verify()
+
+
 def _positive_only(table: pa.Table, engagement) -> bool:
     """:func:`recsys.features.negatives.is_positive_only` of these rows' click labels."""
     if engagement is None:
@@ -140,7 +172,9 @@ def _positive_only(table: pa.Table, engagement) -> bool:
 
 def _chunks(window, lo, hi, chunk_rows, videos, users) -> Iterator[pd.DataFrame]:
     for events in window.events(lo, hi, chunk_rows):
-        yield build_examples(events, videos, users)
+        # only the chunk's users: the same join (build_examples keeps each user's last row), without
+        # hashing the whole users table (500k rows at 10M interactions: 0.4 s) for every chunk
+        yield build_examples(events, videos, users[users["user_key"].isin(events["user_key"].unique())])
 
 
 def build_chunked(
@@ -157,7 +191,7 @@ def build_chunked(
         raise FileNotFoundError(
             f"no clean/interactions partitions between {window_start(ds, window_days)} and {ds}"
         )
-    window = OrderedWindow(lake, days, work, ds, chunk_rows)
+    window = OrderedWindow(lake, days, work, ds, chunk_rows, settings.sort_bucket_rows)
     if window.positive_only:
         raise Fallback("positive-only source: sampled negatives are drawn over a whole split")
     ranges = window.ranges(settings.valid_fraction)
@@ -168,7 +202,7 @@ def build_chunked(
             f"train={sizes['train']} valid={sizes['valid']} test={sizes['test']}"
         )
     coengagement = use_coengagement(settings.coengagement, False)
-    stats = FitStats(coengagement=coengagement)
+    stats = FitStats(coengagement=coengagement, compact=True)
     for chunk in _chunks(window, *ranges["train"], chunk_rows, videos, users):
         stats.add(chunk)
     if not stats.integral:

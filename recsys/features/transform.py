@@ -22,6 +22,7 @@ item-kNN ranks by) leaves the row's user out on training rows (:mod:`recsys.feat
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import pandas as pd
 
 from recsys.features.coengagement import NAME as COENGAGEMENT
 from recsys.features.coengagement import CoEngagement, fit_examples
+from recsys.features.pair_counts import PairCounts, write_transform_json
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -247,6 +249,17 @@ class Transform:
             self._tables[name] = (index, np.asarray(c, float), np.asarray(n, float))
         return self._tables[name]
 
+    def pair_positions(self, name: str, users, sides) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's (user, side) pair position in the fitted table (-1: not in it), and the table's
+        clicks and impressions; from the arrays of the chunked fit when it made them (:mod:`pair_counts`)."""
+        compact = self._tables.get(("pairs", name))
+        if compact is not None:
+            return compact.positions(users, sides), compact.clicks, compact.imps
+        index, c, n = self.affinity_table(name)
+        if not len(index):
+            return np.full(len(users), -1, dtype=np.int64), c, n
+        return index.get_indexer(pd.MultiIndex.from_arrays([users, sides])), c, n
+
     def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool, state=None) -> np.ndarray:
         users, sides = _keys(df["user_key"]), _keys(df[AFFINITY[name]])
         prior = self.prior(name, sides)
@@ -258,12 +271,10 @@ class Transform:
             group = frame.groupby(["user", "side"], sort=False)["click"]
             c, n = (group.cumsum() - frame["click"]).to_numpy(float), group.cumcount().to_numpy(float)
         else:
-            index, tc, tn = self.affinity_table(name)
-            pos = index.get_indexer(pd.MultiIndex.from_arrays([users, sides])) if len(index) else None
+            pos, tc, tn = self.pair_positions(name, users, sides)
             c, n = np.zeros(len(df)), np.zeros(len(df))
-            if pos is not None:
-                hit = pos >= 0
-                c[hit], n[hit] = tc[pos[hit]], tn[pos[hit]]
+            hit = pos >= 0
+            c[hit], n[hit] = tc[pos[hit]], tn[pos[hit]]
         known = (users != "") & (sides != "")
         return np.where(known, affinity_lift(c, n, prior, self.affinity_strength), 0.0)
 
@@ -376,6 +387,9 @@ class Transform:
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
+        return self._dict({**self.affinity, **{name: t.to_dict() for name, t in self._pair_tables().items()}})
+
+    def _dict(self, affinity: dict) -> dict:
         return {
             "version": self.version,
             "vocabs": self.vocabs,
@@ -385,7 +399,7 @@ class Transform:
             "numeric_std": self.numeric_std,
             "video_clicks": self.video_clicks,
             "user_impressions": self.user_impressions,
-            "affinity": self.affinity,
+            "affinity": affinity,
             "affinity_prior": self.affinity_prior,
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
@@ -395,10 +409,26 @@ class Transform:
             **({"coengagement": self.coengagement} if self.coengagement else {}),
         }
 
-    def save(self, path: Path) -> Path:
-        from recsys.data.lake import atomic_write_bytes
+    def _pair_tables(self) -> dict:
+        return {k[1]: v for k, v in self._tables.items() if isinstance(k, tuple) and k[0] == "pairs"}
 
-        return atomic_write_bytes(Path(path), json.dumps(self.to_dict(), sort_keys=True).encode())
+    def save(self, path: Path) -> Path:
+        from recsys.data.lake import atomic_write_bytes, temp_name
+
+        tables = self._pair_tables()
+        if not tables or self.affinity:
+            return atomic_write_bytes(Path(path), json.dumps(self.to_dict(), sort_keys=True).encode())
+        # the chunked fit's pair arrays: the same bytes, written piece by piece (no 2 GB of dicts)
+        path = Path(path)
+        rest = self._dict({})
+        del rest["affinity"]
+        tmp = path.with_name(temp_name(path.name))
+        with open(tmp, "w", encoding="ascii") as f:
+            write_transform_json(f, rest, tables)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
 
     @classmethod
     def load(cls, path: Path) -> Transform:
@@ -475,14 +505,16 @@ class FitStats:
     concatenation. Sums of the click label are exact when the labels are whole numbers (``integral``);
     the chunked features stage checks that before it trusts a chunked fit."""
 
-    def __init__(self, coengagement: bool = False, affinity_only: bool = False):
-        self.affinity_only, self.coengagement = affinity_only, coengagement
+    def __init__(self, coengagement: bool = False, affinity_only: bool = False, compact: bool = False):
+        """``compact``: the (user, side) pairs in arrays (:class:`PairCounts`; the chunked stage, whose
+        click labels are checked to be whole numbers), the fitted transform holding them so."""
+        self.affinity_only, self.coengagement, self.compact = affinity_only, coengagement, compact
         self.vocab = {name: Counter() for name in SOURCE_COLUMN}
         self.words: Counter = Counter()
         self.video_clicks, self.user_imps, self.video_totals = _Sums(), _Sums(), _Sums()
         self.click_sum, self.rows, self.integral = 0.0, 0, True
         self.side = {name: _Sums() for name in AFFINITY}
-        self.pairs = {name: _Sums() for name in AFFINITY}
+        self.pairs = {name: PairCounts() if compact else _Sums() for name in AFFINITY}
         self.engaged: list[pd.DataFrame] = []
 
     def add(self, train: pd.DataFrame) -> None:
@@ -495,7 +527,14 @@ class FitStats:
             frame = pd.DataFrame({"user": users, "side": _keys(train[col]), "click": clicks})
             frame = frame[(frame["user"] != "") & (frame["side"] != "")]
             self.side[name].add(frame.groupby("side")["click"].agg(["sum", "size"]).stack())
-            self.pairs[name].add(frame.groupby(["user", "side"])["click"].agg(["sum", "size"]).stack())
+            if self.compact:
+                self.pairs[name].add(
+                    frame["user"].to_numpy(object),
+                    frame["side"].to_numpy(object),
+                    frame["click"].to_numpy(float),
+                )
+            else:
+                self.pairs[name].add(frame.groupby(["user", "side"])["click"].agg(["sum", "size"]).stack())
         if self.affinity_only:
             return
         for name, col in SOURCE_COLUMN.items():
@@ -530,6 +569,9 @@ class FitStats:
             side = self._agg(self.side[name])
             prior = (side["sum"] + m * base) / (side["size"] + m)
             t.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
+            if self.compact:
+                t._tables[("pairs", name)] = self.pairs[name].table()
+                continue
             pairs = self._agg(self.pairs[name])
             table: dict[str, dict[str, list[float]]] = {}
             for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
@@ -594,15 +636,10 @@ class OrderedState:
     def affinity_before(self, t: Transform, name: str, users, sides, click) -> tuple[np.ndarray, np.ndarray]:
         """(clicks, impressions) of each row's (user, side) pair before the row; the pairs are the fitted
         table's (every training row's known pair is in it); 0 for a row without a known pair."""
-        index, _, _ = t.affinity_table(name)
+        pos, table_clicks, _ = t.pair_positions(name, users, sides)
         if name not in self._clicks:
-            self._clicks[name], self._imps[name] = np.zeros(len(index)), np.zeros(len(index))
+            self._clicks[name], self._imps[name] = np.zeros(len(table_clicks)), np.zeros(len(table_clicks))
         clicks = pd.to_numeric(click, errors="coerce").fillna(0).to_numpy(float)
-        pos = (
-            index.get_indexer(pd.MultiIndex.from_arrays([users, sides]))
-            if len(index)
-            else np.full(len(users), -1)
-        )
         ok = pos >= 0
         c, n = np.zeros(len(pos)), np.zeros(len(pos))
         frame = pd.DataFrame({"pos": pos[ok], "click": clicks[ok]})

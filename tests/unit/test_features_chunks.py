@@ -126,3 +126,67 @@ def test_a_positive_only_source_is_built_whole_with_its_sampled_negatives(lake, 
     assert "positive-only" in summary["whole_because"]
     assert got["train"]["sampled"].any()
     assert_same(got, whole)
+
+
+def coarse_copy(lake, tmp_path, freq: str):
+    """A copy of the lake with every timestamp floored to ``freq`` (many rows share a timestamp, so the
+    (ts, event_id) order rests on the event ids), the rows shuffled and the event ids permuted among them
+    (neither the delivery order nor the ids follow the time order, nor each other)."""
+    from recsys.data.lake import Lake
+
+    rng = np.random.default_rng(5)
+    copy = Lake(tmp_path / "lake")
+    for i in range(DAYS):
+        d = START + timedelta(days=i)
+        events = lake.read_frame("clean", "interactions", d)
+        events = events.iloc[rng.permutation(len(events))].reset_index(drop=True)
+        events["event_id"] = events["event_id"].to_numpy()[rng.permutation(len(events))]
+        copy.write_frame("clean", "interactions", d, events.assign(ts=events["ts"].dt.floor(freq)))
+        for dataset in ("videos", "users"):
+            copy.write_frame("clean", dataset, d, lake.read_frame("clean", dataset, d))
+    return copy
+
+
+@pytest.mark.parametrize("ds", [START, START + timedelta(days=DAYS - 1)], ids=["first-day", "history"])
+def test_days_sorted_in_time_buckets_equal_the_whole_frame_path(lake, tmp_path, caplog, ds):
+    """A bucket budget of a few rows: each day is sorted in many time buckets (split again where one
+    bin holds too many), with ties on ts at the bucket edges and groups of equal ts above the budget;
+    the outputs stay those of the whole path (a tie split across an edge would reorder rows)."""
+    import logging
+
+    lake, settings = lake
+    copy = coarse_copy(lake, tmp_path, "30min")
+    events = copy.read_frame("clean", "interactions", ds)
+    ties = events.groupby("ts").size()
+    assert (ties > 1).mean() > 0.5 and ties.max() > 5  # most timestamps are shared, some by more than 5
+    assert not events["event_id"].is_monotonic_increasing and not events["ts"].is_monotonic_increasing
+    fs = settings.features.model_copy(update={"sort_bucket_rows": 5})
+    whole_summary, whole = outputs(copy, ds, fs, 0)
+    with caplog.at_level(logging.INFO, logger="recsys.features.daysort"):
+        summary, got = outputs(copy, ds, fs, 7)
+    assert "time buckets (level 0" in caplog.text and "share one timestamp" in caplog.text
+    assert summary["chunked"] is True
+    assert summary["train_rows"] == whole_summary["train_rows"]
+    assert_same(got, whole)
+    assert not [p for p in (tmp_path / "lake" / "features").rglob(".*")]
+
+
+@pytest.mark.parametrize("case", ["null-ts", "overlap"])
+def test_a_bucketed_day_that_cannot_be_chunked_takes_the_whole_path(lake, tmp_path, case):
+    """Sorted in buckets, a day with a row without a timestamp, or whose first rows are earlier than the
+    day before's last, still takes the whole path (and says why), with the whole path's outputs."""
+    lake, settings = lake
+    copy = coarse_copy(lake, tmp_path, "30min")
+    ds = START + timedelta(days=DAYS - 1)
+    events = copy.read_frame("clean", "interactions", ds)
+    if case == "null-ts":
+        events.loc[len(events) // 2, "ts"] = pd.NaT
+    else:  # a row of ds stamped before the previous day's last row
+        events.loc[0, "ts"] = pd.Timestamp(START, tz="UTC") + pd.Timedelta(hours=1)
+    copy.write_frame("clean", "interactions", ds, events)
+    fs = settings.features.model_copy(update={"sort_bucket_rows": 5})
+    whole_summary, whole = outputs(copy, ds, fs, 0)
+    summary, got = outputs(copy, ds, fs, 7)
+    assert summary["chunked"] is False
+    assert ("without ts" if case == "null-ts" else "overlaps") in summary["whole_because"]
+    assert_same(got, whole)
