@@ -299,7 +299,7 @@ def train_model(
         # fitted transform it was grown from is dropped (at 1M interactions: the train stage's peak RSS,
         # docs/scaling.md). Served after the validation days, so its state has seen them too.
         spec = plan.spec
-        serving = serving_transform(features_dir, plan.transform)
+        serving = serving_transform(features_dir, plan.transform, settings.features.chunk_rows)
         plan = dataclasses.replace(plan, transform=None)
         t_fit = time.perf_counter()
         fit = fit_model(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.features.coengagement import NAME as COENGAGEMENT
-from recsys.features.coengagement import CoEngagement, fit_examples
+from recsys.features.coengagement import CoEngagement, engaged_rows
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -198,12 +199,7 @@ class Transform:
         self.numeric_std = {name: float(std[i] or 1.0) for i, name in enumerate(self.numeric)}
         self.numeric_count = float(n)
 
-    def _fit_affinity(self, train: pd.DataFrame) -> None:
-        stats = FitStats(affinity_only=True)
-        stats.add(train)
-        stats.fit_affinity(self)
-
-    def refreshed(self, rows: pd.DataFrame) -> Transform:
+    def refreshed(self, rows: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]) -> Transform:
         """This transform with the users' evidence recomputed from ``rows``: the affinity tables and
         priors and the co-engagement histories. Everything else stays as fitted: the vocabularies, the
         normalization statistics, and the two count inputs (``video_popularity``, ``user_activity``), whose
@@ -214,14 +210,39 @@ class Transform:
         Why: the transform is fitted on the training split (nothing of the validation days may leak into
         what the model learns from), but a list served after the validation days should see the user's
         engagements of those days too, as each training row saw every impression before it. ``rows`` are
-        the training and validation examples (with their sampled negatives, as the training rows had)."""
+        the training and validation examples (with their sampled negatives, as the training rows had).
+
+        ``rows`` is a frame, or a function giving the frame's chunks in row order (called again, for one
+        frame of all the chunks, only when click labels are not whole numbers): the evidence is counts
+        (:class:`FitStats`) and the engaged rows, so the chunks give the transform of their concatenation,
+        to the byte of :meth:`save`, with one chunk's memory (plus the tables it grows)."""
         import dataclasses
 
+        chunks = (lambda: iter((rows,))) if isinstance(rows, pd.DataFrame) else rows
         t = dataclasses.replace(self, affinity={}, affinity_prior={}, coengagement={})
-        if any(name in self.numeric for name in AFFINITY):  # a version-1 transform has none
-            t._fit_affinity(rows)
-        if COENGAGEMENT in self.numeric:
-            t.coengagement = fit_examples(rows).to_dict()
+        affinity = any(name in self.numeric for name in AFFINITY)  # a version-1 transform has none
+        coengagement = COENGAGEMENT in self.numeric
+        stats = FitStats(affinity_only=True)
+        engaged: list[pd.DataFrame] = []
+        n_chunks = 0
+        for chunk in chunks() if affinity or coengagement else ():
+            n_chunks += 1
+            if affinity:
+                stats.add(chunk)
+            if coengagement:
+                engaged.append(engaged_rows(chunk))
+        if affinity and n_chunks > 1 and not stats.integral:
+            # sums of fractional labels depend on how the rows were chunked: the rows as one frame
+            return self.refreshed(pd.concat(list(chunks()), ignore_index=True))
+        if affinity:
+            stats.fit_affinity(t)
+        if coengagement:
+            rows = (
+                pd.concat(engaged, ignore_index=True)
+                if engaged
+                else pd.DataFrame({"user_key": [], "video_id": [], "ts": []})
+            )
+            t.coengagement = CoEngagement.fit(rows).to_dict()
         return t
 
     # ------------------------------------------------------------------ affinity look-ups
