@@ -190,7 +190,9 @@ def test_fractional_labels_are_refreshed_from_the_rows_as_one_frame(lake, tmp_pa
     build_feature_partition(lake, ds, settings.features, seed=0, window_days=14, chunk_rows=0)
     folder = tmp_path / "features"
     shutil.copytree(lake.partition("features", "examples", ds), folder)
-    rows = pd.concat([pd.read_parquet(folder / f"{s}.parquet") for s in ("train", "valid")], ignore_index=True)
+    rows = pd.concat(
+        [pd.read_parquet(folder / f"{s}.parquet") for s in ("train", "valid")], ignore_index=True
+    )
     fitted = Transform.load(folder / "transform.json")
     fractional = rows.assign(click=rows["click"] * np.random.default_rng(0).uniform(0.1, 0.9, len(rows)))
     for frame, reads in ((rows, 1), (fractional, 2)):
