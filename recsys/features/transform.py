@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys.features.affinity_table import AffinityTable, object_hook
 from recsys.features.coengagement import NAME as COENGAGEMENT
 from recsys.features.coengagement import CoEngagement, engaged_rows
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
@@ -138,8 +139,9 @@ class Transform:
     numeric_std: dict[str, float]
     video_clicks: dict[str, float] = field(default_factory=dict)
     user_impressions: dict[str, float] = field(default_factory=dict)
-    # affinity feature -> user key -> side value (category, author) -> [clicks, impressions]
-    affinity: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    # affinity feature -> user key -> side value (category, author) -> [clicks, impressions], held as
+    # arrays (recsys.features.affinity_table; a nested dict given is converted)
+    affinity: dict[str, AffinityTable] = field(default_factory=dict)
     # affinity feature -> side value -> smoothed click-through rate of that side value; "" = all rows
     affinity_prior: dict[str, dict[str, float]] = field(default_factory=dict)
     affinity_strength: float = AFFINITY_STRENGTH
@@ -152,6 +154,9 @@ class Transform:
     # rows the normalization statistics were computed over (0: unknown, a transform saved before it)
     numeric_count: float = 0.0
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.affinity = {name: AffinityTable.from_nested(t) for name, t in self.affinity.items()}
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -257,15 +262,8 @@ class Transform:
     def affinity_table(self, name: str) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
         """(user, side) index with clicks and impressions; built once per transform."""
         if name not in self._tables:
-            users, sides, c, n = [], [], [], []
-            for user, per in self.affinity.get(name, {}).items():
-                for value, (cl, im) in per.items():
-                    users.append(user)
-                    sides.append(value)
-                    c.append(cl)
-                    n.append(im)
-            index = pd.MultiIndex.from_arrays([pd.Index(users, dtype=object), pd.Index(sides, dtype=object)])
-            self._tables[name] = (index, np.asarray(c, float), np.asarray(n, float))
+            table = self.affinity.get(name) or AffinityTable.from_pairs([], [], [], [])
+            self._tables[name] = table.pair_index()
         return self._tables[name]
 
     def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool, state=None) -> np.ndarray:
@@ -396,7 +394,9 @@ class Transform:
         )
 
     # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict:
+    def to_dict(self, affinity: bool = True) -> dict:
+        """The saved fields as JSON values (``affinity=False``: without the affinity tables)."""
+        tables = {name: {u: t[u] for u in t} for name, t in self.affinity.items()} if affinity else None
         return {
             "version": self.version,
             "vocabs": self.vocabs,
@@ -406,7 +406,7 @@ class Transform:
             "numeric_std": self.numeric_std,
             "video_clicks": self.video_clicks,
             "user_impressions": self.user_impressions,
-            "affinity": self.affinity,
+            **({"affinity": tables} if affinity else {}),
             "affinity_prior": self.affinity_prior,
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
@@ -417,13 +417,33 @@ class Transform:
         }
 
     def save(self, path: Path) -> Path:
-        from recsys.data.lake import atomic_write_bytes
+        """``json.dumps(self.to_dict(), sort_keys=True)``, written with the affinity tables streamed from
+        their arrays (never as nested dicts: gigabytes at 10M interactions a day), atomically."""
+        import os
 
-        return atomic_write_bytes(Path(path), json.dumps(self.to_dict(), sort_keys=True).encode())
+        from recsys.data.lake import temp_name
+        from recsys.features.affinity_table import _encode
+
+        rest = self.to_dict(affinity=False)
+        assert min(rest, default="b") > "affinity"  # sorted keys: the affinity tables come first
+        text = json.dumps(rest, sort_keys=True)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(temp_name(path.name))
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write('{"affinity": {')
+            for i, name in enumerate(sorted(self.affinity)):
+                f.write(("" if i == 0 else ", ") + _encode(name) + ": ")
+                self.affinity[name].write_json(f.write)
+            f.write("}" + (", " + text[1:] if rest else "}"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
 
     @classmethod
     def load(cls, path: Path) -> Transform:
-        return cls(**json.loads(Path(path).read_text()))
+        return cls(**json.loads(Path(path).read_text(), object_pairs_hook=object_hook()))
 
 
 class ColumnSums:
@@ -552,10 +572,12 @@ class FitStats:
             prior = (side["sum"] + m * base) / (side["size"] + m)
             t.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
             pairs = self._agg(self.pairs[name])
-            table: dict[str, dict[str, list[float]]] = {}
-            for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
-                table.setdefault(user, {})[value] = [float(c), float(n)]
-            t.affinity[name] = table
+            t.affinity[name] = AffinityTable.from_pairs(
+                pairs.index.get_level_values(0) if len(pairs) else [],
+                pairs.index.get_level_values(1) if len(pairs) else [],
+                pairs["sum"].to_numpy(np.float64),
+                pairs["size"].to_numpy(np.float64),
+            )
 
     def transform(
         self,
