@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recsys import tasks
 from recsys.config import Settings
+from recsys.shared_transform import load_transform, sharing
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -79,43 +80,6 @@ def _pyfunc_class():
     return RankerPyfunc
 
 
-# (sha256 of a saved transform.json, the transform it was saved from) while log_ranker logs it
-_SHARED: tuple[str, object] | None = None
-
-
-def _digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _sharing(transform, path: Path):
-    """While logging: a load of a transform.json with the bytes of ``path`` gets ``transform`` (what
-    those bytes were saved from) instead of a parsed copy. MLflow loads the logged model twice in
-    process (the signature inferred from the example, then the serving example checked against a fresh
-    load); at 10M interactions a day each copy of the transform's affinity tables is gigabytes."""
-    global _SHARED
-    _SHARED = (_digest(path), transform)
-    try:
-        yield
-    finally:
-        _SHARED = None
-
-
-def _load_transform(path: Path):
-    from recsys.features.transform import Transform
-
-    shared = _SHARED
-    if shared is not None and _digest(path) == shared[0]:
-        return shared[1]
-    return Transform.load(path)
-
-
 def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
     """Log the model + transform as a pyfunc model in the active run; returns the model URI."""
     import mlflow
@@ -140,7 +104,7 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         example = example.drop(columns=["rec_version", "position"])
         for col in ("ts", "upload_ts"):
             example[col] = pd.to_datetime(example[col], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        with _sharing(transform, tmp / "transform.json"):
+        with sharing(transform, tmp / "transform.json"):
             info = mlflow.pyfunc.log_model(
                 name="ranker",
                 python_model=_pyfunc_class()(),
@@ -168,7 +132,7 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     meta = json.loads((path / "ranker.json").read_text())
     return Ranker(
         keras.saving.load_model(path / "model.keras", compile=False),
-        _load_transform(path / "transform.json"),
+        load_transform(path / "transform.json"),
         meta["score_weights"],
         version,
     )
