@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from recsys import tasks
 from recsys.config import Settings
+from recsys.shared_transform import load_transform, sharing
 
 log = logging.getLogger(__name__)
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -103,20 +104,21 @@ def log_ranker(model, transform, settings: Settings, example_path: Path) -> str:
         example = example.drop(columns=["rec_version", "position"])
         for col in ("ts", "upload_ts"):
             example[col] = pd.to_datetime(example[col], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        info = mlflow.pyfunc.log_model(
-            name="ranker",
-            python_model=_pyfunc_class()(),
-            artifacts={
-                k: str(tmp / f)
-                for k, f in (
-                    ("model", "model.keras"),
-                    ("transform", "transform.json"),
-                    ("ranker", "ranker.json"),
-                )
-            },
-            input_example=example,
-            pip_requirements=pip_requirements(),
-        )
+        with sharing(transform, tmp / "transform.json"):
+            info = mlflow.pyfunc.log_model(
+                name="ranker",
+                python_model=_pyfunc_class()(),
+                artifacts={
+                    k: str(tmp / f)
+                    for k, f in (
+                        ("model", "model.keras"),
+                        ("transform", "transform.json"),
+                        ("ranker", "ranker.json"),
+                    )
+                },
+                input_example=example,
+                pip_requirements=pip_requirements(),
+            )
     return info.model_uri
 
 
@@ -124,14 +126,13 @@ def load_ranker_dir(path: Path, version: str = "local") -> Ranker:
     """Load a ranker from a folder holding model.keras, transform.json and ranker.json."""
     import keras
 
-    from recsys.features.transform import Transform
     from recsys.model import register_layers
 
     register_layers()  # the custom layers, before load_model
     meta = json.loads((path / "ranker.json").read_text())
     return Ranker(
         keras.saving.load_model(path / "model.keras", compile=False),
-        Transform.load(path / "transform.json"),
+        load_transform(path / "transform.json"),
         meta["score_weights"],
         version,
     )

@@ -310,8 +310,12 @@ def train_model(
         # fitted transform it was grown from is dropped (at 1M interactions: the train stage's peak RSS,
         # docs/scaling.md). Served after the validation days, so its state has seen them too.
         spec = plan.spec
-        serving = serving_transform(features_dir, plan.transform)
+        # the refresh replaces the users' evidence (the affinity tables: millions of (user, side) pairs at
+        # 10M interactions a day): the fitted one is dropped before the refreshed one is built
+        base = dataclasses.replace(plan.transform, affinity={}, affinity_prior={}, coengagement={})
         plan = dataclasses.replace(plan, transform=None)
+        serving = serving_transform(features_dir, base, settings.features.chunk_rows)
+        del base
         t_fit = time.perf_counter()
         fit = fit_model(
             plan.data_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks, model=plan.model

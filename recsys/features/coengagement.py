@@ -179,12 +179,17 @@ class CoEngagement:
         return cls(d["videos"], d["engagers"], d["neighbours"], d["co"], d["history"])
 
 
-def fit_examples(examples: pd.DataFrame) -> CoEngagement:
-    """The table of the engaged rows of ``examples`` (clicked, never a sampled negative)."""
+def engaged_rows(examples: pd.DataFrame) -> pd.DataFrame:
+    """The engaged rows of ``examples`` (clicked, never a sampled negative): user_key, video_id, ts."""
     engaged = pd.to_numeric(examples["click"], errors="coerce").fillna(0).to_numpy(float) > 0
     if "sampled" in examples.columns:
         engaged &= ~examples["sampled"].fillna(False).astype(bool).to_numpy()
-    return CoEngagement.fit(examples.loc[engaged, ["user_key", "video_id", "ts"]])
+    return examples.loc[engaged, ["user_key", "video_id", "ts"]]
+
+
+def fit_examples(examples: pd.DataFrame) -> CoEngagement:
+    """The table of the engaged rows of ``examples`` (clicked, never a sampled negative)."""
+    return CoEngagement.fit(engaged_rows(examples))
 
 
 def use_coengagement(setting: str, positive_only: bool) -> bool:

@@ -39,9 +39,9 @@ class PairAffinity:
             sides = _keys(pd.Series(side_values[AFFINITY[name]], dtype=object))
             scode, suniq = pd.factorize(pd.Series(sides, dtype=object))
             index, c, n = transform.affinity_table(name)
-            if len(index):
-                u = users.get_indexer(index.get_level_values(0))
-                s = pd.Index(suniq, dtype=object).get_indexer(index.get_level_values(1))
+            if len(index):  # each distinct user and side looked up once (not every pair's strings)
+                u = users.get_indexer(index.levels[0])[index.codes[0]]
+                s = pd.Index(suniq, dtype=object).get_indexer(index.levels[1])[index.codes[1]]
                 ok = (u >= 0) & (s >= 0)
             else:
                 u = s = np.zeros(0, dtype=np.int64)

@@ -25,15 +25,17 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recsys.features.affinity_table import AffinityTable, object_hook
 from recsys.features.coengagement import NAME as COENGAGEMENT
-from recsys.features.coengagement import CoEngagement, fit_examples
-from recsys.features.pair_counts import PairCounts, write_transform_json
+from recsys.features.coengagement import CoEngagement, engaged_rows
+from recsys.features.pair_counts import PairCounts
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -139,8 +141,9 @@ class Transform:
     numeric_std: dict[str, float]
     video_clicks: dict[str, float] = field(default_factory=dict)
     user_impressions: dict[str, float] = field(default_factory=dict)
-    # affinity feature -> user key -> side value (category, author) -> [clicks, impressions]
-    affinity: dict[str, dict[str, dict[str, list[float]]]] = field(default_factory=dict)
+    # affinity feature -> user key -> side value (category, author) -> [clicks, impressions], held as
+    # arrays (recsys.features.affinity_table; a nested dict given is converted)
+    affinity: dict[str, AffinityTable] = field(default_factory=dict)
     # affinity feature -> side value -> smoothed click-through rate of that side value; "" = all rows
     affinity_prior: dict[str, dict[str, float]] = field(default_factory=dict)
     affinity_strength: float = AFFINITY_STRENGTH
@@ -153,6 +156,9 @@ class Transform:
     # rows the normalization statistics were computed over (0: unknown, a transform saved before it)
     numeric_count: float = 0.0
     _tables: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        self.affinity = {name: AffinityTable.from_nested(t) for name, t in self.affinity.items()}
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -200,12 +206,7 @@ class Transform:
         self.numeric_std = {name: float(std[i] or 1.0) for i, name in enumerate(self.numeric)}
         self.numeric_count = float(n)
 
-    def _fit_affinity(self, train: pd.DataFrame) -> None:
-        stats = FitStats(affinity_only=True)
-        stats.add(train)
-        stats.fit_affinity(self)
-
-    def refreshed(self, rows: pd.DataFrame) -> Transform:
+    def refreshed(self, rows: pd.DataFrame | Callable[[], Iterable[pd.DataFrame]]) -> Transform:
         """This transform with the users' evidence recomputed from ``rows``: the affinity tables and
         priors and the co-engagement histories. Everything else stays as fitted: the vocabularies, the
         normalization statistics, and the two count inputs (``video_popularity``, ``user_activity``), whose
@@ -216,14 +217,44 @@ class Transform:
         Why: the transform is fitted on the training split (nothing of the validation days may leak into
         what the model learns from), but a list served after the validation days should see the user's
         engagements of those days too, as each training row saw every impression before it. ``rows`` are
-        the training and validation examples (with their sampled negatives, as the training rows had)."""
+        the training and validation examples (with their sampled negatives, as the training rows had).
+
+        ``rows`` is a frame, or a function giving the frame's chunks in row order (called again, for one
+        frame of all the chunks, only when click labels are not whole numbers): the evidence is counts
+        (:class:`FitStats`) and the engaged rows, so the chunks give the transform of their concatenation,
+        to the byte of :meth:`save`, with one chunk's memory (plus the tables it grows)."""
         import dataclasses
 
+        from recsys.features.refresh import AffinityCounts
+
+        whole = isinstance(rows, pd.DataFrame)
+        chunks = (lambda: iter((rows,))) if whole else rows
         t = dataclasses.replace(self, affinity={}, affinity_prior={}, coengagement={})
-        if any(name in self.numeric for name in AFFINITY):  # a version-1 transform has none
-            t._fit_affinity(rows)
-        if COENGAGEMENT in self.numeric:
-            t.coengagement = fit_examples(rows).to_dict()
+        affinity = any(name in self.numeric for name in AFFINITY)  # a version-1 transform has none
+        coengagement = COENGAGEMENT in self.numeric
+        # one frame: FitStats, as the fit; chunks: integer-keyed counts (FitStats' string-keyed partial
+        # sums peaked at 4.4 GB over the 8.5M rows of a 10M-interaction day), the same for whole labels
+        stats = FitStats(affinity_only=True) if whole else AffinityCounts()
+        engaged: list[pd.DataFrame] = []
+        for chunk in chunks() if affinity or coengagement else ():
+            if affinity:
+                stats.add(chunk)
+            if coengagement:
+                engaged.append(engaged_rows(chunk))
+        if affinity and not whole and not stats.integral:
+            # sums of fractional labels depend on how the rows were chunked: the rows as one frame
+            return self.refreshed(pd.concat(list(chunks()), ignore_index=True))
+        if affinity and whole:
+            stats.fit_affinity(t)
+        elif affinity:
+            stats.fit(t)
+        if coengagement:
+            rows = (
+                pd.concat(engaged, ignore_index=True)
+                if engaged
+                else pd.DataFrame({"user_key": [], "video_id": [], "ts": []})
+            )
+            t.coengagement = CoEngagement.fit(rows).to_dict()
         return t
 
     # ------------------------------------------------------------------ affinity look-ups
@@ -238,27 +269,15 @@ class Transform:
     def affinity_table(self, name: str) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
         """(user, side) index with clicks and impressions; built once per transform."""
         if name not in self._tables:
-            users, sides, c, n = [], [], [], []
-            for user, per in self.affinity.get(name, {}).items():
-                for value, (cl, im) in per.items():
-                    users.append(user)
-                    sides.append(value)
-                    c.append(cl)
-                    n.append(im)
-            index = pd.MultiIndex.from_arrays([pd.Index(users, dtype=object), pd.Index(sides, dtype=object)])
-            self._tables[name] = (index, np.asarray(c, float), np.asarray(n, float))
+            table = self.affinity.get(name) or AffinityTable.from_pairs([], [], [], [])
+            self._tables[name] = table.pair_index()
         return self._tables[name]
 
     def pair_positions(self, name: str, users, sides) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each row's (user, side) pair position in the fitted table (-1: not in it), and the table's
-        clicks and impressions; from the arrays of the chunked fit when it made them (:mod:`pair_counts`)."""
-        compact = self._tables.get(("pairs", name))
-        if compact is not None:
-            return compact.positions(users, sides), compact.clicks, compact.imps
-        index, c, n = self.affinity_table(name)
-        if not len(index):
-            return np.full(len(users), -1, dtype=np.int64), c, n
-        return index.get_indexer(pd.MultiIndex.from_arrays([users, sides])), c, n
+        clicks and impressions."""
+        table = self.affinity.get(name) or AffinityTable.from_pairs([], [], [], [])
+        return table.positions(users, sides), table.clicks, table.imps
 
     def _affinity_raw(self, df: pd.DataFrame, name: str, ordered: bool, state=None) -> np.ndarray:
         users, sides = _keys(df["user_key"]), _keys(df[AFFINITY[name]])
@@ -386,10 +405,9 @@ class Transform:
         )
 
     # ------------------------------------------------------------------ persistence
-    def to_dict(self) -> dict:
-        return self._dict({**self.affinity, **{name: t.to_dict() for name, t in self._pair_tables().items()}})
-
-    def _dict(self, affinity: dict) -> dict:
+    def to_dict(self, affinity: bool = True) -> dict:
+        """The saved fields as JSON values (``affinity=False``: without the affinity tables)."""
+        tables = {name: {u: t[u] for u in t} for name, t in self.affinity.items()} if affinity else None
         return {
             "version": self.version,
             "vocabs": self.vocabs,
@@ -399,7 +417,7 @@ class Transform:
             "numeric_std": self.numeric_std,
             "video_clicks": self.video_clicks,
             "user_impressions": self.user_impressions,
-            "affinity": affinity,
+            **({"affinity": tables} if affinity else {}),
             "affinity_prior": self.affinity_prior,
             "affinity_strength": self.affinity_strength,
             "numeric": list(self.numeric),
@@ -409,22 +427,25 @@ class Transform:
             **({"coengagement": self.coengagement} if self.coengagement else {}),
         }
 
-    def _pair_tables(self) -> dict:
-        return {k[1]: v for k, v in self._tables.items() if isinstance(k, tuple) and k[0] == "pairs"}
-
     def save(self, path: Path) -> Path:
-        from recsys.data.lake import atomic_write_bytes, temp_name
+        """``json.dumps(self.to_dict(), sort_keys=True)``, written with the affinity tables streamed from
+        their arrays (never as nested dicts: gigabytes at 10M interactions a day), atomically."""
 
-        tables = self._pair_tables()
-        if not tables or self.affinity:
-            return atomic_write_bytes(Path(path), json.dumps(self.to_dict(), sort_keys=True).encode())
-        # the chunked fit's pair arrays: the same bytes, written piece by piece (no 2 GB of dicts)
+        from recsys.data.lake import temp_name
+        from recsys.features.affinity_table import _encode
+
+        rest = self.to_dict(affinity=False)
+        assert min(rest, default="b") > "affinity"  # sorted keys: the affinity tables come first
+        text = json.dumps(rest, sort_keys=True)
         path = Path(path)
-        rest = self._dict({})
-        del rest["affinity"]
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(temp_name(path.name))
         with open(tmp, "w", encoding="ascii") as f:
-            write_transform_json(f, rest, tables)
+            f.write('{"affinity": {')
+            for i, name in enumerate(sorted(self.affinity)):
+                f.write(("" if i == 0 else ", ") + _encode(name) + ": ")
+                self.affinity[name].write_json(f.write)
+            f.write("}" + (", " + text[1:] if rest else "}"))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -432,7 +453,7 @@ class Transform:
 
     @classmethod
     def load(cls, path: Path) -> Transform:
-        return cls(**json.loads(Path(path).read_text()))
+        return cls(**json.loads(Path(path).read_text(), object_pairs_hook=object_hook()))
 
 
 class ColumnSums:
@@ -570,13 +591,15 @@ class FitStats:
             prior = (side["sum"] + m * base) / (side["size"] + m)
             t.affinity_prior[name] = {"": base, **{k: float(v) for k, v in prior.items()}}
             if self.compact:
-                t._tables[("pairs", name)] = self.pairs[name].table()
+                t.affinity[name] = self.pairs[name].table()
                 continue
             pairs = self._agg(self.pairs[name])
-            table: dict[str, dict[str, list[float]]] = {}
-            for (user, value), c, n in zip(pairs.index, pairs["sum"], pairs["size"], strict=True):
-                table.setdefault(user, {})[value] = [float(c), float(n)]
-            t.affinity[name] = table
+            t.affinity[name] = AffinityTable.from_pairs(
+                pairs.index.get_level_values(0) if len(pairs) else [],
+                pairs.index.get_level_values(1) if len(pairs) else [],
+                pairs["sum"].to_numpy(np.float64),
+                pairs["size"].to_numpy(np.float64),
+            )
 
     def transform(
         self,

@@ -33,6 +33,7 @@ __all__ = [
 
 HISTORY_DAYS = 7
 CLICK_COLUMNS = ["user_key", "session_key", "video_id", "clicked", "ts"]  # what the candidate pools read
+READ_CHUNK_ROWS = 200_000  # rows of a day's interactions read at a time
 SHARDS_PER_DASK_BLOCK = 8  # Dask: shards of users_per_shard scored concurrently per block of users
 
 
@@ -43,8 +44,11 @@ def _context(lake, ds: date, settings: Settings):
     frames = []
     for d in lake.list_ds("clean", "interactions"):
         if start <= d <= ds and lake.has_frame("clean", "interactions", d):
-            f = lake.read_frame("clean", "interactions", d, columns=CLICK_COLUMNS)
-            frames.append(f[f["clicked"] == 1])
+            # a chunk of rows at a time: the clicks are a few percent of a day's impressions (10M a day)
+            with lake.open_frame("clean", "interactions", d) as reader:
+                for f in reader.frame_batches(READ_CHUNK_ROWS, columns=CLICK_COLUMNS):
+                    frames.append(f[f["clicked"] == 1])
+                reader.verify()
     if not frames:
         raise FileNotFoundError(f"no clean/interactions partitions between {start} and {ds}")
     history = pd.concat(frames, ignore_index=True)

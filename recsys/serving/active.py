@@ -13,6 +13,8 @@ from datetime import date, timedelta
 
 import pandas as pd
 
+CHUNK_ROWS = 200_000
+
 
 def active_user_keys(lake, ds: date, window_days: int) -> list[str]:
     """Sorted user keys with a click in ``[ds - window_days + 1, ds]`` or any event on ``ds``."""
@@ -21,10 +23,12 @@ def active_user_keys(lake, ds: date, window_days: int) -> list[str]:
     for d in lake.list_ds("clean", "interactions"):
         if not start <= d <= ds or not lake.has_frame("clean", "interactions", d):
             continue
-        # one day at a time, the two columns read: bounded memory
-        frame = lake.read_frame("clean", "interactions", d, columns=["user_key", "clicked"])
-        if d == ds:
-            keys.update(frame["user_key"].dropna().astype(str))
-        clicked = pd.to_numeric(frame["clicked"], errors="coerce").fillna(0) > 0
-        keys.update(frame.loc[clicked, "user_key"].dropna().astype(str))
+        # one day at a time, the two columns read, a chunk of rows at a time: bounded memory
+        with lake.open_frame("clean", "interactions", d) as reader:
+            for frame in reader.frame_batches(CHUNK_ROWS, columns=["user_key", "clicked"]):
+                if d == ds:
+                    keys.update(frame["user_key"].dropna().astype(str))
+                clicked = pd.to_numeric(frame["clicked"], errors="coerce").fillna(0) > 0
+                keys.update(frame.loc[clicked, "user_key"].dropna().astype(str))
+            reader.verify()
     return sorted(keys)

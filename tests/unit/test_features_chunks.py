@@ -190,3 +190,84 @@ def test_a_bucketed_day_that_cannot_be_chunked_takes_the_whole_path(lake, tmp_pa
     assert summary["chunked"] is False
     assert ("without ts" if case == "null-ts" else "overlaps") in summary["whole_because"]
     assert_same(got, whole)
+
+
+def _serving_transform_whole(folder):
+    """The serving transform as the train stage made it before it read in chunks: both splits' columns
+    read whole, concatenated, refreshed as one frame."""
+    import pyarrow.parquet as pq
+
+    from recsys.features.spec import AFFINITY
+    from recsys.features.transform import Transform
+
+    wanted = {"user_key", "video_id", "click", "ts", "sampled", *AFFINITY.values()}
+    parts = []
+    for split in ("train", "valid"):
+        path = folder / f"{split}.parquet"
+        have = set(pq.ParquetFile(path).schema_arrow.names)
+        parts.append(pd.read_parquet(path, columns=sorted(wanted & have)))
+    return Transform.load(folder / "transform.json").refreshed(pd.concat(parts, ignore_index=True))
+
+
+@pytest.mark.parametrize("coengagement", ["off", "on"])
+def test_the_serving_transform_read_in_chunks_is_the_whole_reads_to_the_byte(lake, tmp_path, coengagement):
+    """The train stage's serving transform (the users' evidence refreshed with the train and validation
+    rows) read 1, 7 or 10^6 rows at a time saves the JSON of the whole read."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from recsys.features.partition import serving_transform
+    from recsys.features.transform import Transform
+
+    lake, settings = lake
+    ds = START + timedelta(days=DAYS - 1)
+    fs = settings.features.model_copy(update={"coengagement": coengagement})
+    build_feature_partition(lake, ds, fs, seed=0, window_days=14, chunk_rows=0)
+    folder = tmp_path / "features"
+    shutil.copytree(lake.partition("features", "examples", ds), folder)
+    for split in ("train", "valid"):  # several row groups: chunks never cross them
+        path = folder / f"{split}.parquet"
+        pq.write_table(pq.read_table(path), path, row_group_size=50)
+    want = tmp_path / "whole.json"
+    _serving_transform_whole(folder).save(want)
+    fitted = Transform.load(folder / "transform.json")
+    refreshed = Transform.load(want)
+    # the refresh is not a no-op: the validation rows add evidence the fitted transform lacks
+    assert refreshed.affinity and refreshed.affinity != fitted.affinity
+    assert (refreshed.coengagement != fitted.coengagement) == (coengagement == "on")
+    for chunk_rows in (0, 1, 7, 10**6):
+        got = tmp_path / f"chunks-{chunk_rows}.json"
+        serving_transform(folder, chunk_rows=chunk_rows).save(got)
+        assert got.read_bytes() == want.read_bytes(), chunk_rows
+
+
+def test_fractional_labels_are_refreshed_from_the_rows_as_one_frame(lake, tmp_path):
+    """Click labels that are not whole numbers (their sums would depend on the chunking): the refresh reads
+    the chunks again as one frame and gives the whole read's JSON; whole-number labels are read once."""
+    import shutil
+
+    from recsys.features.transform import Transform
+
+    lake, settings = lake
+    ds = START + timedelta(days=DAYS - 1)
+    build_feature_partition(lake, ds, settings.features, seed=0, window_days=14, chunk_rows=0)
+    folder = tmp_path / "features"
+    shutil.copytree(lake.partition("features", "examples", ds), folder)
+    rows = pd.concat(
+        [pd.read_parquet(folder / f"{s}.parquet") for s in ("train", "valid")], ignore_index=True
+    )
+    fitted = Transform.load(folder / "transform.json")
+    fractional = rows.assign(click=rows["click"] * np.random.default_rng(0).uniform(0.1, 0.9, len(rows)))
+    for frame, reads in ((rows, 1), (fractional, 2)):
+        calls = []
+
+        def chunks(frame=frame, calls=calls):
+            calls.append(1)
+            return (frame.iloc[i : i + 7] for i in range(0, len(frame), 7))
+
+        want, got = tmp_path / "whole.json", tmp_path / "chunks.json"
+        fitted.refreshed(frame).save(want)
+        fitted.refreshed(chunks).save(got)
+        assert got.read_bytes() == want.read_bytes()
+        assert len(calls) == reads
