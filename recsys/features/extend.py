@@ -26,7 +26,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from recsys.features.transform import SOURCE_COLUMN, Transform, _key, tokenize
+from recsys.features.keys import _key, tokenize
+from recsys.features.transform import SOURCE_COLUMN, Transform
 
 
 class IncompatibleTransform(ValueError):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys.features.keys import _keys
 from recsys.features.spec import AFFINITY
-from recsys.features.transform import COENGAGEMENT, Transform, _keys, affinity_lift
+from recsys.features.transform import COENGAGEMENT, Transform, affinity_lift
 
 
 def pair_affinity(transform: Transform, user_keys, side_values: dict[str, np.ndarray]) -> PairAffinity:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys.features.keys import _keys
 from recsys.features.pair_counts import PairCounts
 from recsys.features.spec import AFFINITY
 
@@ -27,8 +28,6 @@ class AffinityCounts:
     :class:`~recsys.features.pair_counts.PairCounts`, as the chunked features fit counts them."""
 
     def __init__(self):
-        from recsys.features.transform import _keys
-
         self._keys = _keys
         self.pairs = {name: PairCounts() for name in AFFINITY}
         self.click_sum, self.rows, self.integral = 0.0, 0, True

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,10 +34,10 @@ import pandas as pd
 from recsys.features.affinity_table import AffinityTable, object_hook
 from recsys.features.coengagement import NAME as COENGAGEMENT
 from recsys.features.coengagement import CoEngagement, engaged_rows
+from recsys.features.keys import _factorize, _key_counts, _keys, _lookup, tokenize
 from recsys.features.pair_counts import PairCounts
 from recsys.features.spec import AFFINITY, CATEGORICAL, NUMERIC, FeatureSpec
 
-_TOKEN = re.compile(r"[a-z0-9]+")
 MAX_POSITION = 20
 AFFINITY_STRENGTH = 3.0  # the prior's weight in a smoothed affinity rate, in impressions
 V1_NUMERIC = ("log_duration", "upload_age_days", "video_popularity", "user_activity")  # transforms before 2
@@ -55,23 +54,6 @@ SOURCE_COLUMN = {
 }
 
 
-def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(str(text).lower()) if isinstance(text, str) else []
-
-
-def _key(v) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA:
-        return ""
-    return str(v)
-
-
-def _keys(col: pd.Series) -> np.ndarray:
-    """``_key`` of every value (object array of str), computed once per distinct value."""
-    codes, uniques = _factorize(col)
-    table = np.array([_key(v) for v in uniques] + [""], dtype=object)
-    return table[np.where(codes < 0, len(uniques), codes)]
-
-
 def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
@@ -84,50 +66,6 @@ def affinity_lift(
     clicks, impressions = np.asarray(clicks, float), np.asarray(impressions, float)
     rate = (clicks + strength * prior) / (impressions + strength)
     return np.where(impressions > 0, _logit(rate) - _logit(prior), 0.0)
-
-
-def _factorize(col: pd.Series) -> tuple[np.ndarray, list]:
-    """Codes and distinct values of ``col``; -1 marks missing values (None, NaN, NA)."""
-    codes, uniques = pd.factorize(col, use_na_sentinel=True)
-    return np.asarray(codes), list(uniques)
-
-
-def _per_row(col: pd.Series) -> bool:
-    """An object column holding anything but strings: hashing could merge values that ``str`` spells
-    differently (1 and 1.0), so per-distinct-value shortcuts must take the per-row path."""
-    return col.dtype == object and not all(type(v) is str for v in col.dropna().unique())
-
-
-def _key_counts(col: pd.Series) -> Counter:
-    """``Counter(_key(v) for v in col)``, computed once per distinct value."""
-    if _per_row(col):
-        return Counter(_key(v) for v in col)
-    codes, uniques = _factorize(col)
-    counts: Counter = Counter()
-    for v, n in zip(uniques, np.bincount(codes[codes >= 0], minlength=len(uniques)), strict=True):
-        counts[_key(v)] += int(n)
-    if (codes < 0).any():  # missing values: _key decides (NaT, for one, has a spelling)
-        counts.update(_key(v) for v in col.to_numpy(dtype=object)[codes < 0])
-    return counts
-
-
-def _lookup(col: pd.Series, vocab: dict[str, int]) -> np.ndarray:
-    """``vocab.get(_key(v), 0)`` for every value, computed once per distinct value.
-
-    Exactly the per-row result: hashing may only merge values that ``str`` spells the same, so an object
-    column holding anything but strings (1 and 1.0 would merge) takes the per-row path.
-    """
-    if _per_row(col):
-        return np.fromiter((vocab.get(_key(v), 0) for v in col), dtype=np.int32, count=len(col))
-    codes, uniques = _factorize(col)
-    table = np.fromiter((vocab.get(_key(v), 0) for v in uniques), dtype=np.int32, count=len(uniques))
-    out = np.zeros(len(col), dtype=np.int32)
-    ok = codes >= 0
-    out[ok] = table[codes[ok]]
-    if not ok.all():  # missing values: _key decides (NaT, for one, has a spelling)
-        values = col.to_numpy(dtype=object)
-        out[~ok] = [vocab.get(_key(v), 0) for v in values[~ok]]
-    return out
 
 
 @dataclass

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys.features.transform import Transform, _lookup
+from recsys.features.keys import _lookup
+from recsys.features.transform import Transform
 
 USER_INPUTS = ("user", "hist_video", "hist_category", "hist_author", "hour", "device")
 ITEM_INPUTS = ("video", "category", "author", "tags", "title", "age", "popularity")

@@ -258,7 +258,7 @@ def test_the_coengagement_input_is_for_positive_only_sources_unless_configured()
 def test_vocabulary_counts_per_distinct_value_equal_the_per_row_counts(col):
     from collections import Counter
 
-    from recsys.features.transform import _key, _key_counts
+    from recsys.features.keys import _key, _key_counts
 
     assert _key_counts(col) == Counter(_key(v) for v in col)
 
@@ -268,7 +268,7 @@ def test_fit_counts_title_words_once_per_row_they_occur_in():
     t = Transform.fit(examples)
     from collections import Counter
 
-    from recsys.features.transform import tokenize
+    from recsys.features.keys import tokenize
 
     words = Counter(w for title in examples["title"] for w in tokenize(title))
     top = sorted(words.items(), key=lambda kv: (-kv[1], kv[0]))
