@@ -170,6 +170,24 @@ def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
     return pd.to_datetime(test["ts"], utc=True).max().date()
 
 
+def _sorted_codes(values) -> np.ndarray:
+    """Integer codes of ``values`` in the sort order of the values themselves: grouping and ordering by
+    them is grouping and ordering by the keys, without a Python string per row."""
+    return pd.factorize(np.asarray(values) if not isinstance(values, pd.Series) else values, sort=True)[0]
+
+
+def _scorer_metrics(name: str, model, labels: dict, p: dict, score, users, items, k: int) -> dict:
+    m = task_metrics(labels, p, users)
+    if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
+        m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
+    if name.startswith("baseline_"):  # a baseline predicts no regression target
+        for t in task_spec.regression():
+            for metric in t.offline_metrics:
+                m.pop(f"{t.name}_{metric}", None)
+    m.update(ranking_metrics(users, items, labels["click"], score, k))
+    return m
+
+
 def evaluate_run(
     ranker,
     champion,
@@ -186,47 +204,43 @@ def evaluate_run(
     lists they produce (each test user's impressions of the day ordered by the scorer, against clicks). With
     a simulated ``world`` (the catalog's world adapter), also the true-utility NDCG of each scorer's top k
     over the visible catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
-    """
-    features_dir = Path(features_dir)
-    import pyarrow.parquet as pq
 
-    # the rows as examples, without the model's pre-encoded x_* columns (training's; scoring here applies
-    # the ranker's transform to the rows): per-row title and numeric arrays are most of the split's memory
-    names = pq.ParquetFile(features_dir / "test.parquet").schema_arrow.names
-    examples = [n for n in names if not n.startswith("x_")]
-    test = pd.read_parquet(features_dir / "test.parquet", columns=examples)
-    cols = ["user_key", "video_id", "category", "ts", "click"]
-    history = pd.concat(
-        [pd.read_parquet(features_dir / f"{part}.parquet", columns=cols) for part in ("train", "valid")],
-        ignore_index=True,
-    )
+    Memory is bounded by ``cfg.chunk_rows`` (:mod:`recsys.eval_data`): the scorers see the test split's
+    example rows that many at a time, the training window is summarized in chunks of as many rows, and
+    only per-row labels, keys, predictions and scores are kept whole; the figures do not depend on it.
+    """
+    from recsys.catalog_eval import holdout_users, pipeline_ranking_of_run
+    from recsys.eval_data import HistorySummary, read_test, scored_in_chunks
+
+    features_dir = Path(features_dir)
+    test_path = features_dir / "test.parquet"
+    test = read_test(test_path)  # narrow: labels, keys, time, context
     ds = ds or _test_day(test, features_dir)
     k = cfg.k
     labels = {t: test[t].to_numpy(float) for t in task_spec.names()}
-    users = test["user_key"].astype(str).to_numpy()
-    items = test["video_id"].astype(str).to_numpy()
+    users = _sorted_codes(test["user_key"].astype(str))
+    items = _sorted_codes(test["video_id"].astype(str))
+    # one pass over the training window: the baselines' and the catalog ranking's figures of it
+    wanted = holdout_users(test, cfg.ranking_users) if (features_dir / "catalog.parquet").exists() else []
+    parts = [features_dir / f"{part}.parquet" for part in ("train", "valid")]
+    history = HistorySummary.read(parts, wanted, cfg.chunk_rows)
 
     scorers: dict[str, object] = {"candidate": ranker}
     if champion is not None:
         scorers["champion"] = champion
     baselines = fit_baselines(history)
-    del history  # only the baselines read it (the catalog ranking reads its own columns)
     scorers.update({f"baseline_{n}": b for n, b in baselines.items()})
 
     metrics: dict[str, dict] = {}
-    preds: dict[str, dict] = {}
+    preds: dict[str, dict] = {}  # what the slices show: binary tasks of the models, popularity's click
     for name, model in scorers.items():
-        p, score = _scored(model, test)
-        preds[name] = p
-        m = task_metrics(labels, p, users)
-        if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
-            m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
-        if name.startswith("baseline_"):  # a baseline predicts no regression target
-            for t in task_spec.regression():
-                for metric in t.offline_metrics:
-                    m.pop(f"{t.name}_{metric}", None)
-        m.update(ranking_metrics(users, items, labels["click"], score, k))
-        metrics[name] = m
+        p, score = scored_in_chunks(lambda rows, m=model: _scored(m, rows), test_path, cfg.chunk_rows)
+        metrics[name] = _scorer_metrics(name, model, labels, p, score, users, items, k)
+        if name in ("candidate", "champion"):
+            preds[name] = {t.name: p[t.name] for t in task_spec.binary() if t.name in p}
+        elif name == "baseline_popularity":
+            preds[name] = {"click": p["click"]}
+        del p, score
 
     truth = None
     if world is not None and cfg.truth_users > 0:
@@ -236,9 +250,8 @@ def evaluate_run(
                 _, score = _scored(model, truth.rows)
                 metrics[name].update(truth.ndcg(score, k))
 
-    from recsys.catalog_eval import pipeline_ranking_of_run
-
-    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, seed)
+    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, seed, history)
+    del history
     if not logged:  # AUCs on sampled negatives: kept, but named for what they are
         metrics = {
             n: {(f"sampled_{m}" if "_auc" in m or "_gauc" in m else m): v for m, v in x.items()}
