@@ -181,7 +181,9 @@ class CoVisitation:
 def fit_baselines(history: pd.DataFrame | HistorySummary) -> dict[str, object]:
     """All baselines fitted on ``history`` (the train + valid examples, or their summary), by name."""
     s = history if isinstance(history, HistorySummary) else HistorySummary.of(history)
-    return {b.name: b.fit_summary(s) for b in (GlobalPopularity(), RecentCategoryPopularity(), CoVisitation())}
+    return {
+        b.name: b.fit_summary(s) for b in (GlobalPopularity(), RecentCategoryPopularity(), CoVisitation())
+    }
 
 
 def popularity_scores(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:

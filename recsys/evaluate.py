@@ -159,6 +159,17 @@ def _scored(model, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarra
     """(per-task predictions, ranking score) of a ranker or a baseline on ``rows``."""
     if hasattr(model, "predict_tasks") and hasattr(model, "score"):  # a baseline
         return model.predict_tasks(rows), model.score(rows)
+    if hasattr(model, "transform") and hasattr(model, "score_weights"):  # a Ranker
+        # the serving path's traced model call: the same predictions as ``Ranker.predict`` (same
+        # transform, position unknown), without Keras' per-call predict loop (3-4x faster per chunk)
+        from recsys.features.negatives import ranking_scores
+        from recsys.serving.rank import predict_tasks
+
+        p = predict_tasks(model, rows, encoding="frame")
+        score = ranking_scores(model, p, rows["video_id"])
+        return {t: np.asarray(p[t], dtype=float) for t in task_spec.names() if t in p}, np.asarray(
+            score, float
+        )
     out = model.predict(rows)
     return {t: out[t].to_numpy(float) for t in task_spec.names() if t in out}, out["score"].to_numpy(float)
 
