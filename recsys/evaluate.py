@@ -253,6 +253,23 @@ def evaluate_run(
             preds[name] = {"click": p["click"]}
         del p, score
 
+    shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
+    slices = {
+        "calibration": {
+            name: {
+                t.name: reliability(labels[t.name], np.clip(p[t.name], 0, 1))
+                for t in task_spec.binary()
+                if t.name in p
+            }
+            for name, p in preds.items()
+            if name in ("candidate", "champion")
+        },
+        "by_position": _segment_rows(test, "position", shown, users, False) if "position" in test else [],
+        "by_activity": _segment_rows(test, "activity", shown, users) if "activity" in test else [],
+    }
+    test_users = int(len(np.unique(users)))
+    del preds, shown, labels, users, items  # what follows needs none of them
+
     truth = None
     if world is not None and cfg.truth_users > 0:
         truth = world.truth_sample(ds, test, k, cfg.truth_users, cfg.truth_candidates)
@@ -272,25 +289,11 @@ def evaluate_run(
     decision = gate(
         metrics["candidate"], metrics.get("champion"), pop, cfg, (ranking or {}).get("check"), logged
     )
-    shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
-    slices = {
-        "calibration": {
-            name: {
-                t.name: reliability(labels[t.name], np.clip(p[t.name], 0, 1))
-                for t in task_spec.binary()
-                if t.name in p
-            }
-            for name, p in preds.items()
-            if name in ("candidate", "champion")
-        },
-        "by_position": _segment_rows(test, "position", shown, users, False) if "position" in test else [],
-        "by_activity": _segment_rows(test, "activity", shown, users) if "activity" in test else [],
-    }
     return {
         "ds": str(ds),
         "k": k,
         "test_rows": len(test),
-        "test_users": int(len(np.unique(users))),
+        "test_users": test_users,
         "candidate": metrics["candidate"],
         "champion": metrics.get("champion"),
         "champion_version": getattr(champion, "version", None) if champion is not None else None,
