@@ -272,7 +272,9 @@ def evaluate_run(
 
     truth = None
     if world is not None and cfg.truth_users > 0:
-        truth = world.truth_sample(ds, test, k, cfg.truth_users, cfg.truth_candidates)
+        # the columns it reads: it sorts the rows by time (a copy of every column it is given)
+        who = test[[c for c in ("user_key", "ts", "device", "region", "age_band", "activity") if c in test]]
+        truth = world.truth_sample(ds, who, k, cfg.truth_users, cfg.truth_candidates)
         if truth is not None:
             for name, model in scorers.items():
                 _, score = _scored(model, truth.rows)
