@@ -68,18 +68,36 @@ def make_holdout(
 
     ``max_users`` > 0 keeps a fixed, seedless sample of that many users (every k-th by key) to bound cost.
     """
+    return holdout_of(engagements(train), train["video_id"].to_numpy(), test, videos, max_users)
+
+
+def holdout_users(test: pd.DataFrame, max_users: int = 0) -> list[str]:
+    """The evaluation users of the held-out rows ``test`` (sorted keys; every k-th of them when there are
+    more than ``max_users`` > 0)."""
+    users = sorted(pd.unique(engagements(test)["user_key"].astype(str)))
+    if max_users and len(users) > max_users:
+        users = users[:: int(np.ceil(len(users) / max_users))]
+    return users
+
+
+def holdout_of(
+    train_engaged: pd.DataFrame,
+    train_videos: np.ndarray,
+    test: pd.DataFrame,
+    videos: pd.DataFrame,
+    max_users: int = 0,
+) -> Holdout:
+    """:func:`make_holdout` from what it reads of the training rows: their engaged rows and video ids."""
     test_pos = engagements(test)
     until = pd.to_datetime(test["ts"], utc=True).max().normalize() + pd.Timedelta(days=1)
     # a video some row logged was visible then, whatever its recorded upload time (KuaiRand's sample
     # records uploads after its log day)
-    logged = pd.concat([train["video_id"], test["video_id"]]).dropna().astype("int64").unique()
+    logged = pd.concat([pd.Series(train_videos), test["video_id"]]).dropna().astype("int64").unique()
     hidden = videos.loc[~videos["visible"].fillna(True).astype(bool), "video_id"].astype("int64")
     catalog = np.union1d(visible_catalog(videos, until), np.setdiff1d(logged, hidden.to_numpy()))
-    users = sorted(pd.unique(test_pos["user_key"].astype(str)))
-    if max_users and len(users) > max_users:
-        users = users[:: int(np.ceil(len(users) / max_users))]
+    users = holdout_users(test, max_users)
     truth = _videos_by_user(test_pos, users)
-    seen_by = _videos_by_user(engagements(train), users)
+    seen_by = _videos_by_user(engagements(train_engaged), users)
     empty = np.zeros(0, dtype=np.int64)
     return Holdout(users, [truth[u] for u in users], [seen_by.get(u, empty) for u in users], catalog)
 
@@ -248,13 +266,14 @@ USER_ATTRIBUTES = ["user_key", "device", "region", "age_band", "activity"]
 
 
 def latest_user_attributes(history: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
-    """Each user's attributes on their latest row of ``history`` then ``test`` (by ``ts``). Only those
-    columns are concatenated: the test split's other columns would be copied, NaN-filled, for every
-    history row."""
+    """Each user's attributes on their latest row of ``history`` then ``test`` (by ``ts``; of rows at the
+    same time, the last). Only those columns are concatenated: the test split's other columns would be
+    copied, NaN-filled, for every history row. The sort is stable, so the rows of any subset of the users
+    give those users' same attributes (the evaluate stage keeps only the ranked users' rows)."""
     have = [c for c in ["ts", *USER_ATTRIBUTES] if c in history.columns or c in test.columns]
     parts = [f[[c for c in have if c in f.columns]] for f in (history, test)]
     rows = pd.concat(parts, ignore_index=True)
-    latest = rows.sort_values("ts").drop_duplicates("user_key", keep="last")
+    latest = rows.sort_values("ts", kind="stable").drop_duplicates("user_key", keep="last")
     return latest[[c for c in USER_ATTRIBUTES if c in rows]]
 
 
@@ -273,20 +292,27 @@ def pipeline_ranking(
     Lists are computed as of the start of the held-out period, over the catalog of ``videos``, for at most
     ``max_users`` held-out users (:func:`make_holdout`; 0: all).
     """
-    return _ranking_figures(rankers, _prepare(history, test, videos, seed, max_users), videos, margin)
+    from recsys.eval_data import HistorySummary
+
+    summary = HistorySummary.of(history)
+    return _ranking_figures(rankers, _prepare(summary, test, videos, seed, max_users), videos, margin)
 
 
-def _prepare(history: pd.DataFrame, test: pd.DataFrame, videos: pd.DataFrame, seed: int, max_users: int):
-    """What the figures need of the history: (holdout, users' attributes, list time, fitted baselines), or
-    the holdout alone when there is nothing to rank. The history frame is not needed afterwards."""
+def _prepare(history, test: pd.DataFrame, videos: pd.DataFrame, seed: int, max_users: int):
+    """What the figures need of the history (a :class:`recsys.eval_data.HistorySummary` whose attribute
+    rows hold at least the evaluation users'): (holdout, users' attributes, list time, fitted baselines),
+    or the holdout alone when there is nothing to rank. Every catalog baseline reads engaged rows only."""
     from recsys.catalog_baselines import fit_catalog_baselines
 
-    holdout = make_holdout(history, test, videos, max_users=max_users)
+    holdout = holdout_of(history.engaged, history.video_ids, test, videos, max_users=max_users)
     if holdout.n_users == 0 or len(holdout.catalog) == 0:  # nothing to rank for, or nothing to rank
         return holdout, None, None, None
-    users = latest_user_attributes(history, test)
+    mine = set(holdout.users)
+    users = latest_user_attributes(
+        history.attributes, test[test["user_key"].astype(str).isin(mine).to_numpy()]
+    )
     at = pd.to_datetime(test["ts"], utc=True).min().normalize()
-    return holdout, users, at, fit_catalog_baselines(history, seed=seed)
+    return holdout, users, at, fit_catalog_baselines(history.engaged, seed=seed)
 
 
 def _ranking_figures(rankers: dict[str, object], prepared, videos: pd.DataFrame, margin: float) -> dict:
@@ -309,31 +335,26 @@ def _ranking_figures(rankers: dict[str, object], prepared, videos: pd.DataFrame,
 
 
 def pipeline_ranking_of_run(
-    ranker, champion, features_dir, test: pd.DataFrame, cfg, seed: int = 0
+    ranker, champion, features_dir, test: pd.DataFrame, cfg, seed: int = 0, history=None
 ) -> tuple[dict | None, bool]:
     """(catalog ranking figures or None, whether the test day's rows are logged exposures) for the
-    evaluate stage: reads the partition's train/valid rows and ``catalog.parquet`` (absent in partitions
-    built before it existed: no ranking figures then)."""
+    evaluate stage, on the partition's ``catalog.parquet`` (absent in partitions built before it existed:
+    no ranking figures then). ``history``: the partition's train + valid rows as a
+    :class:`recsys.eval_data.HistorySummary` holding at least the evaluation users' attribute rows (read
+    here, in chunks, when None)."""
     from pathlib import Path
+
+    from recsys.eval_data import HistorySummary
 
     features_dir = Path(features_dir)
     sampled = "sampled" in test.columns and bool(test["sampled"].fillna(False).astype(bool).any())
     logged = not sampled
     if not (features_dir / "catalog.parquet").exists():
         return None, logged
-    cols = ["user_key", "video_id", "ts", "click", "device", "region", "age_band", "activity", "sampled"]
-    parts = []
-    for part in ("train", "valid"):
-        path = features_dir / f"{part}.parquet"
-        import pyarrow.parquet as pq
-
-        have = set(pq.ParquetFile(path).schema_arrow.names)
-        parts.append(pd.read_parquet(path, columns=[c for c in cols if c in have]))
-    history = pd.concat(parts, ignore_index=True)
-    del parts
+    if history is None:
+        paths = [features_dir / f"{part}.parquet" for part in ("train", "valid")]
+        history = HistorySummary.read(paths, holdout_users(test, cfg.ranking_users), cfg.chunk_rows)
     videos = pd.read_parquet(features_dir / "catalog.parquet")
-    # what pipeline_ranking does, with the history frame freed before the models score the catalog
     prepared = _prepare(history, test, videos, seed, cfg.ranking_users)
-    del history
     rankers = {"candidate": ranker, "champion": champion}
     return _ranking_figures(rankers, prepared, videos, cfg.ranking_margin), logged

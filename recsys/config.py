@@ -204,6 +204,10 @@ class EvaluateSettings(BaseModel):
     # what the logging policy showed, so Recall on them favours popularity (measured on the simulator: the
     # model's true-utility NDCG@10 0.608 vs popularity's 0.516 while its Recall@10 was 0.091 vs 0.122).
     ranking_check_blocks_with_logged_exposures: bool = False
+    # rows read and scored at a time (test split) or summarized (train + valid): bounds the stage's memory
+    # whatever the day's size; a multiple of the ranker's predict batch (8192) keeps every row in the batch
+    # it has when the split is scored whole. The figures do not depend on it (tests/unit/test_eval_chunks.py)
+    chunk_rows: int = Field(default=1 << 17, ge=1)
 
 
 class ServingSettings(BaseModel):

@@ -159,6 +159,17 @@ def _scored(model, rows: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarra
     """(per-task predictions, ranking score) of a ranker or a baseline on ``rows``."""
     if hasattr(model, "predict_tasks") and hasattr(model, "score"):  # a baseline
         return model.predict_tasks(rows), model.score(rows)
+    if hasattr(model, "transform") and hasattr(model, "score_weights"):  # a Ranker
+        # the serving path's traced model call: the same predictions as ``Ranker.predict`` (same
+        # transform, position unknown), without Keras' per-call predict loop (3-4x faster per chunk)
+        from recsys.features.negatives import ranking_scores
+        from recsys.serving.rank import predict_tasks
+
+        p = predict_tasks(model, rows, encoding="frame")
+        score = ranking_scores(model, p, rows["video_id"])
+        return {t: np.asarray(p[t], dtype=float) for t in task_spec.names() if t in p}, np.asarray(
+            score, float
+        )
     out = model.predict(rows)
     return {t: out[t].to_numpy(float) for t in task_spec.names() if t in out}, out["score"].to_numpy(float)
 
@@ -168,6 +179,24 @@ def _test_day(test: pd.DataFrame, features_dir: Path) -> date:
     if name.startswith("ds="):
         return date.fromisoformat(name[3:])
     return pd.to_datetime(test["ts"], utc=True).max().date()
+
+
+def _sorted_codes(values) -> np.ndarray:
+    """Integer codes of ``values`` in the sort order of the values themselves: grouping and ordering by
+    them is grouping and ordering by the keys, without a Python string per row."""
+    return pd.factorize(np.asarray(values) if not isinstance(values, pd.Series) else values, sort=True)[0]
+
+
+def _scorer_metrics(name: str, model, labels: dict, p: dict, score, users, items, k: int) -> dict:
+    m = task_metrics(labels, p, users)
+    if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
+        m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
+    if name.startswith("baseline_"):  # a baseline predicts no regression target
+        for t in task_spec.regression():
+            for metric in t.offline_metrics:
+                m.pop(f"{t.name}_{metric}", None)
+    m.update(ranking_metrics(users, items, labels["click"], score, k))
+    return m
 
 
 def evaluate_run(
@@ -186,68 +215,44 @@ def evaluate_run(
     lists they produce (each test user's impressions of the day ordered by the scorer, against clicks). With
     a simulated ``world`` (the catalog's world adapter), also the true-utility NDCG of each scorer's top k
     over the visible catalog, against the simulator's oracle. Baselines are fitted on train + valid only.
-    """
-    features_dir = Path(features_dir)
-    import pyarrow.parquet as pq
 
-    # the rows as examples, without the model's pre-encoded x_* columns (training's; scoring here applies
-    # the ranker's transform to the rows): per-row title and numeric arrays are most of the split's memory
-    names = pq.ParquetFile(features_dir / "test.parquet").schema_arrow.names
-    examples = [n for n in names if not n.startswith("x_")]
-    test = pd.read_parquet(features_dir / "test.parquet", columns=examples)
-    cols = ["user_key", "video_id", "category", "ts", "click"]
-    history = pd.concat(
-        [pd.read_parquet(features_dir / f"{part}.parquet", columns=cols) for part in ("train", "valid")],
-        ignore_index=True,
-    )
+    Memory is bounded by ``cfg.chunk_rows`` (:mod:`recsys.eval_data`): the scorers see the test split's
+    example rows that many at a time, the training window is summarized in chunks of as many rows, and
+    only per-row labels, keys, predictions and scores are kept whole; the figures do not depend on it.
+    """
+    from recsys.catalog_eval import holdout_users, pipeline_ranking_of_run
+    from recsys.eval_data import HistorySummary, read_test, scored_in_chunks
+
+    features_dir = Path(features_dir)
+    test_path = features_dir / "test.parquet"
+    test = read_test(test_path)  # narrow: labels, keys, time, context
     ds = ds or _test_day(test, features_dir)
     k = cfg.k
     labels = {t: test[t].to_numpy(float) for t in task_spec.names()}
-    users = test["user_key"].astype(str).to_numpy()
-    items = test["video_id"].astype(str).to_numpy()
+    users = _sorted_codes(test["user_key"].astype(str))
+    items = _sorted_codes(test["video_id"].astype(str))
+    # one pass over the training window: the baselines' and the catalog ranking's figures of it
+    wanted = holdout_users(test, cfg.ranking_users) if (features_dir / "catalog.parquet").exists() else []
+    parts = [features_dir / f"{part}.parquet" for part in ("train", "valid")]
+    history = HistorySummary.read(parts, wanted, cfg.chunk_rows)
 
     scorers: dict[str, object] = {"candidate": ranker}
     if champion is not None:
         scorers["champion"] = champion
     baselines = fit_baselines(history)
-    del history  # only the baselines read it (the catalog ranking reads its own columns)
     scorers.update({f"baseline_{n}": b for n, b in baselines.items()})
 
     metrics: dict[str, dict] = {}
-    preds: dict[str, dict] = {}
+    preds: dict[str, dict] = {}  # what the slices show: binary tasks of the models, popularity's click
     for name, model in scorers.items():
-        p, score = _scored(model, test)
-        preds[name] = p
-        m = task_metrics(labels, p, users)
-        if not getattr(model, "calibrated", True):  # rank scores: only the ranking-type metrics mean anything
-            m = {key: v for key, v in m.items() if key.endswith(("_auc", "_gauc", "_rows"))}
-        if name.startswith("baseline_"):  # a baseline predicts no regression target
-            for t in task_spec.regression():
-                for metric in t.offline_metrics:
-                    m.pop(f"{t.name}_{metric}", None)
-        m.update(ranking_metrics(users, items, labels["click"], score, k))
-        metrics[name] = m
+        p, score = scored_in_chunks(lambda rows, m=model: _scored(m, rows), test_path, cfg.chunk_rows)
+        metrics[name] = _scorer_metrics(name, model, labels, p, score, users, items, k)
+        if name in ("candidate", "champion"):
+            preds[name] = {t.name: p[t.name] for t in task_spec.binary() if t.name in p}
+        elif name == "baseline_popularity":
+            preds[name] = {"click": p["click"]}
+        del p, score
 
-    truth = None
-    if world is not None and cfg.truth_users > 0:
-        truth = world.truth_sample(ds, test, k, cfg.truth_users, cfg.truth_candidates)
-        if truth is not None:
-            for name, model in scorers.items():
-                _, score = _scored(model, truth.rows)
-                metrics[name].update(truth.ndcg(score, k))
-
-    from recsys.catalog_eval import pipeline_ranking_of_run
-
-    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, seed)
-    if not logged:  # AUCs on sampled negatives: kept, but named for what they are
-        metrics = {
-            n: {(f"sampled_{m}" if "_auc" in m or "_gauc" in m else m): v for m, v in x.items()}
-            for n, x in metrics.items()
-        }
-    pop = metrics["baseline_popularity"]
-    decision = gate(
-        metrics["candidate"], metrics.get("champion"), pop, cfg, (ranking or {}).get("check"), logged
-    )
     shown = {n: p for n, p in preds.items() if n in ("candidate", "champion", "baseline_popularity")}
     slices = {
         "calibration": {
@@ -262,11 +267,35 @@ def evaluate_run(
         "by_position": _segment_rows(test, "position", shown, users, False) if "position" in test else [],
         "by_activity": _segment_rows(test, "activity", shown, users) if "activity" in test else [],
     }
+    test_users = int(len(np.unique(users)))
+    del preds, shown, labels, users, items  # what follows needs none of them
+
+    truth = None
+    if world is not None and cfg.truth_users > 0:
+        # the columns it reads: it sorts the rows by time (a copy of every column it is given)
+        who = test[[c for c in ("user_key", "ts", "device", "region", "age_band", "activity") if c in test]]
+        truth = world.truth_sample(ds, who, k, cfg.truth_users, cfg.truth_candidates)
+        if truth is not None:
+            for name, model in scorers.items():
+                _, score = _scored(model, truth.rows)
+                metrics[name].update(truth.ndcg(score, k))
+
+    ranking, logged = pipeline_ranking_of_run(ranker, champion, features_dir, test, cfg, seed, history)
+    del history
+    if not logged:  # AUCs on sampled negatives: kept, but named for what they are
+        metrics = {
+            n: {(f"sampled_{m}" if "_auc" in m or "_gauc" in m else m): v for m, v in x.items()}
+            for n, x in metrics.items()
+        }
+    pop = metrics["baseline_popularity"]
+    decision = gate(
+        metrics["candidate"], metrics.get("champion"), pop, cfg, (ranking or {}).get("check"), logged
+    )
     return {
         "ds": str(ds),
         "k": k,
         "test_rows": len(test),
-        "test_users": int(len(np.unique(users))),
+        "test_users": test_users,
         "candidate": metrics["candidate"],
         "champion": metrics.get("champion"),
         "champion_version": getattr(champion, "version", None) if champion is not None else None,

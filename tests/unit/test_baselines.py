@@ -77,3 +77,30 @@ def test_popularity_scores_kept_for_the_old_api():
 
     h = history()
     assert popularity_scores(h, h)["click"] == pytest.approx(GlobalPopularity().fit(h).score(h))
+
+
+def test_covisitation_pair_lookups_equal_the_sparse_product_definition():
+    """``co_counts`` looks C up pair by pair; it must equal ``(X[u] * C[v]).sum()`` row by row."""
+    rng = np.random.default_rng(4)
+    n = 3000
+    h = pd.DataFrame(
+        {
+            "user_key": rng.choice([f"u{i}" for i in range(120)], n),
+            "video_id": rng.integers(1, 200, n),
+            "category": "m",
+            "ts": pd.Timestamp("2026-01-01", tz="UTC"),
+            "click": (rng.random(n) < 0.3).astype(float),
+        }
+    )
+    b = CoVisitation().fit(h)
+    rows = pd.DataFrame(
+        {"user_key": rng.choice([f"u{i}" for i in range(130)], 2000), "video_id": rng.integers(1, 210, 2000)}
+    )
+    u = rows["user_key"].map(b._users)
+    v = rows["video_id"].astype(str).map(b._videos)
+    ok = (u.notna() & v.notna()).to_numpy()
+    ref = np.zeros(len(rows))
+    ui, vi = u[ok].astype(int).to_numpy(), v[ok].astype(int).to_numpy()
+    ref[ok] = np.asarray(b._x[ui].multiply(b._c[vi]).sum(axis=1)).reshape(-1)
+    assert ok.sum() > 1000 and (ref > 0).sum() > 100
+    np.testing.assert_array_equal(b.co_counts(rows), ref)

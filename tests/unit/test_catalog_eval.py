@@ -180,8 +180,9 @@ def test_catalog_ranking_figures_do_not_depend_on_the_scoring_chunk(monkeypatch)
 
 def test_latest_user_attributes_equal_the_whole_frame_concatenation():
     """The users' latest attributes from the needed columns only equal those of the whole history and
-    test frames concatenated (what the catalog ranking used to build), extra columns, ties and a
-    column missing from one side included."""
+    test frames concatenated (what the catalog ranking used to build), extra columns, ties (the last row
+    at the latest time wins) and a column missing from one side included; the rows of some users alone
+    give those users' same attributes (the evaluate stage keeps only the ranked users' rows)."""
     from recsys.catalog_eval import USER_ATTRIBUTES, latest_user_attributes
 
     rng = np.random.default_rng(5)
@@ -202,9 +203,14 @@ def test_latest_user_attributes_equal_the_whole_frame_concatenation():
     )
     test.loc[test.index[:40], "ts"] = test["ts"].iloc[0]  # ties in ts
     rows = pd.concat([history, test], ignore_index=True)
-    old = rows.sort_values("ts").drop_duplicates("user_key", keep="last")
+    old = rows.sort_values("ts", kind="stable").drop_duplicates("user_key", keep="last")
     old = old[[c for c in USER_ATTRIBUTES if c in rows]]
-    pd.testing.assert_frame_equal(latest_user_attributes(history, test), old)
+    latest = latest_user_attributes(history, test)
+    pd.testing.assert_frame_equal(latest, old)
+    some = {f"u{i}" for i in range(0, 30, 4)}
+    mine = latest_user_attributes(history[history["user_key"].isin(some)], test[test["user_key"].isin(some)])
+    expected = latest[latest["user_key"].isin(some)].sort_values("user_key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine.sort_values("user_key").reset_index(drop=True), expected)
 
 
 @pytest.mark.parametrize("max_users", [0, 7])
