@@ -70,10 +70,8 @@ class AffinityCounts:
     """The affinity priors and (user, side) tables of rows added in chunks (what ``FitStats(affinity_only
     =True)`` then ``fit_affinity`` give, for whole-number click labels)."""
 
-    def __init__(self):
-        from recsys.features.transform import _keys
-
-        self._keys = _keys
+    def __init__(self, keys):
+        self._keys = keys  # the transform's key spelling of a column (transform._keys)
         self.users = _Codes()
         self.sides = {name: _Codes() for name in AFFINITY}
         self.pairs = {name: _PairSums() for name in AFFINITY}

@@ -232,7 +232,7 @@ class Transform:
         coengagement = COENGAGEMENT in self.numeric
         # one frame: FitStats, as the fit; chunks: integer-keyed counts (FitStats' string-keyed partial
         # sums peaked at 4.4 GB over the 8.5M rows of a 10M-interaction day), the same for whole labels
-        stats = FitStats(affinity_only=True) if whole else AffinityCounts()
+        stats = FitStats(affinity_only=True) if whole else AffinityCounts(_keys)
         engaged: list[pd.DataFrame] = []
         for chunk in chunks() if affinity or coengagement else ():
             if affinity:
