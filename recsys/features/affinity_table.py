@@ -118,6 +118,12 @@ class AffinityTable(Mapping):
 
     __hash__ = None
 
+    def user_index(self) -> pd.Index:
+        """The users as an index (built once): their rows in ``offsets``."""
+        if getattr(self, "_users_index", None) is None:
+            self._users_index = pd.Index(self.users, dtype=object)
+        return self._users_index
+
     def pair_index(self) -> tuple[pd.MultiIndex, np.ndarray, np.ndarray]:
         """(user, side) MultiIndex of the pairs, with their clicks and impressions (no string hashed)."""
         counts = np.diff(self.offsets)
