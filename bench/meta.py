@@ -31,3 +31,16 @@ def run_info() -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         **git_commit(),
     }
+
+
+def rss() -> float:
+    """This process's resident memory now, MiB (Linux)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def peak() -> float:
+    """This process's peak resident memory so far, MiB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

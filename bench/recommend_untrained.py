@@ -10,20 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from datetime import date
 from pathlib import Path
 
-
-def rss() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def peak() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from meta import peak, rss
 
 
 def main(folder: Path, ds: date) -> None:

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-
-def rss() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 / 2**20
-
-
-def peak() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from meta import peak, rss
 
 
 def main(folder: Path, chunk_rows: int) -> None:

@@ -9,14 +9,14 @@ equal the figures of the whole frames (what the stage computed before it was chu
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tiny import TINY_MODEL, TINY_SIM
+from tiny import TINY_MODEL, TINY_SIM, features_of_days
 
 from recsys import tasks
 
@@ -27,7 +27,6 @@ def day(tmp_path_factory):
     (untrained) rankers on the day's transform."""
     from cryptography.fernet import Fernet
 
-    from recsys import stages
     from recsys.config import ModelSettings, load_settings
     from recsys.features.transform import Transform
     from recsys.model import build_multi_task_model
@@ -38,13 +37,8 @@ def day(tmp_path_factory):
         mp.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", "test-pseudonym-key-0123456789")
         mp.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", Fernet.generate_key().decode())
         settings = load_settings(data_dir=root / "data", simulator=TINY_SIM, model=TINY_MODEL)
-        start = date(2026, 1, 1)
-        for i in range(2):
-            for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-                st(start + timedelta(days=i), settings)
-        last = start + timedelta(days=1)
-        stages.features(last, settings)
-        fdir = stages.features_dir(settings, last)
+        last = date(2026, 1, 2)
+        fdir = features_of_days(settings, date(2026, 1, 1), 2)
         transform = Transform.load(fdir / "transform.json")
         weights = tasks.score_weights(settings.model.score_weights)
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
-from tiny import TINY_MODEL, TINY_SIM
+from tiny import TINY_MODEL, TINY_SIM, features_of_days
 
 from recsys import tasks
 from recsys.tasks import Task
@@ -136,7 +136,6 @@ def five_heads(tmp_path_factory):
     """
     from cryptography.fernet import Fernet
 
-    from recsys import stages
     from recsys.config import load_settings
 
     root = tmp_path_factory.mktemp("tasks")
@@ -150,13 +149,7 @@ def five_heads(tmp_path_factory):
             model=TINY_MODEL,
             train={"epochs": 1, "batch_size": 64, "patience": 5},
         )
-        start = date(2026, 1, 1)
-        for i in range(2):
-            for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-                st(start + timedelta(days=i), settings)
-        last = start + timedelta(days=1)
-        stages.features(last, settings)
-        yield settings, stages.features_dir(settings, last), root
+        yield settings, features_of_days(settings, date(2026, 1, 1)), root
 
 
 def test_the_fifth_head_gets_labels_a_tower_a_loss_a_metric_and_a_score_term(five_heads):
