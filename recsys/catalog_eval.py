@@ -247,16 +247,37 @@ def model_scorer(
     It serves the users in its user vocabulary (an engagement in its training window); others would get the
     fallback in production, and get it here.
     """
-    from recsys.serving.rank import predict_scores, scoring_frame
+    from recsys.features.negatives import ranking_scores
+    from recsys.serving.rank import BATCH_SIZE, SideTables, run_model
 
     known = set(getattr(ranker.transform, "vocabs", {}).get("user", {}))
+    cache: dict[str, object] = {}  # the side tables of every user in ``users`` and the last catalog
+
+    def tables(user_keys: list[str], catalog: np.ndarray) -> tuple[SideTables, np.ndarray]:
+        """Side tables holding ``user_keys`` and ``catalog``, each side encoded once per scorer (not once
+        per chunk of users: most of the cost of a chunk was encoding the same catalog again)."""
+        sides = cache.get("sides")
+        if sides is None or not np.array_equal(sides.video_ids, catalog):
+            keys = pd.unique(pd.concat([users["user_key"].astype(str), pd.Series(user_keys, dtype=str)]))
+            cache["sides"] = sides = SideTables(ranker.transform, keys, catalog, users, videos, at)
+            cache["index"] = pd.Index(sides.user_keys)
+        rows = cache["index"].get_indexer(pd.Index(list(user_keys), dtype=object))
+        if (rows < 0).any():  # a user the tables lack: tables of these users alone
+            sides = SideTables(ranker.transform, list(user_keys), catalog, users, videos, at)
+            rows = np.arange(len(user_keys))
+        return sides, rows
 
     def score(user_keys: list[str], catalog: np.ndarray) -> np.ndarray:
-        vids = catalog.astype(int).tolist()
-        frame = scoring_frame(list(user_keys), dict.fromkeys(user_keys, vids), users, videos, at)
-        s = predict_scores(ranker, frame)
-        # scoring_frame keeps user order then candidate order: reshape to [users, catalog]
-        return np.asarray(s, dtype=np.float64).reshape(len(user_keys), len(vids))
+        catalog = np.asarray(catalog, dtype=np.int64)
+        n_videos = len(catalog)
+        if not len(user_keys) or not n_videos:
+            return np.zeros((len(user_keys), n_videos), dtype=np.float64)
+        sides, rows = tables(user_keys, catalog)
+        # user order then catalog order, as the scoring frame of these users and the catalog
+        inputs = sides.inputs(np.repeat(rows, n_videos), np.tile(np.arange(n_videos), len(rows)))
+        preds = run_model(ranker.model, inputs.batch, inputs.n, BATCH_SIZE)
+        s = ranking_scores(ranker, preds, np.tile(catalog, len(rows)))
+        return np.asarray(s, dtype=np.float64).reshape(len(user_keys), n_videos)
 
     return Scorer(name, score, lambda keys: np.array([k in known for k in keys], dtype=bool))
 

@@ -121,10 +121,13 @@ def fit_model(
     verbose: int = 0,
     tasks: Sequence[Task] | None = None,
     model=None,
+    spec=None,
 ) -> FitResult:
     """Build, compile and fit the model on ``features_dir`` with the resumable callbacks, one head per task
     of ``tasks`` (default: the task spec, whose labels the features were built with). ``model``: a built
     model to start from instead (a warm start, :mod:`recsys.incremental`); its feature spec is used.
+    ``spec``: the feature spec of ``features_dir``'s transform, when the caller holds it (else the
+    transform is read for it).
 
     It opens no MLflow run (the epoch logger writes into the active one, if any). ``work_dir`` holds the
     backup, the best checkpoint and the state; a call after a kill resumes from them. With the same
@@ -136,7 +139,10 @@ def fit_model(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     state = state or TrainState(work_dir)
-    spec = model.feature_spec if model is not None else Transform.load(features_dir / "transform.json").spec()
+    if model is not None:
+        spec = model.feature_spec
+    elif spec is None:  # a caller holding the transform passes its spec: a large transform parses slowly
+        spec = Transform.load(features_dir / "transform.json").spec()
     keras.utils.set_random_seed(settings.seed)
     ts = settings.train
     shuffle_epoch = ShuffleEpoch()
@@ -318,7 +324,13 @@ def train_model(
         del base
         t_fit = time.perf_counter()
         fit = fit_model(
-            plan.data_dir, settings, work_dir, state=state, extra_callbacks=extra_callbacks, model=plan.model
+            plan.data_dir,
+            settings,
+            work_dir,
+            state=state,
+            extra_callbacks=extra_callbacks,
+            model=plan.model,
+            spec=spec,
         )
         model, hist = fit.model, fit.history
         fit_seconds = time.perf_counter() - t_fit

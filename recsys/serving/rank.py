@@ -144,6 +144,39 @@ class PairInputs:
         return self.batch(0, self.n)
 
 
+class SideTables:
+    """The model inputs of a set of users and a set of videos at one serving time, each side encoded once:
+    the inputs of any (user, video) pair among them are gathered from the two tables
+    (:meth:`inputs`). What :func:`rank_pairs` and the catalog evaluation score with; the arrays are those
+    :func:`encode_frame` gives the pairs' :func:`scoring_frame` (a test checks it)."""
+
+    def __init__(self, transform, user_keys, video_ids, users: pd.DataFrame, videos: pd.DataFrame, at):
+        self.transform = transform
+        self.user_keys = np.asarray(user_keys, dtype=object)
+        self.video_ids = np.asarray(video_ids, dtype=np.int64)
+        if not len(self.user_keys) or not len(self.video_ids):
+            raise ValueError("side tables need at least one user and one video")
+        first_user, first_video = self.user_keys[0], int(self.video_ids[0])
+        # every user beside one video, one user beside every video: only each side's own inputs are read
+        user_rows = scoring_frame(
+            list(self.user_keys), dict.fromkeys(self.user_keys, [first_video]), users, videos, at
+        )
+        self.video_rows = scoring_frame(
+            [first_user], {first_user: self.video_ids.tolist()}, users, videos, at
+        )
+        self.users_x = encode_frame(transform, user_rows)
+        self.videos_x = encode_frame(transform, self.video_rows)
+        self.pair = pair_affinity(
+            transform, self.user_keys, {c: self.video_rows[c].to_numpy(object) for c in PAIR_SIDES}
+        )
+
+    def inputs(self, user_idx: np.ndarray, video_idx: np.ndarray) -> PairInputs:
+        """The inputs of the pairs (``user_keys[user_idx[i]]``, ``video_ids[video_idx[i]]``)."""
+        return PairInputs(
+            self.users_x, self.videos_x, user_idx, video_idx, self.transform.numeric, self.pair
+        )
+
+
 def _first_rows(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     codes, uniques = pd.factorize(col, use_na_sentinel=False)
     first = np.full(len(uniques), -1, dtype=np.int64)
@@ -228,10 +261,10 @@ def predict_tasks(
     if encoding == "pairs" and pairs is None:
         raise ValueError("frame is not a scoring frame (one serving time, user and video columns)")
     get = pairs.batch if pairs is not None else _slicer(encode_frame(ranker.transform, frame))
-    return _run_model(ranker.model, get, n, batch_size)
+    return run_model(ranker.model, get, n, batch_size)
 
 
-def _run_model(model, get, n: int, batch_size: int) -> dict[str, np.ndarray]:
+def run_model(model, get, n: int, batch_size: int) -> dict[str, np.ndarray]:
     fn = _serving_function(model)
     parts: dict[str, list[np.ndarray]] = {}
     for start, stop in _batches(n, batch_size):
@@ -299,17 +332,10 @@ def rank_pairs(
     ucode_given, ukeys = pd.factorize(pd.Index(list(user_keys), dtype=object))
     ukeys = np.asarray(ukeys, dtype=object)
     vcode, vuniq = pd.factorize(vids)
-    user_rows = scoring_frame(list(ukeys), {u: [int(vuniq[0])] for u in ukeys}, users, videos, at)
-    video_rows = scoring_frame([ukeys[0]], {ukeys[0]: [int(v) for v in vuniq]}, users, videos, at)
-    inputs = PairInputs(
-        encode_frame(ranker.transform, user_rows),
-        encode_frame(ranker.transform, video_rows),
-        np.repeat(ucode_given, lens),
-        vcode.astype(np.int64),
-        ranker.transform.numeric,
-        pair_affinity(ranker.transform, ukeys, {c: video_rows[c].to_numpy(object) for c in PAIR_SIDES}),
-    )
-    preds = _run_model(ranker.model, inputs.batch, inputs.n, batch_size)
+    sides = SideTables(ranker.transform, ukeys, vuniq, users, videos, at)
+    inputs = sides.inputs(np.repeat(ucode_given, lens), vcode.astype(np.int64))
+    video_rows = sides.video_rows
+    preds = run_model(ranker.model, inputs.batch, inputs.n, batch_size)
     scores = ranking_scores(ranker, preds, vids)
     by_name = np.argsort(ukeys, kind="stable")  # codes in user-key order, as top_n sorts
     sorted_code = np.empty(len(ukeys), dtype=np.int64)

@@ -248,3 +248,35 @@ def test_holdout_video_sets_equal_a_groupby_per_user(max_users):
     assert [t.tolist() for t in h.truth] == [truth[u].tolist() for u in expected]
     assert [s.tolist() for s in h.seen] == [seen.get(u, np.zeros(0, np.int64)).tolist() for u in expected]
     assert all(s.dtype == np.int64 for s in h.truth + h.seen)
+
+
+def test_the_model_scorer_equals_scoring_the_pair_frame():
+    """The catalog's model scorer encodes each side once (every user of its attribute table, the catalog)
+    and gathers each chunk's pairs from those tables: the scores equal the serving path's on the chunk's
+    scoring frame, for users of the table, for a user it lacks, and after the catalog changes."""
+    from recsys.catalog_eval import model_scorer
+    from recsys.serving.rank import predict_scores, scoring_frame
+    from recsys.serving.synthetic import make_ranker, make_world
+
+    world = make_world(n_users=40, n_videos=60, n_examples=1500, seed=11)
+    ranker = make_ranker(world, seed=12)
+    at = pd.Timestamp("2026-01-06", tz="UTC")
+    keys = world.users["user_key"].astype(str).tolist()
+    table = world.users[world.users["user_key"].astype(str).isin(keys[:30])]
+    scorer = model_scorer(ranker, table, world.videos, at)
+    catalog = np.sort(world.videos["video_id"].astype("int64").to_numpy())
+
+    def by_frame(who, cat):
+        frame = scoring_frame(who, dict.fromkeys(who, cat.tolist()), table, world.videos, at)
+        return predict_scores(ranker, frame).reshape(len(who), len(cat))
+
+    for who, cat in (
+        (keys[3:9], catalog),
+        (keys[20:30][::-1], catalog),
+        ([keys[35], keys[1]], catalog),  # keys[35] is not in the attribute table: no attributes
+        (keys[:4], catalog[::3]),  # another catalog
+    ):
+        got = scorer.score(who, cat)
+        assert got.shape == (len(who), len(cat))
+        np.testing.assert_array_equal(got, by_frame(who, cat))
+    assert scorer.score([], catalog).shape == (0, len(catalog))
