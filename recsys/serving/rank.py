@@ -172,9 +172,7 @@ class SideTables:
 
     def inputs(self, user_idx: np.ndarray, video_idx: np.ndarray) -> PairInputs:
         """The inputs of the pairs (``user_keys[user_idx[i]]``, ``video_ids[video_idx[i]]``)."""
-        return PairInputs(
-            self.users_x, self.videos_x, user_idx, video_idx, self.transform.numeric, self.pair
-        )
+        return PairInputs(self.users_x, self.videos_x, user_idx, video_idx, self.transform.numeric, self.pair)
 
 
 def _first_rows(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
