@@ -114,6 +114,46 @@ def map_values(s: pd.Series, fn) -> np.ndarray:
     return table[np.where(codes < 0, len(uniques), codes)]
 
 
+# A value of only these characters is blank: exactly the characters ``str.isspace`` is true of (what
+# ``str.strip`` removes), as an RE2 class (a test checks every code point)
+_BLANK = (
+    r"^[\t\n\x0b\x0c\r\x1c-\x1f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]*$"
+)
+
+
+def arrow_text(s: pd.Series) -> pa.Array | None:
+    """``s`` as an Arrow string array when every value is a str or null (a raw column always is), else
+    None (mixed values, or a str Arrow cannot hold: a lone surrogate)."""
+    if not isinstance(s.dtype, pd.StringDtype) and pd.api.types.infer_dtype(s, skipna=True) not in (
+        "string",
+        "empty",
+    ):
+        return None
+    try:
+        return pa.array(s.astype(object), type=pa.large_string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeError):
+        return None
+
+
+def blank_or_null(arr: pa.Array) -> np.ndarray:
+    """Per value of an Arrow string array: null, or only whitespace (``is_missing`` of a str)."""
+    return pc.fill_null(pc.match_substring_regex(arr, _BLANK), True).to_numpy(zero_copy_only=False)
+
+
+def text_values(s: pd.Series) -> np.ndarray:
+    """``None if is_missing(v) else str(v)`` of every value, as an object array: in Arrow when every
+    value is a str or null, else value by value (:func:`map_values`)."""
+    arr = arrow_text(s)
+    if arr is None:
+        from recsys.data.parsing import is_missing
+
+        return map_values(s, lambda v: None if is_missing(v) else str(v))
+    out = arr.to_numpy(zero_copy_only=False)
+    out[blank_or_null(arr)] = None
+    return out
+
+
 # Loose, RE2-compatible pre-filters (Arrow's vectorized regex has no look-around): a value that passes none
 # of them cannot be personal; the few that do are judged exactly by :func:`value_personal`.
 _PREFILTER = r"@[A-Za-z0-9-]+\.|\+\d|\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:.*:"

@@ -79,9 +79,14 @@ def parse_number(
 def parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
     obj = s.astype(object)
-    missing = obj.map(is_missing).to_numpy(bool)
-    is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
-    is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
+    text = formats.arrow_text(s)
+    if text is not None:  # every value a str or null (a raw column): decided in Arrow
+        missing = formats.blank_or_null(text)
+        is_str, is_dt = ~missing, np.zeros(len(obj), dtype=bool)
+    else:
+        missing = obj.map(is_missing).to_numpy(bool)
+        is_str = obj.map(lambda v: isinstance(v, str)).to_numpy(bool) & ~missing
+        is_dt = obj.map(lambda v: isinstance(v, datetime | np.datetime64)).to_numpy(bool) & ~missing
     out = pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns, UTC]")
     if is_str.any():
         out[is_str] = pd.to_datetime(obj[is_str], utc=True, format="ISO8601", errors="coerce")

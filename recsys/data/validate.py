@@ -35,7 +35,7 @@ import pandas as pd
 from recsys.data import expectations as ex
 from recsys.data import formats
 from recsys.data.lake import as_date
-from recsys.data.parsing import is_missing, is_null
+from recsys.data.parsing import is_null
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
 from recsys.data.validate_io import (  # noqa: F401  (re-exported)
     accepted_event_ids,
@@ -74,9 +74,7 @@ class BatchValidationError(ValueError):
 # Events ---------------------------------------------------------------------------------------------
 def event_id_text(values) -> pd.Series:
     """Raw event ids as the typed frame holds them (a string, or null for a missing value)."""
-    return pd.Series(
-        pd.array(formats.map_values(pd.Series(values), lambda v: None if is_missing(v) else str(v)), "string")
-    )
+    return pd.Series(pd.array(formats.text_values(pd.Series(values)), "string"))
 
 
 def day_duplicates(event_ids: pd.Series) -> set[str]:
