@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import formats
-from recsys.data.parsing import parse_number, parse_ts
+from recsys.data.parsing import parse_number, parse_ts, text_values
 from recsys.data.schema import DEVICES, RAW_EVENTS
 from recsys.data.suite_run import Check, ChunkedSuite, SuiteRun, run_suite  # noqa: F401  (re-exported)
 
@@ -250,7 +250,7 @@ def events_check_frame(
                 raw[col], integral=dtype == "Int64", allow_bool=col in BINARY
             )
         else:
-            values = formats.text_values(raw[col])
+            values = text_values(raw[col])
             typed[col] = pd.array(values, dtype="string")
     typed = pd.DataFrame(typed, index=raw.index)
     frame = mask_identifiers(typed, PII_COLUMNS)

@@ -141,19 +141,6 @@ def blank_or_null(arr: pa.Array) -> np.ndarray:
     return pc.fill_null(pc.match_substring_regex(arr, _BLANK), True).to_numpy(zero_copy_only=False)
 
 
-def text_values(s: pd.Series) -> np.ndarray:
-    """``None if is_missing(v) else str(v)`` of every value, as an object array: in Arrow when every
-    value is a str or null, else value by value (:func:`map_values`)."""
-    arr = arrow_text(s)
-    if arr is None:
-        from recsys.data.parsing import is_missing
-
-        return map_values(s, lambda v: None if is_missing(v) else str(v))
-    out = arr.to_numpy(zero_copy_only=False)
-    out[blank_or_null(arr)] = None
-    return out
-
-
 # Loose, RE2-compatible pre-filters (Arrow's vectorized regex has no look-around): a value that passes none
 # of them cannot be personal; the few that do are judged exactly by :func:`value_personal`.
 _PREFILTER = r"@[A-Za-z0-9-]+\.|\+\d|\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}|:.*:"

@@ -76,6 +76,17 @@ def parse_number(
     return out, status == "bad", status == "range"
 
 
+def text_values(s: pd.Series) -> np.ndarray:
+    """``None if is_missing(v) else str(v)`` of every value, as an object array: in Arrow when every
+    value is a str or null (:func:`recsys.data.formats.arrow_text`), else value by value."""
+    arr = formats.arrow_text(s)
+    if arr is None:
+        return formats.map_values(s, lambda v: None if is_missing(v) else str(v))
+    out = arr.to_numpy(zero_copy_only=False)
+    out[formats.blank_or_null(arr)] = None
+    return out
+
+
 def parse_ts(s: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """ISO-8601 strings or datetimes -> UTC timestamps (naive ones are taken as UTC)."""
     obj = s.astype(object)

@@ -33,9 +33,8 @@ import numpy as np
 import pandas as pd
 
 from recsys.data import expectations as ex
-from recsys.data import formats
 from recsys.data.lake import as_date
-from recsys.data.parsing import is_null
+from recsys.data.parsing import is_null, text_values
 from recsys.data.schema import RAW_EVENTS, RAW_USERS, VIDEOS, SchemaError, conform
 from recsys.data.validate_io import (  # noqa: F401  (re-exported)
     accepted_event_ids,
@@ -74,7 +73,7 @@ class BatchValidationError(ValueError):
 # Events ---------------------------------------------------------------------------------------------
 def event_id_text(values) -> pd.Series:
     """Raw event ids as the typed frame holds them (a string, or null for a missing value)."""
-    return pd.Series(pd.array(formats.text_values(pd.Series(values)), "string"))
+    return pd.Series(pd.array(text_values(pd.Series(values)), "string"))
 
 
 def day_duplicates(event_ids: pd.Series) -> set[str]:

@@ -1,4 +1,4 @@
-"""The validate stage's text parsing decided in Arrow (``formats.text_values``, ``parsing.parse_ts``) gives
+"""The validate stage's text parsing decided in Arrow (``parsing.text_values``, ``parsing.parse_ts``) gives
 what the value-by-value rules give: ``None if is_missing(v) else str(v)`` and the timestamp parse, for
 hostile values too (every kind of Unicode whitespace, lone surrogates, values that are not text)."""
 
@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recsys.data import formats
-from recsys.data.parsing import is_missing, parse_ts
+from recsys.data.parsing import is_missing, parse_ts, text_values
 
 
 def _by_value(values) -> list:
@@ -58,7 +58,7 @@ def test_text_values_equal_the_value_by_value_rule():
     ):
         s = pd.Series(values, dtype=object) if not isinstance(values, pd.Series) else values
         assert (formats.arrow_text(s) is not None) == arrow, values
-        got = formats.text_values(s)
+        got = text_values(s)
         assert got.dtype == object and list(got) == _by_value(s.astype(object)), values
 
 
