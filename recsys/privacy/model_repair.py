@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from recsys.config import Settings
+from recsys.features.affinity_table import AffinityTable, is_saved_arrays
 from recsys.privacy.keyscan import files_holding
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,15 @@ def forget_users(transform: dict, keys: Iterable[str]) -> tuple[dict, list[int]]
     rows = sorted(int(vocab.pop(k)) for k in keys & set(vocab))
     for k in keys & set(t.get("user_impressions", {})):
         del t["user_impressions"][k]
-    for table in t.get("affinity", {}).values():
-        for k in keys & set(table):
+    tables = t.get("affinity", {})
+    for name, table in list(tables.items()):
+        if is_saved_arrays(table):  # the array form (recsys.features.affinity_table)
+            arrays = AffinityTable.from_json_value(table)
+            gone = keys & set(arrays.users.tolist())
+            if gone:
+                tables[name] = arrays.without(gone).to_json_value()
+            continue
+        for k in keys & set(table):  # the nested form of transforms saved before it
             del table[k]
     history = t.get("coengagement", {}).get("history", {})  # the user's engaged videos
     for k in keys & set(history):

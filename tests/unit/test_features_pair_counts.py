@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys.features.affinity_table import AffinityTable
 from recsys.features.pair_counts import PairCounts
 
 USERS = np.array([f"u{i:03d}" for i in range(40)] + ["ü-ser", 'q"uote', "Zed", "a\\b"], dtype=object)
@@ -48,7 +49,10 @@ def test_pairs_added_in_chunks_are_the_whole_path_dicts_and_json(chunk):
     assert {u: table[u] for u in table} == want and list(table) == sorted(want)
     f = io.StringIO()
     table.write_json(f.write)
-    assert f.getvalue() == json.dumps(want, sort_keys=True)
+    assert f.getvalue() == json.dumps(AffinityTable.from_nested(want).to_json_value(), sort_keys=True)
+    nested = io.StringIO()
+    table.write_nested_json(nested.write)
+    assert nested.getvalue() == json.dumps(want, sort_keys=True)
 
 
 def test_positions_find_every_known_pair_and_only_those():
@@ -72,6 +76,9 @@ def test_positions_find_every_known_pair_and_only_those():
 def test_an_empty_table_writes_an_empty_object():
     table = PairCounts().table()
     f = io.StringIO()
-    table.write_json(f.write)
+    table.write_nested_json(f.write)
     assert f.getvalue() == "{}" and len(table) == 0
+    f = io.StringIO()
+    table.write_json(f.write)
+    assert AffinityTable.from_json_value(json.loads(f.getvalue())) == {}
     assert (table.positions(np.array(["u"], dtype=object), np.array(["s"], dtype=object)) == -1).all()
