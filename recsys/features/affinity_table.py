@@ -9,11 +9,11 @@ keeps them as sorted arrays (about 30 bytes a pair) and still reads as the mappi
 
 In a saved transform each table is one JSON object of arrays (:meth:`AffinityTable.to_json_value`): the
 users and side values as lists of strings, the per-user pair counts, side codes, clicks and impressions
-as base64 of zlib-compressed little-endian binary. Loading it builds the arrays directly: at 10M interactions a day
-(~9M pairs) the nested form took 11 CPU s and ~1 GB above the loaded size to parse. A transform saved
-in the nested form (``{user: {side: [clicks, impressions]}}``, before 2026-12-08) still loads:
-:func:`object_hook` builds the arrays while ``json.loads`` parses it, without the nested dicts ever being
-whole in memory.
+as base64 of zlib-compressed little-endian binary. Loading it builds the arrays directly: at 10M
+interactions a day (~9M pairs) the nested form took 11 CPU s and ~1 GB above the loaded size to parse.
+A transform saved in the nested form (``{user: {side: [clicks, impressions]}}``, before 2026-12-08)
+still loads: :func:`object_hook` builds the arrays while ``json.loads`` parses it, without the nested
+dicts ever being whole in memory.
 """
 
 from __future__ import annotations

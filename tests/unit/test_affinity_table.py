@@ -57,7 +57,10 @@ def test_non_finite_counts_are_spelled_as_json_spells_them():
     parts = []
     table.write_json(parts.append)  # binary: NaN and the infinities kept as they are
     back = AffinityTable.from_json_value(json.loads("".join(parts)))
-    assert np.array_equal(back.clicks, table.clicks, equal_nan=True) and back.imps.tolist() == table.imps.tolist()
+    assert (
+        np.array_equal(back.clicks, table.clicks, equal_nan=True)
+        and back.imps.tolist() == table.imps.tolist()
+    )
 
 
 def test_json_loads_builds_the_tables_of_a_transform_saved_in_the_nested_form():
@@ -108,6 +111,7 @@ def test_a_malformed_saved_table_is_a_clear_error():
     for what, value in broken.items():
         with pytest.raises(ValueError, match="affinity table"):
             AffinityTable.from_json_value(value)
+            pytest.fail(f"{what}: loaded")
         with pytest.raises(ValueError, match="affinity table"):
             json.loads(json.dumps({"affinity": {"t": value}}), object_pairs_hook=object_hook())
 
