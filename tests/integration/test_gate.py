@@ -52,8 +52,8 @@ def shuffled_copy(fdir: Path, dest: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from cryptography.fernet import Fernet
+    from tiny import features_of_days
 
-    from recsys import stages
     from recsys.config import load_settings
     from recsys.train import train_model
 
@@ -73,11 +73,7 @@ def trained(tmp_path_factory):
         mp.setenv(k, v)
     try:
         s = load_settings()
-        for ds in DAYS:
-            for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-                st(ds, s)
-        stages.features(DAYS[-1], s)
-        fdir = stages.features_dir(s, DAYS[-1])
+        fdir = features_of_days(s, DAYS[0], len(DAYS))
         shuf = shuffled_copy(fdir, root / "shuffled" / f"ds={DAYS[-1]}")
         tags = {"ds": str(DAYS[-1]), "trigger": "test", "variant": s.model.variant, "window_days": "14"}
         good = train_model(fdir, s, run_name="good", tags=tags, work_dir=root / "ck-good")

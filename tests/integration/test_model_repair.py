@@ -61,26 +61,51 @@ def _log(world, settings, tmp: Path, seed: int, example_users: list[str]) -> str
         return log_ranker_dir(folder, example)
 
 
-@pytest.fixture
-def registry(world, settings, tmp_path):
+@pytest.fixture(scope="module")
+def built_registry(world, tmp_path_factory):
     """champion, previous and challenger on three versions, an older unaliased version, and a logged model
-    no version refers to (a refused candidate); every one of them knows the user to erase."""
-    import mlflow
+    no version refers to (a refused candidate); every one of them knows the user to erase.
 
+    Built once for the module (logging five rankers is most of the two erasure tests' set-up) from the
+    seeded world and seeds alone; each test erases in its own copy (:func:`registry`)."""
+    import mlflow
+    from cryptography.fernet import Fernet
+
+    from recsys.config import load_settings
     from recsys.registry import register_version
 
-    users = list(world.users["user_key"])
-    erased, others = users[5], [u for u in users if u != users[5]]
-    name = settings.model_name
-    versions = [
-        register_version(name, _log(world, settings, tmp_path, seed, [erased, others[0]]), {"ds": f"d{seed}"})
-        for seed in range(4)
-    ]
-    refused = _log(world, settings, tmp_path, 9, [others[1]])
-    client = mlflow.MlflowClient()
-    for alias, v in (("challenger", versions[1]), ("previous", versions[2]), ("champion", versions[3])):
-        client.set_registered_model_alias(name, alias, v)
-    return {"erased": erased, "others": others, "versions": versions, "refused": refused}
+    root = tmp_path_factory.mktemp("model-repair")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("RECSYS_DEMO", raising=False)
+        mp.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", "test-pseudonym-key-model-repair")
+        mp.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", Fernet.generate_key().decode())
+        settings = load_settings(data_dir=root / "data")
+        users = list(world.users["user_key"])
+        erased, others = users[5], [u for u in users if u != users[5]]
+        name = settings.model_name
+        versions = [
+            register_version(name, _log(world, settings, root, seed, [erased, others[0]]), {"ds": f"d{seed}"})
+            for seed in range(4)
+        ]
+        refused = _log(world, settings, root, 9, [others[1]])
+        client = mlflow.MlflowClient()
+        for alias, v in (("challenger", versions[1]), ("previous", versions[2]), ("champion", versions[3])):
+            client.set_registered_model_alias(name, alias, v)
+    return settings.data_dir, {"erased": erased, "others": others, "versions": versions, "refused": refused}
+
+
+@pytest.fixture
+def registry(built_registry, settings, data_dir_copier):
+    """The module's registry in this test's own data folder (a copy whose MLflow store points at the copy:
+    the erasure tests delete and rewrite versions), with MLflow pointed at it."""
+    from recsys.tracking import configure
+
+    src, info = built_registry
+    if settings.data_dir.exists():
+        settings.data_dir.rmdir()  # empty: the copy takes its place
+    data_dir_copier(src, settings.data_dir)
+    configure(settings)
+    return info
 
 
 def _scores(settings, alias: str, rows: pd.DataFrame) -> np.ndarray:

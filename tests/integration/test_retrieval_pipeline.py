@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from tiny import features_of_days
 
 DAYS = [date(2026, 1, 1), date(2026, 1, 2)]
 
@@ -27,11 +28,8 @@ def test_daily_two_stage_run(small):
     from recsys import stages
     from recsys.retrieval.registry import retrieval_version, serving_pair
 
-    for ds in DAYS:
-        for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-            st(ds, small)
+    features_of_days(small, DAYS[0], len(DAYS))
     ds = DAYS[-1]
-    stages.features(ds, small)
     rt = stages.train_retrieval(ds, small)
     assert rt["promoted"] and rt["gate"]["passed"] and rt["index_items"] > 0
     assert 0.0 <= rt["metrics"]["recall_200"] <= 1.0 and rt["metrics"]["held_out_engagements"] > 0

@@ -77,17 +77,14 @@ def _epochs_by_pid(markers: Path) -> dict[int, list[int]]:
 @pytest.fixture
 def features(tmp_path, keys) -> Path:
     """A tiny real features dir: two small simulated days through the pipeline's own stages."""
-    from datetime import date, timedelta
+    from datetime import date
 
-    from recsys import stages
+    from tiny import features_of_days
+
     from recsys.config import load_settings
 
     settings = load_settings(data_dir=tmp_path / "data", simulator=TINY_SIM)
-    for i in range(2):
-        for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-            st(date(2026, 1, 1) + timedelta(days=i), settings)
-    stages.features(date(2026, 1, 2), settings)
-    return stages.features_dir(settings, date(2026, 1, 2))
+    return features_of_days(settings, date(2026, 1, 1))
 
 
 def _run(root: Path, fdir: Path, pause: float) -> subprocess.Popen:

@@ -7,12 +7,12 @@ the last day's training rows are the new ones.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
-from tiny import TINY_MODEL, TINY_SIM
+from tiny import TINY_MODEL, TINY_SIM, features_of_days
 
 from recsys.features.extend import IncompatibleTransform, grown_vocab, merged_stats
 from recsys.features.spec import CATEGORICAL, FeatureSpec
@@ -24,7 +24,6 @@ def world(tmp_path_factory):
     rows)."""
     from cryptography.fernet import Fernet
 
-    from recsys import stages
     from recsys.config import load_settings
     from recsys.features.transform import Transform
     from recsys.incremental import new_rows, read_examples
@@ -35,12 +34,7 @@ def world(tmp_path_factory):
         mp.setenv("RECSYS_PRIVACY__PSEUDONYM_KEY", "test-pseudonym-key-0123456789")
         mp.setenv("RECSYS_PRIVACY__ENCRYPTION_KEYS", Fernet.generate_key().decode())
         settings = load_settings(data_dir=root / "data", simulator=TINY_SIM, model=TINY_MODEL)
-        days = [date(2026, 1, 1) + timedelta(days=i) for i in range(3)]
-        for ds in days:
-            for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-                st(ds, settings)
-        stages.features(days[-1], settings)
-        fdir = stages.features_dir(settings, days[-1])
+        fdir = features_of_days(settings, date(2026, 1, 1), 3)
     train = read_examples(fdir / "train.parquet")
     new = new_rows(train, 1)
     assert 0 < new.sum() < len(train)

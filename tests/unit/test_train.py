@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny import TINY_MODEL, TINY_SIM
+from tiny import TINY_MODEL, TINY_SIM, features_of_days
 
 from recsys.train import TrainState, _normalized_entropy, fit_model, parquet_dataset
-
-
-def build_tiny_features(settings, days: int = 2) -> Path:
-    """A real features dir from the pipeline's own stages over ``days`` small simulated days."""
-    from recsys import stages
-
-    start = date(2026, 1, 1)
-    for i in range(days):
-        for st in (stages.land, stages.collect, stages.validate, stages.anonymize):
-            st(start + timedelta(days=i), settings)
-    last = start + timedelta(days=days - 1)
-    stages.features(last, settings)
-    return stages.features_dir(settings, last)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +30,7 @@ def tiny(tmp_path_factory):
             model=TINY_MODEL,
             train={"epochs": 2, "batch_size": 64, "patience": 5},
         )
-        fdir = build_tiny_features(settings)
+        fdir = features_of_days(settings, date(2026, 1, 1))
     return settings, fdir
 
 
